@@ -4,7 +4,16 @@ go 1.26.0
 
 require (
 	github.com/eclipse/paho.golang v0.23.0
+	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/mochi-mqtt/server/v2 v2.7.9
+	github.com/redis/go-redis/v9 v9.23.0
+	golang.org/x/crypto v0.59.0
 )
 
-require github.com/stretchr/testify v1.12.1 // indirect
+require (
+	github.com/alicebob/miniredis/v2 v2.40.0 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/yuin/gopher-lua v1.1.1 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)

@@ -1,0 +1,44 @@
+package authstore
+
+import (
+	"context"
+	"testing"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
+)
+
+// BenchmarkDecisionRemembered: decisions against a real redis-server with the
+// password verification remembered (one HGETALL and rule checks each).
+func BenchmarkDecisionRemembered(b *testing.B) {
+	srv := testenv.Redis(b)
+	rdb, err := NewClient(testenv.RedisURL(srv))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rdb.Close()
+	s := New(rdb, Options{})
+	ctx := context.Background()
+	if err := s.SetUser(ctx, "bench", Update{Password: ptr("pw"), ClientIDs: &[]string{"dev-*"}, CIDRs: &[]string{"192.0.2.0/24"}}); err != nil {
+		b.Fatal(err)
+	}
+	r := req("bench", "pw")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if d, err := s.Authenticate(ctx, r); err != nil || !d.Allowed() || !d.Remembered && d.Outcome != Accepted {
+				b.Fatal(d, err)
+			}
+		}
+	})
+	b.ReportMetric(float64(s.HashCount()), "hashes")
+}
+
+// BenchmarkVerifyArgon2id is the cost of one decision that is not remembered.
+func BenchmarkVerifyArgon2id(b *testing.B) {
+	h := HashPassword("pw")
+	for b.Loop() {
+		if ok, err := verifyPassword(h, "pw", false); !ok || err != nil {
+			b.Fatal(err)
+		}
+	}
+}

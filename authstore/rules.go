@@ -1,0 +1,213 @@
+package authstore
+
+import (
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Field names of a user's hash (see README "Redis rules").
+const (
+	FieldPassword  = "password"
+	FieldEnabled   = "enabled"
+	FieldClientIDs = "clientids"
+	FieldCerts     = "certs"
+	FieldNotAfter  = "not_after"
+	FieldCIDRs     = "cidrs"
+)
+
+// ErrMalformedRule marks a field of a user's hash that cannot be read. It
+// never allows: the decision becomes an error (CONNACK "server unavailable").
+var ErrMalformedRule = errors.New("malformed rule")
+
+// rules is one user's hash, parsed. A nil slice means "field absent".
+type rules struct {
+	password    string
+	hasPassword bool
+	enabled     bool
+	clientIDs   []string
+	certs       []certRule
+	hasCerts    bool
+	notAfter    time.Time
+	cidrs       []netip.Prefix
+	hasCIDRs    bool
+}
+
+type certRule struct {
+	sha256 []byte // 32 bytes, or nil for a CN rule
+	cn     string
+}
+
+// parseRules reads a user's hash. Unknown fields are ignored, so that
+// operators can keep notes beside the rules.
+func parseRules(h map[string]string) (rules, error) {
+	r := rules{enabled: true}
+	var err error
+	if v, ok := h[FieldPassword]; ok {
+		r.password, r.hasPassword = v, true
+	}
+	if v, ok := h[FieldEnabled]; ok {
+		if r.enabled, err = strconv.ParseBool(strings.TrimSpace(v)); err != nil {
+			return r, fmt.Errorf("%w: %s %q is not true or false", ErrMalformedRule, FieldEnabled, v)
+		}
+	}
+	if v, ok := h[FieldClientIDs]; ok {
+		r.clientIDs = strings.Fields(v)
+		if r.clientIDs == nil {
+			r.clientIDs = []string{} // present but empty: no client id is allowed
+		}
+	}
+	if v, ok := h[FieldCerts]; ok {
+		r.hasCerts = true
+		if r.certs, err = ParseCerts(v); err != nil {
+			return r, err
+		}
+	}
+	if v, ok := h[FieldNotAfter]; ok && strings.TrimSpace(v) != "" {
+		if r.notAfter, err = time.Parse(time.RFC3339, strings.TrimSpace(v)); err != nil {
+			return r, fmt.Errorf("%w: %s %q is not an RFC 3339 time", ErrMalformedRule, FieldNotAfter, v)
+		}
+	}
+	if v, ok := h[FieldCIDRs]; ok {
+		r.hasCIDRs = true
+		if r.cidrs, err = ParseCIDRs(v); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// ParseCerts parses a certs field: space-separated sha256:<hex> (colons
+// allowed, any case) and cn:<CommonName> entries.
+func ParseCerts(v string) ([]certRule, error) {
+	var out []certRule
+	for _, f := range strings.Fields(v) {
+		kind, val, _ := strings.Cut(f, ":")
+		switch strings.ToLower(kind) {
+		case "sha256":
+			b, err := hex.DecodeString(strings.ReplaceAll(val, ":", ""))
+			if err != nil || len(b) != 32 {
+				return nil, fmt.Errorf("%w: %s entry %q: want sha256:<64 hex digits>", ErrMalformedRule, FieldCerts, f)
+			}
+			out = append(out, certRule{sha256: b})
+		case "cn":
+			if val == "" {
+				return nil, fmt.Errorf("%w: %s entry %q: empty common name", ErrMalformedRule, FieldCerts, f)
+			}
+			out = append(out, certRule{cn: val})
+		default:
+			return nil, fmt.Errorf("%w: %s entry %q: want sha256:<hex> or cn:<name>", ErrMalformedRule, FieldCerts, f)
+		}
+	}
+	return out, nil
+}
+
+// ParseCIDRs parses a cidrs field: space-separated prefixes; a bare address
+// stands for itself.
+func ParseCIDRs(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Fields(v) {
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, fmt.Errorf("%w: %s entry %q is not a CIDR or address", ErrMalformedRule, FieldCIDRs, f)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// certMatches reports whether the presented certificate satisfies any rule.
+func certMatches(rs []certRule, fingerprint []byte, cn string, present bool) bool {
+	if !present {
+		return false
+	}
+	match := 0
+	for _, r := range rs {
+		if r.sha256 != nil {
+			match |= subtle.ConstantTimeCompare(r.sha256, fingerprint)
+		} else if r.cn == cn {
+			match = 1
+		}
+	}
+	return match == 1
+}
+
+func addrAllowed(ps []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientIDAllowed matches id against globs where * is any run of characters,
+// ? is one character, and %u stands for the username, matched literally.
+func clientIDAllowed(globs []string, id, username string) bool {
+	for _, g := range globs {
+		if globMatch(g, id, username) {
+			return true
+		}
+	}
+	return false
+}
+
+func globMatch(pattern, s, username string) bool {
+	// Expand the pattern into tokens: literal runes, '*' and '?'. %u is the
+	// username as literal runes, so a username with * or ? stays literal.
+	type tok struct {
+		r    rune
+		kind byte // 'l' literal, '*', '?'
+	}
+	var toks []tok
+	for i := 0; i < len(pattern); {
+		if strings.HasPrefix(pattern[i:], "%u") {
+			for _, r := range username {
+				toks = append(toks, tok{r, 'l'})
+			}
+			i += 2
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(pattern[i:])
+		switch r {
+		case '*', '?':
+			toks = append(toks, tok{r, byte(r)})
+		default:
+			toks = append(toks, tok{r, 'l'})
+		}
+		i += size
+	}
+	rs := []rune(s)
+	// Iterative matcher with single-star backtracking.
+	ti, si, starT, starS := 0, 0, -1, 0
+	for si < len(rs) {
+		switch {
+		case ti < len(toks) && (toks[ti].kind == '?' || toks[ti].kind == 'l' && toks[ti].r == rs[si]):
+			ti++
+			si++
+		case ti < len(toks) && toks[ti].kind == '*':
+			starT, starS = ti, si
+			ti++
+		case starT >= 0:
+			starS++
+			ti, si = starT+1, starS
+		default:
+			return false
+		}
+	}
+	for ti < len(toks) && toks[ti].kind == '*' {
+		ti++
+	}
+	return ti == len(toks)
+}

@@ -1,0 +1,365 @@
+package authstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
+	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+)
+
+// Vectors made outside this code base: argon2id and bcrypt by the Python
+// argon2-cffi and bcrypt packages, PBKDF2 by Python's hashlib following
+// mosquitto-go-auth's documented format (PBKDF2$digest$iter$b64salt$b64hash).
+var vectors = []struct{ name, hash, password string }{
+	{"argon2id", "$argon2id$v=19$m=19456,t=2,p=1$ELINC+GPf8vL7IWHQ6szlw$M5CD1ZdIfhB2eXMS1hh7fWW1204q05ccSKMQ9qHi4iE", "argon-pass"},
+	{"bcrypt 2b", "$2b$04$.MyMYYEjToFnNHnw3bpEqeesH5ElAsqBHvBxHoVFgBFxhAGLw8lwy", "bcrypt-pass"},
+	{"bcrypt 2a", "$2a$04$ODrUWllZjlg80nF0jSzB2ODv.ZmzA.8voMsBqHUVGF6DPsgqYdVqm", "bcrypt-pass"},
+	{"bcrypt 2y", "$2y$04$.MyMYYEjToFnNHnw3bpEqeesH5ElAsqBHvBxHoVFgBFxhAGLw8lwy", "bcrypt-pass"},
+	{"pbkdf2 sha512", "PBKDF2$sha512$100000$MDEyMzQ1Njc4OWFiY2RlZg==$kRXD0Q6xQFHViVftYfGHiUn1FuWb8D3yeoONlW6FV0Qw97R26ipBlGUrPNbOeMV3KiNsx+NpJB8qyG7dp2KWJg==", "mosquitto-pass"},
+	{"pbkdf2 sha256", "PBKDF2$sha256$1000$MDEyMzQ1Njc4OWFiY2RlZg==$tQiMXqcB5PD6y+Usxvp2sro3soO7p2nv5Mt9rdl+9yI=", "mosquitto-pass"},
+}
+
+// realStore starts a real redis-server and a Store over it.
+func realStore(t *testing.T, o Options) (*Store, *redis.Client, *testenv.Server) {
+	t.Helper()
+	srv := testenv.Redis(t)
+	rdb, err := NewClient(testenv.RedisURL(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	if o.Timeout == 0 {
+		o.Timeout = 300 * time.Millisecond
+	}
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { admin.Close() })
+	return New(rdb, o), admin, srv
+}
+
+var (
+	certA   = []byte("certificate A DER")
+	certB   = []byte("certificate B DER")
+	fpA     = sha256.Sum256(certA)
+	fpB     = sha256.Sum256(certB)
+	fpAHex  = "sha256:" + strings.ToUpper(string(hexColon(fpA[:])))
+	srcAddr = netip.MustParseAddr("192.0.2.10")
+)
+
+func hexColon(b []byte) []byte {
+	const digits = "0123456789abcdef"
+	var out []byte
+	for i, c := range b {
+		if i > 0 {
+			out = append(out, ':')
+		}
+		out = append(out, digits[c>>4], digits[c&15])
+	}
+	return out
+}
+
+func TestVectorsVerify(t *testing.T) {
+	for _, v := range vectors {
+		t.Run(v.name, func(t *testing.T) {
+			ok, err := verifyPassword(v.hash, v.password, false)
+			if err != nil || !ok {
+				t.Fatalf("right password: %v %v", ok, err)
+			}
+			ok, err = verifyPassword(v.hash, v.password+"x", false)
+			if err != nil || ok {
+				t.Fatalf("wrong password: %v %v", ok, err)
+			}
+		})
+	}
+	for _, bad := range []string{"", "plaintext", "$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+		"$argon2id$v=19$m=99999999,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", "$argon2i$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA",
+		"PBKDF2$md5$1000$c2FsdA==$aGFzaGhhc2hoYXNoaGFzaA==", "PBKDF2$sha256$0$c2FsdA==$aGFzaGhhc2hoYXNoaGFzaA==",
+		"PBKDF2$sha256$1000$c2FsdA==", "$2b$31$.MyMYYEjToFnNHnw3bpEqeesH5ElAsqBHvBxHoVFgBFxhAGLw8lwy"} {
+		if ok, err := verifyPassword(bad, "", false); ok || !errors.Is(err, ErrMalformedHash) {
+			t.Errorf("%q: %v %v, want ErrMalformedHash", bad, ok, err)
+		}
+	}
+	h := HashPassword("new-pass")
+	if !strings.HasPrefix(h, "$argon2id$v=19$m=19456,t=2,p=1$") {
+		t.Fatalf("HashPassword = %q", h)
+	}
+	if ok, err := verifyPassword(h, "new-pass", false); !ok || err != nil {
+		t.Fatalf("own hash does not verify: %v", err)
+	}
+}
+
+func req(user, pass string) Request {
+	return Request{Username: user, HasPassword: true, Password: pass, ClientID: "dev-1", Protocol: packets.V311, RemoteAddr: srcAddr}
+}
+
+func TestRulesAgainstRealRedis(t *testing.T) {
+	s, admin, _ := realStore(t, Options{})
+	ctx := testenv.Context(t)
+	pw := HashPassword("pw")
+	hset := func(user string, kv ...string) {
+		t.Helper()
+		if err := admin.Del(ctx, "mqtt:user:"+user).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.HSet(ctx, "mqtt:user:"+user, kv).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withCert := func(r Request, fp [32]byte, cn string) Request {
+		r.CertSHA256, r.CertCN = fp[:], cn
+		return r
+	}
+	withID := func(r Request, id string) Request { r.ClientID = id; return r }
+	withAddr := func(r Request, a string) Request { r.RemoteAddr = netip.MustParseAddr(a); return r }
+	noPass := func(r Request) Request { r.HasPassword, r.Password = false, ""; return r }
+
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	past := time.Now().Add(-time.Second).UTC().Format(time.RFC3339)
+	cases := []struct {
+		name string
+		hash []string
+		req  Request
+		want Outcome
+		code packets.ReasonCode
+	}{
+		{"password ok", []string{"password", pw}, req("u", "pw"), Accepted, packets.Success},
+		{"wrong password", []string{"password", pw}, req("u", "nope"), BadCredentials, packets.BadUserNameOrPassword},
+		{"no password sent", []string{"password", pw}, noPass(req("u", "")), BadCredentials, packets.BadUserNameOrPassword},
+		{"unknown user", nil, req("ghost", "pw"), BadCredentials, packets.BadUserNameOrPassword},
+		{"empty username", nil, req("", "pw"), BadCredentials, packets.BadUserNameOrPassword},
+		{"enabled true", []string{"password", pw, "enabled", "true"}, req("u", "pw"), Accepted, packets.Success},
+		{"disabled", []string{"password", pw, "enabled", "false"}, req("u", "pw"), Disabled, packets.NotAuthorized},
+		{"disabled, wrong password", []string{"password", pw, "enabled", "false"}, req("u", "x"), BadCredentials, packets.BadUserNameOrPassword},
+		{"not expired", []string{"password", pw, "not_after", future}, req("u", "pw"), Accepted, packets.Success},
+		{"expired", []string{"password", pw, "not_after", past}, req("u", "pw"), Expired, packets.NotAuthorized},
+		{"client id glob", []string{"password", pw, "clientids", "x-* dev-?"}, req("u", "pw"), Accepted, packets.Success},
+		{"client id %u", []string{"password", pw, "clientids", "%u-*"}, withID(req("u", "pw"), "u-7"), Accepted, packets.Success},
+		{"client id %u literal", []string{"password", pw, "clientids", "%u"}, withID(req("u*", "pw"), "ux"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
+		{"client id refused", []string{"password", pw, "clientids", "x-*"}, req("u", "pw"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
+		{"client ids empty", []string{"password", pw, "clientids", ""}, req("u", "pw"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
+		{"cidr ok", []string{"password", pw, "cidrs", "10.0.0.0/8 192.0.2.0/24"}, req("u", "pw"), Accepted, packets.Success},
+		{"cidr v4-mapped", []string{"password", pw, "cidrs", "192.0.2.10"}, withAddr(req("u", "pw"), "::ffff:192.0.2.10"), Accepted, packets.Success},
+		{"cidr refused", []string{"password", pw, "cidrs", "10.0.0.0/8"}, req("u", "pw"), AddressNotAllowed, packets.NotAuthorized},
+		{"cert-only ok", []string{"certs", fpAHex}, withCert(noPass(req("c", "")), fpA, "dev"), Accepted, packets.Success},
+		{"cert-only by cn", []string{"certs", "cn:dev-a"}, withCert(noPass(req("c", "")), fpB, "dev-a"), Accepted, packets.Success},
+		{"cert-only wrong cert", []string{"certs", fpAHex}, withCert(noPass(req("c", "")), fpB, "dev"), BadCredentials, packets.BadUserNameOrPassword},
+		{"cert-only no cert", []string{"certs", fpAHex}, noPass(req("c", "")), BadCredentials, packets.BadUserNameOrPassword},
+		{"password and cert", []string{"password", pw, "certs", fpAHex}, withCert(req("u", "pw"), fpA, ""), Accepted, packets.Success},
+		{"password, cert not bound", []string{"password", pw, "certs", fpAHex}, withCert(req("u", "pw"), fpB, ""), CertNotAllowed, packets.NotAuthorized},
+		{"password, no cert", []string{"password", pw, "certs", fpAHex}, req("u", "pw"), CertNotAllowed, packets.NotAuthorized},
+		{"neither password nor certs", []string{"enabled", "true"}, req("u", "pw"), BadCredentials, packets.BadUserNameOrPassword},
+		{"empty stored hash", []string{"password", ""}, req("u", ""), BadCredentials, packets.BadUserNameOrPassword},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			user := c.req.Username
+			if c.hash != nil {
+				hset(user, c.hash...)
+			}
+			d, err := s.Authenticate(ctx, c.req)
+			if c.name == "empty stored hash" {
+				// An empty hash never matches; it is a malformed rule.
+				if !errors.Is(err, ErrMalformedRule) {
+					t.Fatalf("got %v %v, want ErrMalformedRule", d, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Outcome != c.want || d.Code() != c.code || d.Allowed() != (c.want == Accepted) {
+				t.Fatalf("got %+v (%v), want %v (%v)", d, d.Code(), c.want, c.code)
+			}
+		})
+	}
+
+	for _, bad := range [][]string{{"enabled", "maybe"}, {"not_after", "tomorrow"}, {"cidrs", "10.0.0.0/33"},
+		{"certs", "md5:abcd"}, {"certs", "sha256:abcd"}, {"password", "plaintext"}} {
+		hset("m", append([]string{"password", pw}, bad...)...)
+		if d, err := s.Authenticate(ctx, req("m", "pw")); !errors.Is(err, ErrMalformedRule) || d.Allowed() {
+			t.Errorf("malformed %v: got %+v, %v; want ErrMalformedRule", bad, d, err)
+		}
+	}
+}
+
+func TestToggleAndPasswordChangeTakeEffectAtOnce(t *testing.T) {
+	s, admin, _ := realStore(t, Options{})
+	ctx := testenv.Context(t)
+	if err := s.SetUser(ctx, "alice", Update{Password: ptr("one")}); err != nil {
+		t.Fatal(err)
+	}
+	decide := func(pass string) Decision {
+		t.Helper()
+		d, err := s.Authenticate(ctx, req("alice", pass))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := decide("one"); !d.Allowed() || d.Remembered {
+		t.Fatalf("first: %+v", d)
+	}
+	if d := decide("one"); !d.Allowed() || !d.Remembered {
+		t.Fatalf("second should be remembered: %+v", d)
+	}
+	// Toggle with plain redis-cli-style HSET: the very next decision obeys.
+	for i, want := range []Outcome{Disabled, Accepted, Disabled, Accepted} {
+		admin.HSet(ctx, "mqtt:user:alice", "enabled", strconv.FormatBool(i%2 == 1))
+		if d := decide("one"); d.Outcome != want {
+			t.Fatalf("toggle %d: %v, want %v", i, d.Outcome, want)
+		}
+	}
+	// A new password invalidates the remembered verification.
+	if err := s.SetUser(ctx, "alice", Update{Password: ptr("two")}); err != nil {
+		t.Fatal(err)
+	}
+	if d := decide("one"); d.Outcome != BadCredentials {
+		t.Fatalf("old password after change: %+v", d)
+	}
+	if d := decide("two"); !d.Allowed() || d.Remembered {
+		t.Fatalf("new password: %+v", d)
+	}
+	// A hash replaced by redis-cli, even for the same password, is verified afresh.
+	admin.HSet(ctx, "mqtt:user:alice", "password", HashPassword("two"))
+	if d := decide("two"); !d.Allowed() || d.Remembered {
+		t.Fatalf("re-hashed password: %+v", d)
+	}
+	// A deleted user is unknown at once, remembered verification or not.
+	admin.Del(ctx, "mqtt:user:alice")
+	if d := decide("two"); d.Outcome != BadCredentials {
+		t.Fatalf("deleted user: %+v", d)
+	}
+}
+
+func TestUnknownUserCostsAHash(t *testing.T) {
+	s, _, _ := realStore(t, Options{})
+	ctx := testenv.Context(t)
+	if err := s.SetUser(ctx, "bob", Update{Password: ptr("pw")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []Request{req("nobody", "pw"), req("bob", "wrong"), req("bob", "wrong")} {
+		before := s.HashCount()
+		if d, err := s.Authenticate(ctx, r); err != nil || d.Allowed() {
+			t.Fatal(d, err)
+		}
+		if s.HashCount() != before+1 {
+			t.Fatalf("%s: %d hashes, want 1: a denial must cost one hash and never be remembered", r.Username, s.HashCount()-before)
+		}
+	}
+}
+
+func TestOneRoundTripPerDecision(t *testing.T) {
+	s, admin, _ := realStore(t, Options{})
+	ctx := testenv.Context(t)
+	if err := s.SetUser(ctx, "carol", Update{Password: ptr("pw"), ClientIDs: &[]string{"dev-*"}, CIDRs: &[]string{"192.0.2.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(ctx, req("carol", "pw")); err != nil { // warm the connection pool
+		t.Fatal(err)
+	}
+	stat := func() int {
+		info := admin.Info(ctx, "stats").Val()
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "total_commands_processed:"); ok {
+				n, _ := strconv.Atoi(v)
+				return n
+			}
+		}
+		t.Fatal("no total_commands_processed")
+		return 0
+	}
+	const n = 50
+	before := stat()
+	for range n {
+		if d, err := s.Authenticate(ctx, req("carol", "pw")); err != nil || !d.Allowed() {
+			t.Fatal(d, err)
+		}
+	}
+	// The INFO call itself counts once.
+	if got := stat() - before - 1; got != n {
+		t.Fatalf("%d commands for %d decisions, want exactly 1 each", got, n)
+	}
+}
+
+func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
+	s, _, srv := realStore(t, Options{Timeout: 200 * time.Millisecond})
+	ctx := testenv.Context(t)
+	if err := s.SetUser(ctx, "dave", Update{Password: ptr("pw")}); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Authenticate(ctx, req("dave", "pw")); err != nil || !d.Allowed() {
+		t.Fatal(d, err)
+	}
+	srv.Stop()
+	start := time.Now()
+	d, err := s.Authenticate(ctx, req("dave", "pw"))
+	if !errors.Is(err, ErrUnavailable) || d.Allowed() {
+		t.Fatalf("Redis down: %+v %v, want ErrUnavailable", d, err)
+	}
+	t.Logf("Redis down answered in %v", time.Since(start))
+	if err := s.Ping(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Ping with Redis down: %v", err)
+	}
+	// A server that accepts but never answers: the timeout bounds the wait.
+	srv.Start() // empty again: no persistence
+	if err := s.SetUser(ctx, "dave", Update{Password: ptr("pw")}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "decisions to recover", func() bool {
+		d, err := s.Authenticate(ctx, req("dave", "pw"))
+		return err == nil && d.Allowed()
+	})
+}
+
+func TestSlowRedisTimesOut(t *testing.T) {
+	s, admin, _ := realStore(t, Options{Timeout: 150 * time.Millisecond})
+	ctx := testenv.Context(t)
+	if err := s.SetUser(ctx, "erin", Update{Password: ptr("pw")}); err != nil {
+		t.Fatal(err)
+	}
+	// CLIENT PAUSE holds every client's commands past the timeout.
+	if err := admin.Do(ctx, "CLIENT", "PAUSE", "1500", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := s.Authenticate(ctx, req("erin", "pw"))
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("slow Redis: %v, want ErrUnavailable", err)
+	}
+	if el := time.Since(start); el > 900*time.Millisecond {
+		t.Fatalf("slow Redis answered after %v: the timeout did not bound it", el)
+	}
+}
+
+func TestHashConcurrencyBound(t *testing.T) {
+	s, _, _ := realStore(t, Options{MaxHashes: 1})
+	ctx := testenv.Context(t)
+	// A deliberately slow argon2id hash holds the only slot.
+	slow := "$argon2id$v=19$m=262144,t=4,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+	if err := s.SetUser(ctx, "slow", Update{PasswordHash: &slow}); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		_, _ = s.Authenticate(ctx, req("slow", "x"))
+	}()
+	testenv.WaitFor(t, 5*time.Second, "the slot to be taken", func() bool { return len(s.hashSem) == 1 })
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	_, err := s.Authenticate(short, req("nobody", "x"))
+	if !errors.Is(err, ErrBusy) && !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("second verification while the slot is held: %v, want ErrBusy", err)
+	}
+	<-held
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,245 @@
+// Package testenv starts real servers (redis-server, mosquitto) on free
+// loopback ports for integration tests. Where a server's binary is missing,
+// a test fails under CI (CI=true) and is skipped elsewhere.
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// LookPath finds a server binary, also in the sbin directories a CI shell
+// may not have on PATH. It fails the test under CI and skips it elsewhere.
+func LookPath(t testing.TB, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not found: .ci/run must install it", name)
+	}
+	t.Skipf("%s not installed (apt-get install it, or run bash .ci/run)", name)
+	return ""
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// WaitFor polls cond every few milliseconds until it holds or timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Server is a real server process on a fixed loopback port. Stop and Start
+// restart it on the same port.
+type Server struct {
+	t    testing.TB
+	Name string
+	Port int
+	args []string
+	bin  string
+	dir  string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	out  *lockedBuffer
+}
+
+// Addr is host:port of the server.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
+
+// Output returns what the server has printed so far.
+func (s *Server) Output() string { return s.out.String() }
+
+// Start launches the server and waits until its port accepts connections.
+func (s *Server) Start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return
+	}
+	cmd := exec.Command(s.bin, s.args...)
+	cmd.Dir = s.dir
+	cmd.Stdout = s.out
+	cmd.Stderr = s.out
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start %s: %v", s.Name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.cmd, s.done = cmd, done
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-done:
+			s.cmd = nil
+			s.t.Fatalf("%s exited at start:\n%s", s.Name, s.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s did not listen on %s:\n%s", s.Name, s.Addr(), s.out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Stop kills the server and waits until it has exited.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+func newServer(t testing.TB, name, bin, dir string, port int, args ...string) *Server {
+	s := &Server{t: t, Name: name, Port: port, bin: bin, dir: dir, args: args, out: &lockedBuffer{}}
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Redis starts a real redis-server on a free loopback port, with no
+// persistence. Extra are more command-line options ("--notify-keyspace-events", "KEA").
+func Redis(t testing.TB, extra ...string) *Server {
+	t.Helper()
+	bin := LookPath(t, "redis-server")
+	dir := t.TempDir()
+	port := FreePort(t)
+	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", dir, "--protected-mode", "no"}, extra...)
+	return newServer(t, "redis-server", bin, dir, port, args...)
+}
+
+// RedisURL is the go-redis URL of a Redis server.
+func RedisURL(s *Server) string { return "redis://" + s.Addr() + "/0" }
+
+// MosquittoOptions configure a test broker.
+type MosquittoOptions struct {
+	// Users, when set, turns off anonymous access: only these name/password
+	// pairs may connect.
+	Users map[string]string
+}
+
+// Mosquitto starts a real mosquitto broker on a free loopback port, logging
+// every connection (with its username) to Output.
+func Mosquitto(t testing.TB, o MosquittoOptions) *Server {
+	t.Helper()
+	bin := LookPath(t, "mosquitto")
+	dir := t.TempDir()
+	port := FreePort(t)
+	var conf bytes.Buffer
+	fmt.Fprintf(&conf, "listener %d 127.0.0.1\n", port)
+	fmt.Fprintf(&conf, "log_dest stdout\nlog_type all\nconnection_messages true\npersistence false\n")
+	if os.Geteuid() == 0 {
+		// Run as root so that the broker can read its files in the test's
+		// private temp dir instead of dropping to the mosquitto user.
+		conf.WriteString("user root\n")
+	}
+	if len(o.Users) > 0 {
+		pwfile := filepath.Join(dir, "passwd")
+		if err := os.WriteFile(pwfile, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		passwd := LookPath(t, "mosquitto_passwd")
+		for u, p := range o.Users {
+			if out, err := exec.Command(passwd, "-b", pwfile, u, p).CombinedOutput(); err != nil {
+				t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+			}
+		}
+		fmt.Fprintf(&conf, "allow_anonymous false\npassword_file %s\n", pwfile)
+	} else {
+		conf.WriteString("allow_anonymous true\n")
+	}
+	cfg := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(cfg, conf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return newServer(t, "mosquitto", bin, dir, port, "-c", cfg)
+}
+
+// WaitOutput waits until the server's output contains substr.
+func (s *Server) WaitOutput(substr string, timeout time.Duration) {
+	s.t.Helper()
+	WaitFor(s.t, timeout, fmt.Sprintf("%s to print %q", s.Name, substr), func() bool {
+		return strings.Contains(s.Output(), substr)
+	})
+}
+
+// OutputLines returns the lines of output that contain substr.
+func (s *Server) OutputLines(substr string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s.Output()))
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), substr) {
+			out = append(out, sc.Text())
+		}
+	}
+	return out
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Context returns a context that ends with the test.
+func Context(t testing.TB) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx
+}
