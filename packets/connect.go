@@ -235,3 +235,22 @@ func AppendConnect(dst []byte, c *Connect) ([]byte, error) {
 	}
 	return dst, nil
 }
+
+// PeekLevel returns the protocol level byte of a CONNECT packet that may be
+// malformed further on, or 0 when the packet does not get that far. The
+// proxy uses it to answer a refused CONNECT in the client's own version.
+func PeekLevel(pkt []byte) byte {
+	h, err := ParseHeader(pkt)
+	if err != nil || h.Type != CONNECT {
+		return 0
+	}
+	off := h.HeaderLen
+	if len(pkt) < off+2 {
+		return 0
+	}
+	off += 2 + (int(pkt[off])<<8 | int(pkt[off+1]))
+	if off >= len(pkt) {
+		return 0
+	}
+	return pkt[off]
+}

@@ -444,3 +444,20 @@ func TestReasonTable(t *testing.T) {
 		t.Errorf("Error() = %q", NotAuthorized.Error())
 	}
 }
+
+func TestPeekLevel(t *testing.T) {
+	for _, f := range validConnects {
+		c, _ := DecodeConnect(f.pkt)
+		if got := PeekLevel(f.pkt); got != c.ProtocolLevel {
+			t.Errorf("%s: PeekLevel = %d, want %d", f.name, got, c.ProtocolLevel)
+		}
+	}
+	for _, p := range [][]byte{nil, b(0x10), b(0x10, 2, 0, 4), b(0x30, 3, 0, 1, 'x'), pkt(0x10, s("MQTT"))} {
+		if got := PeekLevel(p); got != 0 {
+			t.Errorf("PeekLevel(%x) = %d, want 0", p, got)
+		}
+	}
+	if got := PeekLevel(pkt(0x10, s("MQTT"), b(5), b(0x01))); got != 5 {
+		t.Errorf("PeekLevel of a malformed v5 CONNECT = %d", got)
+	}
+}

@@ -71,6 +71,8 @@ type Server struct {
 	args []string
 	bin  string
 	dir  string
+	// logFile, when set, is read by Output after what the process printed.
+	logFile string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -82,7 +84,14 @@ type Server struct {
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
 
 // Output returns what the server has printed so far.
-func (s *Server) Output() string { return s.out.String() }
+func (s *Server) Output() string {
+	out := s.out.String()
+	if s.logFile != "" {
+		b, _ := os.ReadFile(s.logFile)
+		out += string(b)
+	}
+	return out
+}
 
 // Start launches the server and waits until its port accepts connections.
 func (s *Server) Start() {
@@ -172,7 +181,9 @@ func Mosquitto(t testing.TB, o MosquittoOptions) *Server {
 	port := FreePort(t)
 	var conf bytes.Buffer
 	fmt.Fprintf(&conf, "listener %d 127.0.0.1\n", port)
-	fmt.Fprintf(&conf, "log_dest stdout\nlog_type all\nconnection_messages true\npersistence false\n")
+	// A log file, not stdout: mosquitto flushes it per line, but buffers a pipe.
+	logFile := filepath.Join(dir, "mosquitto.log")
+	fmt.Fprintf(&conf, "log_dest file %s\nlog_type all\nconnection_messages true\npersistence false\n", logFile)
 	if os.Geteuid() == 0 {
 		// Run as root so that the broker can read its files in the test's
 		// private temp dir instead of dropping to the mosquitto user.
@@ -197,7 +208,9 @@ func Mosquitto(t testing.TB, o MosquittoOptions) *Server {
 	if err := os.WriteFile(cfg, conf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return newServer(t, "mosquitto", bin, dir, port, "-c", cfg)
+	s := newServer(t, "mosquitto", bin, dir, port, "-c", cfg)
+	s.logFile = logFile
+	return s
 }
 
 // WaitOutput waits until the server's output contains substr.

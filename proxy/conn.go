@@ -1,0 +1,329 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+)
+
+// Outcomes the proxy adds to authstore's (metric label "outcome").
+const (
+	outcomeStoreUnavailable   = "store_unavailable"
+	outcomeBackendUnavailable = "backend_unavailable"
+	outcomeBrokerRefused      = "broker_refused"
+	outcomeMalformed          = "malformed"
+	outcomeProtocolVersion    = "unsupported_protocol"
+	outcomeTooLarge           = "too_large"
+	outcomeTimeout            = "timeout"
+	outcomeClosed             = "closed_before_connect"
+	outcomeTLSFailed          = "tls_handshake_failed"
+	outcomeShutdown           = "shutting_down"
+	outcomeLimit              = "max_connections"
+)
+
+// attempt is what one connection attempt learned, for its log line.
+type attempt struct {
+	start      time.Time
+	remote     net.Addr
+	tlsVersion string
+	resumed    bool
+	certSHA256 []byte
+	certCN     string
+	clientID   string
+	username   string
+	level      byte
+	outcome    string
+	err        error
+}
+
+func (a *attempt) log(l *slog.Logger) {
+	attrs := []slog.Attr{
+		slog.String("remote", a.remote.String()),
+		slog.String("client_id", a.clientID),
+		slog.String("username", a.username),
+		slog.Int("protocol", int(a.level)),
+		slog.String("tls", a.tlsVersion),
+		slog.Bool("resumed", a.resumed),
+		slog.String("cert_sha256", hex.EncodeToString(a.certSHA256)),
+		slog.String("outcome", a.outcome),
+		slog.Duration("duration", time.Since(a.start)),
+	}
+	level := slog.LevelInfo
+	if a.err != nil {
+		attrs = append(attrs, slog.String("error", a.err.Error()))
+		if a.outcome == outcomeStoreUnavailable || a.outcome == outcomeBackendUnavailable {
+			level = slog.LevelWarn
+		}
+	}
+	l.LogAttrs(context.Background(), level, "connect", attrs...)
+}
+
+// handle runs one client connection from accept to the start of the relay.
+// It returns when the relay goroutines have been started (or the
+// connection was refused), so the handshake's grown stack is not kept for
+// the life of the session.
+func (p *Proxy) handle(raw net.Conn, withTLS bool) {
+	defer p.wg.Done()
+	m := p.metrics
+	m.Active.Inc()
+	a := &attempt{start: time.Now(), remote: raw.RemoteAddr(), tlsVersion: "none"}
+	relaying := false
+	defer func() {
+		if !relaying {
+			raw.Close()
+			m.Active.Dec()
+			if p.slots != nil {
+				<-p.slots
+			}
+		}
+		m.Connects.WithLabelValues(a.outcome).Inc()
+		a.log(p.log)
+	}()
+
+	// One deadline covers accept to complete CONNECT, handshake included.
+	deadline := a.start.Add(p.cfg.ConnectTimeout)
+	_ = raw.SetDeadline(deadline)
+	ctx, cancel := context.WithDeadline(p.ctx, deadline)
+	defer cancel()
+
+	var conn net.Conn = raw
+	if withTLS {
+		tc := tls.Server(raw, p.tls.config)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			a.outcome, a.err = outcomeTLSFailed, err
+			if isTimeout(err) {
+				a.outcome = outcomeTimeout
+			}
+			return
+		}
+		st := tc.ConnectionState()
+		a.tlsVersion = tls.VersionName(st.Version)
+		a.resumed = st.DidResume
+		if st.DidResume {
+			m.handshakeResu.Inc()
+		} else {
+			m.handshakeNew.Inc()
+		}
+		if len(st.PeerCertificates) > 0 {
+			sum := sha256.Sum256(st.PeerCertificates[0].Raw)
+			a.certSHA256, a.certCN = sum[:], st.PeerCertificates[0].Subject.CommonName
+		}
+		conn = tc
+	}
+
+	// The first packet must be a CONNECT within the size cap.
+	_, pkt, err := packets.ReadPacket(conn, p.cfg.MaxConnectBytes)
+	if err != nil {
+		a.err = err
+		switch {
+		case errors.Is(err, packets.ErrTooLarge):
+			a.outcome = outcomeTooLarge
+		case isTimeout(err):
+			a.outcome = outcomeTimeout
+		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+			a.outcome = outcomeClosed
+		default:
+			a.outcome = outcomeMalformed
+		}
+		return
+	}
+	connect, err := packets.DecodeConnect(pkt)
+	if err != nil {
+		a.err = err
+		a.level = packets.PeekLevel(pkt)
+		code := packets.MalformedPacket
+		var pe *packets.Error
+		if errors.As(err, &pe) {
+			code = pe.Code
+		}
+		a.outcome = outcomeMalformed
+		switch code {
+		case packets.UnsupportedProtocolVersion:
+			a.outcome = outcomeProtocolVersion
+			// The client's version is unknown: answer in 3.1.1's format, as
+			// [MQTT-3.1.2-2] asks (a v5 server MAY use 0x84; 3.x clients
+			// cannot read a v5 CONNACK).
+			p.refuse(conn, packets.V311, code)
+		case packets.ClientIdentifierNotValid:
+			a.outcome = string(authstore.ClientIDNotAllowed)
+			p.refuse(conn, a.level, code)
+		default:
+			if a.level == packets.V5 {
+				p.refuse(conn, packets.V5, code) // 0x81 / 0x82 before closing
+			}
+		}
+		return
+	}
+	a.level, a.clientID, a.username = connect.ProtocolLevel, connect.ClientID, connect.Username
+
+	// Decide, fresh, on every CONNECT.
+	authStart := time.Now()
+	d, err := p.cfg.Auth.Authenticate(ctx, authstore.Request{
+		Username: connect.Username, HasPassword: connect.PasswordFlag, Password: connect.Password,
+		ClientID: connect.ClientID, Protocol: connect.ProtocolLevel, RemoteAddr: addrOf(raw.RemoteAddr()),
+		CertSHA256: a.certSHA256, CertCN: a.certCN,
+	})
+	m.AuthDuration.Observe(time.Since(authStart).Seconds())
+	if err != nil {
+		a.outcome, a.err = outcomeStoreUnavailable, err
+		if p.ctx.Err() != nil {
+			a.outcome = outcomeShutdown
+		}
+		p.refuse(conn, a.level, packets.ServerUnavailable)
+		return
+	}
+	if !d.Allowed() {
+		a.outcome = string(d.Outcome)
+		p.refuse(conn, a.level, d.Code())
+		return
+	}
+
+	// Only now: a fresh connection to the broker.
+	dialStart := time.Now()
+	backend, ack, ackPkt, err := p.dialBackend(ctx, connect)
+	m.BackendDial.Observe(time.Since(dialStart).Seconds())
+	if err != nil {
+		a.outcome, a.err = outcomeBackendUnavailable, err
+		p.refuse(conn, a.level, packets.ServerUnavailable)
+		return
+	}
+	if _, err := conn.Write(ackPkt); err != nil {
+		backend.Close()
+		a.outcome, a.err = outcomeClosed, err
+		return
+	}
+	if !ack.Accepted() {
+		backend.Close()
+		a.outcome = outcomeBrokerRefused
+		a.err = fmt.Errorf("broker answered CONNACK 0x%02X", ack.Code)
+		closeConn(conn)
+		return
+	}
+	a.outcome = string(authstore.Accepted)
+
+	_ = raw.SetDeadline(time.Time{})
+	s := newSession(p, conn, raw, backend, connect)
+	if !p.addSession(s) {
+		backend.Close()
+		a.outcome = outcomeShutdown
+		p.sendDisconnect(conn, a.level, packets.ServerShuttingDown)
+		return
+	}
+	relaying = true
+	s.start()
+}
+
+// dialBackend dials the broker, sends the rewritten CONNECT and reads its
+// CONNACK, all within the backend dial timeout.
+func (p *Proxy) dialBackend(ctx context.Context, c *packets.Connect) (net.Conn, packets.Connack, []byte, error) {
+	b := p.cfg.Backend
+	ctx, cancel := context.WithTimeout(ctx, b.DialTimeout)
+	defer cancel()
+	conn, err := p.dialer.DialContext(ctx, "tcp", b.Addr)
+	if err != nil {
+		return nil, packets.Connack{}, nil, fmt.Errorf("dial broker %s: %w", b.Addr, err)
+	}
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	if b.TLS != nil {
+		tc := tls.Client(conn, b.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, packets.Connack{}, nil, fmt.Errorf("TLS to broker %s: %w", b.Addr, err)
+		}
+		conn = tc
+	}
+	rewritten := rewriteConnect(c, b.Username, b.Password)
+	out, err := packets.AppendConnect(make([]byte, 0, 256), &rewritten)
+	if err == nil {
+		_, err = conn.Write(out)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, packets.Connack{}, nil, fmt.Errorf("send CONNECT to broker: %w", err)
+	}
+	_, pkt, err := packets.ReadPacket(conn, 64<<10)
+	if err != nil {
+		conn.Close()
+		return nil, packets.Connack{}, nil, fmt.Errorf("read CONNACK from broker: %w", err)
+	}
+	ack, err := packets.DecodeConnack(pkt, c.ProtocolLevel)
+	if err != nil {
+		conn.Close()
+		return nil, packets.Connack{}, nil, fmt.Errorf("broker's CONNACK: %w", err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, ack, pkt, nil
+}
+
+// rewriteConnect is the CONNECT the broker sees: everything as the device
+// sent it, except the credentials. The device's password is never forwarded.
+func rewriteConnect(c *packets.Connect, username, password string) packets.Connect {
+	r := *c
+	if username != "" {
+		r.UsernameFlag, r.Username = true, username
+	}
+	r.PasswordFlag, r.Password = false, ""
+	if password != "" && r.UsernameFlag {
+		r.PasswordFlag, r.Password = true, password
+	}
+	return r
+}
+
+// refuse answers a CONNECT with a CONNACK carrying code in the client's
+// version (if that version has one), then closes the connection cleanly.
+func (p *Proxy) refuse(conn net.Conn, level byte, code packets.ReasonCode) {
+	if level == 0 {
+		level = packets.V311
+	}
+	if ack, ok := packets.AppendConnack(nil, level, false, code, packets.Properties{}); ok {
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = conn.Write(ack)
+	}
+	closeConn(conn)
+}
+
+// sendDisconnect writes a v5 DISCONNECT (v3 has none from a server) and closes.
+func (p *Proxy) sendDisconnect(conn net.Conn, level byte, code packets.ReasonCode) {
+	if level == packets.V5 {
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = conn.Write(packets.AppendDisconnect(nil, level, code))
+	}
+	closeConn(conn)
+}
+
+// closeConn closes conn; a TLS connection first sends close_notify, bounded
+// by a short write deadline so a client that does not read cannot hold it.
+func closeConn(conn net.Conn) {
+	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = conn.Close()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}

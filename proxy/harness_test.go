@@ -1,0 +1,302 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
+	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+)
+
+// forwarder sits in front of the broker and counts the connections that
+// reach it, keeping the first bytes of each: the proof that nothing reaches
+// the broker before authentication, and of what the proxy sends it.
+type forwarder struct {
+	l       net.Listener
+	target  string
+	accepts atomic.Int64
+	mu      sync.Mutex
+	first   [][]byte
+	wg      sync.WaitGroup
+}
+
+func newForwarder(t *testing.T, target string) *forwarder {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &forwarder{l: l, target: target}
+	go f.serve()
+	t.Cleanup(func() { l.Close(); f.wg.Wait() })
+	return f
+}
+
+func (f *forwarder) Addr() string { return f.l.Addr().String() }
+
+func (f *forwarder) serve() {
+	for {
+		c, err := f.l.Accept()
+		if err != nil {
+			return
+		}
+		f.accepts.Add(1)
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			defer c.Close()
+			b, err := net.Dial("tcp", f.target)
+			if err != nil {
+				return
+			}
+			defer b.Close()
+			rec := &firstBytes{f: f, idx: -1}
+			done := make(chan struct{})
+			go func() { _, _ = io.Copy(c, b); c.Close(); close(done) }()
+			_, _ = io.Copy(io.MultiWriter(b, rec), c)
+			b.Close()
+			<-done
+		}()
+	}
+}
+
+type firstBytes struct {
+	f   *forwarder
+	idx int
+}
+
+func (r *firstBytes) Write(p []byte) (int, error) {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	if r.idx < 0 {
+		r.f.first = append(r.f.first, nil)
+		r.idx = len(r.f.first) - 1
+	}
+	if len(r.f.first[r.idx]) < 4096 {
+		r.f.first[r.idx] = append(r.f.first[r.idx], p...)
+	}
+	return len(p), nil
+}
+
+func (f *forwarder) seen() [][]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][]byte(nil), f.first...)
+}
+
+type harness struct {
+	t       *testing.T
+	redis   *testenv.Server
+	broker  *testenv.Server
+	front   *forwarder
+	store   *authstore.Store
+	admin   *redis.Client
+	proxy   *Proxy
+	addr    string // TLS listener
+	plain   string // plain listener
+	ca      *pki.CA
+	certDir string
+	logs    *syncBuffer
+	cfg     Config
+}
+
+type harnessOptions struct {
+	clientCA       bool // require client certificates
+	brokerUsers    map[string]string
+	backendUser    string
+	backendPass    string
+	connectTimeout time.Duration
+	maxConnections int
+	redisTimeout   time.Duration
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newHarness(t *testing.T, o harnessOptions) *harness {
+	t.Helper()
+	h := &harness{t: t, logs: &syncBuffer{}}
+	h.redis = testenv.Redis(t)
+	h.broker = testenv.Mosquitto(t, testenv.MosquittoOptions{Users: o.brokerUsers})
+	h.front = newForwarder(t, h.broker.Addr())
+	rdb, err := authstore.NewClient(testenv.RedisURL(h.redis))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	h.admin = redis.NewClient(&redis.Options{Addr: h.redis.Addr()})
+	t.Cleanup(func() { h.admin.Close() })
+	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if o.redisTimeout == 0 {
+		o.redisTimeout = 300 * time.Millisecond
+	}
+	h.store = authstore.New(rdb, authstore.Options{Timeout: o.redisTimeout, Logger: logger})
+
+	h.ca, err = pki.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := h.ca.Server("localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.certDir = t.TempDir()
+	files, err := pki.WriteFiles(h.certDir, h.ca, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcfg := &TLSConfig{CertFile: files.ServerCert, KeyFile: files.ServerKey, ReloadInterval: 50 * time.Millisecond}
+	if o.clientCA {
+		tcfg.ClientCAFile = files.CA
+		tcfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	h.cfg = Config{
+		Listen: "127.0.0.1:0", TLS: tcfg, PlainListen: "127.0.0.1:0",
+		Backend:        Backend{Addr: h.front.Addr(), Username: o.backendUser, Password: o.backendPass, DialTimeout: 2 * time.Second},
+		Auth:           h.store,
+		ConnectTimeout: o.connectTimeout, MaxConnections: o.maxConnections,
+		ShutdownGrace: 200 * time.Millisecond, Logger: logger,
+	}
+	h.proxy, err = New(h.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.addr = h.serve(true)
+	h.plain = h.serve(false)
+	t.Cleanup(func() { h.proxy.Shutdown(context.Background()) })
+	return h
+}
+
+func (h *harness) serve(withTLS bool) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	go func() { _ = h.proxy.Serve(l, withTLS) }()
+	return l.Addr().String()
+}
+
+func (h *harness) setUser(name string, u authstore.Update) {
+	h.t.Helper()
+	if err := h.store.SetUser(context.Background(), name, u); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) hset(user string, kv ...string) {
+	h.t.Helper()
+	if err := h.admin.HSet(context.Background(), h.store.UserKey(user), kv).Err(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// clientTLS is a client config trusting the test CA, with a session cache so
+// that reconnects resume.
+func (h *harness) clientTLS(version uint16) *tls.Config {
+	return &tls.Config{RootCAs: h.ca.Pool(), ServerName: "localhost", MinVersion: version, MaxVersion: version,
+		ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+}
+
+func (h *harness) dialTLS(cfg *tls.Config) *tls.Conn {
+	h.t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", h.addr, cfg)
+	if err != nil {
+		h.t.Fatalf("TLS dial: %v", err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// connectRaw connects a raw v3.1/3.1.1/5 client over TLS and returns the
+// client, its CONNACK and whether the TLS session was resumed.
+func (h *harness) connectRaw(cfg *tls.Config, c packets.Connect) (*testenv.RawClient, packets.Connack, bool) {
+	h.t.Helper()
+	conn := h.dialTLS(cfg)
+	cl, ack, err := testenv.Connect(conn, c)
+	if err != nil {
+		h.t.Fatalf("CONNECT: %v", err)
+	}
+	return cl, ack, conn.ConnectionState().DidResume
+}
+
+// connectPaho connects a paho.golang v5 client over TLS.
+func (h *harness) connectPaho(cfg *tls.Config, clientID, user, pass string, onMsg func(*paho.Publish)) (*paho.Client, *paho.Connack, bool, error) {
+	h.t.Helper()
+	conn := h.dialTLS(cfg)
+	pc := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) {
+			if onMsg != nil {
+				onMsg(pr.Packet)
+			}
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := pc.Connect(ctx, &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 30,
+		UsernameFlag: true, Username: user, PasswordFlag: true, Password: []byte(pass)})
+	if err == nil {
+		h.t.Cleanup(func() { _ = pc.Disconnect(&paho.Disconnect{}) })
+	}
+	return pc, ack, conn.ConnectionState().DidResume, err
+}
+
+// roundTrip subscribes with sub and checks that a message published by pub
+// arrives through the proxy.
+func roundTrip(t *testing.T, sub, pub *testenv.RawClient, topic string) {
+	t.Helper()
+	if err := sub.Subscribe(topic, 1); err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	payload := []byte("hello " + topic)
+	if err := pub.Publish(topic, payload, 1, false); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	m, err := sub.ReadPublish(5 * time.Second)
+	if err != nil || m.Topic != topic || !bytes.Equal(m.Payload, payload) {
+		t.Fatalf("received %+v, %v", m, err)
+	}
+}
+
+func certFile(dir, name string) string { return filepath.Join(dir, name) }
+
+// writeServer replaces the server certificate and key files in dir.
+func writeServer(dir string, server pki.Issued) (pki.Files, error) {
+	ca := &pki.CA{PEM: mustRead(filepath.Join(dir, "ca.pem"))}
+	return pki.WriteFiles(dir, ca, server)
+}
+
+func mustRead(path string) []byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,48 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the proxy's Prometheus series, all under authproxy_.
+type Metrics struct {
+	Active        prometheus.Gauge
+	Connects      *prometheus.CounterVec // by outcome
+	AuthDuration  prometheus.Histogram
+	Handshakes    *prometheus.CounterVec // by resumed
+	Bytes         *prometheus.CounterVec // by direction
+	BackendDial   prometheus.Histogram
+	Disconnects   *prometheus.CounterVec // live connections closed by the proxy, by cause
+	bytesUp       prometheus.Counter
+	bytesDown     prometheus.Counter
+	handshakeNew  prometheus.Counter
+	handshakeResu prometheus.Counter
+}
+
+// NewMetrics creates the series and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "authproxy_connections_active",
+			Help: "Client connections open now, from accept to close."}),
+		Connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authproxy_connects_total",
+			Help: "Connection attempts by outcome (accepted, bad_credentials, disabled, store_unavailable, ...)."}, []string{"outcome"}),
+		AuthDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "authproxy_auth_duration_seconds",
+			Help: "Time to decide a CONNECT against the rule store, hash included.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}),
+		Handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authproxy_tls_handshakes_total",
+			Help: "Completed TLS handshakes by whether the session was resumed."}, []string{"resumed"}),
+		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authproxy_bytes_relayed_total",
+			Help: "Bytes relayed after authentication, by direction (upstream: device to broker)."}, []string{"direction"}),
+		BackendDial: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "authproxy_backend_dial_duration_seconds",
+			Help: "Time to dial the broker and receive its CONNACK.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}),
+		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authproxy_disconnects_total",
+			Help: "Live connections the proxy closed, by cause (shutdown, revoked, kicked)."}, []string{"cause"}),
+	}
+	m.bytesUp = m.Bytes.WithLabelValues("upstream")
+	m.bytesDown = m.Bytes.WithLabelValues("downstream")
+	m.handshakeNew = m.Handshakes.WithLabelValues("false")
+	m.handshakeResu = m.Handshakes.WithLabelValues("true")
+	if reg != nil {
+		reg.MustRegister(m.Active, m.Connects, m.AuthDuration, m.Handshakes, m.Bytes, m.BackendDial, m.Disconnects)
+	}
+	return m
+}

@@ -1,0 +1,607 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
+	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+)
+
+var tlsVersions = []struct {
+	name string
+	v    uint16
+}{{"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestBugReport reproduces the report both ways on resumed TLS sessions: a
+// refusal does not stick to the session once the credentials are right, and
+// an acceptance does not stick to it once the user is disabled.
+func TestBugReport(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.setUser("alice", authstore.Update{Password: ptr("right")})
+	for _, tv := range tlsVersions {
+		t.Run(tv.name+"/v3.1.1", func(t *testing.T) {
+			h.hset("alice", "enabled", "true")
+			cfg := h.clientTLS(tv.v)
+			_, ack, resumed := h.connectRaw(cfg, testenv.Creds(packets.V311, "dev-a", "alice", "wrong"))
+			if ack.Code != 0x04 || resumed {
+				t.Fatalf("wrong password: CONNACK 0x%02X resumed=%v, want 0x04 on a full handshake", ack.Code, resumed)
+			}
+			sub, ack, resumed := h.connectRaw(cfg, testenv.Creds(packets.V311, "dev-a", "alice", "right"))
+			if !resumed {
+				t.Fatal("second connection did not resume the TLS session")
+			}
+			if ack.Code != 0 {
+				t.Fatalf("right password on resumed session: CONNACK 0x%02X, want 0 (the bug)", ack.Code)
+			}
+			pub, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "dev-a-pub", "alice", "right"))
+			if ack.Code != 0 {
+				t.Fatalf("publisher: 0x%02X", ack.Code)
+			}
+			roundTrip(t, sub, pub, "bug/"+tv.name)
+			sub.Disconnect()
+			pub.Disconnect()
+
+			// The mirror: accepted, then disabled with plain HSET.
+			h.hset("alice", "enabled", "false")
+			_, ack, resumed = h.connectRaw(cfg, testenv.Creds(packets.V311, "dev-a", "alice", "right"))
+			if !resumed || ack.Code != 0x05 {
+				t.Fatalf("disabled user on resumed session: CONNACK 0x%02X resumed=%v, want 0x05 resumed", ack.Code, resumed)
+			}
+			h.hset("alice", "enabled", "true")
+			c, ack, resumed := h.connectRaw(cfg, testenv.Creds(packets.V311, "dev-a", "alice", "right"))
+			if !resumed || ack.Code != 0 {
+				t.Fatalf("re-enabled on resumed session: 0x%02X resumed=%v", ack.Code, resumed)
+			}
+			c.Disconnect()
+		})
+		t.Run(tv.name+"/v5", func(t *testing.T) {
+			h.hset("alice", "enabled", "true")
+			cfg := h.clientTLS(tv.v)
+			_, ack, resumed, err := h.connectPaho(cfg, "dev-a5", "alice", "wrong", nil)
+			if err == nil || ack == nil || ack.ReasonCode != 0x86 || resumed {
+				t.Fatalf("wrong password: %+v resumed=%v err=%v, want 0x86", ack, resumed, err)
+			}
+			got := make(chan *paho.Publish, 1)
+			sub, ack, resumed, err := h.connectPaho(cfg, "dev-a5", "alice", "right", func(p *paho.Publish) { got <- p })
+			if err != nil || !resumed || ack.ReasonCode != 0 {
+				t.Fatalf("right password on resumed session: %+v resumed=%v err=%v", ack, resumed, err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "bug5/" + tv.name, QoS: 1}}}); err != nil {
+				t.Fatal(err)
+			}
+			pub, _, _, err := h.connectPaho(cfg, "dev-a5-pub", "alice", "right", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pub.Publish(ctx, &paho.Publish{Topic: "bug5/" + tv.name, QoS: 1, Payload: []byte("v5")}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case p := <-got:
+				if string(p.Payload) != "v5" {
+					t.Fatalf("payload %q", p.Payload)
+				}
+			case <-ctx.Done():
+				t.Fatal("no message through the proxy")
+			}
+
+			h.hset("alice", "enabled", "false")
+			_, ack, resumed, err = h.connectPaho(cfg, "dev-a5", "alice", "right", nil)
+			if err == nil || !resumed || ack == nil || ack.ReasonCode != 0x87 {
+				t.Fatalf("disabled on resumed session: %+v resumed=%v err=%v, want 0x87", ack, resumed, err)
+			}
+			h.hset("alice", "enabled", "true")
+		})
+	}
+}
+
+// TestClientCertRemovedOnResumedSession: a certificate whose fingerprint is
+// taken out of the user's certs is refused, even on a resumed session.
+func TestClientCertRemovedOnResumedSession(t *testing.T) {
+	h := newHarness(t, harnessOptions{clientCA: true})
+	dev, err := h.ca.Client("device-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := h.ca.Client("device-8")
+	for _, tv := range tlsVersions {
+		t.Run(tv.name, func(t *testing.T) {
+			h.setUser("carol", authstore.Update{Password: ptr("pw"), Certs: &[]string{"sha256:" + dev.SHA256()}})
+			h.setUser("certonly", authstore.Update{Certs: &[]string{"sha256:" + dev.SHA256()}})
+			cfg := h.clientTLS(tv.v)
+			cfg.Certificates = []tls.Certificate{dev.TLS()}
+			c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "c7", "carol", "pw"))
+			if ack.Code != 0 {
+				t.Fatalf("bound certificate: 0x%02X", ack.Code)
+			}
+			c.Disconnect()
+			co := packets.Connect{ProtocolLevel: packets.V311, CleanStart: true, ClientID: "c7b", UsernameFlag: true, Username: "certonly"}
+			c, ack, resumed := h.connectRaw(cfg, co)
+			if ack.Code != 0 || !resumed {
+				t.Fatalf("certificate-only user: 0x%02X resumed=%v", ack.Code, resumed)
+			}
+			c.Disconnect()
+
+			h.setUser("carol", authstore.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
+			h.setUser("certonly", authstore.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
+			_, ack, resumed = h.connectRaw(cfg, testenv.Creds(packets.V311, "c7", "carol", "pw"))
+			if !resumed || ack.Code != 0x05 {
+				t.Fatalf("certificate removed, resumed session: 0x%02X resumed=%v, want 0x05", ack.Code, resumed)
+			}
+			_, ack, resumed = h.connectRaw(cfg, co)
+			if !resumed || ack.Code != 0x04 {
+				t.Fatalf("certificate-only user, certificate removed, resumed: 0x%02X resumed=%v, want 0x04", ack.Code, resumed)
+			}
+		})
+	}
+}
+
+// TestVersionsPublishSubscribe: 3.1, 3.1.1 and 5 clients talk to each other
+// through the proxy.
+func TestVersionsPublishSubscribe(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.setUser("dev", authstore.Update{Password: ptr("pw")})
+	cfg := h.clientTLS(tls.VersionTLS13)
+	clients := map[byte]*testenv.RawClient{}
+	for _, lv := range []byte{packets.V31, packets.V311, packets.V5} {
+		c, ack, _ := h.connectRaw(cfg, testenv.Creds(lv, fmt.Sprintf("v%d", lv), "dev", "pw"))
+		if ack.Code != 0 {
+			t.Fatalf("level %d: CONNACK 0x%02X", lv, ack.Code)
+		}
+		clients[lv] = c
+	}
+	for _, sub := range []byte{packets.V31, packets.V311, packets.V5} {
+		for _, pub := range []byte{packets.V31, packets.V311, packets.V5} {
+			if sub == pub {
+				continue
+			}
+			roundTrip(t, clients[sub], clients[pub], fmt.Sprintf("x/%d/%d", sub, pub))
+		}
+	}
+	// A plain-listener client, for trusted networks.
+	conn, err := net.Dial("tcp", h.plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	pc, ack, err := testenv.Connect(conn, testenv.Creds(packets.V311, "plain", "dev", "pw"))
+	if err != nil || ack.Code != 0 {
+		t.Fatalf("plain listener: %v 0x%02X", err, ack.Code)
+	}
+	roundTrip(t, pc, clients[packets.V5], "plain/topic")
+}
+
+// TestMosquittoClients: the stock mosquitto_sub and mosquitto_pub with
+// --cafile work through the proxy.
+func TestMosquittoClients(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	subBin := testenv.LookPath(t, "mosquitto_sub")
+	pubBin := testenv.LookPath(t, "mosquitto_pub")
+	h.setUser("mq", authstore.Update{Password: ptr("mq-pw")})
+	_, port, _ := net.SplitHostPort(h.addr)
+	ca := certFile(h.certDir, "ca.pem")
+	common := []string{"-h", "localhost", "-p", port, "--cafile", ca, "-u", "mq", "-P", "mq-pw", "-V", "mqttv311"}
+	sub := exec.Command(subBin, append(common, "-t", "mq/test", "-C", "1", "-W", "10", "-i", "msub")...)
+	var out bytes.Buffer
+	sub.Stdout, sub.Stderr = &out, &out
+	if err := sub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the subscriber's session is relayed, then publish.
+	testenv.WaitFor(t, 10*time.Second, "mosquitto_sub to connect", func() bool { return h.proxy.Sessions() >= 1 })
+	testenv.WaitFor(t, 10*time.Second, "mosquitto to see the subscription", func() bool {
+		return strings.Contains(h.broker.Output(), "msub 0 mq/test")
+	})
+	if o, err := exec.Command(pubBin, append(common, "-t", "mq/test", "-m", "through the proxy", "-i", "mpub")...).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, o)
+	}
+	if err := sub.Wait(); err != nil {
+		t.Fatalf("mosquitto_sub: %v %s", err, out.String())
+	}
+	if strings.TrimSpace(out.String()) != "through the proxy" {
+		t.Fatalf("mosquitto_sub printed %q", out.String())
+	}
+	// Wrong password: mosquitto_pub reports the refusal and exits non-zero.
+	o, err := exec.Command(pubBin, "-h", "localhost", "-p", port, "--cafile", ca, "-u", "mq", "-P", "bad", "-t", "x", "-m", "x").CombinedOutput()
+	if err == nil || !strings.Contains(strings.ToLower(string(o)), "not authori") && !strings.Contains(strings.ToLower(string(o)), "bad user") {
+		t.Fatalf("mosquitto_pub with a wrong password: %v %s", err, o)
+	}
+}
+
+// TestStoreAndBrokerDown: fail closed with "server unavailable", recover
+// when they are back.
+func TestStoreAndBrokerDown(t *testing.T) {
+	h := newHarness(t, harnessOptions{redisTimeout: 200 * time.Millisecond})
+	h.setUser("eve", authstore.Update{Password: ptr("pw")})
+	cfg := h.clientTLS(tls.VersionTLS13)
+	expect := func(level byte, want byte) {
+		t.Helper()
+		c, ack, _ := h.connectRaw(cfg, testenv.Creds(level, "e", "eve", "pw"))
+		if ack.Code != want {
+			t.Fatalf("level %d: CONNACK 0x%02X, want 0x%02X", level, ack.Code, want)
+		}
+		if want == 0 {
+			c.Disconnect()
+		}
+	}
+	expect(packets.V311, 0)
+
+	h.redis.Stop()
+	before := h.front.accepts.Load()
+	expect(packets.V311, 0x03)
+	expect(packets.V5, 0x88)
+	if h.front.accepts.Load() != before {
+		t.Fatal("the broker was dialled while the store was down")
+	}
+	h.redis.Start()
+	h.setUser("eve", authstore.Update{Password: ptr("pw")}) // no persistence: the restart emptied it
+	testenv.WaitFor(t, 5*time.Second, "recovery after Redis restart", func() bool {
+		c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "e", "eve", "pw"))
+		c.Conn.Close()
+		return ack.Code == 0
+	})
+
+	h.broker.Stop()
+	expect(packets.V311, 0x03)
+	expect(packets.V5, 0x88)
+	h.broker.Start()
+	expect(packets.V311, 0)
+	expect(packets.V5, 0)
+}
+
+// TestBadInputNeverReachesBroker: every kind of bad first contact is closed
+// (with the right CONNACK where one is due), the broker never sees a
+// connection, and the proxy keeps serving.
+func TestBadInputNeverReachesBroker(t *testing.T) {
+	h := newHarness(t, harnessOptions{connectTimeout: 300 * time.Millisecond})
+	h.setUser("fay", authstore.Update{Password: ptr("pw")})
+	cfg := h.clientTLS(tls.VersionTLS13)
+	read := func(c net.Conn) ([]byte, error) {
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		var buf bytes.Buffer
+		_, err := buf.ReadFrom(c)
+		return buf.Bytes(), err
+	}
+	cases := []struct {
+		name string
+		send []byte
+		want []byte // what the proxy answers before closing
+	}{
+		{"silent client", nil, nil},
+		{"PUBLISH first", []byte{0x30, 0x05, 0x00, 0x01, 't', 'h', 'i'}, nil},
+		{"CONNECT over the cap", []byte{0x10, 0xFF, 0xFF, 0x04}, nil},
+		{"malformed length", []byte{0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01}, nil},
+		{"reserved flag v3.1.1", []byte{0x10, 0x0D, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x03, 0, 60, 0, 1, 'c'}, nil},
+		{"reserved flag v5", []byte{0x10, 0x0E, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x03, 0, 60, 0, 0, 1, 'c'}, []byte{0x20, 3, 0, 0x81, 0}},
+		{"unsupported level", []byte{0x10, 0x0D, 0, 4, 'M', 'Q', 'T', 'T', 9, 0x02, 0, 60, 0, 1, 'c'}, []byte{0x20, 2, 0, 0x01}},
+		{"empty client id, no clean session", []byte{0x10, 0x0C, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x00, 0, 60, 0, 0}, []byte{0x20, 2, 0, 0x02}},
+		{"truncated CONNECT", []byte{0x10, 0x20, 0, 4, 'M', 'Q'}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			conn := h.dialTLS(cfg)
+			if c.send != nil {
+				if _, err := conn.Write(c.send); err != nil {
+					t.Fatal(err)
+				}
+			}
+			start := time.Now()
+			got, err := read(conn)
+			if err != nil && !strings.Contains(err.Error(), "reset") {
+				t.Fatalf("connection not closed: %v", err)
+			}
+			if !bytes.Equal(got, c.want) {
+				t.Fatalf("answer %x, want %x", got, c.want)
+			}
+			if c.send == nil && time.Since(start) > 2*time.Second {
+				t.Fatalf("silent client closed after %v, CONNECT_TIMEOUT is 300ms", time.Since(start))
+			}
+		})
+	}
+	t.Run("garbage instead of TLS", func(t *testing.T) {
+		conn, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, _ = conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+		got, _ := read(conn)
+		if bytes.Contains(got, []byte("HTTP")) {
+			t.Fatalf("answered %q", got)
+		}
+	})
+	t.Run("TLS handshake never finished", func(t *testing.T) {
+		conn, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		start := time.Now()
+		_, _ = read(conn)
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("a silent TCP client was not closed at CONNECT_TIMEOUT")
+		}
+	})
+	if n := h.front.accepts.Load(); n != 0 {
+		t.Fatalf("the broker saw %d connections from unauthenticated clients", n)
+	}
+	// Wrong credentials never reach the broker either.
+	for _, lv := range []byte{packets.V31, packets.V311, packets.V5} {
+		if _, ack, _ := h.connectRaw(cfg, testenv.Creds(lv, "x", "fay", "nope")); ack.Code == 0 {
+			t.Fatal("wrong password accepted")
+		}
+	}
+	if n := h.front.accepts.Load(); n != 0 {
+		t.Fatalf("the broker saw %d connections from refused clients", n)
+	}
+	// And the proxy still serves.
+	c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "ok", "fay", "pw"))
+	if ack.Code != 0 {
+		t.Fatalf("after bad input: 0x%02X", ack.Code)
+	}
+	c.Disconnect()
+	if n := h.front.accepts.Load(); n != 1 {
+		t.Fatalf("broker connections: %d, want 1", n)
+	}
+}
+
+// TestBrokerSeesRewrittenConnect: the broker never sees the device's
+// password; it sees the configured backend credentials.
+func TestBrokerSeesRewrittenConnect(t *testing.T) {
+	t.Run("backend password, device's user name kept", func(t *testing.T) {
+		h := newHarness(t, harnessOptions{brokerUsers: map[string]string{"gus": "broker-secret"}, backendPass: "broker-secret"})
+		h.setUser("gus", authstore.Update{Password: ptr("device-secret")})
+		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS12), testenv.Creds(packets.V311, "g1", "gus", "device-secret"))
+		if ack.Code != 0 {
+			t.Fatalf("CONNACK 0x%02X: the broker refused the rewritten credentials", ack.Code)
+		}
+		c.Disconnect()
+		h.broker.WaitOutput("u'gus'", 5*time.Second)
+		for _, b := range h.front.seen() {
+			if bytes.Contains(b, []byte("device-secret")) {
+				t.Fatal("the device's password reached the broker")
+			}
+			if !bytes.Contains(b, []byte("broker-secret")) {
+				t.Fatal("the backend password was not sent")
+			}
+		}
+	})
+	t.Run("backend user name and password", func(t *testing.T) {
+		h := newHarness(t, harnessOptions{brokerUsers: map[string]string{"svc": "svc-pw"}, backendUser: "svc", backendPass: "svc-pw"})
+		h.setUser("hal", authstore.Update{Password: ptr("device-secret")})
+		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), testenv.Creds(packets.V5, "h1", "hal", "device-secret"))
+		if ack.Code != 0 {
+			t.Fatalf("CONNACK 0x%02X", ack.Code)
+		}
+		c.Disconnect()
+		h.broker.WaitOutput("u'svc'", 5*time.Second)
+		for _, b := range h.front.seen() {
+			if bytes.Contains(b, []byte("device-secret")) || bytes.Contains(b, []byte("hal")) {
+				t.Fatalf("the broker saw the device's credentials: %q", b)
+			}
+		}
+	})
+	t.Run("no backend credentials: no password at all", func(t *testing.T) {
+		h := newHarness(t, harnessOptions{})
+		h.setUser("ivy", authstore.Update{Password: ptr("device-secret")})
+		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), testenv.Creds(packets.V311, "i1", "ivy", "device-secret"))
+		if ack.Code != 0 {
+			t.Fatalf("CONNACK 0x%02X", ack.Code)
+		}
+		c.Disconnect()
+		seen := h.front.seen()
+		if len(seen) != 1 {
+			t.Fatalf("%d broker connections", len(seen))
+		}
+		got, err := packets.DecodeConnect(seen[0][:packetLen(t, seen[0])])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.PasswordFlag || got.Username != "ivy" || got.ClientID != "i1" {
+			t.Fatalf("broker got %+v", got)
+		}
+		if strings.Contains(h.logs.String(), "device-secret") {
+			t.Fatal("a password was logged")
+		}
+	})
+}
+
+func packetLen(t *testing.T, b []byte) int {
+	h, err := packets.ParseHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.Size()
+}
+
+// TestNoGoroutineLeak: hundreds of connections of every kind leave no
+// goroutine behind.
+func TestNoGoroutineLeak(t *testing.T) {
+	h := newHarness(t, harnessOptions{connectTimeout: 500 * time.Millisecond})
+	h.setUser("jo", authstore.Update{Password: ptr("pw")})
+	cfg := h.clientTLS(tls.VersionTLS13)
+	// Warm up: pools, the first handshake, Redis connections.
+	c, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "w", "jo", "pw"))
+	c.Disconnect()
+	testenv.WaitFor(t, 5*time.Second, "warm-up session to end", func() bool { return h.proxy.Sessions() == 0 })
+	settle := func() int {
+		var n int
+		for range 50 {
+			runtime.GC()
+			n = runtime.NumGoroutine()
+			time.Sleep(20 * time.Millisecond)
+			if n == runtime.NumGoroutine() && h.proxy.Sessions() == 0 {
+				break
+			}
+		}
+		return n
+	}
+	before := settle()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range 300 {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			switch i % 6 {
+			case 0: // accepted, clean DISCONNECT
+				c, err := tls.Dial("tcp", h.addr, cfg)
+				if err == nil {
+					if cl, ack, err := testenv.Connect(c, testenv.Creds(packets.V311, fmt.Sprint("ok", i), "jo", "pw")); err == nil && ack.Code == 0 {
+						cl.Disconnect()
+					}
+					c.Close()
+				}
+			case 1: // accepted, then dropped without DISCONNECT
+				c, err := tls.Dial("tcp", h.addr, cfg)
+				if err == nil {
+					_, _, _ = testenv.Connect(c, testenv.Creds(packets.V5, fmt.Sprint("drop", i), "jo", "pw"))
+					c.Close()
+				}
+			case 2: // wrong password
+				c, err := tls.Dial("tcp", h.addr, cfg)
+				if err == nil {
+					_, _, _ = testenv.Connect(c, testenv.Creds(packets.V311, "bad", "jo", "x"))
+					c.Close()
+				}
+			case 3: // garbage after TLS
+				c, err := tls.Dial("tcp", h.addr, cfg)
+				if err == nil {
+					_, _ = c.Write([]byte{0x30, 0x00})
+					c.Close()
+				}
+			case 4: // garbage instead of TLS
+				c, err := net.Dial("tcp", h.addr)
+				if err == nil {
+					_, _ = c.Write([]byte("hello"))
+					c.Close()
+				}
+			case 5: // TCP connect, then silence until CONNECT_TIMEOUT
+				c, err := net.Dial("tcp", h.addr)
+				if err == nil {
+					_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+					_, _ = c.Read(make([]byte, 1))
+					c.Close()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	testenv.WaitFor(t, 10*time.Second, "sessions to end", func() bool { return h.proxy.Sessions() == 0 })
+	after := settle()
+	if after > before+2 {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		t.Fatalf("goroutines: %d before, %d after\n%s", before, after, buf[:n])
+	}
+}
+
+// TestShutdown: v5 clients get DISCONNECT 0x8B after the grace period; no
+// new connections are accepted.
+func TestShutdown(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.setUser("kim", authstore.Update{Password: ptr("pw")})
+	cfg := h.clientTLS(tls.VersionTLS13)
+	c5, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "k5", "kim", "pw"))
+	c3, ack3, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "k3", "kim", "pw"))
+	if ack.Code != 0 || ack3.Code != 0 {
+		t.Fatal("connect failed")
+	}
+	done := make(chan struct{})
+	go func() { h.proxy.Shutdown(context.Background()); close(done) }()
+	hd, pkt, err := c5.ReadPacket(5 * time.Second)
+	if err != nil || hd.Type != packets.DISCONNECT || !bytes.Equal(pkt, []byte{0xE0, 1, 0x8B}) {
+		t.Fatalf("v5 client got %x %v, want DISCONNECT 0x8B", pkt, err)
+	}
+	if _, _, err := c3.ReadPacket(5 * time.Second); err == nil {
+		t.Fatal("v3 client not closed")
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	if _, err := tls.Dial("tcp", h.addr, cfg); err == nil {
+		t.Fatal("accepted a connection after Shutdown")
+	}
+}
+
+// TestCertificateReload: a replaced certificate is served to new handshakes
+// while an open session keeps running.
+func TestCertificateReload(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.setUser("lu", authstore.Update{Password: ptr("pw")})
+	cfg := h.clientTLS(tls.VersionTLS13)
+	old, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "l1", "lu", "pw"))
+	if ack.Code != 0 {
+		t.Fatal("connect")
+	}
+	first := old.Conn.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber
+	next, err := h.ca.Server("localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeServer(h.certDir, next); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the new certificate to be served", func() bool {
+		c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.ca.Pool(), ServerName: "localhost"})
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.Cmp(next.Cert.SerialNumber) == 0
+	})
+	if first.Cmp(next.Cert.SerialNumber) == 0 {
+		t.Fatal("serials collide")
+	}
+	// The session opened before the reload still relays.
+	pub, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "l2", "lu", "pw"))
+	roundTrip(t, old, pub, "reload/t")
+}
+
+// TestMaxConnections: past the cap a connection is closed at once, before
+// any TLS work; when a slot frees, the next one is served.
+func TestMaxConnections(t *testing.T) {
+	h := newHarness(t, harnessOptions{maxConnections: 1})
+	h.setUser("mo", authstore.Update{Password: ptr("pw")})
+	cfg := h.clientTLS(tls.VersionTLS13)
+	first, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "m1", "mo", "pw"))
+	if ack.Code != 0 {
+		t.Fatal("first")
+	}
+	if c, err := tls.Dial("tcp", h.addr, cfg); err == nil {
+		c.Close()
+		t.Fatal("second connection got a TLS handshake past the cap")
+	}
+	first.Disconnect()
+	testenv.WaitFor(t, 5*time.Second, "the slot to free", func() bool { return h.proxy.Sessions() == 0 })
+	testenv.WaitFor(t, 5*time.Second, "a connection to be served again", func() bool {
+		c, err := tls.Dial("tcp", h.addr, cfg)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_, ack, err := testenv.Connect(c, testenv.Creds(packets.V311, "m2", "mo", "pw"))
+		return err == nil && ack.Code == 0
+	})
+}

@@ -1,0 +1,245 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+		"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// TLSConfig describes the device-facing TLS listener.
+type TLSConfig struct {
+	CertFile, KeyFile string
+	// ClientCAFile enables client certificates, verified against this pool.
+	ClientCAFile string
+	// ClientAuth: tls.NoClientCert, tls.VerifyClientCertIfGiven ("request")
+	// or tls.RequireAndVerifyClientCert ("require").
+	ClientAuth tls.ClientAuthType
+	MinVersion uint16 // tls.VersionTLS12 or tls.VersionTLS13
+	// TicketKeyRotation is how often a new session ticket key is made;
+	// TicketKeysKept keys are accepted for resumption (default 1h and 24).
+	TicketKeyRotation time.Duration
+	TicketKeysKept    int
+	// ReloadInterval is how often the certificate files are checked for
+	// changes (default 5s; negative disables the watcher; SIGHUP still works
+	// through Reload).
+	ReloadInterval time.Duration
+}
+
+// LoadKeyPair loads a certificate and key, with errors that name the files.
+func LoadKeyPair(certFile, keyFile string) (*tls.Certificate, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s with key %s: %w", certFile, keyFile, err)
+	}
+	return &cert, nil
+}
+
+// LoadCAPool reads a PEM file of CA certificates.
+func LoadCAPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate found", file)
+	}
+	return pool, nil
+}
+
+// tlsServer owns the listener's certificate (reloadable), its client CA
+// pool, and its session ticket keys (rotated). A resumed session never
+// carries an authentication decision: every CONNECT is decided afresh, and
+// the client certificate chain is re-verified against the current CA pool
+// in VerifyConnection, which Go runs on resumed handshakes too (unlike
+// VerifyPeerCertificate).
+type tlsServer struct {
+	cfg    TLSConfig
+	log    *slog.Logger
+	cert   atomic.Pointer[tls.Certificate]
+	pool   atomic.Pointer[x509.CertPool]
+	// config is what the listener uses; it hands out current, rebuilt
+	// whenever the CA pool or the ticket keys change.
+	config   *tls.Config
+	template *tls.Config
+	current  atomic.Pointer[tls.Config]
+
+	mu       sync.Mutex
+	certStat [2]fileStamp
+	keys     [][32]byte
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	sum  []byte
+}
+
+func newTLSServer(cfg TLSConfig, log *slog.Logger) (*tlsServer, error) {
+	if cfg.TicketKeyRotation <= 0 {
+		cfg.TicketKeyRotation = time.Hour
+	}
+	if cfg.TicketKeysKept <= 0 {
+		cfg.TicketKeysKept = 24
+	}
+	if cfg.ReloadInterval == 0 {
+		cfg.ReloadInterval = 5 * time.Second
+	}
+	if cfg.MinVersion == 0 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	s := &tlsServer{cfg: cfg, log: log}
+	s.template = &tls.Config{
+		MinVersion:     cfg.MinVersion,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
+		// Runs on every handshake, resumed ones included.
+		VerifyConnection: s.verifyConnection,
+	}
+	if cfg.ClientCAFile != "" {
+		s.template.ClientAuth = cfg.ClientAuth
+	}
+	s.config = &tls.Config{
+		MinVersion:         cfg.MinVersion,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return s.current.Load(), nil },
+	}
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
+	s.rotateTicketKey()
+	return s, nil
+}
+
+// rebuild makes the config handed to new handshakes from the template, the
+// current CA pool and the current ticket keys.
+func (s *tlsServer) rebuild() {
+	c := s.template.Clone()
+	c.ClientCAs = s.pool.Load()
+	s.mu.Lock()
+	if len(s.keys) > 0 {
+		c.SetSessionTicketKeys(s.keys)
+	}
+	s.mu.Unlock()
+	s.current.Store(c)
+}
+
+// verifyConnection runs on every handshake, resumed or not. On a resumed
+// session it re-verifies the client's chain against the current CA pool, so
+// a CA that was removed stops resuming sessions too.
+func (s *tlsServer) verifyConnection(cs tls.ConnectionState) error {
+	if !cs.DidResume || len(cs.PeerCertificates) == 0 || s.cfg.ClientCAFile == "" {
+		return nil
+	}
+	opts := x509.VerifyOptions{Roots: s.pool.Load(), Intermediates: x509.NewCertPool(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+		return fmt.Errorf("resumed session's client certificate no longer verifies: %w", err)
+	}
+	return nil
+}
+
+// Reload re-reads the certificate, key and client CA files. On failure the
+// previous ones stay in use. Open connections are not affected.
+func (s *tlsServer) Reload() error {
+	cert, err := LoadKeyPair(s.cfg.CertFile, s.cfg.KeyFile)
+	if err != nil {
+		return err
+	}
+	var pool *x509.CertPool
+	if s.cfg.ClientCAFile != "" {
+		if pool, err = LoadCAPool(s.cfg.ClientCAFile); err != nil {
+			return fmt.Errorf("client CA: %w", err)
+		}
+	}
+	s.cert.Store(cert)
+	if pool != nil {
+		s.pool.Store(pool)
+	}
+	s.mu.Lock()
+	s.certStat = [2]fileStamp{stamp(s.cfg.CertFile), stamp(s.cfg.KeyFile)}
+	s.mu.Unlock()
+	s.rebuild()
+	return nil
+}
+
+func stamp(file string) fileStamp {
+	st, err := os.Stat(file)
+	if err != nil {
+		return fileStamp{}
+	}
+	b, _ := os.ReadFile(file)
+	return fileStamp{mod: st.ModTime(), size: st.Size(), sum: b}
+}
+
+// changed reports whether the certificate or key file differs from the last load.
+func (s *tlsServer) changed() bool {
+	s.mu.Lock()
+	old := s.certStat
+	s.mu.Unlock()
+	for i, f := range []string{s.cfg.CertFile, s.cfg.KeyFile} {
+		st, err := os.Stat(f)
+		if err != nil {
+			continue
+		}
+		if !st.ModTime().Equal(old[i].mod) || st.Size() != old[i].size {
+			b, _ := os.ReadFile(f)
+			if !bytes.Equal(b, old[i].sum) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// rotateTicketKey adds a fresh ticket key in front; the previous
+// TicketKeysKept-1 keys still decrypt tickets for resumption.
+func (s *tlsServer) rotateTicketKey() {
+	var k [32]byte
+	if _, err := rand.Read(k[:]); err != nil {
+		panic("proxy: no randomness: " + err.Error())
+	}
+	s.mu.Lock()
+	s.keys = append([][32]byte{k}, s.keys...)
+	if len(s.keys) > s.cfg.TicketKeysKept {
+		s.keys = s.keys[:s.cfg.TicketKeysKept]
+	}
+	s.mu.Unlock()
+	s.rebuild()
+}
+
+// run rotates ticket keys and reloads changed certificate files until stop closes.
+func (s *tlsServer) run(stop <-chan struct{}) {
+	rotate := time.NewTicker(s.cfg.TicketKeyRotation)
+	defer rotate.Stop()
+	var reload <-chan time.Time
+	if s.cfg.ReloadInterval > 0 {
+		t := time.NewTicker(s.cfg.ReloadInterval)
+		defer t.Stop()
+		reload = t.C
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-rotate.C:
+			s.rotateTicketKey()
+		case <-reload:
+			if s.changed() {
+				if err := s.Reload(); err != nil {
+					s.log.Error("certificate files changed but did not load; keeping the previous ones", "error", err)
+				} else {
+					s.log.Info("certificate reloaded", "cert", s.cfg.CertFile)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package proxy
+
+import "syscall"
+
+// waitReadable is a no-op where peeking is not implemented: the relay then
+// blocks in Read with a pooled buffer.
+func waitReadable(syscall.RawConn) error { return nil }
