@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -228,10 +229,17 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 // dialBackend dials the broker, sends the rewritten CONNECT and reads its
 // CONNACK, all within the backend dial timeout.
 func (p *Proxy) dialBackend(ctx context.Context, c *packets.Connect) (net.Conn, packets.Connack, []byte, error) {
-	b := p.cfg.Backend
+	rewritten := rewriteConnect(c, p.cfg.Backend.Username, p.cfg.Backend.Password)
+	return p.cfg.Backend.connect(ctx, &p.dialer, &rewritten)
+}
+
+// connect dials the broker (TCP, or TLS when configured), sends c and reads
+// the CONNACK, within DialTimeout. The connection is returned whatever the
+// CONNACK says; the caller closes it if the broker refused.
+func (b Backend) connect(ctx context.Context, d *net.Dialer, c *packets.Connect) (net.Conn, packets.Connack, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.DialTimeout)
 	defer cancel()
-	conn, err := p.dialer.DialContext(ctx, "tcp", b.Addr)
+	conn, err := d.DialContext(ctx, "tcp", b.Addr)
 	if err != nil {
 		return nil, packets.Connack{}, nil, fmt.Errorf("dial broker %s: %w", b.Addr, err)
 	}
@@ -245,27 +253,66 @@ func (p *Proxy) dialBackend(ctx context.Context, c *packets.Connect) (net.Conn, 
 		}
 		conn = tc
 	}
-	rewritten := rewriteConnect(c, b.Username, b.Password)
-	out, err := packets.AppendConnect(make([]byte, 0, 256), &rewritten)
+	out, err := packets.AppendConnect(make([]byte, 0, 256), c)
 	if err == nil {
 		_, err = conn.Write(out)
 	}
 	if err != nil {
 		conn.Close()
-		return nil, packets.Connack{}, nil, fmt.Errorf("send CONNECT to broker: %w", err)
+		return nil, packets.Connack{}, nil, fmt.Errorf("send CONNECT to broker %s: %w", b.Addr, err)
 	}
 	_, pkt, err := packets.ReadPacket(conn, 64<<10)
 	if err != nil {
 		conn.Close()
-		return nil, packets.Connack{}, nil, fmt.Errorf("read CONNACK from broker: %w", err)
+		return nil, packets.Connack{}, nil, fmt.Errorf("read CONNACK from broker %s: %w", b.Addr, err)
 	}
 	ack, err := packets.DecodeConnack(pkt, c.ProtocolLevel)
 	if err != nil {
 		conn.Close()
-		return nil, packets.Connack{}, nil, fmt.Errorf("broker's CONNACK: %w", err)
+		return nil, packets.Connack{}, nil, fmt.Errorf("broker %s CONNACK: %w", b.Addr, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return conn, ack, pkt, nil
+}
+
+// Probe checks that the broker is reachable: with backend credentials it
+// makes a real MQTT 3.1.1 CONNECT (clean session, a random client id) and
+// requires CONNACK 0; without, a TCP (or TLS) connection must succeed.
+func (b Backend) Probe(ctx context.Context) error {
+	if b.DialTimeout <= 0 {
+		b.DialTimeout = 5 * time.Second
+	}
+	var d net.Dialer
+	if b.Username == "" {
+		ctx, cancel := context.WithTimeout(ctx, b.DialTimeout)
+		defer cancel()
+		conn, err := d.DialContext(ctx, "tcp", b.Addr)
+		if err != nil {
+			return fmt.Errorf("dial broker %s: %w", b.Addr, err)
+		}
+		defer conn.Close()
+		if b.TLS != nil {
+			if err := tls.Client(conn, b.TLS).HandshakeContext(ctx); err != nil {
+				return fmt.Errorf("TLS to broker %s: %w", b.Addr, err)
+			}
+		}
+		return nil
+	}
+	c := packets.Connect{ProtocolName: "MQTT", ProtocolLevel: packets.V311, CleanStart: true, KeepAlive: 10,
+		ClientID: "mqtt-authproxy-probe-" + rand.Text()[:12], UsernameFlag: true, Username: b.Username}
+	if b.Password != "" {
+		c.PasswordFlag, c.Password = true, b.Password
+	}
+	conn, ack, _, err := b.connect(ctx, &d, &c)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, _ = conn.Write(packets.AppendDisconnect(nil, packets.V311, packets.Success))
+	if !ack.Accepted() {
+		return fmt.Errorf("broker %s refused the backend credentials: CONNACK 0x%02X", b.Addr, ack.Code)
+	}
+	return nil
 }
 
 // rewriteConnect is the CONNECT the broker sees: everything as the device

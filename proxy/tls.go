@@ -5,7 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-		"fmt"
+	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -61,10 +61,10 @@ func LoadCAPool(file string) (*x509.CertPool, error) {
 // in VerifyConnection, which Go runs on resumed handshakes too (unlike
 // VerifyPeerCertificate).
 type tlsServer struct {
-	cfg    TLSConfig
-	log    *slog.Logger
-	cert   atomic.Pointer[tls.Certificate]
-	pool   atomic.Pointer[x509.CertPool]
+	cfg  TLSConfig
+	log  *slog.Logger
+	cert atomic.Pointer[tls.Certificate]
+	pool atomic.Pointer[x509.CertPool]
 	// config is what the listener uses; it hands out current, rebuilt
 	// whenever the CA pool or the ticket keys change.
 	config   *tls.Config

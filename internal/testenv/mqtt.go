@@ -198,4 +198,3 @@ func (c *RawClient) Disconnect() {
 	_, _ = c.Conn.Write([]byte{0xE0, 0})
 	c.Conn.Close()
 }
-

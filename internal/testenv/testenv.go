@@ -77,7 +77,7 @@ type Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	out  *lockedBuffer
+	out  *SyncBuffer
 }
 
 // Addr is host:port of the server.
@@ -144,7 +144,7 @@ func (s *Server) Stop() {
 }
 
 func newServer(t testing.TB, name, bin, dir string, port int, args ...string) *Server {
-	s := &Server{t: t, Name: name, Port: port, bin: bin, dir: dir, args: args, out: &lockedBuffer{}}
+	s := &Server{t: t, Name: name, Port: port, bin: bin, dir: dir, args: args, out: &SyncBuffer{}}
 	s.Start()
 	t.Cleanup(s.Stop)
 	return s
@@ -233,18 +233,21 @@ func (s *Server) OutputLines(substr string) []string {
 	return out
 }
 
-type lockedBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (l *SyncBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+// String returns what was written so far.
+func (l *SyncBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
