@@ -28,7 +28,7 @@ import (
 )
 
 // binary is the command built once for the tests, with the Dockerfile's
-// build flags (see dockerBuildArgs).
+// build flags (see dockerfileBuild).
 var binary string
 
 func TestMain(m *testing.M) {
@@ -37,10 +37,15 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "mqtt-authproxy")
-	args := append([]string{"build"}, dockerBuildArgs()...)
-	args = append(args, "-o", binary, ".")
+	// Exactly the Dockerfile's build flags and environment.
+	env, flags, err := dockerfileBuild("test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	args := append(append([]string{"build"}, flags...), "-o", binary, ".")
 	cmd := exec.Command("go", args...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		os.Exit(1)
@@ -50,10 +55,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// dockerBuildArgs are the go build flags of the Dockerfile's build stage.
-func dockerBuildArgs() []string {
-	return []string{"-trimpath", "-ldflags", "-s -w -X main.version=test"}
-}
 
 type result struct {
 	code           int
