@@ -97,7 +97,7 @@ func TestDeployUsesOnlyDefinedVariables(t *testing.T) {
 		dec := yaml.NewDecoder(bytes.NewReader(mustRead(t, f)))
 		for {
 			var doc struct {
-				Kind     string            `yaml:"kind"`
+				Kind     string `yaml:"kind"`
 				Metadata struct{ Name string }
 				Data     map[string]string `yaml:"data"`
 			}

@@ -55,7 +55,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-
 type result struct {
 	code           int
 	stdout, stderr string
