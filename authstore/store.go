@@ -65,6 +65,9 @@ type Decision struct {
 	Outcome Outcome
 	// Remembered: the password verification was served from the cache.
 	Remembered bool
+	// NotAfter is the user's not_after, zero when there is none: a live
+	// connection should be re-decided at that moment.
+	NotAfter time.Time
 }
 
 // Allowed reports whether the CONNECT may go on to the broker.
@@ -179,7 +182,7 @@ func (s *Store) Authenticate(ctx context.Context, req Request) (Decision, error)
 		return Decision{}, fmt.Errorf("authstore: user %q: %w", req.Username, err)
 	}
 
-	var d Decision
+	d := Decision{NotAfter: r.notAfter}
 	switch {
 	case r.hasPassword:
 		if !req.HasPassword {

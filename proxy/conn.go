@@ -170,12 +170,14 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 	a.level, a.clientID, a.username = connect.ProtocolLevel, connect.ClientID, connect.Username
 
 	// Decide, fresh, on every CONNECT.
-	authStart := time.Now()
-	d, err := p.cfg.Auth.Authenticate(ctx, authstore.Request{
+	req := authstore.Request{
 		Username: connect.Username, HasPassword: connect.PasswordFlag, Password: connect.Password,
 		ClientID: connect.ClientID, Protocol: connect.ProtocolLevel, RemoteAddr: addrOf(raw.RemoteAddr()),
 		CertSHA256: a.certSHA256, CertCN: a.certCN,
-	})
+	}
+	changesBefore := p.changes.Load()
+	authStart := time.Now()
+	d, err := p.cfg.Auth.Authenticate(ctx, req)
 	m.AuthDuration.Observe(time.Since(authStart).Seconds())
 	if err != nil {
 		a.outcome, a.err = outcomeStoreUnavailable, err
@@ -215,7 +217,7 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 	a.outcome = string(authstore.Accepted)
 
 	_ = raw.SetDeadline(time.Time{})
-	s := newSession(p, conn, raw, backend, connect)
+	s := newSession(p, conn, raw, backend, req)
 	if !p.addSession(s) {
 		backend.Close()
 		a.outcome = outcomeShutdown
@@ -224,6 +226,12 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 	}
 	relaying = true
 	s.start()
+	s.scheduleNotAfter(d.NotAfter)
+	if p.changes.Load() != changesBefore {
+		// A rule changed while this CONNECT was being decided: decide again,
+		// so that a revocation racing the CONNECT is not missed.
+		go p.revalidate(s, "changed during connect")
+	}
 }
 
 // dialBackend dials the broker, sends the rewritten CONNECT and reads its

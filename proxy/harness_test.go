@@ -122,6 +122,8 @@ type harnessOptions struct {
 	connectTimeout time.Duration
 	maxConnections int
 	redisTimeout   time.Duration
+	redisArgs      []string      // extra redis-server options
+	revalidate     time.Duration // RevalidateInterval; 0: the default
 }
 
 type syncBuffer struct {
@@ -144,7 +146,7 @@ func (s *syncBuffer) String() string {
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
 	h := &harness{t: t, logs: &syncBuffer{}}
-	h.redis = testenv.Redis(t)
+	h.redis = testenv.Redis(t, o.redisArgs...)
 	h.broker = testenv.Mosquitto(t, testenv.MosquittoOptions{Users: o.brokerUsers})
 	h.front = newForwarder(t, h.broker.Addr())
 	rdb, err := authstore.NewClient(testenv.RedisURL(h.redis))
@@ -183,16 +185,47 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		Backend:        Backend{Addr: h.front.Addr(), Username: o.backendUser, Password: o.backendPass, DialTimeout: 2 * time.Second},
 		Auth:           h.store,
 		ConnectTimeout: o.connectTimeout, MaxConnections: o.maxConnections,
-		ShutdownGrace: 200 * time.Millisecond, Logger: logger,
+		ShutdownGrace: 200 * time.Millisecond, Logger: logger, RevalidateInterval: o.revalidate,
 	}
-	h.proxy, err = New(h.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h.proxy = h.startProxy(h.store)
 	h.addr = h.serve(true)
 	h.plain = h.serve(false)
 	t.Cleanup(func() { h.proxy.Shutdown(context.Background()) })
 	return h
+}
+
+// startProxy makes a proxy with the harness configuration over store,
+// following its change notifications until the test ends.
+func (h *harness) startProxy(store *authstore.Store) *Proxy {
+	cfg := h.cfg
+	cfg.Auth = store
+	p, err := New(cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Follow(ctx, store); close(done) }()
+	h.t.Cleanup(func() { cancel(); <-done })
+	return p
+}
+
+// replica starts a second proxy on the same Redis and broker, with its own
+// store, as another instance would be.
+func (h *harness) replica() (*Proxy, string) {
+	rdb, err := authstore.NewClient(testenv.RedisURL(h.redis))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { rdb.Close() })
+	p := h.startProxy(authstore.New(rdb, authstore.Options{Timeout: 300 * time.Millisecond, Logger: h.cfg.Logger}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	go func() { _ = p.Serve(l, true) }()
+	h.t.Cleanup(func() { p.Shutdown(context.Background()) })
+	return p, l.Addr().String()
 }
 
 func (h *harness) serve(withTLS bool) string {
@@ -227,7 +260,12 @@ func (h *harness) clientTLS(version uint16) *tls.Config {
 
 func (h *harness) dialTLS(cfg *tls.Config) *tls.Conn {
 	h.t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", h.addr, cfg)
+	return h.dialTLSTo(h.addr, cfg)
+}
+
+func (h *harness) dialTLSTo(addr string, cfg *tls.Config) *tls.Conn {
+	h.t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
 	if err != nil {
 		h.t.Fatalf("TLS dial: %v", err)
 	}
@@ -239,7 +277,12 @@ func (h *harness) dialTLS(cfg *tls.Config) *tls.Conn {
 // client, its CONNACK and whether the TLS session was resumed.
 func (h *harness) connectRaw(cfg *tls.Config, c packets.Connect) (*testenv.RawClient, packets.Connack, bool) {
 	h.t.Helper()
-	conn := h.dialTLS(cfg)
+	return h.connectRawTo(h.addr, cfg, c)
+}
+
+func (h *harness) connectRawTo(addr string, cfg *tls.Config, c packets.Connect) (*testenv.RawClient, packets.Connack, bool) {
+	h.t.Helper()
+	conn := h.dialTLSTo(addr, cfg)
 	cl, ack, err := testenv.Connect(conn, c)
 	if err != nil {
 		h.t.Fatalf("CONNECT: %v", err)

@@ -13,6 +13,7 @@ type Metrics struct {
 	Bytes         *prometheus.CounterVec // by direction
 	BackendDial   prometheus.Histogram
 	Disconnects   *prometheus.CounterVec // live connections closed by the proxy, by cause
+	Revalidations *prometheus.CounterVec // re-decisions of live connections, by result
 	bytesUp       prometheus.Counter
 	bytesDown     prometheus.Counter
 	handshakeNew  prometheus.Counter
@@ -36,13 +37,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Time to dial the broker and receive its CONNACK.", Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12)}),
 		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authproxy_disconnects_total",
 			Help: "Live connections the proxy closed, by cause (shutdown, revoked, kicked)."}, []string{"cause"}),
+		Revalidations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authproxy_revalidations_total",
+			Help: "Live connections decided again after a change notification, a not_after or the periodic sweep, by result (allowed, revoked, error)."}, []string{"result"}),
 	}
 	m.bytesUp = m.Bytes.WithLabelValues("upstream")
 	m.bytesDown = m.Bytes.WithLabelValues("downstream")
 	m.handshakeNew = m.Handshakes.WithLabelValues("false")
 	m.handshakeResu = m.Handshakes.WithLabelValues("true")
 	if reg != nil {
-		reg.MustRegister(m.Active, m.Connects, m.AuthDuration, m.Handshakes, m.Bytes, m.BackendDial, m.Disconnects)
+		reg.MustRegister(m.Active, m.Connects, m.AuthDuration, m.Handshakes, m.Bytes, m.BackendDial, m.Disconnects, m.Revalidations)
 	}
 	return m
 }

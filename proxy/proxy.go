@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
@@ -32,6 +33,10 @@ type Config struct {
 	MaxConnectBytes int           // cap on the first packet; default 65536
 	MaxConnections  int           // concurrent client connections; 0: no cap
 	ShutdownGrace   time.Duration // how long Shutdown lets connections finish; default 10s
+	// RevalidateInterval is how often every live connection is decided
+	// again (spread evenly over the interval), the safety net for a missed
+	// change notification; default 60s, negative turns it off.
+	RevalidateInterval time.Duration
 
 	Logger  *slog.Logger
 	Metrics *Metrics // nil: a private, unregistered set
@@ -64,7 +69,12 @@ type Proxy struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
-	wg        sync.WaitGroup // every connection goroutine
+	byUser    map[string]map[*session]struct{} // live sessions by username, for revocation
+	wg        sync.WaitGroup                   // every connection goroutine
+
+	// changes counts change notifications; a session decided before a
+	// notification and registered after it is decided again at once.
+	changes atomic.Uint64
 }
 
 // New validates cfg and loads the certificates.
@@ -87,6 +97,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
+	if cfg.RevalidateInterval == 0 {
+		cfg.RevalidateInterval = time.Minute
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -94,10 +107,13 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, stop: make(chan struct{}),
-		listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}}
+		listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, byUser: map[string]map[*session]struct{}{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if cfg.MaxConnections > 0 {
 		p.slots = make(chan struct{}, cfg.MaxConnections)
+	}
+	if cfg.TLS == nil && cfg.Listen != "" {
+		return nil, errors.New("proxy: TLS listener without TLS configuration")
 	}
 	if cfg.TLS != nil {
 		t, err := newTLSServer(*cfg.TLS, p.log)
@@ -106,8 +122,9 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		p.tls = t
 		go t.run(p.stop)
-	} else if cfg.Listen != "" {
-		return nil, errors.New("proxy: TLS listener without TLS configuration")
+	}
+	if cfg.RevalidateInterval > 0 {
+		go p.sweep()
 	}
 	return p, nil
 }
@@ -275,11 +292,24 @@ func (p *Proxy) addSession(s *session) bool {
 	default:
 	}
 	p.sessions[s] = struct{}{}
+	u := p.byUser[s.username]
+	if u == nil {
+		u = map[*session]struct{}{}
+		p.byUser[s.username] = u
+	}
+	u[s] = struct{}{}
 	return true
 }
 
 func (p *Proxy) removeSession(s *session) {
 	p.mu.Lock()
 	delete(p.sessions, s)
+	if u := p.byUser[s.username]; u != nil {
+		delete(u, s)
+		if len(u) == 0 {
+			delete(p.byUser, s.username)
+		}
+	}
 	p.mu.Unlock()
+	s.stopTimer()
 }

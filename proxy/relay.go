@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
@@ -43,11 +44,18 @@ type session struct {
 
 	closeOnce sync.Once
 	pumps     atomic.Int32
+
+	// req is the CONNECT's authentication request, kept to decide the
+	// connection again on a rule change (it holds the password in memory;
+	// with the remembered verification, a re-decision costs no hash).
+	req      authstore.Request
+	timerMu  sync.Mutex
+	notAfter *time.Timer
 }
 
-func newSession(p *Proxy, client, clientRaw, backend net.Conn, c *packets.Connect) *session {
+func newSession(p *Proxy, client, clientRaw, backend net.Conn, req authstore.Request) *session {
 	return &session{p: p, client: client, clientRaw: clientRaw, backend: backend,
-		level: c.ProtocolLevel, username: c.Username, clientID: c.ClientID}
+		level: req.Protocol, username: req.Username, clientID: req.ClientID, req: req}
 }
 
 // start runs the two directions on fresh goroutines.

@@ -49,6 +49,7 @@ type Config struct {
 	MaxConnectBytes    int           `env:"MAX_CONNECT_BYTES" envDefault:"65536"`
 	MaxConnections     int           `env:"MAX_CONNECTIONS" envDefault:"0"`
 	ShutdownGrace      time.Duration `env:"SHUTDOWN_GRACE" envDefault:"10s"`
+	RevalidateInterval time.Duration `env:"REVALIDATE_INTERVAL" envDefault:"60s"`
 
 	MetricsListen string `env:"METRICS_LISTEN" envDefault:":9090"`
 	LogLevel      string `env:"LOG_LEVEL" envDefault:"info"`
@@ -256,6 +257,9 @@ func (c *Config) validateServe() (serveSettings, error) {
 		if d.v <= 0 {
 			add(cfgErr(d.name, "must be positive, is %v", d.v))
 		}
+	}
+	if c.RevalidateInterval < 0 {
+		add(cfgErr("REVALIDATE_INTERVAL", "must be positive (or 0 to turn it off), is %v", c.RevalidateInterval))
 	}
 	if c.MaxConnectBytes < 16 || c.MaxConnectBytes > packets.MaxRemainingLength {
 		add(cfgErr("MAX_CONNECT_BYTES", "%d is out of range 16..%d", c.MaxConnectBytes, packets.MaxRemainingLength))

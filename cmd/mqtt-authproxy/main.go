@@ -42,7 +42,7 @@ Usage:
   mqtt-authproxy demo               everything embedded: Redis, broker, CA, proxy, one user
   mqtt-authproxy check              validate the configuration, ping Redis and the broker
   mqtt-authproxy user set NAME      create or update a user (password from stdin or a prompt)
-  mqtt-authproxy user enable|disable|delete|show NAME
+  mqtt-authproxy user enable|disable|delete|show|kick NAME
   mqtt-authproxy user list
   mqtt-authproxy hash               read a password on stdin, print an argon2id hash
   mqtt-authproxy healthcheck        query /healthz of a running proxy (for container health checks)

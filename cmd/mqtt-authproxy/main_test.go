@@ -307,9 +307,27 @@ func TestOperatorCLIChangesDecisions(t *testing.T) {
 		t.Fatalf("show: %+v", r)
 	}
 	runBin(t, env, "", "user", "enable", "alice")
-	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V5, "dev-1", "alice", "s3cret")); ack.Code != 0 {
+	live, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V5, "dev-1", "alice", "s3cret"))
+	if ack.Code != 0 {
 		t.Fatalf("after enable: 0x%02X", ack.Code)
 	}
+	// A live connection: "user kick" closes it with DISCONNECT 0x98, the
+	// user may come back; "user disable" closes the next one too.
+	if r := runBin(t, env, "", "user", "kick", "alice"); r.code != 0 || !strings.Contains(r.stdout, "(1 proxies listening)") {
+		t.Fatalf("kick: %+v", r)
+	}
+	if h, pkt, err := live.ReadPacket(5 * time.Second); err != nil || h.Type != packets.DISCONNECT || pkt[2] != 0x98 {
+		t.Fatalf("kicked connection got %x %v, want DISCONNECT 0x98", pkt, err)
+	}
+	live, ack = dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "dev-2", "alice", "s3cret"))
+	if ack.Code != 0 {
+		t.Fatalf("after kick: 0x%02X", ack.Code)
+	}
+	runBin(t, env, "", "user", "disable", "alice")
+	if _, _, err := live.ReadPacket(5 * time.Second); err == nil {
+		t.Fatal("disable did not close the live v3.1.1 connection")
+	}
+	runBin(t, env, "", "user", "enable", "alice")
 	// --generate prints a password once; it works.
 	r = runBin(t, env, "", "user", "set", "bob", "--generate", "--json")
 	var gen map[string]string
@@ -343,7 +361,8 @@ func TestOperatorCLIChangesDecisions(t *testing.T) {
 
 	// The decision log names the outcome and never the password.
 	logs := p.stderr.String()
-	for _, want := range []string{`"outcome":"accepted"`, `"outcome":"disabled"`, `"outcome":"clientid_not_allowed"`, `"resumed":false`, `"tls":"TLS 1.3"`} {
+	for _, want := range []string{`"outcome":"accepted"`, `"outcome":"disabled"`, `"outcome":"clientid_not_allowed"`, `"resumed":false`, `"tls":"TLS 1.3"`,
+		`"msg":"kicked"`, `"msg":"revoked"`} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %s", want)
 		}
@@ -441,20 +460,42 @@ func TestDemo(t *testing.T) {
 	if r := runBin(t, map[string]string{"AUTHPROXY_REDIS_URL": cli[1]}, "", "user", "disable", user); r.code != 0 {
 		t.Fatalf("user disable: %+v", r)
 	}
+	// The live connections are closed (the v5 one with DISCONNECT 0x98)...
+	if h, pkt, err := pub.ReadPacket(5 * time.Second); err != nil || h.Type != packets.DISCONNECT || pkt[2] != 0x98 {
+		t.Fatalf("live v5 connection after disable: %x %v", pkt, err)
+	}
+	if _, _, err := sub.ReadPacket(5 * time.Second); err == nil {
+		t.Fatal("live v3.1.1 connection not closed after disable")
+	}
+	// ...and the reconnect is refused.
 	if _, ack := dialMQTT(t, addr, tlsCfg, testenv.Creds(packets.V311, "demo-sub", user, password)); ack.Code != 0x05 {
 		t.Fatalf("after disable: 0x%02X, want 0x05", ack.Code)
 	}
-	resp, err := http.Get("http://" + metrics + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{`authproxy_connects_total{outcome="accepted"} 2`, `authproxy_connects_total{outcome="disabled"} 1`,
-		`authproxy_tls_handshakes_total{resumed="false"}`, "authproxy_connections_active 2", `authproxy_bytes_relayed_total{direction="upstream"}`} {
-		if !bytes.Contains(body, []byte(want)) {
-			t.Errorf("/metrics lacks %s", want)
+	wants := []string{`authproxy_connects_total{outcome="accepted"} 2`, `authproxy_connects_total{outcome="disabled"} 1`,
+		`authproxy_tls_handshakes_total{resumed="false"}`, "authproxy_connections_active 0", `authproxy_bytes_relayed_total{direction="upstream"}`,
+		`authproxy_disconnects_total{cause="revoked"} 2`, `authproxy_revalidations_total{result="revoked"} 2`}
+	var body []byte
+	missing := func() []string {
+		resp, err := http.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			return []string{err.Error()}
 		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var out []string
+		for _, w := range wants {
+			if !bytes.Contains(body, []byte(w)) {
+				out = append(out, w)
+			}
+		}
+		return out
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(missing()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m := missing(); len(m) > 0 {
+		t.Errorf("/metrics lacks %v", m)
 	}
 	// Ctrl-C stops it cleanly.
 	_ = p.cmd.Process.Signal(os.Interrupt)

@@ -82,6 +82,16 @@ type server struct {
 	httpLn  net.Listener
 	backend proxy.Backend
 	log     *slog.Logger
+
+	stopFollow func()
+}
+
+// revalidateInterval maps the variable (0: off) to proxy.Config (negative: off).
+func revalidateInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // startServer wires the store, the proxy and the metrics endpoint and opens
@@ -100,12 +110,18 @@ func startServer(cfg Config, s serveSettings, log *slog.Logger) (*server, error)
 		Backend: s.backend, Auth: store,
 		ConnectTimeout: cfg.ConnectTimeout, MaxConnectBytes: cfg.MaxConnectBytes, MaxConnections: cfg.MaxConnections,
 		ShutdownGrace: cfg.ShutdownGrace, Logger: log, Metrics: metrics,
+		RevalidateInterval: revalidateInterval(cfg.RevalidateInterval),
 	})
 	if err != nil {
 		rdb.Close()
 		return nil, err
 	}
 	srv := &server{proxy: p, store: store, rdb: rdb, backend: s.backend, log: log}
+	// Rule changes close live connections that are no longer allowed.
+	followCtx, cancelFollow := context.WithCancel(context.Background())
+	followDone := make(chan struct{})
+	go func() { _ = p.Follow(followCtx, store); close(followDone) }()
+	srv.stopFollow = func() { cancelFollow(); <-followDone }
 	if cfg.MetricsListen != "" {
 		srv.httpLn, err = net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -152,6 +168,7 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 // stop shuts the proxy down gracefully, then the metrics endpoint.
 func (s *server) stop() {
 	s.proxy.Shutdown(context.Background())
+	s.stopFollow()
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = s.http.Shutdown(ctx)

@@ -96,6 +96,7 @@ const userUsage = `Usage:
   mqtt-authproxy user enable NAME        allow the user again
   mqtt-authproxy user disable NAME       refuse the user's next CONNECT (0x05 / 0x87)
   mqtt-authproxy user delete NAME        remove the user
+  mqtt-authproxy user kick NAME          close the user's live connections, rules unchanged
   mqtt-authproxy user show NAME          print the user's rules (never the hash)
   mqtt-authproxy user list               print all user names
 
@@ -128,7 +129,7 @@ func cmdUser(args []string, io stdio) error {
 	switch sub {
 	case "set":
 		return cmdUserSet(args, io)
-	case "enable", "disable", "delete", "show", "list":
+	case "enable", "disable", "delete", "show", "list", "kick":
 		return cmdUserSimple(sub, args, io)
 	}
 	fmt.Fprint(io.err, userUsage)
@@ -217,6 +218,15 @@ func cmdUserSimple(sub string, args []string, io stdio) error {
 		err = store.SetEnabled(ctx, name, sub == "enable")
 	case "delete":
 		err = store.DeleteUser(ctx, name)
+	case "kick":
+		var n int64
+		if n, err = store.Kick(ctx, name); err == nil {
+			if *asJSON {
+				return json.NewEncoder(io.out).Encode(map[string]any{"user": name, "action": "kicked", "proxies": n})
+			}
+			fmt.Fprintf(io.out, "user %s kicked (%d proxies listening)\n", name, n)
+			return nil
+		}
 	}
 	if err != nil {
 		return err
