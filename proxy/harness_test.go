@@ -115,7 +115,8 @@ type harness struct {
 }
 
 type harnessOptions struct {
-	clientCA       bool // require client certificates
+	backend        string // "mosquitto" (default) or "hivemq"
+	clientCA       bool   // require client certificates
 	brokerUsers    map[string]string
 	backendUser    string
 	backendPass    string
@@ -147,7 +148,14 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
 	h := &harness{t: t, logs: &syncBuffer{}}
 	h.redis = testenv.Redis(t, o.redisArgs...)
-	h.broker = testenv.Mosquitto(t, testenv.MosquittoOptions{Users: o.brokerUsers})
+	switch o.backend {
+	case "", "mosquitto":
+		h.broker = testenv.Mosquitto(t, testenv.MosquittoOptions{Users: o.brokerUsers})
+	case "hivemq":
+		h.broker = testenv.HiveMQ(t)
+	default:
+		t.Fatalf("unknown backend %q", o.backend)
+	}
 	h.front = newForwarder(t, h.broker.Addr())
 	rdb, err := authstore.NewClient(testenv.RedisURL(h.redis))
 	if err != nil {
@@ -208,6 +216,22 @@ func (h *harness) startProxy(store *authstore.Store) *Proxy {
 	go func() { _ = p.Follow(ctx, store); close(done) }()
 	h.t.Cleanup(func() { cancel(); <-done })
 	return p
+}
+
+// proxyWith starts another proxy on the same store with a changed
+// configuration, serving TLS; it returns its address.
+func (h *harness) proxyWith(change func(*Config)) string {
+	saved := h.cfg
+	change(&h.cfg)
+	p := h.startProxy(h.store)
+	h.cfg = saved
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	go func() { _ = p.Serve(l, true) }()
+	h.t.Cleanup(func() { p.Shutdown(context.Background()) })
+	return l.Addr().String()
 }
 
 // replica starts a second proxy on the same Redis and broker, with its own

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
@@ -26,91 +25,6 @@ var tlsVersions = []struct {
 }{{"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}}
 
 func ptr[T any](v T) *T { return &v }
-
-// TestBugReport reproduces the report both ways on resumed TLS sessions: a
-// refusal does not stick to the session once the credentials are right, and
-// an acceptance does not stick to it once the user is disabled.
-func TestBugReport(t *testing.T) {
-	h := newHarness(t, harnessOptions{})
-	h.setUser("alice", authstore.Update{Password: ptr("right")})
-	for _, tv := range tlsVersions {
-		t.Run(tv.name+"/v3.1.1", func(t *testing.T) {
-			h.hset("alice", "enabled", "true")
-			cfg := h.clientTLS(tv.v)
-			_, ack, resumed := h.connectRaw(cfg, testenv.Creds(packets.V311, "dev-a", "alice", "wrong"))
-			if ack.Code != 0x04 || resumed {
-				t.Fatalf("wrong password: CONNACK 0x%02X resumed=%v, want 0x04 on a full handshake", ack.Code, resumed)
-			}
-			sub, ack, resumed := h.connectRaw(cfg, testenv.Creds(packets.V311, "dev-a", "alice", "right"))
-			if !resumed {
-				t.Fatal("second connection did not resume the TLS session")
-			}
-			if ack.Code != 0 {
-				t.Fatalf("right password on resumed session: CONNACK 0x%02X, want 0 (the bug)", ack.Code)
-			}
-			pub, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "dev-a-pub", "alice", "right"))
-			if ack.Code != 0 {
-				t.Fatalf("publisher: 0x%02X", ack.Code)
-			}
-			roundTrip(t, sub, pub, "bug/"+tv.name)
-			sub.Disconnect()
-			pub.Disconnect()
-
-			// The mirror: accepted, then disabled with plain HSET.
-			h.hset("alice", "enabled", "false")
-			_, ack, resumed = h.connectRaw(cfg, testenv.Creds(packets.V311, "dev-a", "alice", "right"))
-			if !resumed || ack.Code != 0x05 {
-				t.Fatalf("disabled user on resumed session: CONNACK 0x%02X resumed=%v, want 0x05 resumed", ack.Code, resumed)
-			}
-			h.hset("alice", "enabled", "true")
-			c, ack, resumed := h.connectRaw(cfg, testenv.Creds(packets.V311, "dev-a", "alice", "right"))
-			if !resumed || ack.Code != 0 {
-				t.Fatalf("re-enabled on resumed session: 0x%02X resumed=%v", ack.Code, resumed)
-			}
-			c.Disconnect()
-		})
-		t.Run(tv.name+"/v5", func(t *testing.T) {
-			h.hset("alice", "enabled", "true")
-			cfg := h.clientTLS(tv.v)
-			_, ack, resumed, err := h.connectPaho(cfg, "dev-a5", "alice", "wrong", nil)
-			if err == nil || ack == nil || ack.ReasonCode != 0x86 || resumed {
-				t.Fatalf("wrong password: %+v resumed=%v err=%v, want 0x86", ack, resumed, err)
-			}
-			got := make(chan *paho.Publish, 1)
-			sub, ack, resumed, err := h.connectPaho(cfg, "dev-a5", "alice", "right", func(p *paho.Publish) { got <- p })
-			if err != nil || !resumed || ack.ReasonCode != 0 {
-				t.Fatalf("right password on resumed session: %+v resumed=%v err=%v", ack, resumed, err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "bug5/" + tv.name, QoS: 1}}}); err != nil {
-				t.Fatal(err)
-			}
-			pub, _, _, err := h.connectPaho(cfg, "dev-a5-pub", "alice", "right", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := pub.Publish(ctx, &paho.Publish{Topic: "bug5/" + tv.name, QoS: 1, Payload: []byte("v5")}); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case p := <-got:
-				if string(p.Payload) != "v5" {
-					t.Fatalf("payload %q", p.Payload)
-				}
-			case <-ctx.Done():
-				t.Fatal("no message through the proxy")
-			}
-
-			h.hset("alice", "enabled", "false")
-			_, ack, resumed, err = h.connectPaho(cfg, "dev-a5", "alice", "right", nil)
-			if err == nil || !resumed || ack == nil || ack.ReasonCode != 0x87 {
-				t.Fatalf("disabled on resumed session: %+v resumed=%v err=%v, want 0x87", ack, resumed, err)
-			}
-			h.hset("alice", "enabled", "true")
-		})
-	}
-}
 
 // TestClientCertRemovedOnResumedSession: a certificate whose fingerprint is
 // taken out of the user's certs is refused, even on a resumed session.

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -131,15 +132,21 @@ func (s *Server) Start() {
 	}
 }
 
-// Stop kills the server and waits until it has exited.
+// Stop asks the server to exit (SIGTERM), kills it after 20 seconds, and
+// waits until it has exited.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd == nil {
 		return
 	}
-	_ = s.cmd.Process.Kill()
-	<-s.done
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
 	s.cmd = nil
 }
 
