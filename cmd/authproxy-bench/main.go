@@ -1,0 +1,739 @@
+// Command authproxy-bench is mqtt-authproxy's load generator. It measures a
+// broker, the proxy, or any TLS terminator in front of a broker, with
+// scenarios bounded in count and time, and samples the CPU seconds and RSS
+// of named processes while it runs, so that the cost per connection of one
+// process (the proxy alone) can be computed. Targets must be loopback
+// addresses unless --allow-remote is given.
+//
+//	authproxy-bench -scenario connect -addr 127.0.0.1:8883 -tls -ca ca.pem -n 2000 -resume
+//	authproxy-bench -scenario qos0 -addr ... -publishers 4 -size 1024 -duration 10s
+//	authproxy-bench -scenario qos1 -addr ... -publishers 8 -duration 10s
+//	authproxy-bench -scenario idle -addr ... -n 9000 -hold 10s -watch proxy=12345
+//	authproxy-bench -scenario storm -addr ... -n 2000
+//
+// Output is one JSON object per run on stdout (-json) or a line of text.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+)
+
+type options struct {
+	scenario    string
+	addr        string
+	useTLS      bool
+	caFile      string
+	serverName  string
+	tlsVersion  string
+	resume      bool
+	user, pass  string
+	level       int
+	n           int
+	concurrency int
+	publishers  int
+	size        int
+	duration    time.Duration
+	hold        time.Duration
+	sources     int
+	allowRemote bool
+	watch       string
+	asJSON      bool
+	label       string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.scenario, "scenario", "connect", "connect, qos0, qos1, idle or storm")
+	flag.StringVar(&o.addr, "addr", "127.0.0.1:8883", "target host:port")
+	flag.BoolVar(&o.useTLS, "tls", false, "connect with TLS")
+	flag.StringVar(&o.caFile, "ca", "", "CA file for TLS (default: system roots)")
+	flag.StringVar(&o.serverName, "servername", "localhost", "TLS server name")
+	flag.StringVar(&o.tlsVersion, "tls-version", "1.3", "1.2 or 1.3")
+	flag.BoolVar(&o.resume, "resume", false, "connect: resume TLS sessions (one session cache per worker)")
+	flag.StringVar(&o.user, "user", "", "MQTT user name")
+	flag.StringVar(&o.pass, "pass", "", "MQTT password (a benchmark account's, never a real one)")
+	flag.IntVar(&o.level, "mqtt", 4, "MQTT protocol level: 4 (3.1.1) or 5")
+	flag.IntVar(&o.n, "n", 1000, "connect/storm: connections; idle: connections held")
+	flag.IntVar(&o.concurrency, "c", 8, "connect/storm: concurrent workers")
+	flag.IntVar(&o.publishers, "publishers", 4, "qos0/qos1: publishers")
+	flag.IntVar(&o.size, "size", 1024, "qos0/qos1: payload bytes")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "qos0/qos1: measured time; connect: time bound")
+	flag.DurationVar(&o.hold, "hold", 5*time.Second, "idle: how long the connections are held before sampling")
+	flag.IntVar(&o.sources, "sources", 50, "spread client source addresses over 127.0.0.1..127.0.0.N")
+	flag.BoolVar(&o.allowRemote, "allow-remote", false, "allow a non-loopback target")
+	flag.StringVar(&o.watch, "watch", "", "processes to sample: name=pid[,name=pid...] (CPU seconds and RSS)")
+	flag.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
+	flag.StringVar(&o.label, "label", "", "label copied into the result")
+	flag.Parse()
+	res, err := run(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "authproxy-bench:", err)
+		os.Exit(1)
+	}
+	if o.asJSON {
+		_ = json.NewEncoder(os.Stdout).Encode(res)
+		return
+	}
+	fmt.Println(res.String())
+}
+
+// Result is one run's figures.
+type Result struct {
+	Label      string             `json:"label,omitempty"`
+	Scenario   string             `json:"scenario"`
+	Ops        int64              `json:"ops"`
+	Errors     int64              `json:"errors"`
+	Seconds    float64            `json:"seconds"`
+	Rate       float64            `json:"rate_per_s"`
+	MBps       float64            `json:"mb_per_s,omitempty"`
+	Resumed    float64            `json:"resumed_ratio,omitempty"`
+	P50ms      float64            `json:"p50_ms,omitempty"`
+	P99ms      float64            `json:"p99_ms,omitempty"`
+	Held       int                `json:"held,omitempty"`
+	CPU        map[string]float64 `json:"cpu_s,omitempty"`          // CPU seconds per watched process during the run
+	RSSKiB     map[string]float64 `json:"rss_kib,omitempty"`        // RSS at the end of the run
+	RSSBefore  map[string]float64 `json:"rss_before_kib,omitempty"` // RSS before the run
+	CPUPerOpUs map[string]float64 `json:"cpu_per_op_us,omitempty"`
+	RSSPerConn map[string]float64 `json:"rss_per_conn_kib,omitempty"`
+}
+
+func (r Result) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s: %d ops, %d errors, %.2fs, %.0f/s", r.Label, r.Scenario, r.Ops, r.Errors, r.Seconds, r.Rate)
+	if r.MBps > 0 {
+		fmt.Fprintf(&b, ", %.1f MB/s", r.MBps)
+	}
+	if r.Resumed > 0 {
+		fmt.Fprintf(&b, ", resumed %.0f%%", 100*r.Resumed)
+	}
+	if r.P50ms > 0 {
+		fmt.Fprintf(&b, ", p50 %.3fms p99 %.3fms", r.P50ms, r.P99ms)
+	}
+	for _, name := range sortedKeys(r.CPU) {
+		fmt.Fprintf(&b, ", %s cpu %.2fs", name, r.CPU[name])
+		if v, ok := r.CPUPerOpUs[name]; ok {
+			fmt.Fprintf(&b, " (%.0fus/op)", v)
+		}
+		if v, ok := r.RSSPerConn[name]; ok {
+			fmt.Fprintf(&b, " rss %.0fKiB (%.1fKiB/conn)", r.RSSKiB[name], v)
+		}
+	}
+	return b.String()
+}
+
+func sortedKeys(m map[string]float64) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func run(o options) (Result, error) {
+	host, _, err := net.SplitHostPort(o.addr)
+	if err != nil {
+		return Result{}, fmt.Errorf("-addr %q: %v", o.addr, err)
+	}
+	if ip := net.ParseIP(host); !o.allowRemote && (ip == nil || !ip.IsLoopback()) && host != "localhost" {
+		return Result{}, fmt.Errorf("-addr %s is not a loopback address; load may only target loopback (use -allow-remote for your own test hosts)", o.addr)
+	}
+	if o.duration > 10*time.Minute || o.n > 200000 || o.hold > 10*time.Minute {
+		return Result{}, errors.New("bounds: -duration and -hold at most 10m, -n at most 200000")
+	}
+	if err := raiseNoFile(o); err != nil {
+		return Result{}, err
+	}
+	d, err := newDialer(o)
+	if err != nil {
+		return Result{}, err
+	}
+	watched, err := parseWatch(o.watch)
+	if err != nil {
+		return Result{}, err
+	}
+	before := sample(watched)
+	start := time.Now()
+	var r Result
+	switch o.scenario {
+	case "connect":
+		r, err = connectScenario(o, d)
+	case "qos0":
+		r, err = qos0Scenario(o, d)
+	case "qos1":
+		r, err = qos1Scenario(o, d)
+	case "idle":
+		r, err = idleScenario(o, d, watched, before)
+		return r, err
+	case "storm":
+		r, err = stormScenario(o, d)
+	default:
+		return Result{}, fmt.Errorf("unknown -scenario %q", o.scenario)
+	}
+	if err != nil {
+		return r, err
+	}
+	after := sample(watched)
+	r.Label, r.Scenario = o.label, o.scenario
+	if r.Seconds == 0 {
+		r.Seconds = time.Since(start).Seconds()
+	}
+	if r.Rate == 0 && r.Seconds > 0 {
+		r.Rate = float64(r.Ops) / r.Seconds
+	}
+	r.CPU, r.CPUPerOpUs = map[string]float64{}, map[string]float64{}
+	for name := range watched {
+		cpu := after[name].cpu - before[name].cpu
+		r.CPU[name] = cpu
+		if r.Ops > 0 {
+			r.CPUPerOpUs[name] = cpu / float64(r.Ops) * 1e6
+		}
+	}
+	return r, nil
+}
+
+// raiseNoFile lifts the open-file limit to its hard maximum and says
+// clearly when that is still too low for the connections asked for.
+func raiseNoFile(o options) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return nil
+	}
+	lim.Cur = lim.Max
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	need := uint64(o.n + 64)
+	if o.scenario != "idle" && o.scenario != "storm" {
+		need = uint64(o.concurrency + o.publishers + 64)
+	}
+	if lim.Cur < need {
+		return fmt.Errorf("open-file limit is %d, %d connections need about %d: raise it (ulimit -n %d, or LimitNOFILE=) and the server's too", lim.Cur, o.n, need, need)
+	}
+	return nil
+}
+
+// dialer opens MQTT connections, spreading source addresses over 127.0.0.x
+// so that tens of thousands of connections do not exhaust ephemeral ports.
+type dialer struct {
+	o     options
+	tls   *tls.Config
+	next  atomic.Uint64
+	local bool
+}
+
+func newDialer(o options) (*dialer, error) {
+	d := &dialer{o: o}
+	host, _, _ := net.SplitHostPort(o.addr)
+	d.local = strings.HasPrefix(host, "127.") && o.sources > 1
+	if o.useTLS {
+		d.tls = &tls.Config{ServerName: o.serverName}
+		switch o.tlsVersion {
+		case "1.2":
+			d.tls.MinVersion, d.tls.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+		case "1.3":
+			d.tls.MinVersion, d.tls.MaxVersion = tls.VersionTLS13, tls.VersionTLS13
+		default:
+			return nil, fmt.Errorf("-tls-version %q is not 1.2 or 1.3", o.tlsVersion)
+		}
+		if o.caFile != "" {
+			pem, err := os.ReadFile(o.caFile)
+			if err != nil {
+				return nil, err
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("%s: no certificate", o.caFile)
+			}
+			d.tls.RootCAs = pool
+		}
+	}
+	return d, nil
+}
+
+// conn is one MQTT client connection.
+type conn struct {
+	net.Conn
+	r       *bufio.Reader
+	resumed bool
+	level   byte
+}
+
+// dial connects and completes CONNECT/CONNACK. cache, when set, is the
+// TLS session cache to resume from.
+func (d *dialer) dial(ctx context.Context, clientID string, cache tls.ClientSessionCache) (*conn, error) {
+	nd := net.Dialer{Timeout: 10 * time.Second}
+	if d.local {
+		i := d.next.Add(1)
+		nd.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%uint64(d.o.sources)))}
+	}
+	raw, err := nd.DialContext(ctx, "tcp", d.o.addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{Conn: raw, level: byte(d.o.level)}
+	if d.tls != nil {
+		cfg := d.tls
+		if cache != nil {
+			cfg = d.tls.Clone()
+			cfg.ClientSessionCache = cache
+		}
+		tc := tls.Client(raw, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		c.Conn, c.resumed = tc, tc.ConnectionState().DidResume
+	}
+	c.r = bufio.NewReaderSize(c.Conn, 32<<10)
+	cp := packets.Connect{ProtocolName: "MQTT", ProtocolLevel: byte(d.o.level), CleanStart: true, KeepAlive: 300, ClientID: clientID}
+	if d.o.user != "" {
+		cp.UsernameFlag, cp.Username = true, d.o.user
+	}
+	if d.o.pass != "" {
+		cp.PasswordFlag, cp.Password = true, d.o.pass
+	}
+	out, _ := packets.AppendConnect(nil, &cp)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(out); err != nil {
+		c.Close()
+		return nil, err
+	}
+	_, pkt, err := packets.ReadPacket(c.r, 1<<16)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("CONNACK: %w", err)
+	}
+	ack, err := packets.DecodeConnack(pkt, byte(d.o.level))
+	if err != nil || !ack.Accepted() {
+		c.Close()
+		return nil, fmt.Errorf("CONNACK 0x%02X %v", ack.Code, err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+func (c *conn) disconnect() {
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.Write([]byte{0xE0, 0})
+	c.Close()
+}
+
+func mqttString(s string) []byte {
+	return append(binary.BigEndian.AppendUint16(nil, uint16(len(s))), s...)
+}
+
+func frame(first byte, body []byte) []byte {
+	out := []byte{first}
+	for n := len(body); ; {
+		b := byte(n & 0x7f)
+		n >>= 7
+		if n > 0 {
+			b |= 0x80
+		}
+		out = append(out, b)
+		if n == 0 {
+			break
+		}
+	}
+	return append(out, body...)
+}
+
+func (c *conn) props() []byte {
+	if c.level == packets.V5 {
+		return []byte{0}
+	}
+	return nil
+}
+
+func (c *conn) subscribe(filter string, qos byte) error {
+	body := append(binary.BigEndian.AppendUint16(nil, 1), c.props()...)
+	body = append(append(body, mqttString(filter)...), qos)
+	if _, err := c.Write(frame(0x82, body)); err != nil {
+		return err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	for {
+		h, _, err := packets.ReadPacket(c.r, 1<<16)
+		if err != nil {
+			return err
+		}
+		if h.Type == packets.SUBACK {
+			return nil
+		}
+	}
+}
+
+func (c *conn) publishFrame(topic string, payload []byte, qos byte, id uint16) []byte {
+	body := mqttString(topic)
+	if qos > 0 {
+		body = binary.BigEndian.AppendUint16(body, id)
+	}
+	body = append(append(body, c.props()...), payload...)
+	return frame(0x30|qos<<1, body)
+}
+
+// connectScenario: -n connections, each TCP + TLS + CONNECT/CONNACK +
+// DISCONNECT, by -c workers; with -resume each worker keeps a session
+// cache, so all but its first handshake may resume.
+func connectScenario(o options, d *dialer) (Result, error) {
+	var ops, errs, resumed atomic.Int64
+	var next atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), o.duration)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < o.concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var cache tls.ClientSessionCache
+			if o.resume {
+				cache = tls.NewLRUClientSessionCache(1)
+			}
+			for ctx.Err() == nil {
+				i := next.Add(1)
+				if i > int64(o.n) {
+					return
+				}
+				c, err := d.dial(ctx, fmt.Sprintf("bench-c-%d", i), cache)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				if c.resumed {
+					resumed.Add(1)
+				}
+				if d.tls != nil && o.resume && d.o.tlsVersion == "1.3" {
+					// A TLS 1.3 ticket arrives after the handshake: read
+					// until the DISCONNECT closes the connection so that it
+					// is processed.
+					_, _ = c.Write([]byte{0xE0, 0})
+					_ = c.SetReadDeadline(time.Now().Add(time.Second))
+					_, _ = io.Copy(io.Discard, c.r)
+					c.Close()
+				} else {
+					c.disconnect()
+				}
+				ops.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	r := Result{Ops: ops.Load(), Errors: errs.Load(), Seconds: time.Since(start).Seconds()}
+	if r.Ops > 0 {
+		r.Resumed = float64(resumed.Load()) / float64(r.Ops)
+	}
+	return r, nil
+}
+
+// qos0Scenario: -publishers publish -size payloads at QoS 0 as fast as they
+// can for -duration; one subscriber counts what it receives.
+func qos0Scenario(o options, d *dialer) (Result, error) {
+	ctx := context.Background()
+	sub, err := d.dial(ctx, "bench-sub", nil)
+	if err != nil {
+		return Result{}, fmt.Errorf("subscriber: %w", err)
+	}
+	defer sub.Close()
+	if err := sub.subscribe("bench/q0", 0); err != nil {
+		return Result{}, err
+	}
+	var received, bytesIn atomic.Int64
+	go func() {
+		for {
+			h, _, err := packets.ReadPacket(sub.r, 1<<20)
+			if err != nil {
+				return
+			}
+			if h.Type == packets.PUBLISH {
+				received.Add(1)
+				bytesIn.Add(int64(o.size))
+			}
+		}
+	}()
+	payload := make([]byte, o.size)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var errs atomic.Int64
+	for p := 0; p < o.publishers; p++ {
+		c, err := d.dial(ctx, fmt.Sprintf("bench-pub-%d", p), nil)
+		if err != nil {
+			return Result{}, fmt.Errorf("publisher: %w", err)
+		}
+		defer c.Close()
+		// Batch several PUBLISH packets per write, as a busy client would.
+		one := c.publishFrame("bench/q0", payload, 0, 0)
+		batch := make([]byte, 0, 16*len(one))
+		for len(batch)+len(one) <= cap(batch) {
+			batch = append(batch, one...)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := bufio.NewWriterSize(c, 64<<10)
+			for {
+				select {
+				case <-stop:
+					_ = w.Flush()
+					return
+				default:
+				}
+				if _, err := w.Write(batch); err != nil {
+					errs.Add(1)
+					return
+				}
+			}
+		}()
+	}
+	// Warm up, then measure.
+	time.Sleep(500 * time.Millisecond)
+	r0, b0, t0 := received.Load(), bytesIn.Load(), time.Now()
+	time.Sleep(o.duration)
+	r1, b1, t1 := received.Load(), bytesIn.Load(), time.Now()
+	close(stop)
+	wg.Wait()
+	secs := t1.Sub(t0).Seconds()
+	return Result{Ops: r1 - r0, Errors: errs.Load(), Seconds: secs, Rate: float64(r1-r0) / secs, MBps: float64(b1-b0) / secs / 1e6}, nil
+}
+
+// qos1Scenario: -publishers each publish at QoS 1 and wait for the PUBACK
+// before the next (a round trip), for -duration.
+func qos1Scenario(o options, d *dialer) (Result, error) {
+	ctx := context.Background()
+	payload := make([]byte, o.size)
+	var mu sync.Mutex
+	var lat []time.Duration
+	var ops, errs atomic.Int64
+	deadline := time.Now().Add(o.duration)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for p := 0; p < o.publishers; p++ {
+		c, err := d.dial(ctx, fmt.Sprintf("bench-q1-%d", p), nil)
+		if err != nil {
+			return Result{}, fmt.Errorf("publisher: %w", err)
+		}
+		defer c.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for id := uint16(1); time.Now().Before(deadline); id++ {
+				if id == 0 {
+					id = 1
+				}
+				t := time.Now()
+				if _, err := c.Write(c.publishFrame(fmt.Sprintf("bench/q1/%d", p), payload, 1, id)); err != nil {
+					errs.Add(1)
+					return
+				}
+				for {
+					h, _, err := packets.ReadPacket(c.r, 1<<16)
+					if err != nil {
+						errs.Add(1)
+						return
+					}
+					if h.Type == packets.PUBACK {
+						break
+					}
+				}
+				mine = append(mine, time.Since(t))
+				ops.Add(1)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	r := Result{Ops: ops.Load(), Errors: errs.Load(), Seconds: time.Since(start).Seconds()}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		r.P50ms = float64(lat[len(lat)/2]) / 1e6
+		r.P99ms = float64(lat[len(lat)*99/100]) / 1e6
+	}
+	return r, nil
+}
+
+// idleScenario: open -n connections, hold them -hold, sample the watched
+// processes' RSS; RSS per connection is (after - before) / n.
+func idleScenario(o options, d *dialer, watched map[string]int, before map[string]procSample) (Result, error) {
+	ctx := context.Background()
+	conns := make([]*conn, 0, o.n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	var mu sync.Mutex
+	var errs atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < o.concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(o.n) {
+					return
+				}
+				c, err := d.dial(ctx, fmt.Sprintf("bench-idle-%d", i), nil)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				// The client's own buffer is not needed while idle.
+				c.r = nil
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	opened := time.Since(start)
+	time.Sleep(o.hold)
+	after := sample(watched)
+	r := Result{Label: o.label, Scenario: o.scenario, Ops: int64(len(conns)), Errors: errs.Load(), Seconds: opened.Seconds(),
+		Held: len(conns), RSSKiB: map[string]float64{}, RSSBefore: map[string]float64{}, RSSPerConn: map[string]float64{}, CPU: map[string]float64{}}
+	r.Rate = float64(len(conns)) / opened.Seconds()
+	for name := range watched {
+		r.RSSKiB[name] = after[name].rssKiB
+		r.RSSBefore[name] = before[name].rssKiB
+		r.CPU[name] = after[name].cpu - before[name].cpu
+		if len(conns) > 0 {
+			r.RSSPerConn[name] = (after[name].rssKiB - before[name].rssKiB) / float64(len(conns))
+		}
+	}
+	return r, nil
+}
+
+// stormScenario: -n devices connected; all drop at once and reconnect at
+// once (-c at a time): the time until all are connected again.
+func stormScenario(o options, d *dialer) (Result, error) {
+	ctx := context.Background()
+	conns := make([]*conn, o.n)
+	var errs atomic.Int64
+	par := func(f func(i int)) {
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		for w := 0; w < o.concurrency; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= o.n {
+						return
+					}
+					f(i)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	connect := func(i int) {
+		for try := 0; try < 5; try++ {
+			c, err := d.dial(ctx, fmt.Sprintf("bench-storm-%d", i), nil)
+			if err == nil {
+				conns[i] = c
+				return
+			}
+			errs.Add(1)
+			time.Sleep(time.Duration(10*(try+1)) * time.Millisecond)
+		}
+	}
+	par(connect)
+	for _, c := range conns {
+		if c != nil {
+			c.Close() // no DISCONNECT: a network drop
+		}
+	}
+	start := time.Now()
+	par(connect)
+	secs := time.Since(start).Seconds()
+	ok := 0
+	for _, c := range conns {
+		if c != nil {
+			ok++
+			c.Close()
+		}
+	}
+	return Result{Ops: int64(ok), Errors: errs.Load(), Seconds: secs}, nil
+}
+
+// procSample is one reading of a process's CPU time and RSS.
+type procSample struct {
+	cpu    float64 // seconds, user + system
+	rssKiB float64
+}
+
+func parseWatch(s string) (map[string]int, error) {
+	out := map[string]int{}
+	if s == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		name, pid, ok := strings.Cut(kv, "=")
+		n, err := strconv.Atoi(pid)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("-watch %q: want name=pid", kv)
+		}
+		out[name] = n
+	}
+	return out, nil
+}
+
+const clockTicks = 100 // USER_HZ on Linux
+
+func sample(watched map[string]int) map[string]procSample {
+	out := map[string]procSample{}
+	for name, pid := range watched {
+		var s procSample
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			// Fields after the command name, which is in parentheses.
+			if i := strings.LastIndexByte(string(b), ')'); i > 0 {
+				f := strings.Fields(string(b[i+1:]))
+				if len(f) > 13 {
+					ut, _ := strconv.ParseFloat(f[11], 64)
+					st, _ := strconv.ParseFloat(f[12], 64)
+					s.cpu = (ut + st) / clockTicks
+				}
+			}
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+					f := strings.Fields(v)
+					if len(f) > 0 {
+						s.rssKiB, _ = strconv.ParseFloat(f[0], 64)
+					}
+				}
+			}
+		}
+		out[name] = s
+	}
+	return out
+}
