@@ -228,7 +228,7 @@ func bugReport(t *testing.T, h *harness) {
 			if err != nil || !resumed || ack.ReasonCode != 0 {
 				t.Fatalf("right password on resumed session: %+v resumed=%v err=%v", ack, resumed, err)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "bug5/" + tv.name, QoS: 1}}}); err != nil {
 				t.Fatal(err)

@@ -147,6 +147,11 @@ func (s *syncBuffer) String() string {
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
 	h := &harness{t: t, logs: &syncBuffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("proxy log:\n%s", h.logs.String())
+		}
+	})
 	h.redis = testenv.Redis(t, o.redisArgs...)
 	switch o.backend {
 	case "", "mosquitto":

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"

@@ -13,10 +13,15 @@ import (
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
-// relayBufSize fits one whole TLS record, so one Read returns one record.
-const relayBufSize = 16 << 10
+// relayBufSize is the relay buffer: several TLS records, so that what a
+// device sent in one burst goes to the broker in one write.
+const relayBufSize = 64 << 10
 
-// bufPool holds relay buffers. A buffer is taken only once the socket is
+// maxRecord is the largest TLS record's plaintext: a Read into at least this
+// much returns a whole record.
+const maxRecord = 16 << 10
+
+// bufPool holds relay buffers. A buffer is taken only once a socket is
 // readable and given back after the write, so an idle connection holds no
 // relay buffer at all.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
@@ -24,6 +29,11 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, relayBufSize); retur
 // kickGrace bounds how long a kick waits for a packet boundary before it
 // closes without DISCONNECT.
 const kickGrace = time.Second
+
+// pastDeadline makes a read take only what crypto/tls already holds: a
+// tls.Conn read with an expired deadline fails as soon as it would need the
+// socket (and such a timeout is not sticky on its read side).
+var pastDeadline = time.Unix(1, 0)
 
 // session is one authenticated client relayed to its own broker connection.
 type session struct {
@@ -35,6 +45,8 @@ type session struct {
 	username  string
 	clientID  string
 
+	up, down direction
+
 	// wmu serialises writes to the client, so that a DISCONNECT the proxy
 	// injects lands between two of the broker's packets, never inside one.
 	wmu      sync.Mutex
@@ -43,7 +55,10 @@ type session struct {
 	kicking  atomic.Bool
 
 	closeOnce sync.Once
-	pumps     atomic.Int32
+	closed    atomic.Bool
+	watchMu   sync.Mutex // held while registering, and by close before the sockets close
+	reactor   *reactor
+	watches   []*watch
 
 	// req is the CONNECT's authentication request, kept to decide the
 	// connection again on a rule change (it holds the password in memory;
@@ -53,75 +68,158 @@ type session struct {
 	notAfter *time.Timer
 }
 
+// direction is one way of a session: from src to write.
+type direction struct {
+	src, srcRaw net.Conn
+	isTLS       bool
+	write       func([]byte) error
+	counter     interface{ Add(float64) }
+	rc          syscall.RawConn // of srcRaw, for readiness
+	watch       *watch          // once parked in the reactor
+}
+
 func newSession(p *Proxy, client, clientRaw, backend net.Conn, req authstore.Request) *session {
-	return &session{p: p, client: client, clientRaw: clientRaw, backend: backend,
+	s := &session{p: p, client: client, clientRaw: clientRaw, backend: backend,
 		level: req.Protocol, username: req.Username, clientID: req.ClientID, req: req}
+	_, clientTLS := client.(*tls.Conn)
+	_, backendTLS := backend.(*tls.Conn)
+	s.up = direction{src: client, srcRaw: clientRaw, isTLS: clientTLS, write: s.writeBackend, counter: p.metrics.bytesUp}
+	s.down = direction{src: backend, srcRaw: rawOf(backend), isTLS: backendTLS, write: s.writeClient, counter: p.metrics.bytesDown}
+	return s
 }
 
-// start runs the two directions on fresh goroutines.
+// idleAfter is how long a direction goes without data before its goroutine
+// exits and the reactor watches the socket instead.
+const idleAfter = 2 * time.Second
+
+// start relays both directions, each on its own goroutine while it is
+// active. A direction idle for idleAfter is parked in the reactor (Linux):
+// an idle session then has no goroutine, no stack and no buffer, only its
+// structs; the reactor starts a goroutine again when data arrives.
 func (s *session) start() {
-	s.pumps.Store(2)
-	s.p.wg.Add(2)
-	go s.pump(s.client, s.clientRaw, s.writeBackend, s.p.metrics.bytesUp)
-	go s.pump(s.backend, rawOf(s.backend), s.writeClient, s.p.metrics.bytesDown)
+	s.p.wg.Add(1) // until close
+	// Bytes that came with the CONNECT may already sit inside crypto/tls,
+	// where no readiness signal will announce them: move them first.
+	if !s.transfer(&s.up, false) {
+		s.close()
+		return
+	}
+	s.reactor = sharedReactor()
+	go s.run(&s.up)
+	go s.run(&s.down)
 }
 
-// pump copies src to write until either side fails, then closes both.
-func (s *session) pump(src, srcRaw net.Conn, write func([]byte) error, counter interface{ Add(float64) }) {
-	defer func() {
-		s.close()
-		if s.pumps.Add(-1) == 0 {
-			s.p.removeSession(s)
-			s.p.metrics.Active.Dec()
-			if s.p.slots != nil {
-				<-s.p.slots
-			}
+// run relays d while data flows; it returns when the session ends or when
+// d has been parked in the reactor.
+func (s *session) run(d *direction) {
+	if d.rc == nil {
+		if sc, ok := d.srcRaw.(syscall.Conn); ok {
+			d.rc, _ = sc.SyscallConn()
 		}
-		s.p.wg.Done()
-	}()
-	_, isTLS := src.(*tls.Conn)
-	var rc syscall.RawConn
-	if sc, ok := srcRaw.(syscall.Conn); ok {
-		rc, _ = sc.SyscallConn()
 	}
-	// pending: data may already be buffered (inside crypto/tls, or left in
-	// the socket by a read that filled the buffer), so read before waiting.
-	pending := isTLS
+	park := s.reactor != nil && d.rc != nil
 	for {
-		if !pending && rc != nil {
-			if err := waitReadable(rc); err != nil {
-				return
-			}
+		if park {
+			_ = d.srcRaw.SetReadDeadline(time.Now().Add(idleAfter))
 		}
-		bp := bufPool.Get().(*[]byte)
-		buf := *bp
-		drain := pending && isTLS
-		if drain {
-			// Take only what crypto/tls already holds: a deadline in the
-			// past fails any read from the socket at once (a timeout is not
-			// sticky on a tls.Conn's read side).
-			_ = src.SetReadDeadline(time.Unix(1, 0))
+		var err error
+		if d.rc != nil {
+			err = waitReadable(d.rc)
 		}
-		n, err := src.Read(buf)
-		if drain {
-			_ = src.SetReadDeadline(time.Time{})
+		if park {
+			_ = d.srcRaw.SetReadDeadline(time.Time{})
 		}
-		if n > 0 {
-			counter.Add(float64(n))
-			if werr := write(buf[:n]); werr != nil {
-				bufPool.Put(bp)
-				return
-			}
-		}
-		bufPool.Put(bp)
 		if err != nil {
-			if drain && isTimeout(err) {
-				pending = false
-				continue
+			if park && isTimeout(err) && s.park(d) {
+				return
 			}
+			if !isTimeout(err) {
+				s.close()
+				return
+			}
+			continue
+		}
+		if !s.transfer(d, true) {
 			return
 		}
-		pending = isTLS || n == len(buf)
+	}
+}
+
+// park hands d to the reactor, which runs it again once its socket is
+// readable. It reports false when that is not possible (the goroutine goes
+// on waiting); a closed session counts as parked.
+func (s *session) park(d *direction) bool {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	if s.closed.Load() {
+		return true
+	}
+	if d.watch != nil {
+		return s.reactor.rearm(d.watch) == nil
+	}
+	fd, ok := fdOf(d.srcRaw)
+	if !ok {
+		return false
+	}
+	w, err := s.reactor.add(fd, func() { s.run(d) })
+	if err != nil {
+		return false
+	}
+	d.watch = w
+	s.watches = append(s.watches, w)
+	return true
+}
+
+// transfer moves what d's source has now to its destination: one read
+// (blocking only if block is set, for a socket known to be readable), then,
+// from a TLS source, every record crypto/tls already holds, coalesced into
+// as few writes as the buffer allows. It reports whether the direction goes
+// on; on false the session is closed.
+func (s *session) transfer(d *direction, block bool) bool {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		off, drained := 0, false
+		var err error
+		for off+maxRecord <= len(buf) {
+			nonblock := !block || off > 0
+			if nonblock && !d.isTLS {
+				drained = true // a plain socket is read once per readiness
+				break
+			}
+			if nonblock {
+				_ = d.src.SetReadDeadline(pastDeadline)
+			}
+			n, e := d.src.Read(buf[off:])
+			if nonblock {
+				_ = d.src.SetReadDeadline(time.Time{})
+			}
+			off += n
+			block = false
+			if e != nil {
+				if nonblock && isTimeout(e) {
+					drained = true
+				} else {
+					err = e
+				}
+				break
+			}
+		}
+		if off > 0 {
+			d.counter.Add(float64(off))
+			if d.write(buf[:off]) != nil {
+				s.close()
+				return false
+			}
+		}
+		if err != nil {
+			s.close()
+			return false
+		}
+		if drained {
+			return true
+		}
 	}
 }
 
@@ -188,10 +286,24 @@ func (s *session) kick(code packets.ReasonCode, cause string) {
 	time.AfterFunc(kickGrace, s.close)
 }
 
+// close ends the session once: it unregisters the sockets from the
+// reactor, closes both connections and releases the session's slot.
 func (s *session) close() {
 	s.closeOnce.Do(func() {
+		s.watchMu.Lock()
+		s.closed.Store(true)
+		for _, w := range s.watches {
+			s.reactor.remove(w)
+		}
+		s.watchMu.Unlock()
 		closeConn(s.client)
 		_ = s.backend.Close()
+		s.p.removeSession(s)
+		s.p.metrics.Active.Dec()
+		if s.p.slots != nil {
+			<-s.p.slots
+		}
+		s.p.wg.Done()
 	})
 }
 

@@ -149,7 +149,7 @@ func (s *session) scheduleNotAfter(t time.Time) {
 		s.notAfter.Stop()
 		s.notAfter = nil
 	}
-	if t.IsZero() || s.pumps.Load() == 0 {
+	if t.IsZero() || s.closed.Load() {
 		return
 	}
 	s.notAfter = time.AfterFunc(time.Until(t)+10*time.Millisecond, func() { s.p.revalidate(s, "not_after") })

@@ -59,6 +59,7 @@ type options struct {
 	watch       string
 	asJSON      bool
 	label       string
+	pq          bool
 }
 
 func main() {
@@ -84,6 +85,7 @@ func main() {
 	flag.StringVar(&o.watch, "watch", "", "processes to sample: name=pid[,name=pid...] (CPU seconds and RSS)")
 	flag.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
 	flag.StringVar(&o.label, "label", "", "label copied into the result")
+	flag.BoolVar(&o.pq, "pq", false, "offer the post-quantum hybrid X25519MLKEM768 key exchange (default: X25519 and P-256, as typical device TLS stacks do)")
 	flag.Parse()
 	res, err := run(o)
 	if err != nil {
@@ -247,6 +249,9 @@ func newDialer(o options) (*dialer, error) {
 	d.local = strings.HasPrefix(host, "127.") && o.sources > 1
 	if o.useTLS {
 		d.tls = &tls.Config{ServerName: o.serverName}
+		if !o.pq {
+			d.tls.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256}
+		}
 		switch o.tlsVersion {
 		case "1.2":
 			d.tls.MinVersion, d.tls.MaxVersion = tls.VersionTLS12, tls.VersionTLS12

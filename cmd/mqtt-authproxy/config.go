@@ -52,6 +52,7 @@ type Config struct {
 	RevalidateInterval time.Duration `env:"REVALIDATE_INTERVAL" envDefault:"60s"`
 
 	MetricsListen string `env:"METRICS_LISTEN" envDefault:":9090"`
+	Pprof         bool   `env:"PPROF"`
 	LogLevel      string `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat     string `env:"LOG_FORMAT" envDefault:"text"`
 }
