@@ -91,6 +91,12 @@ bench() { # target label scenario args...
     -user bench -pass bench-password -watch "${WATCH[$t]}" "$@" >> "$results" || echo "  $t/$label failed" >&2
 }
 echo "running the matrix (${DUR} per throughput run) ..." >&2
+# Idle first, on fresh processes, so that the RSS before is a clean baseline;
+# held 20 s, as idle devices stay connected for hours.
+for t in mqtts proxy haproxy; do
+  [[ " ${targets[*]} " == *" $t "* ]] || continue
+  bench "$t" idle -scenario idle -n "$N_IDLE" -c 32 -hold 20s
+done
 for t in mqtts proxy haproxy; do
   [[ " ${targets[*]} " == *" $t "* ]] || continue
   bench "$t" connect-tls13-full -scenario connect -tls-version 1.3 -n "$N_CONN" -c 8 -duration 120s
@@ -105,7 +111,6 @@ done
 for t in mqtts proxy haproxy; do
   [[ " ${targets[*]} " == *" $t "* ]] || continue
   bench "$t" storm -scenario storm -n "$N_STORM" -c 64
-  bench "$t" idle -scenario idle -n "$N_IDLE" -c 32 -hold 5s
 done
 
 python3 - "$results" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" <<'PY'

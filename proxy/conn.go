@@ -269,10 +269,15 @@ func (b Backend) connect(ctx context.Context, d *net.Dialer, c *packets.Connect)
 		conn.Close()
 		return nil, packets.Connack{}, nil, fmt.Errorf("send CONNECT to broker %s: %w", b.Addr, err)
 	}
-	_, pkt, err := packets.ReadPacket(conn, 64<<10)
+	pkt, extra, err := readFirstPacket(conn, 64<<10)
 	if err != nil {
 		conn.Close()
 		return nil, packets.Connack{}, nil, fmt.Errorf("read CONNACK from broker %s: %w", b.Addr, err)
+	}
+	if len(extra) > 0 {
+		// The broker sent more right behind its CONNACK: keep it in front
+		// of what the relay will read.
+		conn = &prefixConn{Conn: conn, prefix: extra}
 	}
 	ack, err := packets.DecodeConnack(pkt, c.ProtocolLevel)
 	if err != nil {
@@ -281,6 +286,58 @@ func (b Backend) connect(ctx context.Context, d *net.Dialer, c *packets.Connect)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return conn, ack, pkt, nil
+}
+
+// readFirstPacket reads one packet from a socket with as few reads as it
+// can (a CONNACK is a few bytes: usually one read). Bytes read past the
+// packet are returned in extra.
+func readFirstPacket(c net.Conn, maxSize int) (pkt, extra []byte, err error) {
+	buf := make([]byte, 256)
+	n := 0
+	for {
+		m, err := c.Read(buf[n:])
+		n += m
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("%w: %w", packets.ErrTruncated, io.ErrUnexpectedEOF)
+			}
+			return nil, nil, err
+		}
+		h, err := packets.ParseHeader(buf[:n])
+		if errors.Is(err, packets.ErrTruncated) && n < len(buf) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if h.Size() > maxSize {
+			return nil, nil, fmt.Errorf("%w: %s of %d bytes", packets.ErrTooLarge, h.Type, h.Size())
+		}
+		if h.Size() <= n {
+			return buf[:h.Size()], buf[h.Size():n], nil
+		}
+		pkt = make([]byte, h.Size())
+		copy(pkt, buf[:n])
+		if _, err := io.ReadFull(c, pkt[n:]); err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", packets.ErrTruncated, err)
+		}
+		return pkt, nil, nil
+	}
+}
+
+// prefixConn is a connection whose first reads return prefix.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // Probe checks that the broker is reachable: with backend credentials it

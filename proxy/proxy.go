@@ -106,7 +106,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, stop: make(chan struct{}),
+	p := &Proxy{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, stop: make(chan struct{}), dialer: net.Dialer{KeepAlive: -1},
 		listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, byUser: map[string]map[*session]struct{}{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if cfg.MaxConnections > 0 {
@@ -126,6 +126,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.RevalidateInterval > 0 {
 		go p.sweep()
 	}
+	go p.trimMemory()
 	return p, nil
 }
 
@@ -158,7 +159,9 @@ func (p *Proxy) ListenAndServe() error {
 	}
 	var opened []net.Listener
 	for _, w := range want {
-		l, err := net.Listen("tcp", w.addr)
+		// No TCP keepalive: MQTT has its own, which the broker enforces on
+		// the relayed session; the proxy closes the device's side with it.
+		l, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", w.addr)
 		if err != nil {
 			for _, o := range opened {
 				o.Close()

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,6 +47,7 @@ type session struct {
 	clientID  string
 
 	up, down direction
+	early    []byte // broker bytes read behind its CONNACK, sent first
 
 	// wmu serialises writes to the client, so that a DISCONNECT the proxy
 	// injects lands between two of the broker's packets, never inside one.
@@ -79,7 +81,11 @@ type direction struct {
 }
 
 func newSession(p *Proxy, client, clientRaw, backend net.Conn, req authstore.Request) *session {
-	s := &session{p: p, client: client, clientRaw: clientRaw, backend: backend,
+	var early []byte
+	if pc, ok := backend.(*prefixConn); ok {
+		backend, early = pc.Conn, pc.prefix
+	}
+	s := &session{p: p, client: client, clientRaw: clientRaw, backend: backend, early: early,
 		level: req.Protocol, username: req.Username, clientID: req.ClientID, req: req}
 	_, clientTLS := client.(*tls.Conn)
 	_, backendTLS := backend.(*tls.Conn)
@@ -98,6 +104,14 @@ const idleAfter = 2 * time.Second
 // structs; the reactor starts a goroutine again when data arrives.
 func (s *session) start() {
 	s.p.wg.Add(1) // until close
+	if len(s.early) > 0 {
+		s.down.counter.Add(float64(len(s.early)))
+		if s.writeClient(s.early) != nil {
+			s.close()
+			return
+		}
+		s.early = nil
+	}
 	// Bytes that came with the CONNECT may already sit inside crypto/tls,
 	// where no readiness signal will announce them: move them first.
 	if !s.transfer(&s.up, false) {
@@ -167,7 +181,36 @@ func (s *session) park(d *direction) bool {
 	}
 	d.watch = w
 	s.watches = append(s.watches, w)
+	parkedGoroutines.Add(1)
 	return true
+}
+
+// parkedGoroutines counts directions handed to the reactor since the last
+// memory trim.
+var parkedGoroutines atomic.Int64
+
+// trimAfterParks is how many parked goroutines make the freed stacks worth
+// returning to the operating system.
+const trimAfterParks = 512
+
+// trimMemory returns the stacks of goroutines that parked to the operating
+// system, every 10 seconds when enough did: the runtime keeps freed stacks
+// until a GC, and an idle proxy rarely collects, so without this the memory
+// of connections that went idle would stay resident.
+func (p *Proxy) trimMemory() {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			if parkedGoroutines.Load() >= trimAfterParks {
+				parkedGoroutines.Store(0)
+				debug.FreeOSMemory()
+			}
+		}
+	}
 }
 
 // transfer moves what d's source has now to its destination: one read
