@@ -1,0 +1,113 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
+	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+)
+
+// allowAll is an Authenticator that accepts everyone, to measure the relay alone.
+type allowAll struct{}
+
+func (allowAll) Authenticate(context.Context, authstore.Request) (authstore.Decision, error) {
+	return authstore.Decision{Outcome: authstore.Accepted}, nil
+}
+
+// echoBroker answers a CONNECT with CONNACK and then echoes every byte.
+func echoBroker(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, _, err := packets.ReadPacket(c, 1<<16); err != nil {
+					return
+				}
+				_, _ = c.Write([]byte{0x20, 2, 0, 0})
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// BenchmarkRelayThroughput: bytes through the proxy and back (device ->
+// proxy -> broker -> proxy -> device) over loopback, with and without TLS.
+func BenchmarkRelayThroughput(b *testing.B) {
+	for _, withTLS := range []bool{false, true} {
+		name := "plain"
+		if withTLS {
+			name = "tls"
+		}
+		b.Run(name, func(b *testing.B) {
+			ca, _ := pki.NewCA("bench")
+			srv, _ := ca.Server("localhost")
+			files, err := pki.WriteFiles(b.TempDir(), ca, srv)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := New(Config{TLS: &TLSConfig{CertFile: files.ServerCert, KeyFile: files.ServerKey},
+				Backend: Backend{Addr: echoBroker(b)}, Auth: allowAll{}, RevalidateInterval: -1,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			l, _ := net.Listen("tcp", "127.0.0.1:0")
+			go func() { _ = p.Serve(l, withTLS) }()
+			defer p.Shutdown(context.Background())
+			var conn net.Conn
+			if withTLS {
+				conn, err = tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"})
+			} else {
+				conn, err = net.Dial("tcp", l.Addr().String())
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			if _, ack, err := testenv.Connect(conn, testenv.Creds(packets.V311, "bench", "u", "p")); err != nil || ack.Code != 0 {
+				b.Fatal(ack, err)
+			}
+			chunk := make([]byte, 32<<10)
+			back := make([]byte, len(chunk))
+			b.SetBytes(int64(len(chunk)))
+			b.ResetTimer()
+			done := make(chan error, 1)
+			go func() {
+				for i := 0; i < b.N; i++ {
+					if _, err := conn.Write(chunk); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
+			for i := 0; i < b.N; i++ {
+				if _, err := io.ReadFull(conn, back); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
