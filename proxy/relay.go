@@ -114,7 +114,7 @@ func (s *session) start() {
 	}
 	// Bytes that came with the CONNECT may already sit inside crypto/tls,
 	// where no readiness signal will announce them: move them first.
-	if !s.transfer(&s.up, false) {
+	if ok, _ := s.transfer(&s.up, false, 0); !ok {
 		s.close()
 		return
 	}
@@ -153,11 +153,21 @@ func (s *session) run(d *direction) {
 			}
 			continue
 		}
-		if !s.transfer(d, true) {
-			return
+		// Active: keep reading straight away (no readiness wait, no
+		// peek) while data keeps coming within activeWait.
+		for moved := true; moved; {
+			var ok bool
+			if ok, moved = s.transfer(d, true, activeWait); !ok {
+				return
+			}
 		}
 	}
 }
+
+// activeWait is how long a direction that just moved data waits for more in
+// a plain blocking read (holding a buffer) before it goes back to waiting
+// for readiness without one.
+const activeWait = 50 * time.Millisecond
 
 // park hands d to the reactor, which runs it again once its socket is
 // readable. It reports false when that is not possible (the goroutine goes
@@ -214,11 +224,12 @@ func (p *Proxy) trimMemory() {
 }
 
 // transfer moves what d's source has now to its destination: one read
-// (blocking only if block is set, for a socket known to be readable), then,
-// from a TLS source, every record crypto/tls already holds, coalesced into
-// as few writes as the buffer allows. It reports whether the direction goes
-// on; on false the session is closed.
-func (s *session) transfer(d *direction, block bool) bool {
+// (blocking only if block is set: for a socket known to be readable, or up
+// to wait when wait is set), then, from a TLS source, every record
+// crypto/tls already holds, coalesced into as few writes as the buffer
+// allows. ok is false when the session has ended; moved tells whether
+// anything was relayed.
+func (s *session) transfer(d *direction, block bool, wait time.Duration) (ok, moved bool) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -231,17 +242,21 @@ func (s *session) transfer(d *direction, block bool) bool {
 				drained = true // a plain socket is read once per readiness
 				break
 			}
-			if nonblock {
+			waiting := !nonblock && wait > 0
+			switch {
+			case nonblock:
 				_ = d.src.SetReadDeadline(pastDeadline)
+			case waiting:
+				_ = d.src.SetReadDeadline(time.Now().Add(wait))
 			}
 			n, e := d.src.Read(buf[off:])
-			if nonblock {
+			if nonblock || waiting {
 				_ = d.src.SetReadDeadline(time.Time{})
 			}
 			off += n
 			block = false
 			if e != nil {
-				if nonblock && isTimeout(e) {
+				if (nonblock || waiting) && isTimeout(e) {
 					drained = true
 				} else {
 					err = e
@@ -250,18 +265,19 @@ func (s *session) transfer(d *direction, block bool) bool {
 			}
 		}
 		if off > 0 {
+			moved = true
 			d.counter.Add(float64(off))
 			if d.write(buf[:off]) != nil {
 				s.close()
-				return false
+				return false, moved
 			}
 		}
 		if err != nil {
 			s.close()
-			return false
+			return false, moved
 		}
 		if drained {
-			return true
+			return true, moved
 		}
 	}
 }
