@@ -4,12 +4,13 @@ package proxy
 
 import "net"
 
-// Without epoll, sessions relay with a goroutine per direction.
+// Without epoll, each direction of a session keeps its goroutine.
 type reactor struct{}
 
 type watch struct{}
 
-func sharedReactor() *reactor                         { return nil }
-func fdOf(net.Conn) (int, bool)                       { return 0, false }
-func (*reactor) add(int, func() bool) (*watch, error) { return nil, net.ErrClosed }
-func (*reactor) remove(*watch)                        {}
+func sharedReactor() *reactor                    { return nil }
+func fdOf(net.Conn) (int, bool)                  { return 0, false }
+func (*reactor) add(int, func()) (*watch, error) { return nil, net.ErrClosed }
+func (*reactor) rearm(*watch) error              { return net.ErrClosed }
+func (*reactor) remove(*watch)                   {}
