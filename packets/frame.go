@@ -113,6 +113,12 @@ func appendVarint(dst []byte, v int) []byte {
 	}
 }
 
+// AppendPacket appends a packet with the given first byte (type and flags)
+// and body, the remaining length encoded in front of the body.
+func AppendPacket(dst []byte, first byte, body []byte) []byte {
+	return append(appendVarint(append(dst, first), len(body)), body...)
+}
+
 func varintLen(v int) int {
 	switch {
 	case v < 1<<7:

@@ -110,7 +110,7 @@ type harness struct {
 	plain   string // plain listener
 	ca      *pki.CA
 	certDir string
-	logs    *syncBuffer
+	logs    *testenv.SyncBuffer
 	cfg     Config
 }
 
@@ -127,26 +127,9 @@ type harnessOptions struct {
 	revalidate     time.Duration // RevalidateInterval; 0: the default
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &syncBuffer{}}
+	h := &harness{t: t, logs: &testenv.SyncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("proxy log:\n%s", h.logs.String())

@@ -347,21 +347,7 @@ func mqttString(s string) []byte {
 	return append(binary.BigEndian.AppendUint16(nil, uint16(len(s))), s...)
 }
 
-func frame(first byte, body []byte) []byte {
-	out := []byte{first}
-	for n := len(body); ; {
-		b := byte(n & 0x7f)
-		n >>= 7
-		if n > 0 {
-			b |= 0x80
-		}
-		out = append(out, b)
-		if n == 0 {
-			break
-		}
-	}
-	return append(out, body...)
-}
+func frame(first byte, body []byte) []byte { return packets.AppendPacket(nil, first, body) }
 
 func (c *conn) props() []byte {
 	if c.level == packets.V5 {

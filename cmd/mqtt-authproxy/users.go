@@ -78,6 +78,16 @@ func redactURL(u string) string {
 	return u
 }
 
+// storeFromEnv opens the Redis store of the AUTHPROXY_* configuration, for
+// the operator commands.
+func storeFromEnv() (*authstore.Store, func(), error) {
+	cfg, err := loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	return openStore(cfg)
+}
+
 // openStore opens the Redis store of the configuration.
 func openStore(cfg Config) (*authstore.Store, func(), error) {
 	if err := cfg.validateCommon(); err != nil {
@@ -170,11 +180,7 @@ func cmdUserSimple(sub string, args []string, io stdio) error {
 		fs.Usage()
 		return usagef("user %s: want %d argument(s), got %d", sub, want, len(pos))
 	}
-	cfg, err := loadConfig()
-	if err != nil {
-		return err
-	}
-	store, closeStore, err := openStore(cfg)
+	store, closeStore, err := storeFromEnv()
 	if err != nil {
 		return err
 	}
@@ -362,11 +368,7 @@ func cmdUserSet(args []string, io stdio) error {
 		return usagef("user set: --no-password needs --certs: a user without a password authenticates by certificate")
 	}
 
-	cfg, err := loadConfig()
-	if err != nil {
-		return err
-	}
-	store, closeStore, err := openStore(cfg)
+	store, closeStore, err := storeFromEnv()
 	if err != nil {
 		return err
 	}

@@ -62,22 +62,7 @@ func str(s string) []byte {
 	return append(binary.BigEndian.AppendUint16(nil, uint16(len(s))), s...)
 }
 
-func frame(first byte, body []byte) []byte {
-	out := []byte{first}
-	n := len(body)
-	for {
-		b := byte(n & 0x7f)
-		n >>= 7
-		if n > 0 {
-			b |= 0x80
-		}
-		out = append(out, b)
-		if n == 0 {
-			break
-		}
-	}
-	return append(out, body...)
-}
+func frame(first byte, body []byte) []byte { return packets.AppendPacket(nil, first, body) }
 
 // Subscribe subscribes to filter and waits for the SUBACK.
 func (c *RawClient) Subscribe(filter string, qos byte) error {
