@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os/exec"
 	"runtime"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
@@ -517,4 +520,77 @@ func TestMaxConnections(t *testing.T) {
 		_, ack, err := testenv.Connect(c, testenv.Creds(packets.V311, "m2", "mo", "pw"))
 		return err == nil && ack.Code == 0
 	})
+}
+
+// TestBackendTLS: the proxy reaches a broker over TLS, verifying its
+// certificate against a CA and a server name, with a client certificate
+// the broker requires.
+func TestBackendTLS(t *testing.T) {
+	ca, err := pki.NewCA("broker CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokerCert, _ := ca.Server("broker.internal")
+	dir := t.TempDir()
+	files, err := pki.WriteFiles(dir, ca, brokerCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rds := testenv.Redis(t)
+	broker := testenv.Mosquitto(t, testenv.MosquittoOptions{TLSCert: files.ServerCert, TLSKey: files.ServerKey, TLSClientCA: files.CA})
+	rdb, _ := authstore.NewClient(testenv.RedisURL(rds))
+	defer rdb.Close()
+	store := authstore.New(rdb, authstore.Options{})
+	if err := store.SetUser(context.Background(), "bt", authstore.Update{Password: ptr("pw")}); err != nil {
+		t.Fatal(err)
+	}
+	client, _ := ca.Client("mqtt-authproxy")
+	backendTLS := func(name string, withCert bool) *tls.Config {
+		c := &tls.Config{RootCAs: ca.Pool(), ServerName: name}
+		if withCert {
+			c.Certificates = []tls.Certificate{client.TLS()}
+		}
+		return c
+	}
+	for _, c := range []struct {
+		name string
+		tls  *tls.Config
+		want byte
+	}{
+		{"verified, with client certificate", backendTLS("broker.internal", true), 0},
+		{"wrong server name", backendTLS("other.internal", true), 0x03},
+		{"no client certificate", backendTLS("broker.internal", false), 0x03},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := New(Config{Backend: Backend{Addr: broker.Addr(), TLS: c.tls, DialTimeout: 2 * time.Second}, Auth: store,
+				RevalidateInterval: -1, ShutdownGrace: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Shutdown(context.Background())
+			l, _ := net.Listen("tcp", "127.0.0.1:0")
+			go func() { _ = p.Serve(l, false) }()
+			dial := func(id string) (*testenv.RawClient, packets.Connack) {
+				conn, err := net.Dial("tcp", l.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				cl, ack, err := testenv.Connect(conn, testenv.Creds(packets.V311, id, "bt", "pw"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return cl, ack
+			}
+			sub, ack := dial("bt-sub")
+			if ack.Code != c.want {
+				t.Fatalf("CONNACK 0x%02X, want 0x%02X", ack.Code, c.want)
+			}
+			if c.want == 0 {
+				// Sessions relay over TLS backend connections.
+				pub, _ := dial("bt-pub")
+				roundTrip(t, sub, pub, "bt/t")
+			}
+		})
+	}
 }

@@ -91,6 +91,11 @@ func newSession(p *Proxy, client, clientRaw, backend net.Conn, req authstore.Req
 	_, backendTLS := backend.(*tls.Conn)
 	s.up = direction{src: client, srcRaw: clientRaw, isTLS: clientTLS, write: s.writeBackend, counter: p.metrics.bytesUp}
 	s.down = direction{src: backend, srcRaw: rawOf(backend), isTLS: backendTLS, write: s.writeClient, counter: p.metrics.bytesDown}
+	for _, d := range []*direction{&s.up, &s.down} {
+		if sc, ok := d.srcRaw.(syscall.Conn); ok {
+			d.rc, _ = sc.SyscallConn()
+		}
+	}
 	return s
 }
 
@@ -112,11 +117,13 @@ func (s *session) start() {
 		}
 		s.early = nil
 	}
-	// Bytes that came with the CONNECT may already sit inside crypto/tls,
-	// where no readiness signal will announce them: move them first.
-	if ok, _ := s.transfer(&s.up, false, 0); !ok {
-		s.close()
-		return
+	// Bytes that came with the CONNECT (or, from a TLS broker, behind its
+	// CONNACK) may already sit inside crypto/tls, where no readiness signal
+	// will announce them: move them first.
+	for _, d := range []*direction{&s.up, &s.down} {
+		if ok, _ := s.transfer(d, false, 0); !ok {
+			return
+		}
 	}
 	s.reactor = sharedReactor()
 	go s.run(&s.up)
@@ -126,11 +133,6 @@ func (s *session) start() {
 // run relays d while data flows; it returns when the session ends or when
 // d has been parked in the reactor.
 func (s *session) run(d *direction) {
-	if d.rc == nil {
-		if sc, ok := d.srcRaw.(syscall.Conn); ok {
-			d.rc, _ = sc.SyscallConn()
-		}
-	}
 	park := s.reactor != nil && d.rc != nil
 	for {
 		if park {

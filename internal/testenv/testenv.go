@@ -177,6 +177,9 @@ type MosquittoOptions struct {
 	// Users, when set, turns off anonymous access: only these name/password
 	// pairs may connect.
 	Users map[string]string
+	// TLSCert and TLSKey make the listener TLS-only; with TLSClientCA it
+	// requires a client certificate issued by that CA.
+	TLSCert, TLSKey, TLSClientCA string
 }
 
 // Mosquitto starts a real mosquitto broker on a free loopback port, logging
@@ -188,6 +191,12 @@ func Mosquitto(t testing.TB, o MosquittoOptions) *Server {
 	port := FreePort(t)
 	var conf bytes.Buffer
 	fmt.Fprintf(&conf, "listener %d 127.0.0.1\n", port)
+	if o.TLSCert != "" {
+		fmt.Fprintf(&conf, "certfile %s\nkeyfile %s\n", o.TLSCert, o.TLSKey)
+		if o.TLSClientCA != "" {
+			fmt.Fprintf(&conf, "cafile %s\nrequire_certificate true\n", o.TLSClientCA)
+		}
+	}
 	// A log file, not stdout: mosquitto flushes it per line, but buffers a pipe.
 	logFile := filepath.Join(dir, "mosquitto.log")
 	fmt.Fprintf(&conf, "log_dest file %s\nlog_type all\nconnection_messages true\npersistence false\n", logFile)
