@@ -64,7 +64,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			p, err := New(Config{TLS: &TLSConfig{CertFile: files.ServerCert, KeyFile: files.ServerKey},
-				Backend: Backend{Addr: echoBroker(b)}, Auth: allowAll{}, RevalidateInterval: -1,
+				Backend: Backend{Addr: echoBroker(b)}, Auth: allowAll{}, RevalidateInterval: -1, ShutdownGrace: 100 * time.Millisecond,
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				b.Fatal(err)
