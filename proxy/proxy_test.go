@@ -594,3 +594,24 @@ func TestBackendTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestBackendProbe: the readiness probe makes a real CONNECT when backend
+// credentials are set, and only dials otherwise.
+func TestBackendProbe(t *testing.T) {
+	broker := testenv.Mosquitto(t, testenv.MosquittoOptions{Users: map[string]string{"svc": "svc-pw"}})
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		b    Backend
+		ok   bool
+	}{
+		{"right credentials", Backend{Addr: broker.Addr(), Username: "svc", Password: "svc-pw"}, true},
+		{"wrong password", Backend{Addr: broker.Addr(), Username: "svc", Password: "nope"}, false},
+		{"no credentials: a TCP connection suffices", Backend{Addr: broker.Addr()}, true},
+		{"nothing listening", Backend{Addr: "127.0.0.1:1", DialTimeout: time.Second}, false},
+	} {
+		if err := c.b.Probe(ctx); (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}
