@@ -103,6 +103,7 @@ func (s *Server) Start() {
 		return
 	}
 	cmd := exec.Command(s.bin, s.args...)
+	dieWithParent(cmd)
 	cmd.Dir = s.dir
 	cmd.Stdout = s.out
 	cmd.Stderr = s.out
