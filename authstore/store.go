@@ -21,6 +21,7 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
@@ -121,7 +122,8 @@ type Store struct {
 	cache    *lru.Cache[[32]byte, struct{}]
 	hashSem  chan struct{}
 	hashes   atomic.Int64
-	dummy    string // verified for unknown users so they cost like wrong passwords
+	flight   singleflight.Group // one verification per (hash, password) at a time
+	dummy    string             // verified for unknown users so they cost like wrong passwords
 }
 
 var _ Authenticator = (*Store)(nil)
@@ -264,10 +266,16 @@ func (s *Store) checkPassword(ctx context.Context, stored, password string) (ok,
 	if s.cache.Contains(key) {
 		return true, true, nil
 	}
-	ok, err = s.verify(ctx, stored, password)
-	if ok && err == nil {
-		s.cache.Add(key, struct{}{})
-	}
+	// Concurrent CONNECTs with the same hash and password (a fleet
+	// reconnecting at once) share one verification.
+	v, err, _ := s.flight.Do(string(key[:]), func() (any, error) {
+		ok, err := s.verify(ctx, stored, password)
+		if ok && err == nil {
+			s.cache.Add(key, struct{}{})
+		}
+		return ok, err
+	})
+	ok, _ = v.(bool)
 	return ok, false, err
 }
 

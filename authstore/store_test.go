@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -360,6 +361,42 @@ func TestHashConcurrencyBound(t *testing.T) {
 		t.Fatalf("second verification while the slot is held: %v, want ErrBusy", err)
 	}
 	<-held
+}
+
+// TestConcurrentFirstVerificationsShareOneHash: a fleet reconnecting at
+// once with the same credentials costs one hash, not one per device; a
+// wrong password is still verified (and refused) on its own.
+func TestConcurrentFirstVerificationsShareOneHash(t *testing.T) {
+	s, _, _ := realStore(t, Options{})
+	ctx := testenv.Context(t)
+	if err := s.SetUser(ctx, "fleet", Update{Password: ptr("pw")}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 16
+	errs := make(chan error, n)
+	before := s.HashCount()
+	for i := range n {
+		go func() {
+			pw := "pw"
+			if i == 0 {
+				pw = "wrong"
+			}
+			d, err := s.Authenticate(ctx, req("fleet", pw))
+			if err == nil && d.Allowed() != (pw == "pw") {
+				err = fmt.Errorf("password %q: %v", pw, d.Outcome)
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One hash for the right password (shared or remembered), one for the wrong one.
+	if got := s.HashCount() - before; got != 2 {
+		t.Fatalf("%d hashes for %d concurrent first CONNECTs, want 2", got, n)
+	}
 }
 
 func ptr[T any](v T) *T { return &v }
