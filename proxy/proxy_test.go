@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -613,5 +615,47 @@ func TestBackendProbe(t *testing.T) {
 		if err := c.b.Probe(ctx); (err == nil) != c.ok {
 			t.Errorf("%s: %v", c.name, err)
 		}
+	}
+}
+
+// TestSharedTicketKeys: replicas given the same ticket key file resume each
+// other's TLS sessions, and the decision is still made afresh.
+func TestSharedTicketKeys(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.setUser("tk", authstore.Update{Password: ptr("pw")})
+	keyFile := filepath.Join(t.TempDir(), "tickets")
+	if err := os.WriteFile(keyFile, []byte("# shared\n"+strings.Repeat("ab", 32)+"\n"+strings.Repeat("cd", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withKeys := func(c *Config) {
+		tc := *c.TLS
+		tc.TicketKeyFile = keyFile
+		c.TLS = &tc
+	}
+	a, b := h.proxyWith(withKeys), h.proxyWith(withKeys)
+	for _, v := range tlsVersions {
+		cfg := h.clientTLS(v.v)
+		c, ack, resumed := h.connectRawTo(a, cfg, testenv.Creds(packets.V311, "tk", "tk", "pw"))
+		if ack.Code != 0 || resumed {
+			t.Fatalf("%s: first connection 0x%02X resumed=%v", v.name, ack.Code, resumed)
+		}
+		c.Disconnect()
+		c, ack, resumed = h.connectRawTo(b, cfg, testenv.Creds(packets.V311, "tk", "tk", "pw"))
+		if ack.Code != 0 || !resumed {
+			t.Fatalf("%s: on the other replica: 0x%02X resumed=%v, want a resumed session", v.name, ack.Code, resumed)
+		}
+		c.Disconnect()
+		h.hset("tk", "enabled", "false")
+		if _, ack, resumed = h.connectRawTo(a, cfg, testenv.Creds(packets.V311, "tk", "tk", "pw")); ack.Code != 0x05 || !resumed {
+			t.Fatalf("%s: disabled, resumed: 0x%02X resumed=%v", v.name, ack.Code, resumed)
+		}
+		h.hset("tk", "enabled", "true")
+		// A replica with its own keys cannot resume the shared ones.
+		if _, _, resumed = h.connectRaw(cfg, testenv.Creds(packets.V311, "tk", "tk", "pw")); resumed {
+			t.Fatalf("%s: resumed on a replica without the shared keys", v.name)
+		}
+	}
+	if _, err := LoadTicketKeys(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("missing key file accepted")
 	}
 }

@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +28,12 @@ type TLSConfig struct {
 	// TicketKeysKept keys are accepted for resumption (default 1h and 24).
 	TicketKeyRotation time.Duration
 	TicketKeysKept    int
+	// TicketKeyFile, when set, holds the session ticket keys instead: one
+	// per line, 64 hex digits (32 bytes), the first used for new tickets and
+	// all accepted. Replicas given the same file resume each other's
+	// sessions. It is reloaded with the certificate; there is no in-process
+	// rotation then: the operator rotates by adding a key in front.
+	TicketKeyFile string
 	// ReloadInterval is how often the certificate files are checked for
 	// changes (default 5s; negative disables the watcher; SIGHUP still works
 	// through Reload).
@@ -39,6 +47,31 @@ func LoadKeyPair(certFile, keyFile string) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("certificate %s with key %s: %w", certFile, keyFile, err)
 	}
 	return &cert, nil
+}
+
+// LoadTicketKeys reads a ticket key file: one key per line, 64 hex digits;
+// blank lines and lines starting with # are ignored.
+func LoadTicketKeys(file string) ([][32]byte, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("ticket keys: %w", err)
+	}
+	var keys [][32]byte
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := hex.DecodeString(line)
+		if err != nil || len(k) != 32 {
+			return nil, fmt.Errorf("ticket keys: %s line %d: want 64 hex digits", file, i+1)
+		}
+		keys = append(keys, [32]byte(k))
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("ticket keys: %s holds no key", file)
+	}
+	return keys, nil
 }
 
 // LoadCAPool reads a PEM file of CA certificates.
@@ -72,7 +105,7 @@ type tlsServer struct {
 	current  atomic.Pointer[tls.Config]
 
 	mu       sync.Mutex
-	certStat [2]fileStamp
+	certStat []fileStamp // of watchedFiles, at the last load
 	keys     [][32]byte
 }
 
@@ -112,7 +145,9 @@ func newTLSServer(cfg TLSConfig, log *slog.Logger) (*tlsServer, error) {
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
-	s.rotateTicketKey()
+	if cfg.TicketKeyFile == "" {
+		s.rotateTicketKey()
+	}
 	return s, nil
 }
 
@@ -160,12 +195,24 @@ func (s *tlsServer) Reload() error {
 			return fmt.Errorf("client CA: %w", err)
 		}
 	}
+	var keys [][32]byte
+	if s.cfg.TicketKeyFile != "" {
+		if keys, err = LoadTicketKeys(s.cfg.TicketKeyFile); err != nil {
+			return err
+		}
+	}
 	s.cert.Store(cert)
 	if pool != nil {
 		s.pool.Store(pool)
 	}
 	s.mu.Lock()
-	s.certStat = [2]fileStamp{stamp(s.cfg.CertFile), stamp(s.cfg.KeyFile)}
+	s.certStat = s.certStat[:0]
+	for _, f := range s.watchedFiles() {
+		s.certStat = append(s.certStat, stamp(f))
+	}
+	if keys != nil {
+		s.keys = keys
+	}
 	s.mu.Unlock()
 	s.rebuild()
 	return nil
@@ -180,12 +227,26 @@ func stamp(file string) fileStamp {
 	return fileStamp{mod: st.ModTime(), size: st.Size(), sum: b}
 }
 
-// changed reports whether the certificate or key file differs from the last load.
+// watchedFiles are the files Reload reads.
+func (s *tlsServer) watchedFiles() []string {
+	files := []string{s.cfg.CertFile, s.cfg.KeyFile}
+	for _, f := range []string{s.cfg.ClientCAFile, s.cfg.TicketKeyFile} {
+		if f != "" {
+			files = append(files, f)
+		}
+	}
+	return files
+}
+
+// changed reports whether a watched file differs from the last load.
 func (s *tlsServer) changed() bool {
 	s.mu.Lock()
-	old := s.certStat
+	old := append([]fileStamp(nil), s.certStat...)
 	s.mu.Unlock()
-	for i, f := range []string{s.cfg.CertFile, s.cfg.KeyFile} {
+	for i, f := range s.watchedFiles() {
+		if i >= len(old) {
+			return true
+		}
 		st, err := os.Stat(f)
 		if err != nil {
 			continue
@@ -231,7 +292,9 @@ func (s *tlsServer) run(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-rotate.C:
-			s.rotateTicketKey()
+			if s.cfg.TicketKeyFile == "" {
+				s.rotateTicketKey()
+			}
 		case <-reload:
 			if s.changed() {
 				if err := s.Reload(); err != nil {

@@ -23,13 +23,14 @@ const envPrefix = "AUTHPROXY_"
 // Config is the whole configuration, from AUTHPROXY_* variables. Defaults
 // are in the tags; validation is in Validate.
 type Config struct {
-	Listen          string `env:"LISTEN" envDefault:":8883"`
-	TLSCertFile     string `env:"TLS_CERT_FILE"`
-	TLSKeyFile      string `env:"TLS_KEY_FILE"`
-	TLSClientCAFile string `env:"TLS_CLIENT_CA_FILE"`
-	TLSClientAuth   string `env:"TLS_CLIENT_AUTH"` // default: require if a CA is set, else none
-	TLSMinVersion   string `env:"TLS_MIN_VERSION" envDefault:"1.2"`
-	PlainListen     string `env:"PLAIN_LISTEN"`
+	Listen           string `env:"LISTEN" envDefault:":8883"`
+	TLSCertFile      string `env:"TLS_CERT_FILE"`
+	TLSKeyFile       string `env:"TLS_KEY_FILE"`
+	TLSClientCAFile  string `env:"TLS_CLIENT_CA_FILE"`
+	TLSClientAuth    string `env:"TLS_CLIENT_AUTH"` // default: require if a CA is set, else none
+	TLSMinVersion    string `env:"TLS_MIN_VERSION" envDefault:"1.2"`
+	TLSTicketKeyFile string `env:"TLS_TICKET_KEY_FILE"`
+	PlainListen      string `env:"PLAIN_LISTEN"`
 
 	BackendAddr          string `env:"BACKEND_ADDR"`
 	BackendTLS           bool   `env:"BACKEND_TLS"`
@@ -166,7 +167,12 @@ func (c *Config) validateServe() (serveSettings, error) {
 		}
 	}
 	if c.Listen != "" {
-		t := &proxy.TLSConfig{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, ClientCAFile: c.TLSClientCAFile}
+		t := &proxy.TLSConfig{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, ClientCAFile: c.TLSClientCAFile, TicketKeyFile: c.TLSTicketKeyFile}
+		if c.TLSTicketKeyFile != "" {
+			if _, err := proxy.LoadTicketKeys(c.TLSTicketKeyFile); err != nil {
+				add(cfgErr("TLS_TICKET_KEY_FILE", "%v", err))
+			}
+		}
 		switch {
 		case c.TLSCertFile == "":
 			add(cfgErr("TLS_CERT_FILE", "is required for the TLS listener %sLISTEN=%s", envPrefix, c.Listen))

@@ -147,6 +147,7 @@ func TestBadConfigExits2NamingTheVariable(t *testing.T) {
 		{"bad log format", with("AUTHPROXY_LOG_FORMAT", "xml"), "AUTHPROXY_LOG_FORMAT:"},
 		{"backend TLS file without BACKEND_TLS", with("AUTHPROXY_BACKEND_TLS_CA_FILE", f.CA), "AUTHPROXY_BACKEND_TLS_CA_FILE: is set but AUTHPROXY_BACKEND_TLS is not true"},
 		{"nothing to serve", with("AUTHPROXY_LISTEN", "off"), "AUTHPROXY_LISTEN: is off"},
+		{"bad ticket key file", with("AUTHPROXY_TLS_TICKET_KEY_FILE", f.CA), "AUTHPROXY_TLS_TICKET_KEY_FILE: ticket keys:"},
 		{"CONNECT cap too small", with("AUTHPROXY_MAX_CONNECT_BYTES", "3"), "AUTHPROXY_MAX_CONNECT_BYTES:"},
 	}
 	for _, c := range cases {
