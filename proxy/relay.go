@@ -121,6 +121,9 @@ func (s *session) start() {
 	// CONNACK) may already sit inside crypto/tls, where no readiness signal
 	// will announce them: move them first.
 	for _, d := range []*direction{&s.up, &s.down} {
+		if !d.isTLS {
+			continue // a plain socket holds nothing in user space
+		}
 		if ok, _ := s.transfer(d, false, 0); !ok {
 			return
 		}

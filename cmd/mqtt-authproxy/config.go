@@ -111,6 +111,16 @@ func unwrapAll(err error) error {
 	}
 }
 
+// serveConfigFromEnv loads and validates the configuration of serve and check.
+func serveConfigFromEnv() (Config, serveSettings, error) {
+	cfg, err := loadConfig()
+	if err != nil {
+		return cfg, serveSettings{}, err
+	}
+	settings, err := cfg.validateServe()
+	return cfg, settings, err
+}
+
 // validateCommon checks what every command that talks to Redis needs.
 func (c *Config) validateCommon() error {
 	var errs []error

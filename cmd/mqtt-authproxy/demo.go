@@ -60,7 +60,7 @@ func cmdDemo(args []string, io stdio) error {
 	defer mr.Close()
 
 	// The embedded broker.
-	broker := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.NewTextHandler(io2discard{}, nil))})
+	broker := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
 	if err := broker.AddHook(new(auth.AllowHook), nil); err != nil {
 		return err
 	}
@@ -141,10 +141,6 @@ func cmdDemo(args []string, io stdio) error {
 	srv.stop()
 	return nil
 }
-
-type io2discard struct{}
-
-func (io2discard) Write(p []byte) (int, error) { return len(p), nil }
 
 type demoInfo struct {
 	dir, ca, port, redisPort, redisAddr, user, password, metrics string

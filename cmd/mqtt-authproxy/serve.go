@@ -39,11 +39,7 @@ func cmdServe(args []string, io stdio) error {
 	if fs.NArg() > 0 {
 		return usagef("serve takes no arguments, got %q", fs.Args())
 	}
-	cfg, err := loadConfig()
-	if err != nil {
-		return err
-	}
-	settings, err := cfg.validateServe()
+	cfg, settings, err := serveConfigFromEnv()
 	if err != nil {
 		return err
 	}

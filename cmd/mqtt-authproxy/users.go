@@ -31,11 +31,7 @@ func cmdCheck(args []string, io stdio) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig()
-	if err != nil {
-		return err
-	}
-	settings, err := cfg.validateServe()
+	cfg, settings, err := serveConfigFromEnv()
 	if err != nil {
 		return err
 	}
@@ -78,14 +74,20 @@ func redactURL(u string) string {
 	return u
 }
 
-// storeFromEnv opens the Redis store of the AUTHPROXY_* configuration, for
-// the operator commands.
-func storeFromEnv() (*authstore.Store, func(), error) {
+// storeFromEnv opens the Redis store of the AUTHPROXY_* configuration for
+// an operator command, with a context that bounds the command; done closes
+// both.
+func storeFromEnv() (*authstore.Store, context.Context, func(), error) {
 	cfg, err := loadConfig()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return openStore(cfg)
+	store, closeStore, err := openStore(cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return store, ctx, func() { cancel(); closeStore() }, nil
 }
 
 // openStore opens the Redis store of the configuration.
@@ -180,13 +182,11 @@ func cmdUserSimple(sub string, args []string, io stdio) error {
 		fs.Usage()
 		return usagef("user %s: want %d argument(s), got %d", sub, want, len(pos))
 	}
-	store, closeStore, err := storeFromEnv()
+	store, ctx, done, err := storeFromEnv()
 	if err != nil {
 		return err
 	}
-	defer closeStore()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	defer done()
 
 	switch sub {
 	case "list":
@@ -368,13 +368,11 @@ func cmdUserSet(args []string, io stdio) error {
 		return usagef("user set: --no-password needs --certs: a user without a password authenticates by certificate")
 	}
 
-	store, closeStore, err := storeFromEnv()
+	store, ctx, done, err := storeFromEnv()
 	if err != nil {
 		return err
 	}
-	defer closeStore()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	defer done()
 	_, gerr := store.GetUser(ctx, name)
 	exists := gerr == nil || errors.Is(gerr, authstore.ErrMalformedRule)
 	if gerr != nil && !exists && !errors.Is(gerr, authstore.ErrNoSuchUser) {
