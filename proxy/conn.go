@@ -202,21 +202,18 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 		p.refuse(conn, a.level, packets.ServerUnavailable)
 		return
 	}
-	if _, err := conn.Write(ackPkt); err != nil {
-		backend.Close()
-		a.outcome, a.err = outcomeClosed, err
-		return
-	}
 	if !ack.Accepted() {
+		_, _ = conn.Write(ackPkt)
 		backend.Close()
 		a.outcome = outcomeBrokerRefused
 		a.err = fmt.Errorf("broker answered CONNACK 0x%02X", ack.Code)
 		closeConn(conn)
 		return
 	}
-	a.outcome = string(authstore.Accepted)
 
-	_ = raw.SetDeadline(time.Time{})
+	// Register the session before the device learns it is connected, so
+	// that a kick or a revocation from then on finds it. From here the
+	// session owns both connections.
 	s := newSession(p, conn, raw, backend, req)
 	if !p.addSession(s) {
 		backend.Close()
@@ -225,6 +222,17 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 		return
 	}
 	relaying = true
+	a.outcome = string(authstore.Accepted)
+	// Through the session's writer: a kick that came first is delivered
+	// right behind the CONNACK.
+	if err := s.writeConnack(ackPkt); err != nil {
+		if !errors.Is(err, errKicked) {
+			a.outcome, a.err = outcomeClosed, err
+		}
+		s.close()
+		return
+	}
+	_ = raw.SetDeadline(time.Time{})
 	s.start()
 	s.scheduleNotAfter(d.NotAfter)
 	if p.changes.Load() != changesBefore {

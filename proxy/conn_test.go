@@ -2,9 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"net"
 	"testing"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
@@ -51,5 +55,39 @@ func TestReadFirstPacket(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestKickBeforeConnack: a kick that reaches a session registered but not
+// yet acknowledged is delivered right behind the CONNACK (MQTT 5), so no
+// kick between the decision and the CONNACK is lost.
+func TestKickBeforeConnack(t *testing.T) {
+	p, err := New(Config{Backend: Backend{Addr: "127.0.0.1:1"}, Auth: allowAll{}, RevalidateInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	client, device := net.Pipe()
+	backend, broker := net.Pipe()
+	defer device.Close()
+	defer broker.Close()
+	s := newSession(p, client, client, backend, authstore.Request{Username: "k", Protocol: packets.V5})
+	if !p.addSession(s) {
+		t.Fatal("not registered")
+	}
+	if got := p.Kick("k"); got != 1 {
+		t.Fatalf("kicked %d sessions", got)
+	}
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(device); got <- b }()
+	if err := s.writeConnack([]byte{0x20, 3, 0, 0, 0}); !errors.Is(err, errKicked) {
+		t.Fatalf("writeConnack: %v", err)
+	}
+	s.close()
+	if b := <-got; !bytes.Equal(b, []byte{0x20, 3, 0, 0, 0, 0xE0, 1, 0x98}) {
+		t.Fatalf("the device got %x, want CONNACK then DISCONNECT 0x98", b)
+	}
+	if p.Sessions() != 0 {
+		t.Fatal("session still registered")
 	}
 }

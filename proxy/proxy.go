@@ -286,6 +286,8 @@ func (p *Proxy) Sessions() int {
 	return len(p.sessions)
 }
 
+// addSession registers s, unless the proxy is shutting down; from then on
+// s.close must be called exactly once (it is idempotent).
 func (p *Proxy) addSession(s *session) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -295,10 +297,11 @@ func (p *Proxy) addSession(s *session) bool {
 	default:
 	}
 	p.sessions[s] = struct{}{}
-	u := p.byUser[s.username]
+	p.wg.Add(1) // until the session closes
+	u := p.byUser[s.req.Username]
 	if u == nil {
 		u = map[*session]struct{}{}
-		p.byUser[s.username] = u
+		p.byUser[s.req.Username] = u
 	}
 	u[s] = struct{}{}
 	return true
@@ -307,10 +310,10 @@ func (p *Proxy) addSession(s *session) bool {
 func (p *Proxy) removeSession(s *session) {
 	p.mu.Lock()
 	delete(p.sessions, s)
-	if u := p.byUser[s.username]; u != nil {
+	if u := p.byUser[s.req.Username]; u != nil {
 		delete(u, s)
 		if len(u) == 0 {
-			delete(p.byUser, s.username)
+			delete(p.byUser, s.req.Username)
 		}
 	}
 	p.mu.Unlock()

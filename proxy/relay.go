@@ -42,9 +42,6 @@ type session struct {
 	client    net.Conn // *tls.Conn or the TCP connection
 	clientRaw net.Conn // the TCP connection under client
 	backend   net.Conn
-	level     byte
-	username  string
-	clientID  string
 
 	up, down direction
 	early    []byte // broker bytes read behind its CONNACK, sent first
@@ -52,6 +49,7 @@ type session struct {
 	// wmu serialises writes to the client, so that a DISCONNECT the proxy
 	// injects lands between two of the broker's packets, never inside one.
 	wmu      sync.Mutex
+	acked    bool // the CONNACK has been written (under wmu)
 	sc       packets.Scanner
 	kickCode atomic.Uint32 // packets.ReasonCode, set before kicking
 	kicking  atomic.Bool
@@ -86,7 +84,7 @@ func newSession(p *Proxy, client, clientRaw, backend net.Conn, req authstore.Req
 		backend, early = pc.Conn, pc.prefix
 	}
 	s := &session{p: p, client: client, clientRaw: clientRaw, backend: backend, early: early,
-		level: req.Protocol, username: req.Username, clientID: req.ClientID, req: req}
+		req: req}
 	_, clientTLS := client.(*tls.Conn)
 	_, backendTLS := backend.(*tls.Conn)
 	s.up = direction{src: client, srcRaw: clientRaw, isTLS: clientTLS, write: s.writeBackend, counter: p.metrics.bytesUp}
@@ -108,7 +106,6 @@ const idleAfter = 2 * time.Second
 // an idle session then has no goroutine, no stack and no buffer, only its
 // structs; the reactor starts a goroutine again when data arrives.
 func (s *session) start() {
-	s.p.wg.Add(1) // until close
 	if len(s.early) > 0 {
 		s.down.counter.Add(float64(len(s.early)))
 		if s.writeClient(s.early) != nil {
@@ -317,9 +314,27 @@ func (s *session) writeClient(p []byte) error {
 
 var errKicked = errors.New("session kicked")
 
+// writeConnack writes the broker's CONNACK to the client; a kick that came
+// before it is delivered right behind it (errKicked).
+func (s *session) writeConnack(pkt []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if _, err := s.client.Write(pkt); err != nil {
+		return err
+	}
+	s.acked = true
+	if s.kicking.Load() {
+		if s.req.Protocol == packets.V5 {
+			s.writeDisconnectLocked()
+		}
+		return errKicked
+	}
+	return nil
+}
+
 func (s *session) writeDisconnectLocked() {
 	_ = s.client.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = s.client.Write(packets.AppendDisconnect(nil, s.level, packets.ReasonCode(s.kickCode.Load())))
+	_, _ = s.client.Write(packets.AppendDisconnect(nil, s.req.Protocol, packets.ReasonCode(s.kickCode.Load())))
 }
 
 // kick ends the session from the proxy's side. An MQTT 5 client first gets a
@@ -331,12 +346,18 @@ func (s *session) kick(code packets.ReasonCode, cause string) {
 		return
 	}
 	s.p.metrics.Disconnects.WithLabelValues(cause).Inc()
-	if s.level != packets.V5 {
+	if s.req.Protocol != packets.V5 {
 		s.close()
 		return
 	}
 	// A write to the client in progress holds wmu: do not wait behind it.
 	if s.wmu.TryLock() {
+		if !s.acked {
+			// The CONNACK is still to be written: writeConnack delivers
+			// the DISCONNECT right behind it.
+			s.wmu.Unlock()
+			return
+		}
 		if s.sc.AtBoundary() {
 			s.writeDisconnectLocked()
 			s.wmu.Unlock()

@@ -75,7 +75,7 @@ func (p *Proxy) RevalidateAll() {
 func (p *Proxy) Kick(username string) int {
 	ss := p.userSessions(username)
 	for _, s := range ss {
-		p.log.Info("kicked", "username", username, "client_id", s.clientID, "remote", s.clientRaw.RemoteAddr().String())
+		p.log.Info("kicked", "username", username, "client_id", s.req.ClientID, "remote", s.clientRaw.RemoteAddr().String())
 		s.kick(packets.AdministrativeAction, "kicked")
 	}
 	return len(ss)
@@ -93,13 +93,13 @@ func (p *Proxy) revalidate(s *session, why string) {
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
 			p.metrics.Revalidations.WithLabelValues("error").Inc()
-			p.log.Warn("re-validation failed; keeping the connection", "username", s.username, "client_id", s.clientID, "why", why, "error", err)
+			p.log.Warn("re-validation failed; keeping the connection", "username", s.req.Username, "client_id", s.req.ClientID, "why", why, "error", err)
 		}
 		return
 	}
 	if !d.Allowed() {
 		p.metrics.Revalidations.WithLabelValues("revoked").Inc()
-		p.log.Info("revoked", "username", s.username, "client_id", s.clientID, "remote", s.clientRaw.RemoteAddr().String(),
+		p.log.Info("revoked", "username", s.req.Username, "client_id", s.req.ClientID, "remote", s.clientRaw.RemoteAddr().String(),
 			"outcome", string(d.Outcome), "why", why)
 		s.kick(packets.AdministrativeAction, "revoked")
 		return
