@@ -8,10 +8,13 @@
 # CPU, the load generator to CPU 0. Every load is bounded in count and time
 # and targets loopback only.
 #   bench/run-matrix.sh [quick]      (quick: shorter runs, fewer connections)
+# ONLY=connect,qos0,qos1,idle,storm (any subset) runs only those groups.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
 QUICK=${1:-}
+ONLY=${ONLY:-idle,connect,qos0,qos1,storm}
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
 DUR=10s; N_CONN=3000; N_IDLE=9000; N_STORM=2000
 if [ "$QUICK" = quick ]; then DUR=3s; N_CONN=600; N_IDLE=1000; N_STORM=300; fi
 ncpu=$(nproc)
@@ -93,22 +96,22 @@ bench() { # target label scenario args...
 echo "running the matrix (${DUR} per throughput run) ..." >&2
 # Idle first, on fresh processes, so that the RSS before is a clean baseline;
 # held 20 s, as idle devices stay connected for hours.
-for t in mqtts proxy haproxy; do
+want idle && for t in mqtts proxy haproxy; do
   [[ " ${targets[*]} " == *" $t "* ]] || continue
   bench "$t" idle -scenario idle -n "$N_IDLE" -c 32 -hold 20s
 done
-for t in mqtts proxy haproxy; do
+want connect && for t in mqtts proxy haproxy; do
   [[ " ${targets[*]} " == *" $t "* ]] || continue
   bench "$t" connect-tls13-full -scenario connect -tls-version 1.3 -n "$N_CONN" -c 8 -duration 120s
   bench "$t" connect-tls12-resumed -scenario connect -tls-version 1.2 -resume -n "$N_CONN" -c 8 -duration 120s
   bench "$t" connect-tls13-resumed -scenario connect -tls-version 1.3 -resume -n "$N_CONN" -c 8 -duration 120s
 done
 for t in "${targets[@]}"; do
-  bench "$t" qos0-1k -scenario qos0 -publishers 4 -size 1024 -duration "$DUR"
-  bench "$t" qos0-64 -scenario qos0 -publishers 4 -size 64 -duration "$DUR"
-  bench "$t" qos1-8pub -scenario qos1 -publishers 8 -size 64 -duration "$DUR"
+  want qos0 && bench "$t" qos0-1k -scenario qos0 -publishers 4 -size 1024 -duration "$DUR"
+  want qos0 && bench "$t" qos0-64 -scenario qos0 -publishers 4 -size 64 -duration "$DUR"
+  want qos1 && bench "$t" qos1-8pub -scenario qos1 -publishers 8 -size 64 -duration "$DUR"
 done
-for t in mqtts proxy haproxy; do
+want storm && for t in mqtts proxy haproxy; do
   [[ " ${targets[*]} " == *" $t "* ]] || continue
   bench "$t" storm -scenario storm -n "$N_STORM" -c 64
 done

@@ -56,9 +56,13 @@ type session struct {
 
 	closeOnce sync.Once
 	closed    atomic.Bool
-	watchMu   sync.Mutex // held while registering, and by close before the sockets close
-	reactor   *reactor
-	watches   []*watch
+	// clientDone is set when reading from the client failed (it closed,
+	// sent close_notify or reset): close then skips the close_notify, which
+	// nobody would read.
+	clientDone atomic.Bool
+	watchMu    sync.Mutex // held while registering, and by close before the sockets close
+	reactor    *reactor
+	watches    []*watch
 
 	// req is the CONNECT's authentication request, kept to decide the
 	// connection again on a rule change (it holds the password in memory;
@@ -275,6 +279,9 @@ func (s *session) transfer(d *direction, block bool, wait time.Duration) (ok, mo
 			}
 		}
 		if err != nil {
+			if d == &s.up {
+				s.clientDone.Store(true)
+			}
 			s.close()
 			return false, moved
 		}
@@ -381,7 +388,11 @@ func (s *session) close() {
 			s.reactor.remove(w)
 		}
 		s.watchMu.Unlock()
-		closeConn(s.client)
+		if s.clientDone.Load() {
+			_ = s.clientRaw.Close()
+		} else {
+			closeConn(s.client)
+		}
 		_ = s.backend.Close()
 		s.p.removeSession(s)
 		s.p.metrics.Active.Dec()
