@@ -7,6 +7,7 @@
 //
 //	authproxy-bench -scenario connect -addr 127.0.0.1:8883 -tls -ca ca.pem -n 2000 -resume
 //	authproxy-bench -scenario qos0 -addr ... -publishers 4 -size 1024 -duration 10s
+//	authproxy-bench -scenario qos0 -addr ... -publishers 4 -size 1024 -rate 120000
 //	authproxy-bench -scenario qos1 -addr ... -publishers 8 -duration 10s
 //	authproxy-bench -scenario idle -addr ... -n 9000 -hold 10s -watch proxy=12345
 //	authproxy-bench -scenario storm -addr ... -n 2000
@@ -52,6 +53,7 @@ type options struct {
 	concurrency int
 	publishers  int
 	size        int
+	rate        int
 	duration    time.Duration
 	hold        time.Duration
 	sources     int
@@ -78,6 +80,7 @@ func main() {
 	flag.IntVar(&o.concurrency, "c", 8, "connect/storm: concurrent workers")
 	flag.IntVar(&o.publishers, "publishers", 4, "qos0/qos1: publishers")
 	flag.IntVar(&o.size, "size", 1024, "qos0/qos1: payload bytes")
+	flag.IntVar(&o.rate, "rate", 0, "qos0: offered messages/s over all publishers (0: as fast as they can)")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "qos0/qos1: measured time; connect: time bound")
 	flag.DurationVar(&o.hold, "hold", 5*time.Second, "idle: how long the connections are held before sampling")
 	flag.IntVar(&o.sources, "sources", 50, "spread client source addresses over 127.0.0.1..127.0.0.N")
@@ -107,6 +110,7 @@ type Result struct {
 	Errors     int64              `json:"errors"`
 	Seconds    float64            `json:"seconds"`
 	Rate       float64            `json:"rate_per_s"`
+	Offered    float64            `json:"offered_per_s,omitempty"` // qos0 -rate: messages/s actually sent
 	MBps       float64            `json:"mb_per_s,omitempty"`
 	Resumed    float64            `json:"resumed_ratio,omitempty"`
 	P50ms      float64            `json:"p50_ms,omitempty"`
@@ -124,6 +128,9 @@ func (r Result) String() string {
 	fmt.Fprintf(&b, "%s %s: %d ops, %d errors, %.2fs, %.0f/s", r.Label, r.Scenario, r.Ops, r.Errors, r.Seconds, r.Rate)
 	if r.MBps > 0 {
 		fmt.Fprintf(&b, ", %.1f MB/s", r.MBps)
+	}
+	if r.Offered > 0 {
+		fmt.Fprintf(&b, " (offered %.0f/s, delivered %.3f)", r.Offered, r.Rate/r.Offered)
 	}
 	if r.Resumed > 0 {
 		fmt.Fprintf(&b, ", resumed %.0f%%", 100*r.Resumed)
@@ -160,8 +167,8 @@ func run(o options) (Result, error) {
 	if ip := net.ParseIP(host); !o.allowRemote && (ip == nil || !ip.IsLoopback()) && host != "localhost" {
 		return Result{}, fmt.Errorf("-addr %s is not a loopback address; load may only target loopback (use -allow-remote for your own test hosts)", o.addr)
 	}
-	if o.duration > 10*time.Minute || o.n > 200000 || o.hold > 10*time.Minute {
-		return Result{}, errors.New("bounds: -duration and -hold at most 10m, -n at most 200000")
+	if o.duration > 10*time.Minute || o.n > 200000 || o.hold > 10*time.Minute || o.rate < 0 || o.rate > 10_000_000 {
+		return Result{}, errors.New("bounds: -duration and -hold at most 10m, -n at most 200000, -rate 0 to 10000000")
 	}
 	if err := raiseNoFile(o); err != nil {
 		return Result{}, err
@@ -174,6 +181,7 @@ func run(o options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	quiesce(watched)
 	before := sample(watched)
 	start := time.Now()
 	var r Result
@@ -438,8 +446,9 @@ func connectScenario(o options, d *dialer) (Result, error) {
 	return r, nil
 }
 
-// qos0Scenario: -publishers publish -size payloads at QoS 0 as fast as they
-// can for -duration; one subscriber counts what it receives.
+// qos0Scenario: -publishers publish -size payloads at QoS 0 for -duration,
+// as fast as they can or, with -rate, at that many messages per second in
+// all; one subscriber counts what it receives.
 func qos0Scenario(o options, d *dialer) (Result, error) {
 	ctx := context.Background()
 	sub, err := d.dial(ctx, "bench-sub", nil)
@@ -450,7 +459,7 @@ func qos0Scenario(o options, d *dialer) (Result, error) {
 	if err := sub.subscribe("bench/q0", 0); err != nil {
 		return Result{}, err
 	}
-	var received, bytesIn atomic.Int64
+	var received, bytesIn, sent atomic.Int64
 	go func() {
 		for {
 			h, _, err := packets.ReadPacket(sub.r, 1<<20)
@@ -467,6 +476,7 @@ func qos0Scenario(o options, d *dialer) (Result, error) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var errs atomic.Int64
+	perPublisher := float64(o.rate) / float64(o.publishers)
 	for p := 0; p < o.publishers; p++ {
 		c, err := d.dial(ctx, fmt.Sprintf("bench-pub-%d", p), nil)
 		if err != nil {
@@ -475,7 +485,8 @@ func qos0Scenario(o options, d *dialer) (Result, error) {
 		defer c.Close()
 		// Batch several PUBLISH packets per write, as a busy client would.
 		one := c.publishFrame("bench/q0", payload, 0, 0)
-		batch := make([]byte, 0, 16*len(one))
+		const perBatch = 16
+		batch := make([]byte, 0, perBatch*len(one))
 		for len(batch)+len(one) <= cap(batch) {
 			batch = append(batch, one...)
 		}
@@ -483,6 +494,7 @@ func qos0Scenario(o options, d *dialer) (Result, error) {
 		go func() {
 			defer wg.Done()
 			w := bufio.NewWriterSize(c, 64<<10)
+			start, done := time.Now(), 0
 			for {
 				select {
 				case <-stop:
@@ -490,22 +502,39 @@ func qos0Scenario(o options, d *dialer) (Result, error) {
 					return
 				default:
 				}
-				if _, err := w.Write(batch); err != nil {
+				n := perBatch
+				if o.rate > 0 {
+					// Paced: send what is due now (at most a batch), flush,
+					// and sleep a little when nothing is.
+					n = min(int(perPublisher*time.Since(start).Seconds())-done, perBatch)
+					if n <= 0 {
+						_ = w.Flush()
+						time.Sleep(200 * time.Microsecond)
+						continue
+					}
+				}
+				if _, err := w.Write(batch[:n*len(one)]); err != nil {
 					errs.Add(1)
 					return
 				}
+				done += n
+				sent.Add(int64(n))
 			}
 		}()
 	}
 	// Warm up, then measure.
 	time.Sleep(500 * time.Millisecond)
-	r0, b0, t0 := received.Load(), bytesIn.Load(), time.Now()
+	r0, b0, s0, t0 := received.Load(), bytesIn.Load(), sent.Load(), time.Now()
 	time.Sleep(o.duration)
-	r1, b1, t1 := received.Load(), bytesIn.Load(), time.Now()
+	r1, b1, s1, t1 := received.Load(), bytesIn.Load(), sent.Load(), time.Now()
 	close(stop)
 	wg.Wait()
 	secs := t1.Sub(t0).Seconds()
-	return Result{Ops: r1 - r0, Errors: errs.Load(), Seconds: secs, Rate: float64(r1-r0) / secs, MBps: float64(b1-b0) / secs / 1e6}, nil
+	r := Result{Ops: r1 - r0, Errors: errs.Load(), Seconds: secs, Rate: float64(r1-r0) / secs, MBps: float64(b1-b0) / secs / 1e6}
+	if o.rate > 0 {
+		r.Offered = float64(s1-s0) / secs
+	}
+	return r, nil
 }
 
 // qos1Scenario: -publishers each publish at QoS 1 and wait for the PUBACK
@@ -676,6 +705,28 @@ func stormScenario(o options, d *dialer) (Result, error) {
 }
 
 // procSample is one reading of a process's CPU time and RSS.
+// quiesce waits, up to 10 s, until the watched processes are idle (under
+// 20 ms of CPU in 250 ms): a broker still delivering what the previous run
+// queued would otherwise bill that work to this one.
+func quiesce(watched map[string]int) {
+	if len(watched) == 0 {
+		return
+	}
+	prev := sample(watched)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond)
+		cur := sample(watched)
+		busy := false
+		for name := range watched {
+			busy = busy || cur[name].cpu-prev[name].cpu > 0.020
+		}
+		if !busy {
+			return
+		}
+		prev = cur
+	}
+}
+
 type procSample struct {
 	cpu    float64 // seconds, user + system
 	rssKiB float64

@@ -81,6 +81,23 @@ func TestScenarios(t *testing.T) {
 	}
 }
 
+// TestPacedQoS0: with -rate the publishers send at about that rate, not as
+// fast as they can (unpaced, they send tens of thousands per second here).
+func TestPacedQoS0(t *testing.T) {
+	o := base(broker(t))
+	o.scenario, o.rate = "qos0", 2000
+	r, err := run(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ops <= 0 || r.Offered <= 0 || r.Offered > 10*float64(o.rate) {
+		t.Fatalf("offered %.0f/s for -rate %d, delivered %d: %+v", r.Offered, o.rate, r.Ops, r)
+	}
+	if !strings.Contains(r.String(), "offered") {
+		t.Fatalf("String() = %q", r.String())
+	}
+}
+
 func TestGuards(t *testing.T) {
 	o := base("192.0.2.1:1883")
 	o.scenario = "connect"
@@ -91,6 +108,11 @@ func TestGuards(t *testing.T) {
 	o.duration = time.Hour
 	if _, err := run(o); err == nil || !strings.Contains(err.Error(), "bounds") {
 		t.Fatalf("an unbounded run was not refused: %v", err)
+	}
+	o = base("127.0.0.1:1")
+	o.rate = -1
+	if _, err := run(o); err == nil || !strings.Contains(err.Error(), "bounds") {
+		t.Fatalf("a negative -rate was not refused: %v", err)
 	}
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Max < 190000 {
