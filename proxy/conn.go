@@ -99,9 +99,9 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 	ctx, cancel := context.WithDeadline(p.ctx, deadline)
 	defer cancel()
 
-	var conn net.Conn = raw
+	conn := newRawIO(raw)
 	if withTLS {
-		tc := tls.Server(raw, p.tls.config)
+		tc := tls.Server(conn, p.tls.config)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			a.outcome, a.err = outcomeTLSFailed, err
 			if isTimeout(err) {
@@ -259,6 +259,7 @@ func (b Backend) connect(ctx context.Context, d *net.Dialer, c *packets.Connect)
 	if err != nil {
 		return nil, packets.Connack{}, nil, fmt.Errorf("dial broker %s: %w", b.Addr, err)
 	}
+	conn = newRawIO(conn)
 	deadline, _ := ctx.Deadline()
 	_ = conn.SetDeadline(deadline)
 	if b.TLS != nil {
