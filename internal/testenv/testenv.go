@@ -170,6 +170,28 @@ func Redis(t testing.TB, extra ...string) *Server {
 	return newServer(t, "redis-server", bin, dir, port, args...)
 }
 
+// Sentinel starts a real Redis Sentinel (redis-server --sentinel) on a free
+// loopback port, monitoring master under name with a quorum of one. It marks
+// the master down after 1 s without answers, so a failover to a replica
+// takes a few seconds. Start it after the master's replicas have synced:
+// it learns about replicas from the master's INFO, which it asks for at
+// start and then every 10 seconds.
+func Sentinel(t testing.TB, name string, master *Server) *Server {
+	t.Helper()
+	bin := LookPath(t, "redis-server")
+	dir := t.TempDir()
+	port := FreePort(t)
+	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n"+
+		"sentinel monitor %s 127.0.0.1 %d 1\n"+
+		"sentinel down-after-milliseconds %s 1000\n"+
+		"sentinel failover-timeout %s 10000\n", port, dir, name, master.Port, name, name)
+	cfg := filepath.Join(dir, "sentinel.conf") // Sentinel rewrites it: writable
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return newServer(t, "redis-sentinel", bin, dir, port, cfg, "--sentinel")
+}
+
 // RedisURL is the go-redis URL of a Redis server.
 func RedisURL(s *Server) string { return "redis://" + s.Addr() + "/0" }
 
