@@ -90,14 +90,12 @@ func (c *rawIO) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.rbuf, c.rn, c.rerrno = p, 0, 0
-	err := c.rc.Read(c.readFn)
-	n, errno := c.rn, c.rerrno
+	err := c.opError("read", c.rc.Read(c.readFn), c.rerrno)
+	n := c.rn
 	c.rbuf = nil
 	switch {
 	case err != nil:
-		return 0, c.opError("read", err)
-	case errno != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", errno))
+		return 0, err
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -109,24 +107,25 @@ func (c *rawIO) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.wbuf, c.wn, c.werrno = p, 0, 0
-	err := c.rc.Write(c.writeFn)
-	n, errno := c.wn, c.werrno
+	err := c.opError("write", c.rc.Write(c.writeFn), c.werrno)
 	c.wbuf = nil
-	switch {
-	case err != nil:
-		return n, c.opError("write", err)
-	case errno != 0:
-		return n, c.opError("write", os.NewSyscallError("write", errno))
-	}
-	return n, nil
+	return c.wn, err
 }
 
-// opError shapes err like the net package does: a *net.OpError whose
-// Timeout reports a passed deadline and which wraps net.ErrClosed after
-// Close.
-func (c *rawIO) opError(op string, err error) error {
-	if oe, ok := err.(*net.OpError); ok {
-		err = oe.Err // RawConn's own wrapping ("raw-read")
+// opError shapes the failure of op, from the poller (err) or the system
+// call (errno), like the net package does: a *net.OpError whose Timeout
+// reports a passed deadline and which wraps net.ErrClosed after Close. It
+// is nil when op did not fail.
+func (c *rawIO) opError(op string, err error, errno syscall.Errno) error {
+	switch {
+	case err != nil:
+		if oe, ok := err.(*net.OpError); ok {
+			err = oe.Err // RawConn's own wrapping ("raw-read")
+		}
+	case errno != 0:
+		err = os.NewSyscallError(op, errno)
+	default:
+		return nil
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
