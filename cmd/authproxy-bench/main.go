@@ -236,7 +236,7 @@ func raiseNoFile(o options) error {
 	if o.scenario != "idle" && o.scenario != "storm" {
 		need = uint64(o.concurrency + o.publishers + 64)
 	}
-	if lim.Cur < need {
+	if uint64(lim.Cur) < need { // int64 on some BSDs
 		return fmt.Errorf("open-file limit is %d, %d connections need about %d: raise it (ulimit -n %d, or LimitNOFILE=) and the server's too", lim.Cur, o.n, need, need)
 	}
 	return nil
