@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -45,22 +46,125 @@ func (s *Store) keyspacePattern() (pattern, channelPrefix string) {
 // ChangesChannel (by the operator calls), kick requests on KickChannel, and,
 // when Redis has keyspace notifications on (notify-keyspace-events with K,
 // g and h, e.g. "Kgh"), every write to a user's hash made by anyone, such as
-// redis-cli. The subscription is re-established after a Redis outage, and f
-// then gets a Change with Resync set. f runs on Watch's goroutine and must
-// not block for long.
+// redis-cli. A subscription is re-established after a Redis outage, and f
+// then gets a Change with Resync set. With Redis Cluster, where keyspace
+// notifications stay on the node that holds the key, every master is
+// subscribed to (the masters are looked up again every few seconds). f is
+// called one change at a time and must not block for long.
 func (s *Store) Watch(ctx context.Context, f func(Change)) error {
 	pattern, chPrefix := s.keyspacePattern()
-	ps := s.rdb.Subscribe(ctx)
+	var mu sync.Mutex
+	deliver := func(c Change) {
+		mu.Lock()
+		defer mu.Unlock()
+		f(c)
+	}
+	onMessage := func(m *redis.Message) {
+		switch {
+		case m.Channel == s.ChangesChannel():
+			deliver(Change{Username: m.Payload})
+		case m.Channel == s.KickChannel():
+			deliver(Change{Username: m.Payload, Kick: true})
+		case m.Pattern == pattern:
+			if name, ok := strings.CutPrefix(m.Channel, chPrefix); ok && name != "" {
+				deliver(Change{Username: name})
+			}
+		}
+	}
+	resync := func() { deliver(Change{Resync: true}) }
+	channels := []string{s.ChangesChannel(), s.KickChannel()}
+	cc, cluster := s.rdb.(*redis.ClusterClient)
+	if !cluster {
+		return s.receive(ctx, s.rdb.Subscribe(ctx), channels, pattern, false, onMessage, resync)
+	}
+	// Channel messages reach every node of a cluster; keyspace
+	// notifications do not leave theirs.
+	done := make(chan struct{})
+	defer func() { <-done }()
+	go func() {
+		defer close(done)
+		s.watchMasters(ctx, cc, pattern, onMessage, resync)
+	}()
+	return s.receive(ctx, cc.Subscribe(ctx), channels, "", false, onMessage, resync)
+}
+
+// clusterRefresh is how often Watch looks up a cluster's masters again.
+const clusterRefresh = 5 * time.Second
+
+// watchMasters keeps one keyspace subscription on every master of the
+// cluster until ctx ends. A master that appears later (a promoted replica,
+// a new shard) asks for a resync once subscribed: changes made before may
+// have been missed.
+func (s *Store) watchMasters(ctx context.Context, cc *redis.ClusterClient, pattern string, onMessage func(*redis.Message), resync func()) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	watching := map[string]context.CancelFunc{}
+	defer func() {
+		for _, cancel := range watching {
+			cancel()
+		}
+	}()
+	for first := true; ; first = false {
+		var mu sync.Mutex
+		masters := map[string]*redis.Client{}
+		err := cc.ForEachMaster(ctx, func(_ context.Context, node *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			masters[node.Options().Addr] = node
+			return nil
+		})
+		if err == nil {
+			for addr, node := range masters {
+				if _, ok := watching[addr]; ok {
+					continue
+				}
+				nctx, cancel := context.WithCancel(ctx)
+				watching[addr] = cancel
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_ = s.receive(nctx, node.Subscribe(nctx), nil, pattern, !first, onMessage, resync)
+				}()
+			}
+			for addr, cancel := range watching {
+				if _, ok := masters[addr]; !ok {
+					cancel() // no longer a master
+					delete(watching, addr)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(clusterRefresh):
+		}
+	}
+}
+
+// receive subscribes ps to channels and pattern and hands what arrives to
+// onMessage until ctx ends, resubscribing after an outage (go-redis
+// re-sends the subscriptions on reconnect) and calling resync once it is
+// subscribed again; with startLost, also once it is first subscribed.
+func (s *Store) receive(ctx context.Context, ps *redis.PubSub, channels []string, pattern string, startLost bool,
+	onMessage func(*redis.Message), resync func()) error {
 	defer ps.Close()
 	// Receive does not return on ctx alone: closing the subscription ends it.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer stop()
-	var backoff time.Duration
 	// Both are recorded by go-redis even when Redis is down now, and
 	// re-sent whenever the connection is re-established.
-	err1 := ps.Subscribe(ctx, s.ChangesChannel(), s.KickChannel())
-	err2 := ps.PSubscribe(ctx, pattern)
-	lost := err1 != nil || err2 != nil
+	lost := startLost
+	if len(channels) > 0 && ps.Subscribe(ctx, channels...) != nil {
+		lost = true
+	}
+	if pattern != "" && ps.PSubscribe(ctx, pattern) != nil {
+		lost = true
+	}
+	confirmation := "subscribe"
+	if pattern != "" {
+		confirmation = "psubscribe"
+	}
+	var backoff time.Duration
 	for {
 		msg, err := ps.Receive(ctx)
 		if err != nil {
@@ -85,22 +189,13 @@ func (s *Store) Watch(ctx context.Context, f func(Change)) error {
 		backoff = 0
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if lost && m.Kind == "psubscribe" {
+			if lost && m.Kind == confirmation {
 				lost = false
 				s.log.Info("change notifications resumed")
-				f(Change{Resync: true})
+				resync()
 			}
 		case *redis.Message:
-			switch {
-			case m.Channel == s.ChangesChannel():
-				f(Change{Username: m.Payload})
-			case m.Channel == s.KickChannel():
-				f(Change{Username: m.Payload, Kick: true})
-			case m.Pattern == pattern:
-				if name, ok := strings.CutPrefix(m.Channel, chPrefix); ok && name != "" {
-					f(Change{Username: name})
-				}
-			}
+			onMessage(m)
 		}
 	}
 }

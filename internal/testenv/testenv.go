@@ -192,6 +192,43 @@ func Sentinel(t testing.TB, name string, master *Server) *Server {
 	return newServer(t, "redis-sentinel", bin, dir, port, cfg, "--sentinel")
 }
 
+// RedisCluster starts n real redis-server nodes in cluster mode on free
+// loopback ports (cluster bus ports too), joins them into one cluster of n
+// masters with redis-cli --cluster create, and waits until every node
+// reports the cluster ok. Extra are more options for every node.
+func RedisCluster(t testing.TB, n int, extra ...string) []*Server {
+	t.Helper()
+	bin := LookPath(t, "redis-server")
+	cli := LookPath(t, "redis-cli")
+	var nodes []*Server
+	create := []string{"--cluster", "create"}
+	for range n {
+		dir := t.TempDir()
+		port := FreePort(t)
+		args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+			"--appendonly", "no", "--dir", dir, "--protected-mode", "no",
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-port", strconv.Itoa(FreePort(t)), "--cluster-node-timeout", "2000"}, extra...)
+		s := newServer(t, "redis-server (cluster)", bin, dir, port, args...)
+		nodes = append(nodes, s)
+		create = append(create, s.Addr())
+	}
+	create = append(create, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, create...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	WaitFor(t, 20*time.Second, "the cluster to be ok on every node", func() bool {
+		for _, s := range nodes {
+			out, err := exec.Command(cli, "-p", strconv.Itoa(s.Port), "cluster", "info").Output()
+			if err != nil || !strings.Contains(string(out), "cluster_state:ok") {
+				return false
+			}
+		}
+		return true
+	})
+	return nodes
+}
+
 // RedisURL is the go-redis URL of a Redis server.
 func RedisURL(s *Server) string { return "redis://" + s.Addr() + "/0" }
 

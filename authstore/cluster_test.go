@@ -1,0 +1,131 @@
+package authstore
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
+)
+
+// TestClusterDecisionsAndChanges runs a real three-master Redis Cluster and
+// decides through a Cluster URL (REDIS_URL with cluster=true): users whose
+// keys live on every node are decided right, the operator calls write to
+// the right node and the next decision obeys, and Watch delivers every
+// change, whichever node holds the user, both the operator's (published on
+// the changes channel) and plain HSETs (keyspace notifications).
+func TestClusterDecisionsAndChanges(t *testing.T) {
+	nodes := testenv.RedisCluster(t, 3, "--notify-keyspace-events", "Kgh")
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
+		addrs[i] = n.Addr()
+	}
+	rdb, err := NewClient(fmt.Sprintf("redis://%s/0?cluster=true&addr=%s&addr=%s", addrs[0], addrs[1], addrs[2]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		t.Fatalf("cluster=true made a %T", rdb)
+	}
+	ctx := testenv.Context(t)
+	s := New(rdb, Options{Timeout: time.Second})
+
+	// Two users on every node: one changed by the operator calls, one only
+	// by plain HSETs (so that a change for it can only come from a keyspace
+	// notification).
+	owner := func(key string) string {
+		slot, err := cc.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slots, err := cc.ClusterSlots(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range slots {
+			if slot >= int64(r.Start) && slot <= int64(r.End) {
+				return r.Nodes[0].Addr
+			}
+		}
+		t.Fatalf("no node serves slot %d", slot)
+		return ""
+	}
+	byNode, rawByNode := map[string]string{}, map[string]string{}
+	for i := 0; (len(byNode) < len(nodes) || len(rawByNode) < len(nodes)) && i < 1000; i++ {
+		name := fmt.Sprintf("user%d", i)
+		node := owner(s.UserKey(name))
+		switch {
+		case byNode[node] == "":
+			byNode[node] = name
+		case rawByNode[node] == "":
+			rawByNode[node] = name
+		}
+	}
+	if len(byNode) != len(nodes) || len(rawByNode) != len(nodes) {
+		t.Fatalf("users on %d and %d of %d nodes", len(byNode), len(rawByNode), len(nodes))
+	}
+
+	changes := make(chan Change, 256)
+	go func() { _ = s.Watch(ctx, func(c Change) { changes <- c }) }()
+	expect := func(what, user string) {
+		t.Helper()
+		testenv.WaitFor(t, 5*time.Second, what+" for "+user, func() bool {
+			select {
+			case c := <-changes:
+				return c.Username == user
+			case <-time.After(50 * time.Millisecond):
+				return false
+			}
+		})
+	}
+	// Watch is subscribed once an operator change comes through.
+	first := byNode[addrs[0]]
+	testenv.WaitFor(t, 10*time.Second, "Watch to subscribe", func() bool {
+		_ = s.SetUser(ctx, first, Update{Password: ptr("pw")})
+		select {
+		case c := <-changes:
+			return c.Username == first
+		case <-time.After(100 * time.Millisecond):
+			return false
+		}
+	})
+
+	for node, name := range byNode {
+		if err := s.SetUser(ctx, name, Update{Password: ptr("pw")}); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != Accepted {
+			t.Fatalf("%s on %s: %+v %v", name, node, d, err)
+		}
+		if err := s.SetEnabled(ctx, name, false); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != Disabled {
+			t.Fatalf("%s on %s after disabling: %+v %v", name, node, d, err)
+		}
+		expect("the operator's change", name)
+
+	}
+	// Plain HSETs, as redis-cli would make them, on every node.
+	hash := HashPassword("pw")
+	for node, name := range rawByNode {
+		if err := cc.HSet(ctx, s.UserKey(name), "password", hash, "enabled", "true").Err(); err != nil {
+			t.Fatal(err)
+		}
+		expect("the keyspace notification of a plain HSET on "+node, name)
+		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != Accepted {
+			t.Fatalf("%s, written by HSET on %s: %+v %v", name, node, d, err)
+		}
+		if err := cc.HSet(ctx, s.UserKey(name), "enabled", "false").Err(); err != nil {
+			t.Fatal(err)
+		}
+		expect("the keyspace notification of a plain HSET on "+node, name)
+		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != Disabled {
+			t.Fatalf("%s, disabled by HSET on %s: %+v %v", name, node, d, err)
+		}
+	}
+}
