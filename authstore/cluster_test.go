@@ -1,6 +1,7 @@
 package authstore
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ import (
 // change, whichever node holds the user, both the operator's (published on
 // the changes channel) and plain HSETs (keyspace notifications).
 func TestClusterDecisionsAndChanges(t *testing.T) {
-	nodes := testenv.RedisCluster(t, 3, "--notify-keyspace-events", "Kgh")
+	nodes := testenv.RedisCluster(t, 3, 0, "--notify-keyspace-events", "Kgh")
 	addrs := make([]string, len(nodes))
 	for i, n := range nodes {
 		addrs[i] = n.Addr()
@@ -127,5 +128,111 @@ func TestClusterDecisionsAndChanges(t *testing.T) {
 		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != Disabled {
 			t.Fatalf("%s, disabled by HSET on %s: %+v %v", name, node, d, err)
 		}
+	}
+}
+
+// TestClusterFailoverIsFollowed kills the master that holds a user and
+// waits for its replica to take over: decisions fail closed meanwhile, the
+// new master is subscribed to (and a resync asked for, as changes may have
+// been missed), and a plain HSET on it reaches Watch and the next decision.
+func TestClusterFailoverIsFollowed(t *testing.T) {
+	nodes := testenv.RedisCluster(t, 3, 1, "--notify-keyspace-events", "Kgh")
+	byAddr := map[string]*testenv.Server{}
+	for _, n := range nodes {
+		byAddr[n.Addr()] = n
+	}
+	rdb, err := NewClient(fmt.Sprintf("redis://%s/0?cluster=true&addr=%s", nodes[0].Addr(), nodes[1].Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	cc := rdb.(*redis.ClusterClient)
+	ctx := testenv.Context(t)
+	s := New(rdb, Options{Timeout: time.Second})
+
+	// The master holding the user's key, as a surviving node sees it.
+	ownerSeenBy := func(via *testenv.Server, key string) string {
+		c := redis.NewClient(&redis.Options{Addr: via.Addr()})
+		defer c.Close()
+		slot, err := c.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			return ""
+		}
+		slots, err := c.ClusterSlots(ctx).Result()
+		if err != nil {
+			return ""
+		}
+		for _, r := range slots {
+			if slot >= int64(r.Start) && slot <= int64(r.End) {
+				return r.Nodes[0].Addr
+			}
+		}
+		return ""
+	}
+	const user = "alice"
+	if err := s.SetUser(ctx, user, Update{Password: ptr("pw")}); err != nil {
+		t.Fatal(err)
+	}
+	master := byAddr[ownerSeenBy(nodes[0], s.UserKey(user))]
+	if master == nil {
+		t.Fatal("no master for the user's key")
+	}
+	var survivor *testenv.Server
+	for _, n := range nodes {
+		if n != master {
+			survivor = n
+			break
+		}
+	}
+
+	changes := make(chan Change, 256)
+	go func() { _ = s.Watch(ctx, func(c Change) { changes <- c }) }()
+	next := func(what string, ok func(Change) bool) {
+		t.Helper()
+		testenv.WaitFor(t, 20*time.Second, what, func() bool {
+			select {
+			case c := <-changes:
+				return ok(c)
+			case <-time.After(50 * time.Millisecond):
+				return false
+			}
+		})
+	}
+	testenv.WaitFor(t, 10*time.Second, "Watch to subscribe", func() bool {
+		_ = s.SetEnabled(ctx, user, true)
+		select {
+		case c := <-changes:
+			return c.Username == user
+		case <-time.After(100 * time.Millisecond):
+			return false
+		}
+	})
+
+	master.Stop()
+	if _, err := s.Authenticate(ctx, req(user, "pw")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("master gone: %v, want ErrUnavailable", err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "a replica to take over the user's slot", func() bool {
+		owner := ownerSeenBy(survivor, s.UserKey(user))
+		return owner != "" && owner != master.Addr()
+	})
+	cc.ReloadState(ctx)
+	next("a resync after the failover", func(c Change) bool { return c.Resync })
+	// Plain HSETs, as redis-cli would make them, on the new master, until
+	// one is notified: only its keyspace notifications can announce this
+	// user (no operator call is made), so the new master is subscribed to.
+	testenv.WaitFor(t, 20*time.Second, "a plain HSET on the new master to reach Watch", func() bool {
+		if cc.HSet(ctx, s.UserKey(user), "enabled", "false").Err() != nil {
+			return false
+		}
+		select {
+		case c := <-changes:
+			return c.Username == user && !c.Resync
+		case <-time.After(200 * time.Millisecond):
+			return false
+		}
+	})
+	if d, err := s.Authenticate(ctx, req(user, "pw")); err != nil || d.Outcome != Disabled {
+		t.Fatalf("after the failover: %+v %v", d, err)
 	}
 }

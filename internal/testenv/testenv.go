@@ -192,17 +192,18 @@ func Sentinel(t testing.TB, name string, master *Server) *Server {
 	return newServer(t, "redis-sentinel", bin, dir, port, cfg, "--sentinel")
 }
 
-// RedisCluster starts n real redis-server nodes in cluster mode on free
-// loopback ports (cluster bus ports too), joins them into one cluster of n
-// masters with redis-cli --cluster create, and waits until every node
-// reports the cluster ok. Extra are more options for every node.
-func RedisCluster(t testing.TB, n int, extra ...string) []*Server {
+// RedisCluster starts real redis-server nodes in cluster mode on free
+// loopback ports (cluster bus ports too): masters masters, each with
+// replicas replicas, joined with redis-cli --cluster create; it waits until
+// every node reports the cluster ok. A node that stops answering for 2 s is
+// failed over. Extra are more options for every node.
+func RedisCluster(t testing.TB, masters, replicas int, extra ...string) []*Server {
 	t.Helper()
 	bin := LookPath(t, "redis-server")
 	cli := LookPath(t, "redis-cli")
 	var nodes []*Server
 	create := []string{"--cluster", "create"}
-	for range n {
+	for range masters * (1 + replicas) {
 		dir := t.TempDir()
 		port := FreePort(t)
 		args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
@@ -213,7 +214,7 @@ func RedisCluster(t testing.TB, n int, extra ...string) []*Server {
 		nodes = append(nodes, s)
 		create = append(create, s.Addr())
 	}
-	create = append(create, "--cluster-replicas", "0", "--cluster-yes")
+	create = append(create, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	if out, err := exec.Command(cli, create...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
