@@ -216,7 +216,6 @@ func TestClusterFailoverIsFollowed(t *testing.T) {
 		owner := ownerSeenBy(survivor, s.UserKey(user))
 		return owner != "" && owner != master.Addr()
 	})
-	cc.ReloadState(ctx)
 	next("a resync after the failover", func(c Change) bool { return c.Resync })
 	// Plain HSETs, as redis-cli would make them, on the new master, until
 	// one is notified: only its keyspace notifications can announce this
