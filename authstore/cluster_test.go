@@ -1,6 +1,7 @@
 package authstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -39,21 +40,11 @@ func TestClusterDecisionsAndChanges(t *testing.T) {
 	// by plain HSETs (so that a change for it can only come from a keyspace
 	// notification).
 	owner := func(key string) string {
-		slot, err := cc.ClusterKeySlot(ctx, key).Result()
+		addr, err := slotOwner(ctx, cc, key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		slots, err := cc.ClusterSlots(ctx).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range slots {
-			if slot >= int64(r.Start) && slot <= int64(r.End) {
-				return r.Nodes[0].Addr
-			}
-		}
-		t.Fatalf("no node serves slot %d", slot)
-		return ""
+		return addr
 	}
 	byNode, rawByNode := map[string]string{}, map[string]string{}
 	for i := 0; (len(byNode) < len(nodes) || len(rawByNode) < len(nodes)) && i < 1000; i++ {
@@ -70,30 +61,14 @@ func TestClusterDecisionsAndChanges(t *testing.T) {
 		t.Fatalf("users on %d and %d of %d nodes", len(byNode), len(rawByNode), len(nodes))
 	}
 
-	changes := make(chan Change, 256)
-	go func() { _ = s.Watch(ctx, func(c Change) { changes <- c }) }()
+	changes := watchChanges(t, ctx, s)
 	expect := func(what, user string) {
 		t.Helper()
-		testenv.WaitFor(t, 5*time.Second, what+" for "+user, func() bool {
-			select {
-			case c := <-changes:
-				return c.Username == user
-			case <-time.After(50 * time.Millisecond):
-				return false
-			}
-		})
+		changes.await(5*time.Second, what+" for "+user, nil, forUser(user))
 	}
 	// Watch is subscribed once an operator change comes through.
 	first := byNode[addrs[0]]
-	testenv.WaitFor(t, 10*time.Second, "Watch to subscribe", func() bool {
-		_ = s.SetUser(ctx, first, Update{Password: ptr("pw")})
-		select {
-		case c := <-changes:
-			return c.Username == first
-		case <-time.After(100 * time.Millisecond):
-			return false
-		}
-	})
+	changes.await(10*time.Second, "Watch to subscribe", func() { _ = s.SetUser(ctx, first, Update{Password: ptr("pw")}) }, forUser(first))
 
 	for node, name := range byNode {
 		if err := s.SetUser(ctx, name, Update{Password: ptr("pw")}); err != nil {
@@ -154,20 +129,8 @@ func TestClusterFailoverIsFollowed(t *testing.T) {
 	ownerSeenBy := func(via *testenv.Server, key string) string {
 		c := redis.NewClient(&redis.Options{Addr: via.Addr()})
 		defer c.Close()
-		slot, err := c.ClusterKeySlot(ctx, key).Result()
-		if err != nil {
-			return ""
-		}
-		slots, err := c.ClusterSlots(ctx).Result()
-		if err != nil {
-			return ""
-		}
-		for _, r := range slots {
-			if slot >= int64(r.Start) && slot <= int64(r.End) {
-				return r.Nodes[0].Addr
-			}
-		}
-		return ""
+		addr, _ := slotOwner(ctx, c, key)
+		return addr
 	}
 	const user = "alice"
 	if err := s.SetUser(ctx, user, Update{Password: ptr("pw")}); err != nil {
@@ -185,28 +148,8 @@ func TestClusterFailoverIsFollowed(t *testing.T) {
 		}
 	}
 
-	changes := make(chan Change, 256)
-	go func() { _ = s.Watch(ctx, func(c Change) { changes <- c }) }()
-	next := func(what string, ok func(Change) bool) {
-		t.Helper()
-		testenv.WaitFor(t, 20*time.Second, what, func() bool {
-			select {
-			case c := <-changes:
-				return ok(c)
-			case <-time.After(50 * time.Millisecond):
-				return false
-			}
-		})
-	}
-	testenv.WaitFor(t, 10*time.Second, "Watch to subscribe", func() bool {
-		_ = s.SetEnabled(ctx, user, true)
-		select {
-		case c := <-changes:
-			return c.Username == user
-		case <-time.After(100 * time.Millisecond):
-			return false
-		}
-	})
+	changes := watchChanges(t, ctx, s)
+	changes.await(10*time.Second, "Watch to subscribe", func() { _ = s.SetEnabled(ctx, user, true) }, forUser(user))
 
 	master.Stop()
 	if _, err := s.Authenticate(ctx, req(user, "pw")); !errors.Is(err, ErrUnavailable) {
@@ -216,22 +159,32 @@ func TestClusterFailoverIsFollowed(t *testing.T) {
 		owner := ownerSeenBy(survivor, s.UserKey(user))
 		return owner != "" && owner != master.Addr()
 	})
-	next("a resync after the failover", func(c Change) bool { return c.Resync })
+	changes.await(20*time.Second, "a resync after the failover", nil, isResync)
 	// Plain HSETs, as redis-cli would make them, on the new master, until
 	// one is notified: only its keyspace notifications can announce this
 	// user (no operator call is made), so the new master is subscribed to.
-	testenv.WaitFor(t, 20*time.Second, "a plain HSET on the new master to reach Watch", func() bool {
-		if cc.HSet(ctx, s.UserKey(user), "enabled", "false").Err() != nil {
-			return false
-		}
-		select {
-		case c := <-changes:
-			return c.Username == user && !c.Resync
-		case <-time.After(200 * time.Millisecond):
-			return false
-		}
-	})
+	changes.await(20*time.Second, "a plain HSET on the new master to reach Watch",
+		func() { _ = cc.HSet(ctx, s.UserKey(user), "enabled", "false").Err() }, forUser(user))
 	if d, err := s.Authenticate(ctx, req(user, "pw")); err != nil || d.Outcome != Disabled {
 		t.Fatalf("after the failover: %+v %v", d, err)
 	}
+}
+
+// slotOwner is the address of the master serving key's slot, as c sees the
+// cluster.
+func slotOwner(ctx context.Context, c redis.Cmdable, key string) (string, error) {
+	slot, err := c.ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		return "", err
+	}
+	slots, err := c.ClusterSlots(ctx).Result() // CLUSTER SHARDS would need Redis 7
+	if err != nil {
+		return "", err
+	}
+	for _, r := range slots {
+		if slot >= int64(r.Start) && slot <= int64(r.End) {
+			return r.Nodes[0].Addr, nil
+		}
+	}
+	return "", fmt.Errorf("no node serves slot %d", slot)
 }

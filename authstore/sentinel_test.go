@@ -1,7 +1,6 @@
 package authstore
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -54,20 +53,9 @@ func TestSentinelFailover(t *testing.T) {
 	if d, err := s.Authenticate(ctx, req("alice", "pw")); err != nil || d.Outcome != Accepted {
 		t.Fatalf("through Sentinel: %+v %v", d, err)
 	}
-	changes := make(chan Change, 64)
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go func() { _ = s.Watch(wctx, func(c Change) { changes <- c }) }()
+	changes := watchChanges(t, ctx, s)
 	// Watch is subscribed once a published change comes through.
-	testenv.WaitFor(t, 5*time.Second, "Watch to subscribe", func() bool {
-		_ = s.SetEnabled(ctx, "alice", true)
-		select {
-		case c := <-changes:
-			return c.Username == "alice"
-		case <-time.After(50 * time.Millisecond):
-			return false
-		}
-	})
+	changes.await(5*time.Second, "Watch to subscribe", func() { _ = s.SetEnabled(ctx, "alice", true) }, forUser("alice"))
 	if n, err := masterC.Do(ctx, "WAIT", 1, 2000).Int(); err != nil || n != 1 {
 		t.Fatalf("WAIT for the replica: %d %v", n, err)
 	}
@@ -100,20 +88,9 @@ func TestSentinelFailover(t *testing.T) {
 	// Watch lost its subscription with the master: it resubscribes on the
 	// new one and asks for a resync (changes in between may be lost), then
 	// delivers changes again.
-	next := func(what string, ok func(Change) bool) {
-		t.Helper()
-		testenv.WaitFor(t, 15*time.Second, what, func() bool {
-			select {
-			case c := <-changes:
-				return ok(c)
-			case <-time.After(50 * time.Millisecond):
-				return false
-			}
-		})
-	}
-	next("Watch to resync on the new master", func(c Change) bool { return c.Resync })
+	changes.await(15*time.Second, "Watch to resync on the new master", nil, isResync)
 	if err := s.SetEnabled(ctx, "alice", true); err != nil {
 		t.Fatal(err)
 	}
-	next("a change after the failover", func(c Change) bool { return c.Username == "alice" && !c.Resync })
+	changes.await(15*time.Second, "a change after the failover", nil, forUser("alice"))
 }

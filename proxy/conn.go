@@ -77,6 +77,7 @@ func (a *attempt) log(l *slog.Logger) {
 // the life of the session.
 func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 	defer p.wg.Done()
+	raw = newRawIO(raw)
 	m := p.metrics
 	m.Active.Inc()
 	a := &attempt{start: time.Now(), remote: raw.RemoteAddr(), tlsVersion: "none"}
@@ -99,9 +100,9 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 	ctx, cancel := context.WithDeadline(p.ctx, deadline)
 	defer cancel()
 
-	conn := newRawIO(raw)
+	conn := raw
 	if withTLS {
-		tc := tls.Server(conn, p.tls.config)
+		tc := tls.Server(raw, p.tls.config)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			a.outcome, a.err = outcomeTLSFailed, err
 			if isTimeout(err) {

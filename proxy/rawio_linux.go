@@ -54,6 +54,15 @@ func newRawIO(c net.Conn) net.Conn {
 	return r
 }
 
+// rawConnOf returns c's RawConn (nil when it has none), the one rawIO
+// already holds when c is a rawIO.
+func rawConnOf(c net.Conn) syscall.RawConn {
+	if r, ok := c.(*rawIO); ok {
+		return r.rc
+	}
+	return syscallConn(c)
+}
+
 func (c *rawIO) read(fd uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))

@@ -45,17 +45,9 @@ func event(id uint64) *syscall.EpollEvent {
 	return &syscall.EpollEvent{Events: watchEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
 }
 
-// fdOf returns the file descriptor of a TCP connection. It stays valid
-// while the connection is open.
-func fdOf(c net.Conn) (int, bool) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return 0, false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
+// fdOf returns the file descriptor of a connection. It stays valid while
+// the connection is open.
+func fdOf(rc syscall.RawConn) (int, bool) {
 	fd := -1
 	if rc.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
 		return 0, false

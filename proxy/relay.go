@@ -93,11 +93,7 @@ func newSession(p *Proxy, client, clientRaw, backend net.Conn, req authstore.Req
 	_, backendTLS := backend.(*tls.Conn)
 	s.up = direction{src: client, srcRaw: clientRaw, isTLS: clientTLS, write: s.writeBackend, counter: p.metrics.bytesUp}
 	s.down = direction{src: backend, srcRaw: rawOf(backend), isTLS: backendTLS, write: s.writeClient, counter: p.metrics.bytesDown}
-	for _, d := range []*direction{&s.up, &s.down} {
-		if sc, ok := d.srcRaw.(syscall.Conn); ok {
-			d.rc, _ = sc.SyscallConn()
-		}
-	}
+	s.up.rc, s.down.rc = rawConnOf(s.up.srcRaw), rawConnOf(s.down.srcRaw)
 	return s
 }
 
@@ -187,7 +183,7 @@ func (s *session) park(d *direction) bool {
 	if d.watch != nil {
 		return s.reactor.rearm(d.watch) == nil
 	}
-	fd, ok := fdOf(d.srcRaw)
+	fd, ok := fdOf(d.rc)
 	if !ok {
 		return false
 	}
@@ -401,6 +397,16 @@ func (s *session) close() {
 		}
 		s.p.wg.Done()
 	})
+}
+
+// syscallConn returns c's RawConn, nil when it has none.
+func syscallConn(c net.Conn) syscall.RawConn {
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return rc
+		}
+	}
+	return nil
 }
 
 // rawOf returns the TCP connection under a (possibly TLS) connection.

@@ -397,48 +397,36 @@ func (c *conn) publishFrame(topic string, payload []byte, qos byte, id uint16) [
 // cache, so all but its first handshake may resume.
 func connectScenario(o options, d *dialer) (Result, error) {
 	var ops, errs, resumed atomic.Int64
-	var next atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), o.duration)
 	defer cancel()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := 0; w < o.concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var cache tls.ClientSessionCache
-			if o.resume {
-				cache = tls.NewLRUClientSessionCache(1)
-			}
-			for ctx.Err() == nil {
-				i := next.Add(1)
-				if i > int64(o.n) {
-					return
-				}
-				c, err := d.dial(ctx, fmt.Sprintf("bench-c-%d", i), cache)
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				if c.resumed {
-					resumed.Add(1)
-				}
-				if d.tls != nil && o.resume && d.o.tlsVersion == "1.3" {
-					// A TLS 1.3 ticket arrives after the handshake: read
-					// until the DISCONNECT closes the connection so that it
-					// is processed.
-					_, _ = c.Write([]byte{0xE0, 0})
-					_ = c.SetReadDeadline(time.Now().Add(time.Second))
-					_, _ = io.Copy(io.Discard, c.r)
-					c.Close()
-				} else {
-					c.disconnect()
-				}
-				ops.Add(1)
-			}
-		}()
+	caches := make([]tls.ClientSessionCache, o.concurrency)
+	if o.resume {
+		for w := range caches {
+			caches[w] = tls.NewLRUClientSessionCache(1)
+		}
 	}
-	wg.Wait()
+	start := time.Now()
+	parallel(ctx, o.concurrency, o.n, func(w, i int) {
+		c, err := d.dial(ctx, fmt.Sprintf("bench-c-%d", i), caches[w])
+		if err != nil {
+			errs.Add(1)
+			return
+		}
+		if c.resumed {
+			resumed.Add(1)
+		}
+		if d.tls != nil && o.resume && d.o.tlsVersion == "1.3" {
+			// A TLS 1.3 ticket arrives after the handshake: read until the
+			// DISCONNECT closes the connection so that it is processed.
+			_, _ = c.Write([]byte{0xE0, 0})
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			_, _ = io.Copy(io.Discard, c.r)
+			c.Close()
+		} else {
+			c.disconnect()
+		}
+		ops.Add(1)
+	})
 	r := Result{Ops: ops.Load(), Errors: errs.Load(), Seconds: time.Since(start).Seconds()}
 	if r.Ops > 0 {
 		r.Resumed = float64(resumed.Load()) / float64(r.Ops)
@@ -607,32 +595,19 @@ func idleScenario(o options, d *dialer, watched map[string]int, before map[strin
 	}()
 	var mu sync.Mutex
 	var errs atomic.Int64
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	start := time.Now()
-	for w := 0; w < o.concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(o.n) {
-					return
-				}
-				c, err := d.dial(ctx, fmt.Sprintf("bench-idle-%d", i), nil)
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				// The client's own buffer is not needed while idle.
-				c.r = nil
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(ctx, o.concurrency, o.n, func(_, i int) {
+		c, err := d.dial(ctx, fmt.Sprintf("bench-idle-%d", i), nil)
+		if err != nil {
+			errs.Add(1)
+			return
+		}
+		// The client's own buffer is not needed while idle.
+		c.r = nil
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	})
 	opened := time.Since(start)
 	time.Sleep(o.hold)
 	after := sample(watched)
@@ -656,25 +631,7 @@ func stormScenario(o options, d *dialer) (Result, error) {
 	ctx := context.Background()
 	conns := make([]*conn, o.n)
 	var errs atomic.Int64
-	par := func(f func(i int)) {
-		var wg sync.WaitGroup
-		var next atomic.Int64
-		for w := 0; w < o.concurrency; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := int(next.Add(1)) - 1
-					if i >= o.n {
-						return
-					}
-					f(i)
-				}
-			}()
-		}
-		wg.Wait()
-	}
-	connect := func(i int) {
+	connect := func(_, i int) {
 		for try := 0; try < 5; try++ {
 			c, err := d.dial(ctx, fmt.Sprintf("bench-storm-%d", i), nil)
 			if err == nil {
@@ -685,14 +642,14 @@ func stormScenario(o options, d *dialer) (Result, error) {
 			time.Sleep(time.Duration(10*(try+1)) * time.Millisecond)
 		}
 	}
-	par(connect)
+	parallel(ctx, o.concurrency, o.n, connect)
 	for _, c := range conns {
 		if c != nil {
 			c.Close() // no DISCONNECT: a network drop
 		}
 	}
 	start := time.Now()
-	par(connect)
+	parallel(ctx, o.concurrency, o.n, connect)
 	secs := time.Since(start).Seconds()
 	ok := 0
 	for _, c := range conns {
@@ -704,7 +661,27 @@ func stormScenario(o options, d *dialer) (Result, error) {
 	return Result{Ops: int64(ok), Errors: errs.Load(), Seconds: secs}, nil
 }
 
-// procSample is one reading of a process's CPU time and RSS.
+// parallel runs f(worker, i) for every i in [0, n) on workers goroutines,
+// each taking the next i, until all are taken or ctx ends.
+func parallel(ctx context.Context, workers, n int, f func(worker, i int)) {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				f(w, i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // quiesce waits, up to 10 s, until the watched processes are idle (under
 // 20 ms of CPU in 250 ms): a broker still delivering what the previous run
 // queued would otherwise bill that work to this one.
@@ -727,6 +704,7 @@ func quiesce(watched map[string]int) {
 	}
 }
 
+// procSample is one reading of a process's CPU time and RSS.
 type procSample struct {
 	cpu    float64 // seconds, user + system
 	rssKiB float64

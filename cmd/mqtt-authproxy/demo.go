@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -87,12 +88,12 @@ func cmdDemo(args []string, io stdio) error {
 	if err != nil {
 		return err
 	}
-	host, port, err := net.SplitHostPort(*listen)
+	host, _, err := net.SplitHostPort(*listen)
 	if err != nil {
 		return usagef("demo: --listen %q is not host:port", *listen)
 	}
 	hosts := []string{"localhost", "127.0.0.1", "::1"}
-	if host != "" && !strings.Contains(strings.Join(hosts, " "), host) {
+	if host != "" && !slices.Contains(hosts, host) {
 		hosts = append(hosts, host)
 	}
 	server, err := ca.Server(hosts...)
@@ -129,7 +130,7 @@ func cmdDemo(args []string, io stdio) error {
 	for _, a := range srv.proxy.Addrs() {
 		addr = a.String()
 	}
-	_, port, _ = net.SplitHostPort(addr)
+	_, port, _ := net.SplitHostPort(addr)
 	_, rport, _ := net.SplitHostPort(mr.Addr())
 	printDemo(io.out, demoInfo{dir: *dir, ca: files.CA, port: port, redisPort: rport, redisAddr: mr.Addr(),
 		user: *user, password: password, metrics: *metrics})

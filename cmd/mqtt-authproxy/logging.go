@@ -36,5 +36,5 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	if f, ok := w.(*os.File); ok {
 		colour = term.IsTerminal(int(f.Fd()))
 	}
-	return slog.New(tint.NewHandler(w, &tint.Options{Level: lv, NoColor: !colour, TimeFormat: "2006-01-02T15:04:05.000Z07:00"}))
+	return slog.New(tint.NewTextHandler(w, &tint.Options{Level: lv, NoColor: !colour, TimeFormat: "2006-01-02T15:04:05.000Z07:00"}))
 }
