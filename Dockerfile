@@ -13,6 +13,8 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/mqtt-authproxy /mqtt-authproxy
 USER 65532:65532
+# METRICS_LISTEN defaults to loopback only; in a container the published
+# port (and HEALTHCHECK's healthcheck subcommand) need it on every interface.
 ENV AUTHPROXY_LISTEN=:8883 \
     AUTHPROXY_METRICS_LISTEN=:9090 \
     AUTHPROXY_LOG_FORMAT=json

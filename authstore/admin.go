@@ -20,14 +20,14 @@ import (
 func NewClient(rawURL string) (redis.UniversalClient, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("redis URL: %w", err)
+		return nil, fmt.Errorf("redis URL: %w", redactError(rawURL, err))
 	}
 	q := u.Query()
 	switch {
 	case q.Has("master_name"):
 		o, err := redis.ParseFailoverURL(rawURL)
 		if err != nil {
-			return nil, fmt.Errorf("redis sentinel URL: %w", err)
+			return nil, fmt.Errorf("redis sentinel URL: %w", redactError(rawURL, err))
 		}
 		o.ContextTimeoutEnabled = true
 		return redis.NewFailoverClient(o), nil
@@ -41,7 +41,7 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 		if cluster {
 			o, err := redis.ParseClusterURL(u.String())
 			if err != nil {
-				return nil, fmt.Errorf("redis cluster URL: %w", err)
+				return nil, fmt.Errorf("redis cluster URL: %w", redactError(rawURL, err))
 			}
 			o.ContextTimeoutEnabled = true
 			return redis.NewClusterClient(o), nil
@@ -49,7 +49,7 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 	}
 	o, err := redis.ParseURL(u.String())
 	if err != nil {
-		return nil, fmt.Errorf("redis URL: %w", err)
+		return nil, fmt.Errorf("redis URL: %w", redactError(rawURL, err))
 	}
 	o.ContextTimeoutEnabled = true
 	return redis.NewClient(o), nil
@@ -176,10 +176,16 @@ func (s *Store) DeleteUser(ctx context.Context, name string) error {
 	return nil
 }
 
-// SetEnabled enables or disables an existing user.
+// SetEnabled enables or disables an existing user. It works whatever the
+// user's other fields hold, malformed ones included: disabling must always
+// be possible.
 func (s *Store) SetEnabled(ctx context.Context, name string, enabled bool) error {
-	if _, err := s.GetUser(ctx, name); err != nil {
+	n, err := s.rdb.Exists(ctx, s.UserKey(name)).Result()
+	if err != nil {
 		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %q", ErrNoSuchUser, name)
 	}
 	return s.SetUser(ctx, name, Update{Enabled: &enabled})
 }

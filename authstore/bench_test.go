@@ -19,7 +19,7 @@ func BenchmarkDecisionRemembered(b *testing.B) {
 	defer rdb.Close()
 	s := New(rdb, Options{})
 	ctx := context.Background()
-	if err := s.SetUser(ctx, "bench", Update{Password: ptr("pw"), ClientIDs: &[]string{"dev-*"}, CIDRs: &[]string{"192.0.2.0/24"}}); err != nil {
+	if err := s.SetUser(ctx, "bench", Update{Password: ptr("pw"), ClientIDs: &[]string{"%u-dev-*"}, CIDRs: &[]string{"192.0.2.0/24"}}); err != nil {
 		b.Fatal(err)
 	}
 	r := req("bench", "pw")

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
 )
 
 // Field names of a user's hash (see README "Redis rules").
@@ -45,16 +47,20 @@ type certRule struct {
 }
 
 // parseRules reads a user's hash. Unknown fields are ignored, so that
-// operators can keep notes beside the rules.
+// operators can keep notes beside the rules. Every field is read even when
+// another cannot be: the error (wrapping ErrMalformedRule) names each field
+// that could not, and the fields that could are set.
 func parseRules(h map[string]string) (rules, error) {
 	r := rules{enabled: true}
-	var err error
+	var errs []error
 	if v, ok := h[FieldPassword]; ok {
 		r.password, r.hasPassword = v, true
 	}
 	if v, ok := h[FieldEnabled]; ok {
+		var err error
 		if r.enabled, err = strconv.ParseBool(strings.TrimSpace(v)); err != nil {
-			return r, fmt.Errorf("%w: %s %q is not true or false", ErrMalformedRule, FieldEnabled, v)
+			r.enabled = false
+			errs = append(errs, fmt.Errorf("%w: %s %s is not true or false", ErrMalformedRule, FieldEnabled, logsafe.String(v)))
 		}
 	}
 	if v, ok := h[FieldClientIDs]; ok {
@@ -65,22 +71,25 @@ func parseRules(h map[string]string) (rules, error) {
 	}
 	if v, ok := h[FieldCerts]; ok {
 		r.hasCerts = true
+		var err error
 		if r.certs, err = ParseCerts(v); err != nil {
-			return r, err
+			errs = append(errs, err)
 		}
 	}
 	if v, ok := h[FieldNotAfter]; ok && strings.TrimSpace(v) != "" {
+		var err error
 		if r.notAfter, err = time.Parse(time.RFC3339, strings.TrimSpace(v)); err != nil {
-			return r, fmt.Errorf("%w: %s %q is not an RFC 3339 time", ErrMalformedRule, FieldNotAfter, v)
+			errs = append(errs, fmt.Errorf("%w: %s %s is not an RFC 3339 time", ErrMalformedRule, FieldNotAfter, logsafe.String(v)))
 		}
 	}
 	if v, ok := h[FieldCIDRs]; ok {
 		r.hasCIDRs = true
+		var err error
 		if r.cidrs, err = ParseCIDRs(v); err != nil {
-			return r, err
+			errs = append(errs, err)
 		}
 	}
-	return r, nil
+	return r, errors.Join(errs...)
 }
 
 // ParseCerts parses a certs field: space-separated sha256:<hex> (colons
@@ -93,16 +102,16 @@ func ParseCerts(v string) ([]certRule, error) {
 		case "sha256":
 			b, err := hex.DecodeString(strings.ReplaceAll(val, ":", ""))
 			if err != nil || len(b) != 32 {
-				return nil, fmt.Errorf("%w: %s entry %q: want sha256:<64 hex digits>", ErrMalformedRule, FieldCerts, f)
+				return nil, fmt.Errorf("%w: %s entry %s: want sha256:<64 hex digits>", ErrMalformedRule, FieldCerts, logsafe.String(f))
 			}
 			out = append(out, certRule{sha256: b})
 		case "cn":
 			if val == "" {
-				return nil, fmt.Errorf("%w: %s entry %q: empty common name", ErrMalformedRule, FieldCerts, f)
+				return nil, fmt.Errorf("%w: %s entry %s: empty common name", ErrMalformedRule, FieldCerts, logsafe.String(f))
 			}
 			out = append(out, certRule{cn: val})
 		default:
-			return nil, fmt.Errorf("%w: %s entry %q: want sha256:<hex> or cn:<name>", ErrMalformedRule, FieldCerts, f)
+			return nil, fmt.Errorf("%w: %s entry %s: want sha256:<hex> or cn:<name>", ErrMalformedRule, FieldCerts, logsafe.String(f))
 		}
 	}
 	return out, nil
@@ -117,7 +126,7 @@ func ParseCIDRs(v string) ([]netip.Prefix, error) {
 		if err != nil {
 			a, aerr := netip.ParseAddr(f)
 			if aerr != nil {
-				return nil, fmt.Errorf("%w: %s entry %q is not a CIDR or address", ErrMalformedRule, FieldCIDRs, f)
+				return nil, fmt.Errorf("%w: %s entry %s is not a CIDR or address", ErrMalformedRule, FieldCIDRs, logsafe.String(f))
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}

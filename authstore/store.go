@@ -11,11 +11,13 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
@@ -45,7 +48,18 @@ type Request struct {
 	// client presented one that verified; CertCN its subject common name.
 	CertSHA256 []byte
 	CertCN     string
+	// Verified, when set, re-decides a live session: it is the Credential of
+	// the decision that accepted the session's CONNECT. The stored
+	// credential is compared with it instead of verifying a password, so a
+	// re-decision never computes a hash and needs no password: a user that
+	// is gone, or whose password hash changed, is refused at once.
+	Verified *Credential
 }
+
+// Credential identifies the stored credential a decision accepted: a MAC,
+// under a key of this process, of the user's password field (or of its
+// absence, for a certificate-only user). It never holds the password.
+type Credential [32]byte
 
 // Outcome is a decision's result; it doubles as a metric label.
 type Outcome string
@@ -69,6 +83,12 @@ type Decision struct {
 	// NotAfter is the user's not_after, zero when there is none: a live
 	// connection should be re-decided at that moment.
 	NotAfter time.Time
+	// Credential is set on an accepted decision: pass it as
+	// Request.Verified to decide the session again without a hash.
+	Credential Credential
+	// Reason is a one-line, human explanation of the outcome ("password
+	// does not match", "disabled"); it never holds a password.
+	Reason string
 }
 
 // Allowed reports whether the CONNECT may go on to the broker.
@@ -105,9 +125,19 @@ type Options struct {
 	CacheSize int
 	// MaxHashes bounds concurrent hash computations, default GOMAXPROCS.
 	MaxHashes int
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// ClientIDsDefault are the client id globs of a user whose hash has no
+	// clientids field; nil takes DefaultClientIDs. The empty client id (the
+	// broker assigns one, where the protocol version lets it) is allowed
+	// under the default.
+	ClientIDsDefault []string
+	Logger           *slog.Logger
+	Now              func() time.Time
 }
+
+// DefaultClientIDs binds a device's client id to its username: a user may
+// take only the client ids "<username>" and "<username>-...", so that no
+// user can take over another's broker session by its client id.
+var DefaultClientIDs = []string{"%u", "%u-*"}
 
 // Store is the Redis-backed Authenticator and the operator's view of users.
 // It is safe for concurrent use.
@@ -118,12 +148,13 @@ type Store struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	cacheKey [32]byte // HMAC key for remembered verifications
-	cache    *lru.Cache[[32]byte, struct{}]
-	hashSem  chan struct{}
-	hashes   atomic.Int64
-	flight   singleflight.Group // one verification per (hash, password) at a time
-	dummy    string             // verified for unknown users so they cost like wrong passwords
+	cacheKey         [32]byte // HMAC key for remembered verifications
+	cache            *lru.Cache[[32]byte, struct{}]
+	hashSem          chan struct{}
+	hashes           atomic.Int64
+	flight           singleflight.Group // one verification per (hash, password) at a time
+	dummy            string             // verified for unknown users so they cost like wrong passwords
+	clientIDsDefault []string
 }
 
 var _ Authenticator = (*Store)(nil)
@@ -149,8 +180,11 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.ClientIDsDefault == nil {
+		o.ClientIDsDefault = DefaultClientIDs
+	}
 	s := &Store{rdb: rdb, prefix: o.Prefix, timeout: o.Timeout, log: o.Logger, now: o.Now,
-		hashSem: make(chan struct{}, o.MaxHashes)}
+		hashSem: make(chan struct{}, o.MaxHashes), clientIDsDefault: o.ClientIDsDefault}
 	if _, err := rand.Read(s.cacheKey[:]); err != nil {
 		panic("authstore: no randomness: " + err.Error())
 	}
@@ -166,77 +200,155 @@ func (s *Store) Prefix() string { return s.prefix }
 func (s *Store) UserKey(username string) string { return s.prefix + "user:" + username }
 
 // Authenticate decides req against the user's rules, read fresh with one
-// HGETALL. Order: the credential first (unknown user, wrong password and a
-// disabled user with a wrong password answer alike), then enabled,
-// not_after, certs, cidrs, clientids.
+// HGETALL. Order: the credential first (unknown user, wrong password, a
+// disabled user with a wrong password and a user whose other rules cannot
+// be read answer alike, at the same cost), then enabled, not_after, certs,
+// cidrs, clientids. A rule that cannot be read is an error wrapping
+// ErrMalformedRule once the credential is verified. With req.Verified set
+// (a live session decided again) no hash is computed.
 func (s *Store) Authenticate(ctx context.Context, req Request) (Decision, error) {
 	fields, err := s.lookup(ctx, req.Username)
 	if err != nil {
 		return Decision{}, err
 	}
 	if len(fields) == 0 {
+		if req.Verified != nil {
+			return Decision{Outcome: BadCredentials, Reason: "user no longer exists"}, nil
+		}
 		// Unknown user (or no username): cost the same as a wrong password.
-		return s.denyAfterDummy(ctx, req.Password)
+		return s.denyAfterDummy(ctx, req.Password, "unknown user")
 	}
-	r, err := parseRules(fields)
-	if err != nil {
-		s.log.Warn("malformed rule denies the user", "username", req.Username, "error", err)
-		return Decision{}, fmt.Errorf("authstore: user %q: %w", req.Username, err)
+	r, ruleErr := parseRules(fields)
+	d, err := s.checkCredential(ctx, req, r)
+	if err != nil || d.Outcome != "" {
+		return d, err
 	}
+	if ruleErr != nil {
+		s.log.Warn("malformed rule refuses the user", "username", logsafe.String(req.Username), "error", ruleErr)
+		return Decision{}, fmt.Errorf("authstore: user %s: %w", logsafe.String(req.Username), ruleErr)
+	}
+	d.NotAfter = r.notAfter
+	switch {
+	case !r.enabled:
+		d.Outcome, d.Reason = Disabled, "disabled"
+	case !r.notAfter.IsZero() && !s.now().Before(r.notAfter):
+		d.Outcome, d.Reason = Expired, "expired at "+r.notAfter.UTC().Format(time.RFC3339)
+	case r.hasCerts && !certMatches(r.certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil):
+		d.Outcome, d.Reason = CertNotAllowed, "client certificate does not match the user's certs"
+		if req.CertSHA256 == nil {
+			d.Reason = "no client certificate; the user's certs require one"
+		}
+	case r.hasCIDRs && !addrAllowed(r.cidrs, req.RemoteAddr):
+		d.Outcome, d.Reason = AddressNotAllowed, fmt.Sprintf("source address %s is not in the user's cidrs", req.RemoteAddr)
+	case !s.clientIDAllowed(r, req):
+		d.Outcome = ClientIDNotAllowed
+		d.Reason = fmt.Sprintf("client id %s does not match %s", logsafe.String(req.ClientID),
+			logsafe.String(strings.ReplaceAll(strings.Join(s.clientIDGlobs(r), " "), "%u", req.Username)))
+	default:
+		d.Outcome, d.Reason = Accepted, "allowed"
+	}
+	return d, nil
+}
 
-	d := Decision{NotAfter: r.notAfter}
+// checkCredential authenticates req against the user's password or
+// certificate. It returns a decision with an Outcome only when it refuses;
+// otherwise d carries the Credential and the caller goes on with the rules.
+// A refusal for a wrong password, a missing one, a certificate-only user
+// without a matching certificate, a user with nothing to authenticate with
+// and a stored hash that cannot be read all cost one (shared) verification,
+// like an unknown user.
+func (s *Store) checkCredential(ctx context.Context, req Request, r rules) (Decision, error) {
+	var d Decision
+	stored := ""
+	if r.hasPassword {
+		stored = r.password
+	}
+	d.Credential = s.credential(r.hasPassword, stored)
+	if req.Verified != nil {
+		// A live session: the credential it was accepted with must still be
+		// the stored one; certificates are checked again below.
+		if subtle.ConstantTimeCompare(req.Verified[:], d.Credential[:]) != 1 {
+			return Decision{Outcome: BadCredentials, Reason: "password changed since the session was accepted"}, nil
+		}
+		if !r.hasPassword && r.hasCerts && !certMatches(r.certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil) {
+			return Decision{Outcome: BadCredentials, Reason: "client certificate no longer matches the user's certs"}, nil
+		}
+		if !r.hasPassword && !r.hasCerts {
+			return Decision{Outcome: BadCredentials, Reason: "user has neither password nor certs"}, nil
+		}
+		return d, nil
+	}
 	switch {
 	case r.hasPassword:
 		if !req.HasPassword {
-			return s.denyAfterDummy(ctx, "")
+			return s.denyAfterDummy(ctx, "", "no password given")
 		}
-		ok, remembered, err := s.checkPassword(ctx, r.password, req.Password)
+		if err := CheckHashFormat(stored); err != nil {
+			s.log.Warn("malformed password hash refuses the user", "username", logsafe.String(req.Username), "error", err)
+			return s.denyAfterDummy(ctx, req.Password, "stored password hash cannot be read: "+err.Error())
+		}
+		ok, remembered, err := s.checkPassword(ctx, stored, req.Password)
 		if err != nil {
-			if errors.Is(err, ErrMalformedHash) {
-				s.log.Warn("malformed password hash denies the user", "username", req.Username, "error", err)
-				return Decision{}, fmt.Errorf("authstore: user %q: %w: %w", req.Username, ErrMalformedRule, err)
-			}
 			return Decision{}, err
 		}
 		if !ok {
-			return Decision{Outcome: BadCredentials}, nil
+			return Decision{Outcome: BadCredentials, Reason: "password does not match"}, nil
 		}
 		d.Remembered = remembered
 	case r.hasCerts:
 		// Certificate-only user: the certificate is the credential.
 		if !certMatches(r.certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil) {
-			return Decision{Outcome: BadCredentials}, nil
+			return s.denyAfterDummy(ctx, req.Password, "certificate-only user without a matching client certificate")
 		}
 	default:
 		// Neither password nor certs: nothing to authenticate with.
-		s.log.Warn("user has neither password nor certs: denied", "username", req.Username)
-		return Decision{Outcome: BadCredentials}, nil
-	}
-
-	switch {
-	case !r.enabled:
-		d.Outcome = Disabled
-	case !r.notAfter.IsZero() && !s.now().Before(r.notAfter):
-		d.Outcome = Expired
-	case r.hasCerts && !certMatches(r.certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil):
-		d.Outcome = CertNotAllowed
-	case r.hasCIDRs && !addrAllowed(r.cidrs, req.RemoteAddr):
-		d.Outcome = AddressNotAllowed
-	case r.clientIDs != nil && !clientIDAllowed(r.clientIDs, req.ClientID, req.Username):
-		d.Outcome = ClientIDNotAllowed
-	default:
-		d.Outcome = Accepted
+		s.log.Warn("user has neither password nor certs: refused", "username", logsafe.String(req.Username))
+		return s.denyAfterDummy(ctx, req.Password, "user has neither password nor certs")
 	}
 	return d, nil
 }
 
+// credential is the MAC a session keeps of the stored password field it
+// was accepted with.
+func (s *Store) credential(hasPassword bool, stored string) Credential {
+	mac := hmac.New(sha256.New, s.cacheKey[:])
+	if hasPassword {
+		mac.Write([]byte("password\x00"))
+		mac.Write([]byte(stored))
+	} else {
+		mac.Write([]byte("no password\x00"))
+	}
+	var c Credential
+	mac.Sum(c[:0])
+	return c
+}
+
+// clientIDGlobs are the globs a user's client id must match: its clientids
+// field, or the store's default when the field is absent.
+func (s *Store) clientIDGlobs(r rules) []string {
+	if r.clientIDs != nil {
+		return r.clientIDs
+	}
+	return s.clientIDsDefault
+}
+
+func (s *Store) clientIDAllowed(r rules, req Request) bool {
+	if r.clientIDs == nil && req.ClientID == "" {
+		// The broker assigns the id: no session of anyone else to take
+		// (the codec has refused an empty id where the version forbids it).
+		return true
+	}
+	return clientIDAllowed(s.clientIDGlobs(r), req.ClientID, req.Username)
+}
+
 // denyAfterDummy answers "bad credentials" after verifying against the dummy
-// hash, so that the answer costs what a wrong password costs.
-func (s *Store) denyAfterDummy(ctx context.Context, password string) (Decision, error) {
-	if _, err := s.verify(ctx, s.dummy, password); errors.Is(err, ErrBusy) {
+// hash, through the same shared verification as a real user's password, so
+// that the answer costs what a wrong password costs, alone or in a crowd.
+func (s *Store) denyAfterDummy(ctx context.Context, password, reason string) (Decision, error) {
+	if _, _, err := s.checkPassword(ctx, s.dummy, password); errors.Is(err, ErrBusy) {
 		return Decision{}, err
 	}
-	return Decision{Outcome: BadCredentials}, nil
+	return Decision{Outcome: BadCredentials, Reason: reason}, nil
 }
 
 // lookup reads a user's hash with one round trip under the store timeout.

@@ -98,7 +98,7 @@ func TestVectorsVerify(t *testing.T) {
 }
 
 func req(user, pass string) Request {
-	return Request{Username: user, HasPassword: true, Password: pass, ClientID: "dev-1", Protocol: packets.V311, RemoteAddr: srcAddr}
+	return Request{Username: user, HasPassword: true, Password: pass, ClientID: user + "-dev-1", Protocol: packets.V311, RemoteAddr: srcAddr}
 }
 
 func TestRulesAgainstRealRedis(t *testing.T) {
@@ -141,7 +141,7 @@ func TestRulesAgainstRealRedis(t *testing.T) {
 		{"disabled, wrong password", []string{"password", pw, "enabled", "false"}, req("u", "x"), BadCredentials, packets.BadUserNameOrPassword},
 		{"not expired", []string{"password", pw, "not_after", future}, req("u", "pw"), Accepted, packets.Success},
 		{"expired", []string{"password", pw, "not_after", past}, req("u", "pw"), Expired, packets.NotAuthorized},
-		{"client id glob", []string{"password", pw, "clientids", "x-* dev-?"}, req("u", "pw"), Accepted, packets.Success},
+		{"client id glob", []string{"password", pw, "clientids", "x-* dev-?"}, withID(req("u", "pw"), "dev-1"), Accepted, packets.Success},
 		{"client id %u", []string{"password", pw, "clientids", "%u-*"}, withID(req("u", "pw"), "u-7"), Accepted, packets.Success},
 		{"client id %u literal", []string{"password", pw, "clientids", "%u"}, withID(req("u*", "pw"), "ux"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
 		{"client id refused", []string{"password", pw, "clientids", "x-*"}, req("u", "pw"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
@@ -158,6 +158,12 @@ func TestRulesAgainstRealRedis(t *testing.T) {
 		{"password, no cert", []string{"password", pw, "certs", fpAHex}, req("u", "pw"), CertNotAllowed, packets.NotAuthorized},
 		{"neither password nor certs", []string{"enabled", "true"}, req("u", "pw"), BadCredentials, packets.BadUserNameOrPassword},
 		{"empty stored hash", []string{"password", ""}, req("u", ""), BadCredentials, packets.BadUserNameOrPassword},
+		{"default client ids: the user name", []string{"password", pw}, withID(req("u", "pw"), "u"), Accepted, packets.Success},
+		{"default client ids: user name dash", []string{"password", pw}, withID(req("u", "pw"), "u-phone"), Accepted, packets.Success},
+		{"default client ids: empty, assigned by the broker", []string{"password", pw}, withID(req("u", "pw"), ""), Accepted, packets.Success},
+		{"default client ids: another user's", []string{"password", pw}, withID(req("u", "pw"), "alice-phone"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
+		{"default client ids: a prefix is not enough", []string{"password", pw}, withID(req("u", "pw"), "ux"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
+		{"explicit any client id", []string{"password", pw, "clientids", "*"}, withID(req("u", "pw"), "alice-phone"), Accepted, packets.Success},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -166,27 +172,42 @@ func TestRulesAgainstRealRedis(t *testing.T) {
 				hset(user, c.hash...)
 			}
 			d, err := s.Authenticate(ctx, c.req)
-			if c.name == "empty stored hash" {
-				// An empty hash never matches; it is a malformed rule.
-				if !errors.Is(err, ErrMalformedRule) {
-					t.Fatalf("got %v %v, want ErrMalformedRule", d, err)
-				}
-				return
-			}
 			if err != nil {
 				t.Fatal(err)
 			}
 			if d.Outcome != c.want || d.Code() != c.code || d.Allowed() != (c.want == Accepted) {
 				t.Fatalf("got %+v (%v), want %v (%v)", d, d.Code(), c.want, c.code)
 			}
+			if d.Reason == "" {
+				t.Fatal("a decision without a reason")
+			}
 		})
 	}
 
-	for _, bad := range [][]string{{"enabled", "maybe"}, {"not_after", "tomorrow"}, {"cidrs", "10.0.0.0/33"},
-		{"certs", "md5:abcd"}, {"certs", "sha256:abcd"}, {"password", "plaintext"}} {
+	// A rule that cannot be read: with the right password it is an error
+	// (fail closed: "server unavailable"); with a wrong one the answer is
+	// the wrong password's, so a user's malformed rule does not reveal that
+	// the user exists.
+	for _, bad := range [][]string{{"enabled", "maybe"}, {"enabled", "no"}, {"not_after", "tomorrow"}, {"not_after", "2020-01-01"},
+		{"cidrs", "10.0.0.0/33"}, {"certs", "md5:abcd"}, {"certs", "sha256:abcd"}} {
 		hset("m", append([]string{"password", pw}, bad...)...)
 		if d, err := s.Authenticate(ctx, req("m", "pw")); !errors.Is(err, ErrMalformedRule) || d.Allowed() {
 			t.Errorf("malformed %v: got %+v, %v; want ErrMalformedRule", bad, d, err)
+		}
+		if d, err := s.Authenticate(ctx, req("m", "wrong")); err != nil || d.Outcome != BadCredentials {
+			t.Errorf("malformed %v, wrong password: got %+v, %v; want bad credentials", bad, d, err)
+		}
+	}
+	// A stored hash that cannot be read authenticates no one: refused as
+	// bad credentials after a dummy verification, like an unknown user.
+	for _, bad := range []string{"", "plaintext", "$argon2id$v=19$m=x"} {
+		hset("m", "password", bad)
+		before := s.HashCount()
+		if d, err := s.Authenticate(ctx, req("m", "pw")); err != nil || d.Outcome != BadCredentials {
+			t.Errorf("malformed hash %q: got %+v, %v; want bad credentials", bad, d, err)
+		}
+		if s.HashCount() != before+1 {
+			t.Errorf("malformed hash %q: %d hashes, want 1 like an unknown user", bad, s.HashCount()-before)
 		}
 	}
 }
@@ -260,7 +281,7 @@ func TestUnknownUserCostsAHash(t *testing.T) {
 func TestOneRoundTripPerDecision(t *testing.T) {
 	s, admin, _ := realStore(t, Options{})
 	ctx := testenv.Context(t)
-	if err := s.SetUser(ctx, "carol", Update{Password: ptr("pw"), ClientIDs: &[]string{"dev-*"}, CIDRs: &[]string{"192.0.2.0/24"}}); err != nil {
+	if err := s.SetUser(ctx, "carol", Update{Password: ptr("pw"), ClientIDs: &[]string{"%u-dev-*"}, CIDRs: &[]string{"192.0.2.0/24"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Authenticate(ctx, req("carol", "pw")); err != nil { // warm the connection pool

@@ -45,8 +45,9 @@ func (s *Store) keyspacePattern() (pattern, channelPrefix string) {
 // Watch delivers changes until ctx ends: usernames published on
 // ChangesChannel (by the operator calls), kick requests on KickChannel, and,
 // when Redis has keyspace notifications on (notify-keyspace-events with K,
-// g and h, e.g. "Kgh"), every write to a user's hash made by anyone, such as
-// redis-cli. A subscription is re-established after a Redis outage, and f
+// g, h and x: NotifyFlags, "Kghx"), every write to a user's hash made by
+// anyone, such as redis-cli, and its expiry (every event of the key is
+// delivered, "expired" included; see CheckNotifications). A subscription is re-established after a Redis outage, and f
 // then gets a Change with Resync set. With Redis Cluster, where keyspace
 // notifications stay on the node that holds the key, every master is
 // subscribed to (the masters are looked up again every few seconds). f is

@@ -149,8 +149,10 @@ func ParseHeader(b []byte) (FixedHeader, error) {
 // ReadPacket reads one whole packet from r and returns it, fixed header
 // included, with its decoded header. maxSize caps the whole packet: a larger
 // declared size returns ErrTooLarge before anything is allocated for the
-// body, and nothing past the fixed header is read. The returned slice is
-// freshly allocated and owned by the caller.
+// body, and nothing past the fixed header is read. The buffer grows with
+// the bytes that arrive (from readChunk, doubling), never ahead of them to
+// the declared size, so a header that announces a large packet costs no
+// memory until its bytes come. The returned slice is owned by the caller.
 func ReadPacket(r io.Reader, maxSize int) (FixedHeader, []byte, error) {
 	var hdr [MaxHeaderLen]byte
 	n := 0
@@ -178,17 +180,29 @@ func ReadPacket(r io.Reader, maxSize int) (FixedHeader, []byte, error) {
 		if h.Size() > maxSize {
 			return h, nil, fmt.Errorf("%w: %s of %d bytes, cap %d", ErrTooLarge, h.Type, h.Size(), maxSize)
 		}
-		pkt := make([]byte, h.Size())
+		pkt := make([]byte, n, min(h.Size(), readChunk))
 		copy(pkt, hdr[:n])
-		if _, err := io.ReadFull(r, pkt[n:]); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return h, nil, fmt.Errorf("%w: %s: %w", ErrTruncated, h.Type, io.ErrUnexpectedEOF)
+		for len(pkt) < h.Size() {
+			if len(pkt) == cap(pkt) {
+				grown := make([]byte, len(pkt), min(h.Size(), 2*cap(pkt)))
+				copy(grown, pkt)
+				pkt = grown
 			}
-			return h, nil, err
+			m, err := r.Read(pkt[len(pkt):cap(pkt)])
+			pkt = pkt[:len(pkt)+m]
+			if err != nil && len(pkt) < h.Size() {
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					return h, nil, fmt.Errorf("%w: %s: %w", ErrTruncated, h.Type, io.ErrUnexpectedEOF)
+				}
+				return h, nil, err
+			}
 		}
 		return h, pkt, nil
 	}
 }
+
+// readChunk is ReadPacket's first buffer: most packets fit in it.
+const readChunk = 2048
 
 // Scanner follows packet boundaries in a byte stream fed to it in arbitrary
 // chunks, without decoding or buffering packets. The relay uses it to know

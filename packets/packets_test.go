@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func TestDecodeConnectValid(t *testing.T) {
@@ -287,6 +288,42 @@ func TestReadPacketTooLargeReadsOnlyHeader(t *testing.T) {
 		_, _, _ = ReadPacket(io.MultiReader(bytes.NewReader(b(0x10, 0xFF, 0xFF, 0xFF, 0x7F)), neverEnding{}), 65536)
 	}, 64<<10)
 	t.Logf("allocations for a refused 256 MiB header: %v", allocs)
+}
+
+// TestReadPacketGrowsWithTheBytes is the review's finding: a fixed header
+// announcing 64 KiB made ReadPacket allocate 64 KiB before any body byte
+// arrived (1,500 such connections: +69 MiB). The buffer now grows with the
+// bytes that come, and a packet that arrives a byte at a time or in halves
+// still reads whole.
+func TestReadPacketGrowsWithTheBytes(t *testing.T) {
+	header := b(0x10, 0xFF, 0xFF, 0x03) // CONNECT, 65535 bytes to come
+	var ms runtimeMem
+	ms.check(t, func() {
+		for range 100 {
+			if _, _, err := ReadPacket(bytes.NewReader(header), 1<<20); !errors.Is(err, ErrTruncated) {
+				t.Fatal(err)
+			}
+		}
+	}, 100*4<<10)
+
+	body := make([]byte, 65535)
+	for i := range body {
+		body[i] = byte(i)
+	}
+	whole := append(append([]byte(nil), header...), body...)
+	for name, r := range map[string]func() io.Reader{
+		"one byte at a time": func() io.Reader { return iotest.OneByteReader(bytes.NewReader(whole)) },
+		"halves":             func() io.Reader { return iotest.HalfReader(bytes.NewReader(whole)) },
+		"data with EOF":      func() io.Reader { return iotest.DataErrReader(bytes.NewReader(whole)) },
+	} {
+		_, pkt, err := ReadPacket(r(), 1<<20)
+		if err != nil || !bytes.Equal(pkt, whole) {
+			t.Fatalf("%s: %d bytes, %v", name, len(pkt), err)
+		}
+	}
+	if _, _, err := ReadPacket(bytes.NewReader(whole[:len(whole)-1]), 1<<20); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("one byte short: %v", err)
+	}
 }
 
 type neverEnding struct{}

@@ -82,7 +82,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer conn.Close()
-			if _, ack, err := testenv.Connect(conn, testenv.Creds(packets.V311, "bench", "u", "p")); err != nil || ack.Code != 0 {
+			if _, ack, err := testenv.Connect(conn, testenv.Creds(packets.V311, "u-bench", "u", "p")); err != nil || ack.Code != 0 {
 				b.Fatal(ack, err)
 			}
 			chunk := make([]byte, 32<<10)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
@@ -32,6 +33,8 @@ const (
 	outcomeTLSFailed          = "tls_handshake_failed"
 	outcomeShutdown           = "shutting_down"
 	outcomeLimit              = "max_connections"
+	outcomePendingFull        = "pending_full"
+	outcomeEvicted            = "pending_evicted"
 )
 
 // attempt is what one connection attempt learned, for its log line.
@@ -46,14 +49,15 @@ type attempt struct {
 	username   string
 	level      byte
 	outcome    string
+	reason     string // the decision's one-line reason, when there is one
 	err        error
 }
 
-func (a *attempt) log(l *slog.Logger) {
+func (a *attempt) log(l *slog.Logger, lim *logLimiter) {
 	attrs := []slog.Attr{
 		slog.String("remote", a.remote.String()),
-		slog.String("client_id", a.clientID),
-		slog.String("username", a.username),
+		slog.String("client_id", logsafe.String(a.clientID)),
+		slog.String("username", logsafe.String(a.username)),
 		slog.Int("protocol", int(a.level)),
 		slog.String("tls", a.tlsVersion),
 		slog.Bool("resumed", a.resumed),
@@ -61,12 +65,19 @@ func (a *attempt) log(l *slog.Logger) {
 		slog.String("outcome", a.outcome),
 		slog.Duration("duration", time.Since(a.start)),
 	}
+	if a.reason != "" {
+		attrs = append(attrs, slog.String("reason", a.reason))
+	}
 	level := slog.LevelInfo
 	if a.err != nil {
-		attrs = append(attrs, slog.String("error", a.err.Error()))
+		attrs = append(attrs, slog.String("error", logsafe.Error(a.err)))
 		if a.outcome == outcomeStoreUnavailable || a.outcome == outcomeBackendUnavailable {
 			level = slog.LevelWarn
 		}
+	}
+	if level == slog.LevelInfo && a.outcome != string(authstore.Accepted) && !lim.allow(a.outcome) {
+		// A flood of refusals is summarised at info; each one is at debug.
+		level = slog.LevelDebug
 	}
 	l.LogAttrs(context.Background(), level, "connect", attrs...)
 }
@@ -75,8 +86,9 @@ func (a *attempt) log(l *slog.Logger) {
 // It returns when the relay goroutines have been started (or the
 // connection was refused), so the handshake's grown stack is not kept for
 // the life of the session.
-func (p *Proxy) handle(raw net.Conn, withTLS bool) {
+func (p *Proxy) handle(raw net.Conn, withTLS bool, pc *pendingConn) {
 	defer p.wg.Done()
+	defer p.pending.done(pc)
 	raw = newRawIO(raw)
 	m := p.metrics
 	m.Active.Inc()
@@ -90,20 +102,28 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 				<-p.slots
 			}
 		}
+		if pc.evicted.Load() && (a.outcome == outcomeTLSFailed || a.outcome == outcomeClosed || a.outcome == outcomeMalformed) {
+			a.outcome = outcomeEvicted
+		}
 		m.Connects.WithLabelValues(a.outcome).Inc()
-		a.log(p.log)
+		a.log(p.log, p.logLimit)
 	}()
 
-	// One deadline covers accept to complete CONNECT, handshake included.
+	// One deadline covers accept to complete CONNECT; the TLS handshake has
+	// a shorter one of its own.
 	deadline := a.start.Add(p.cfg.ConnectTimeout)
-	_ = raw.SetDeadline(deadline)
 	ctx, cancel := context.WithDeadline(p.ctx, deadline)
 	defer cancel()
 
 	conn := raw
 	if withTLS {
+		hsDeadline := a.start.Add(min(p.cfg.HandshakeTimeout, p.cfg.ConnectTimeout))
+		_ = raw.SetDeadline(hsDeadline)
+		hctx, hcancel := context.WithDeadline(ctx, hsDeadline)
 		tc := tls.Server(raw, p.tls.config)
-		if err := tc.HandshakeContext(ctx); err != nil {
+		err := tc.HandshakeContext(hctx)
+		hcancel()
+		if err != nil {
 			a.outcome, a.err = outcomeTLSFailed, err
 			if isTimeout(err) {
 				a.outcome = outcomeTimeout
@@ -124,9 +144,11 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 		}
 		conn = tc
 	}
+	_ = raw.SetDeadline(deadline)
 
 	// The first packet must be a CONNECT within the size cap.
 	_, pkt, err := packets.ReadPacket(conn, p.cfg.MaxConnectBytes)
+	p.pending.done(pc)
 	if err != nil {
 		a.err = err
 		switch {
@@ -188,11 +210,15 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 		p.refuse(conn, a.level, packets.ServerUnavailable)
 		return
 	}
+	a.reason = d.Reason
 	if !d.Allowed() {
 		a.outcome = string(d.Outcome)
 		p.refuse(conn, a.level, d.Code())
 		return
 	}
+	// The live session is decided again against the credential it was
+	// accepted with: it needs no password and never a hash.
+	req.Verified, req.Password = &d.Credential, ""
 
 	// Only now: a fresh connection to the broker.
 	dialStart := time.Now()
@@ -215,7 +241,7 @@ func (p *Proxy) handle(raw net.Conn, withTLS bool) {
 	// Register the session before the device learns it is connected, so
 	// that a kick or a revocation from then on finds it. From here the
 	// session owns both connections.
-	s := newSession(p, conn, raw, backend, req)
+	s := newSession(p, conn, raw, backend, req, connect.KeepAlive)
 	if !p.addSession(s) {
 		backend.Close()
 		a.outcome = outcomeShutdown

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
@@ -71,7 +72,7 @@ func TestKickBeforeConnack(t *testing.T) {
 	backend, broker := net.Pipe()
 	defer device.Close()
 	defer broker.Close()
-	s := newSession(p, client, client, backend, authstore.Request{Username: "k", Protocol: packets.V5})
+	s := newSession(p, client, client, backend, authstore.Request{Username: "k", Protocol: packets.V5}, 60)
 	if !p.addSession(s) {
 		t.Fatal("not registered")
 	}
@@ -89,5 +90,59 @@ func TestKickBeforeConnack(t *testing.T) {
 	}
 	if p.Sessions() != 0 {
 		t.Fatal("session still registered")
+	}
+}
+
+// TestKickRacingBrokerWrites: a kick that lands while broker packets are
+// being relayed delivers one DISCONNECT, after whole packets only, and
+// nothing after it (the review suspected broker bytes or a second
+// DISCONNECT could follow the first).
+func TestKickRacingBrokerWrites(t *testing.T) {
+	p, err := New(Config{Backend: Backend{Addr: "127.0.0.1:1"}, Auth: allowAll{}, RevalidateInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	pub := packets.AppendPacket(nil, 0x30, append([]byte{0, 3, 'a', '/', 'b', 0}, "payload"...))
+	for i := range 300 {
+		client, device := net.Pipe()
+		backend, broker := net.Pipe()
+		s := newSession(p, client, client, backend, authstore.Request{Username: "k", Protocol: packets.V5}, 60)
+		if !p.addSession(s) {
+			t.Fatal("not registered")
+		}
+		got := make(chan []byte, 1)
+		go func() { b, _ := io.ReadAll(device); got <- b }()
+		if err := s.writeConnack([]byte{0x20, 3, 0, 0, 0}); err != nil {
+			t.Fatal(err)
+		}
+		writer := make(chan struct{})
+		go func() {
+			defer close(writer)
+			for s.writeClient(pub) == nil {
+			}
+		}()
+		if i%2 == 0 {
+			runtime.Gosched()
+		}
+		s.kick(packets.AdministrativeAction, "kicked")
+		<-writer
+		s.close()
+		b := <-got
+		device.Close()
+		broker.Close()
+		var seen []byte
+		for off := 0; off < len(b); {
+			h, err := packets.ParseHeader(b[off:])
+			if err != nil || off+h.Size() > len(b) {
+				t.Fatalf("round %d: stream cut inside a packet at %d of %d", i, off, len(b))
+			}
+			seen = append(seen, byte(h.Type))
+			off += h.Size()
+		}
+		n := bytes.Count(seen, []byte{byte(packets.DISCONNECT)})
+		if n != 1 || seen[len(seen)-1] != byte(packets.DISCONNECT) {
+			t.Fatalf("round %d: packet types %v: want exactly one DISCONNECT, last", i, seen)
+		}
 	}
 }

@@ -29,10 +29,18 @@ type Config struct {
 	Backend Backend
 	Auth    authstore.Authenticator
 
-	ConnectTimeout  time.Duration // accept to complete CONNECT, handshake included; default 10s
-	MaxConnectBytes int           // cap on the first packet; default 65536
-	MaxConnections  int           // concurrent client connections; 0: no cap
-	ShutdownGrace   time.Duration // how long Shutdown lets connections finish; default 10s
+	ConnectTimeout time.Duration // accept to complete CONNECT, handshake included; default 10s
+	// HandshakeTimeout bounds the TLS handshake, within ConnectTimeout;
+	// default 5s.
+	HandshakeTimeout time.Duration
+	MaxConnectBytes  int // cap on the first packet; default 65536
+	MaxConnections   int // concurrent client connections; 0: no cap
+	// MaxPending bounds the connections that have not yet delivered their
+	// CONNECT; when full, a new one replaces the oldest if that has waited
+	// a second or more, else it is closed before any TLS work. Default:
+	// MaxConnections/4 (at least 16) when MaxConnections is set, else 1024.
+	MaxPending    int
+	ShutdownGrace time.Duration // how long Shutdown lets connections finish; default 10s
 	// RevalidateInterval is how often every live connection is decided
 	// again (spread evenly over the interval), the safety net for a missed
 	// change notification; default 60s, negative turns it off.
@@ -59,7 +67,10 @@ type Proxy struct {
 	metrics *Metrics
 	tls     *tlsServer
 	slots   chan struct{} // nil when MaxConnections is 0
+	pending *pendingSet   // connections that have not yet sent their CONNECT
 	dialer  net.Dialer
+	// logLimit summarises refused connections at info level.
+	logLimit *logLimiter
 
 	ctx    context.Context // cancelled by Shutdown: aborts handshakes and CONNECTs in progress
 	cancel context.CancelFunc
@@ -88,6 +99,15 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 5 * time.Second
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 1024
+		if cfg.MaxConnections > 0 {
+			cfg.MaxPending = min(max(cfg.MaxConnections/4, 16), cfg.MaxConnections)
+		}
+	}
 	if cfg.MaxConnectBytes <= 0 {
 		cfg.MaxConnectBytes = 65536
 	}
@@ -109,6 +129,9 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, stop: make(chan struct{}), dialer: net.Dialer{KeepAlive: -1},
 		listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, byUser: map[string]map[*session]struct{}{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.pending = newPendingSet(cfg.MaxPending, pendingMinAge)
+	p.logLimit = newLogLimiter(time.Now)
+	go p.logLimit.summarise(p.log, p.stop)
 	if cfg.MaxConnections > 0 {
 		p.slots = make(chan struct{}, cfg.MaxConnections)
 	}
@@ -231,10 +254,29 @@ func (p *Proxy) Serve(l net.Listener, withTLS bool) error {
 				continue
 			}
 		}
+		pc := p.pending.add(c, time.Now())
+		if pc == nil {
+			// As many connections as MaxPending are still to send their
+			// CONNECT, none of them for long: close before any TLS work.
+			p.metrics.Connects.WithLabelValues(outcomePendingFull).Inc()
+			if p.logLimit.allow(outcomePendingFull) {
+				p.log.Warn("connection refused: too many connections still to send their CONNECT (MAX_PENDING)",
+					"remote", c.RemoteAddr().String(), "max", p.cfg.MaxPending)
+			}
+			c.Close()
+			if p.slots != nil {
+				<-p.slots
+			}
+			continue
+		}
 		p.wg.Add(1)
-		go p.handle(c, withTLS)
+		go p.handle(c, withTLS, pc)
 	}
 }
+
+// pendingMinAge is how long a connection must have been pending before a
+// new one may take its place in a full pending set.
+const pendingMinAge = time.Second
 
 // Addrs returns the addresses of the open listeners.
 func (p *Proxy) Addrs() []net.Addr {
@@ -317,5 +359,5 @@ func (p *Proxy) removeSession(s *session) {
 		}
 	}
 	p.mu.Unlock()
-	s.stopTimer()
+	s.stopTimers()
 }

@@ -45,12 +45,12 @@ func TestClientCertRemovedOnResumedSession(t *testing.T) {
 			h.setUser("certonly", authstore.Update{Certs: &[]string{"sha256:" + dev.SHA256()}})
 			cfg := h.clientTLS(tv.v)
 			cfg.Certificates = []tls.Certificate{dev.TLS()}
-			c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "c7", "carol", "pw"))
+			c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "carol-c7", "carol", "pw"))
 			if ack.Code != 0 {
 				t.Fatalf("bound certificate: 0x%02X", ack.Code)
 			}
 			c.Disconnect()
-			co := packets.Connect{ProtocolLevel: packets.V311, CleanStart: true, ClientID: "c7b", UsernameFlag: true, Username: "certonly"}
+			co := packets.Connect{ProtocolLevel: packets.V311, CleanStart: true, ClientID: "certonly-c7b", UsernameFlag: true, Username: "certonly"}
 			c, ack, resumed := h.connectRaw(cfg, co)
 			if ack.Code != 0 || !resumed {
 				t.Fatalf("certificate-only user: 0x%02X resumed=%v", ack.Code, resumed)
@@ -59,7 +59,7 @@ func TestClientCertRemovedOnResumedSession(t *testing.T) {
 
 			h.setUser("carol", authstore.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
 			h.setUser("certonly", authstore.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
-			_, ack, resumed = h.connectRaw(cfg, testenv.Creds(packets.V311, "c7", "carol", "pw"))
+			_, ack, resumed = h.connectRaw(cfg, testenv.Creds(packets.V311, "carol-c7", "carol", "pw"))
 			if !resumed || ack.Code != 0x05 {
 				t.Fatalf("certificate removed, resumed session: 0x%02X resumed=%v, want 0x05", ack.Code, resumed)
 			}
@@ -79,7 +79,7 @@ func TestVersionsPublishSubscribe(t *testing.T) {
 	cfg := h.clientTLS(tls.VersionTLS13)
 	clients := map[byte]*testenv.RawClient{}
 	for _, lv := range []byte{packets.V31, packets.V311, packets.V5} {
-		c, ack, _ := h.connectRaw(cfg, testenv.Creds(lv, fmt.Sprintf("v%d", lv), "dev", "pw"))
+		c, ack, _ := h.connectRaw(cfg, testenv.Creds(lv, fmt.Sprintf("dev-v%d", lv), "dev", "pw"))
 		if ack.Code != 0 {
 			t.Fatalf("level %d: CONNACK 0x%02X", lv, ack.Code)
 		}
@@ -99,7 +99,7 @@ func TestVersionsPublishSubscribe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	pc, ack, err := testenv.Connect(conn, testenv.Creds(packets.V311, "plain", "dev", "pw"))
+	pc, ack, err := testenv.Connect(conn, testenv.Creds(packets.V311, "dev-plain", "dev", "pw"))
 	if err != nil || ack.Code != 0 {
 		t.Fatalf("plain listener: %v 0x%02X", err, ack.Code)
 	}
@@ -116,7 +116,7 @@ func TestMosquittoClients(t *testing.T) {
 	_, port, _ := net.SplitHostPort(h.addr)
 	ca := certFile(h.certDir, "ca.pem")
 	common := []string{"-h", "localhost", "-p", port, "--cafile", ca, "-u", "mq", "-P", "mq-pw", "-V", "mqttv311"}
-	sub := exec.Command(subBin, append(common, "-t", "mq/test", "-C", "1", "-W", "10", "-i", "msub")...)
+	sub := exec.Command(subBin, append(common, "-t", "mq/test", "-C", "1", "-W", "10", "-i", "mq-sub")...)
 	var out bytes.Buffer
 	sub.Stdout, sub.Stderr = &out, &out
 	if err := sub.Start(); err != nil {
@@ -125,9 +125,9 @@ func TestMosquittoClients(t *testing.T) {
 	// Wait until the subscriber's session is relayed, then publish.
 	testenv.WaitFor(t, 10*time.Second, "mosquitto_sub to connect", func() bool { return h.proxy.Sessions() >= 1 })
 	testenv.WaitFor(t, 10*time.Second, "mosquitto to see the subscription", func() bool {
-		return strings.Contains(h.broker.Output(), "msub 0 mq/test")
+		return strings.Contains(h.broker.Output(), "mq-sub 0 mq/test")
 	})
-	if o, err := exec.Command(pubBin, append(common, "-t", "mq/test", "-m", "through the proxy", "-i", "mpub")...).CombinedOutput(); err != nil {
+	if o, err := exec.Command(pubBin, append(common, "-t", "mq/test", "-m", "through the proxy", "-i", "mq-pub")...).CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_pub: %v %s", err, o)
 	}
 	if err := sub.Wait(); err != nil {
@@ -151,7 +151,7 @@ func TestStoreAndBrokerDown(t *testing.T) {
 	cfg := h.clientTLS(tls.VersionTLS13)
 	expect := func(level byte, want byte) {
 		t.Helper()
-		c, ack, _ := h.connectRaw(cfg, testenv.Creds(level, "e", "eve", "pw"))
+		c, ack, _ := h.connectRaw(cfg, testenv.Creds(level, "eve-e", "eve", "pw"))
 		if ack.Code != want {
 			t.Fatalf("level %d: CONNACK 0x%02X, want 0x%02X", level, ack.Code, want)
 		}
@@ -171,7 +171,7 @@ func TestStoreAndBrokerDown(t *testing.T) {
 	h.redis.Start()
 	h.setUser("eve", authstore.Update{Password: ptr("pw")}) // no persistence: the restart emptied it
 	testenv.WaitFor(t, 5*time.Second, "recovery after Redis restart", func() bool {
-		c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "e", "eve", "pw"))
+		c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "eve-e", "eve", "pw"))
 		c.Conn.Close()
 		return ack.Code == 0
 	})
@@ -262,7 +262,7 @@ func TestBadInputNeverReachesBroker(t *testing.T) {
 	}
 	// Wrong credentials never reach the broker either.
 	for _, lv := range []byte{packets.V31, packets.V311, packets.V5} {
-		if _, ack, _ := h.connectRaw(cfg, testenv.Creds(lv, "x", "fay", "nope")); ack.Code == 0 {
+		if _, ack, _ := h.connectRaw(cfg, testenv.Creds(lv, "fay-x", "fay", "nope")); ack.Code == 0 {
 			t.Fatal("wrong password accepted")
 		}
 	}
@@ -270,7 +270,7 @@ func TestBadInputNeverReachesBroker(t *testing.T) {
 		t.Fatalf("the broker saw %d connections from refused clients", n)
 	}
 	// And the proxy still serves.
-	c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "ok", "fay", "pw"))
+	c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "fay-ok", "fay", "pw"))
 	if ack.Code != 0 {
 		t.Fatalf("after bad input: 0x%02X", ack.Code)
 	}
@@ -286,7 +286,7 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 	t.Run("backend password, device's user name kept", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{brokerUsers: map[string]string{"gus": "broker-secret"}, backendPass: "broker-secret"})
 		h.setUser("gus", authstore.Update{Password: ptr("device-secret")})
-		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS12), testenv.Creds(packets.V311, "g1", "gus", "device-secret"))
+		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS12), testenv.Creds(packets.V311, "gus-g1", "gus", "device-secret"))
 		if ack.Code != 0 {
 			t.Fatalf("CONNACK 0x%02X: the broker refused the rewritten credentials", ack.Code)
 		}
@@ -303,7 +303,9 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 	})
 	t.Run("backend user name and password", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{brokerUsers: map[string]string{"svc": "svc-pw"}, backendUser: "svc", backendPass: "svc-pw"})
-		h.setUser("hal", authstore.Update{Password: ptr("device-secret")})
+		// A client id that does not hold the user name, so that no byte of
+		// the device's user name may reach the broker.
+		h.setUser("hal", authstore.Update{Password: ptr("device-secret"), ClientIDs: &[]string{"h1"}})
 		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), testenv.Creds(packets.V5, "h1", "hal", "device-secret"))
 		if ack.Code != 0 {
 			t.Fatalf("CONNACK 0x%02X", ack.Code)
@@ -319,7 +321,7 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 	t.Run("no backend credentials: no password at all", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		h.setUser("ivy", authstore.Update{Password: ptr("device-secret")})
-		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), testenv.Creds(packets.V311, "i1", "ivy", "device-secret"))
+		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), testenv.Creds(packets.V311, "ivy-i1", "ivy", "device-secret"))
 		if ack.Code != 0 {
 			t.Fatalf("CONNACK 0x%02X", ack.Code)
 		}
@@ -332,7 +334,7 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.PasswordFlag || got.Username != "ivy" || got.ClientID != "i1" {
+		if got.PasswordFlag || got.Username != "ivy" || got.ClientID != "ivy-i1" {
 			t.Fatalf("broker got %+v", got)
 		}
 		if strings.Contains(h.logs.String(), "device-secret") {
@@ -356,7 +358,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 	h.setUser("jo", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	// Warm up: pools, the first handshake, Redis connections.
-	c, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "w", "jo", "pw"))
+	c, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "jo-w", "jo", "pw"))
 	c.Disconnect()
 	testenv.WaitFor(t, 5*time.Second, "warm-up session to end", func() bool { return h.proxy.Sessions() == 0 })
 	settle := func() int {
@@ -384,7 +386,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			case 0: // accepted, clean DISCONNECT
 				c, err := tls.Dial("tcp", h.addr, cfg)
 				if err == nil {
-					if cl, ack, err := testenv.Connect(c, testenv.Creds(packets.V311, fmt.Sprint("ok", i), "jo", "pw")); err == nil && ack.Code == 0 {
+					if cl, ack, err := testenv.Connect(c, testenv.Creds(packets.V311, fmt.Sprint("jo-ok", i), "jo", "pw")); err == nil && ack.Code == 0 {
 						cl.Disconnect()
 					}
 					c.Close()
@@ -392,13 +394,13 @@ func TestNoGoroutineLeak(t *testing.T) {
 			case 1: // accepted, then dropped without DISCONNECT
 				c, err := tls.Dial("tcp", h.addr, cfg)
 				if err == nil {
-					_, _, _ = testenv.Connect(c, testenv.Creds(packets.V5, fmt.Sprint("drop", i), "jo", "pw"))
+					_, _, _ = testenv.Connect(c, testenv.Creds(packets.V5, fmt.Sprint("jo-drop", i), "jo", "pw"))
 					c.Close()
 				}
 			case 2: // wrong password
 				c, err := tls.Dial("tcp", h.addr, cfg)
 				if err == nil {
-					_, _, _ = testenv.Connect(c, testenv.Creds(packets.V311, "bad", "jo", "x"))
+					_, _, _ = testenv.Connect(c, testenv.Creds(packets.V311, "jo-bad", "jo", "x"))
 					c.Close()
 				}
 			case 3: // garbage after TLS
@@ -439,8 +441,8 @@ func TestShutdown(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("kim", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	c5, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "k5", "kim", "pw"))
-	c3, ack3, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "k3", "kim", "pw"))
+	c5, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "kim-k5", "kim", "pw"))
+	c3, ack3, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "kim-k3", "kim", "pw"))
 	if ack.Code != 0 || ack3.Code != 0 {
 		t.Fatal("connect failed")
 	}
@@ -469,7 +471,7 @@ func TestCertificateReload(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("lu", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	old, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "l1", "lu", "pw"))
+	old, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "lu-l1", "lu", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("connect")
 	}
@@ -493,7 +495,7 @@ func TestCertificateReload(t *testing.T) {
 		t.Fatal("serials collide")
 	}
 	// The session opened before the reload still relays.
-	pub, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "l2", "lu", "pw"))
+	pub, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "lu-l2", "lu", "pw"))
 	roundTrip(t, old, pub, "reload/t")
 }
 
@@ -503,7 +505,7 @@ func TestMaxConnections(t *testing.T) {
 	h := newHarness(t, harnessOptions{maxConnections: 1})
 	h.setUser("mo", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	first, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "m1", "mo", "pw"))
+	first, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "mo-m1", "mo", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("first")
 	}
@@ -519,7 +521,7 @@ func TestMaxConnections(t *testing.T) {
 			return false
 		}
 		defer c.Close()
-		_, ack, err := testenv.Connect(c, testenv.Creds(packets.V311, "m2", "mo", "pw"))
+		_, ack, err := testenv.Connect(c, testenv.Creds(packets.V311, "mo-m2", "mo", "pw"))
 		return err == nil && ack.Code == 0
 	})
 }

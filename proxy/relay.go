@@ -48,11 +48,19 @@ type session struct {
 
 	// wmu serialises writes to the client, so that a DISCONNECT the proxy
 	// injects lands between two of the broker's packets, never inside one.
-	wmu      sync.Mutex
-	acked    bool // the CONNACK has been written (under wmu)
-	sc       packets.Scanner
-	kickCode atomic.Uint32 // packets.ReasonCode, set before kicking
-	kicking  atomic.Bool
+	wmu   sync.Mutex
+	acked bool // the CONNACK has been written (under wmu)
+	ended bool // the DISCONNECT has been written: nothing more goes to the client (under wmu)
+	sc    packets.Scanner
+	// kickState is 0 until the session is kicked, then kickedFlag | the
+	// DISCONNECT's reason code: the first kick's code, never overwritten.
+	kickState atomic.Uint32
+
+	// writeTimeout bounds each write to either side: a device that stops
+	// reading (or a broker that does) cannot pin the session; wdl is the
+	// deadline last set on each side (refreshed when half of it is used).
+	writeTimeout       time.Duration
+	clientWDL, backWDL time.Time
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -67,9 +75,44 @@ type session struct {
 	// req is the CONNECT's authentication request, kept to decide the
 	// connection again on a rule change (it holds the password in memory;
 	// with the remembered verification, a re-decision costs no hash).
-	req      authstore.Request
-	timerMu  sync.Mutex
-	notAfter *time.Timer
+	req        authstore.Request
+	timerMu    sync.Mutex
+	notAfter   *time.Timer
+	retry      *time.Timer   // a re-decision after one that failed for want of the store
+	retryDelay time.Duration // its backoff
+}
+
+// kickedFlag marks kickState as set.
+const kickedFlag = 0x100
+
+// kicked reports whether the session has been kicked.
+func (s *session) kicked() bool { return s.kickState.Load() != 0 }
+
+// writeTimeoutFor is the write deadline of a session whose device asked for
+// keepAlive seconds: one and a half keepalives, as the broker allows a
+// silent device, and never less than minWriteTimeout; without a keepalive,
+// noKeepAliveWriteTimeout.
+func writeTimeoutFor(keepAlive uint16) time.Duration {
+	if keepAlive == 0 {
+		return noKeepAliveWriteTimeout
+	}
+	return max(time.Duration(keepAlive)*1500*time.Millisecond, minWriteTimeout)
+}
+
+const (
+	minWriteTimeout         = 5 * time.Second
+	noKeepAliveWriteTimeout = 5 * time.Minute
+)
+
+// refreshWriteDeadline sets c's write deadline to writeTimeout from now
+// when less than half of it is left, so that a steady stream of writes
+// costs a clock read each, not a timer update each.
+func (s *session) refreshWriteDeadline(c net.Conn, dl *time.Time) {
+	now := time.Now()
+	if dl.Sub(now) < s.writeTimeout/2 {
+		*dl = now.Add(s.writeTimeout)
+		_ = c.SetWriteDeadline(*dl)
+	}
 }
 
 // direction is one way of a session: from src to write.
@@ -82,13 +125,13 @@ type direction struct {
 	watch       *watch          // once parked in the reactor
 }
 
-func newSession(p *Proxy, client, clientRaw, backend net.Conn, req authstore.Request) *session {
+func newSession(p *Proxy, client, clientRaw, backend net.Conn, req authstore.Request, keepAlive uint16) *session {
 	var early []byte
 	if pc, ok := backend.(*prefixConn); ok {
 		backend, early = pc.Conn, pc.prefix
 	}
 	s := &session{p: p, client: client, clientRaw: clientRaw, backend: backend, early: early,
-		req: req}
+		req: req, writeTimeout: writeTimeoutFor(keepAlive)}
 	_, clientTLS := client.(*tls.Conn)
 	_, backendTLS := backend.(*tls.Conn)
 	s.up = direction{src: client, srcRaw: clientRaw, isTLS: clientTLS, write: s.writeBackend, counter: p.metrics.bytesUp}
@@ -288,6 +331,7 @@ func (s *session) transfer(d *direction, block bool, wait time.Duration) (ok, mo
 }
 
 func (s *session) writeBackend(p []byte) error {
+	s.refreshWriteDeadline(s.backend, &s.backWDL)
 	_, err := s.backend.Write(p)
 	return err
 }
@@ -298,18 +342,18 @@ func (s *session) writeBackend(p []byte) error {
 func (s *session) writeClient(p []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	if s.ended {
+		return errKicked // the DISCONNECT was the last packet
+	}
 	boundary, err := s.sc.Feed(p)
 	if err != nil {
 		return err // the broker sent something that is not MQTT
 	}
-	if s.kicking.Load() {
-		if boundary > 0 {
-			_, _ = s.client.Write(p[:boundary])
-			s.writeDisconnectLocked()
-			return errKicked
-		}
-		_, err = s.client.Write(p)
-		return err
+	s.refreshWriteDeadline(s.client, &s.clientWDL)
+	if s.kicked() && boundary > 0 {
+		_, _ = s.client.Write(p[:boundary])
+		s.writeDisconnectLocked()
+		return errKicked
 	}
 	_, err = s.client.Write(p)
 	return err
@@ -326,27 +370,30 @@ func (s *session) writeConnack(pkt []byte) error {
 		return err
 	}
 	s.acked = true
-	if s.kicking.Load() {
+	if s.kicked() {
 		if s.req.Protocol == packets.V5 {
 			s.writeDisconnectLocked()
 		}
+		s.ended = true
 		return errKicked
 	}
 	return nil
 }
 
+// writeDisconnectLocked writes the kick's DISCONNECT (MQTT 5), the last
+// packet the client gets.
 func (s *session) writeDisconnectLocked() {
+	s.ended = true
 	_ = s.client.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = s.client.Write(packets.AppendDisconnect(nil, s.req.Protocol, packets.ReasonCode(s.kickCode.Load())))
+	_, _ = s.client.Write(packets.AppendDisconnect(nil, s.req.Protocol, packets.ReasonCode(s.kickState.Load()&0xff)))
 }
 
 // kick ends the session from the proxy's side. An MQTT 5 client first gets a
 // DISCONNECT with code, at a packet boundary (waiting up to kickGrace for
 // one); a 3.x client is closed. The broker connection is closed too.
 func (s *session) kick(code packets.ReasonCode, cause string) {
-	s.kickCode.Store(uint32(code))
-	if s.kicking.Swap(true) {
-		return
+	if !s.kickState.CompareAndSwap(0, kickedFlag|uint32(code)) {
+		return // kicked already: the first kick's code and cause stand
 	}
 	s.p.metrics.Disconnects.WithLabelValues(cause).Inc()
 	if s.req.Protocol != packets.V5 {
@@ -358,6 +405,10 @@ func (s *session) kick(code packets.ReasonCode, cause string) {
 		if !s.acked {
 			// The CONNACK is still to be written: writeConnack delivers
 			// the DISCONNECT right behind it.
+			s.wmu.Unlock()
+			return
+		}
+		if s.ended {
 			s.wmu.Unlock()
 			return
 		}

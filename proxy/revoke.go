@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
@@ -75,37 +76,81 @@ func (p *Proxy) RevalidateAll() {
 func (p *Proxy) Kick(username string) int {
 	ss := p.userSessions(username)
 	for _, s := range ss {
-		p.log.Info("kicked", "username", username, "client_id", s.req.ClientID, "remote", s.clientRaw.RemoteAddr().String())
+		p.log.Info("kicked", "username", logsafe.String(username), "client_id", logsafe.String(s.req.ClientID), "remote", s.clientRaw.RemoteAddr().String())
 		s.kick(packets.AdministrativeAction, "kicked")
 	}
 	return len(ss)
 }
 
-// revalidate decides one session again. A store outage keeps the
-// connection (logged): re-validation never mass-disconnects.
+// revalidate decides one session again, against the credential it was
+// accepted with (no hash is computed). A refusal, or a rule that can no
+// longer be read, ends the session; only a store that is unavailable or
+// busy keeps it (logged), and the decision is tried again with a backoff:
+// re-validation never mass-disconnects on an outage, and never lets one
+// pass for an allow.
 func (p *Proxy) revalidate(s *session, why string) {
-	if s.kicking.Load() {
+	if s.kicked() || s.closed.Load() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(p.ctx, revalidateTimeout)
 	defer cancel()
 	d, err := p.cfg.Auth.Authenticate(ctx, s.req)
-	if err != nil {
-		if !errors.Is(err, context.Canceled) {
-			p.metrics.Revalidations.WithLabelValues("error").Inc()
-			p.log.Warn("re-validation failed; keeping the connection", "username", s.req.Username, "client_id", s.req.ClientID, "why", why, "error", err)
+	switch {
+	case err == nil && d.Allowed():
+		p.metrics.Revalidations.WithLabelValues("allowed").Inc()
+		s.retried()
+		s.scheduleNotAfter(d.NotAfter)
+	case err == nil || errors.Is(err, authstore.ErrMalformedRule):
+		outcome, reason := string(d.Outcome), d.Reason
+		if err != nil {
+			outcome, reason = "malformed_rule", logsafe.Error(err)
 		}
-		return
-	}
-	if !d.Allowed() {
 		p.metrics.Revalidations.WithLabelValues("revoked").Inc()
-		p.log.Info("revoked", "username", s.req.Username, "client_id", s.req.ClientID, "remote", s.clientRaw.RemoteAddr().String(),
-			"outcome", string(d.Outcome), "why", why)
+		p.log.Info("revoked", "username", logsafe.String(s.req.Username), "client_id", logsafe.String(s.req.ClientID),
+			"remote", s.clientRaw.RemoteAddr().String(), "outcome", outcome, "reason", reason, "why", why)
 		s.kick(packets.AdministrativeAction, "revoked")
-		return
+	case p.ctx.Err() != nil:
+		// Shutting down.
+	default:
+		p.metrics.Revalidations.WithLabelValues("error").Inc()
+		delay := s.retryLater(func() { p.revalidate(s, "retry after an error") })
+		p.log.Warn("re-validation failed; keeping the connection and trying again", "username", logsafe.String(s.req.Username),
+			"client_id", logsafe.String(s.req.ClientID), "why", why, "error", logsafe.Error(err), "retry_in", delay)
 	}
-	p.metrics.Revalidations.WithLabelValues("allowed").Inc()
-	s.scheduleNotAfter(d.NotAfter)
+}
+
+// revalidateTimeout bounds one re-decision.
+const revalidateTimeout = 5 * time.Second
+
+// Backoff of re-decisions that failed for want of the store.
+const (
+	retryFirst = 500 * time.Millisecond
+	retryMax   = 30 * time.Second
+)
+
+// retryLater arranges one more re-decision after a failed one, unless one
+// is already arranged; the delay doubles from retryFirst to retryMax while
+// they keep failing. It returns the delay.
+func (s *session) retryLater(f func()) time.Duration {
+	s.timerMu.Lock()
+	defer s.timerMu.Unlock()
+	s.retryDelay = min(max(s.retryDelay*2, retryFirst), retryMax)
+	if s.retry == nil && !s.closed.Load() {
+		s.retry = time.AfterFunc(s.retryDelay, func() {
+			s.timerMu.Lock()
+			s.retry = nil
+			s.timerMu.Unlock()
+			f()
+		})
+	}
+	return s.retryDelay
+}
+
+// retried resets the backoff after a successful re-decision.
+func (s *session) retried() {
+	s.timerMu.Lock()
+	s.retryDelay = 0
+	s.timerMu.Unlock()
 }
 
 // sweep re-decides every live connection once per RevalidateInterval,
@@ -140,6 +185,12 @@ func (p *Proxy) sweep() {
 	}
 }
 
+// maxTimer is the longest a not_after timer is set for: a later not_after
+// re-arms the timer when it fires, without a decision, so that any time
+// RFC 3339 allows (up to 9999-12-31) neither overflows a Duration nor
+// costs a Redis round trip.
+const maxTimer = 24 * time.Hour
+
 // scheduleNotAfter arranges a re-decision at the user's not_after, so that
 // an expiry closes the connection at that moment.
 func (s *session) scheduleNotAfter(t time.Time) {
@@ -152,9 +203,23 @@ func (s *session) scheduleNotAfter(t time.Time) {
 	if t.IsZero() || s.closed.Load() {
 		return
 	}
-	s.notAfter = time.AfterFunc(time.Until(t)+10*time.Millisecond, func() { s.p.revalidate(s, "not_after") })
+	// time.Until saturates instead of overflowing; the cap keeps the
+	// margin added below from overflowing in turn.
+	d := max(time.Until(t), 0)
+	if d > maxTimer {
+		s.notAfter = time.AfterFunc(maxTimer, func() { s.scheduleNotAfter(t) })
+		return
+	}
+	s.notAfter = time.AfterFunc(d+10*time.Millisecond, func() { s.p.revalidate(s, "not_after") })
 }
 
-func (s *session) stopTimer() {
+// stopTimers stops the session's not_after and retry timers.
+func (s *session) stopTimers() {
 	s.scheduleNotAfter(time.Time{})
+	s.timerMu.Lock()
+	if s.retry != nil {
+		s.retry.Stop()
+		s.retry = nil
+	}
+	s.timerMu.Unlock()
 }

@@ -138,7 +138,7 @@ func TestRevocationMidFlood(t *testing.T) {
 	if err := sub.Subscribe("flood/t", 1); err != nil {
 		t.Fatal(err)
 	}
-	pub, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "flood-pub", "feeder", "pw"))
+	pub, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "feeder-flood-pub", "feeder", "pw"))
 	stop := make(chan struct{})
 	var sent atomic.Int64
 	done := make(chan struct{})
@@ -198,12 +198,12 @@ func TestRedisOutageKeepsLiveConnections(t *testing.T) {
 		return testutil.ToFloat64(h.proxy.metrics.Revalidations.WithLabelValues("error")) >= errorsBefore+4
 	})
 	stillUp(t, sub, pub, "stay/during")
-	if _, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "new", "stay", "pw")); ack.Code != 0x88 {
+	if _, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "stay-new", "stay", "pw")); ack.Code != 0x88 {
 		t.Fatalf("new CONNECT with Redis down: 0x%02X, want 0x88", ack.Code)
 	}
 	h.redis.Start()
 	testenv.WaitFor(t, 5*time.Second, "decisions to recover", func() bool {
-		c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "probe", "stay", "pw"))
+		c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "stay-probe", "stay", "pw"))
 		c.Conn.Close()
 		return ack.Code == 0
 	})
@@ -226,21 +226,21 @@ func TestKickAndNotAfter(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("k", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS12)
-	c1, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "k1", "k", "pw"))
-	c2, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "k2", "k", "pw"))
+	c1, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "k-k1", "k", "pw"))
+	c2, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "k-k2", "k", "pw"))
 	n, err := h.store.Kick(context.Background(), "k")
 	if err != nil || n < 1 {
 		t.Fatalf("kick reached %d proxies: %v", n, err)
 	}
 	expectClosed(t, c1, revocationBound)
 	expectClosed(t, c2, revocationBound)
-	if _, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "k3", "k", "pw")); ack.Code != 0 {
+	if _, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "k-k3", "k", "pw")); ack.Code != 0 {
 		t.Fatal("a kicked user may reconnect: the rules did not change")
 	}
 
 	na := time.Now().Add(1500 * time.Millisecond)
 	h.setUser("exp", authstore.Update{Password: ptr("pw"), NotAfter: &na})
-	c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "e1", "exp", "pw"))
+	c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "exp-e1", "exp", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("connect before not_after")
 	}

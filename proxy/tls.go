@@ -24,6 +24,9 @@ type TLSConfig struct {
 	// or tls.RequireAndVerifyClientCert ("require").
 	ClientAuth tls.ClientAuthType
 	MinVersion uint16 // tls.VersionTLS12 or tls.VersionTLS13
+	// CipherSuites are the TLS 1.2 suites offered; nil means
+	// DefaultCipherSuites (AEAD only). TLS 1.3 suites are not configurable.
+	CipherSuites []uint16
 	// TicketKeyRotation is how often a new session ticket key is made;
 	// TicketKeysKept keys are accepted for resumption (default 1h and 24).
 	TicketKeyRotation time.Duration
@@ -38,6 +41,27 @@ type TLSConfig struct {
 	// changes (default 5s; negative disables the watcher; SIGHUP still works
 	// through Reload).
 	ReloadInterval time.Duration
+}
+
+// DefaultCipherSuites are the TLS 1.2 suites the listener offers unless
+// told otherwise: ECDHE key exchange with AEAD ciphers only (AES-GCM and
+// ChaCha20-Poly1305), as Mozilla's intermediate profile (which adds DHE,
+// not in Go). Go's own defaults also offer CBC with SHA-1 MACs.
+func DefaultCipherSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
+}
+
+// LegacyCBCCipherSuites are the ECDHE CBC-SHA suites that old device TLS
+// stacks may need (AUTHPROXY_TLS12_CBC); offered after the AEAD ones.
+func LegacyCBCCipherSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+	}
 }
 
 // LoadKeyPair loads a certificate and key, with errors that name the files.
@@ -128,9 +152,13 @@ func newTLSServer(cfg TLSConfig, log *slog.Logger) (*tlsServer, error) {
 	if cfg.MinVersion == 0 {
 		cfg.MinVersion = tls.VersionTLS12
 	}
+	if cfg.CipherSuites == nil {
+		cfg.CipherSuites = DefaultCipherSuites()
+	}
 	s := &tlsServer{cfg: cfg, log: log}
 	s.template = &tls.Config{
 		MinVersion:     cfg.MinVersion,
+		CipherSuites:   cfg.CipherSuites,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
 		// Runs on every handshake, resumed ones included.
 		VerifyConnection: s.verifyConnection,

@@ -30,6 +30,7 @@ type Config struct {
 	TLSClientAuth    string `env:"TLS_CLIENT_AUTH"` // default: require if a CA is set, else none
 	TLSMinVersion    string `env:"TLS_MIN_VERSION" envDefault:"1.2"`
 	TLSTicketKeyFile string `env:"TLS_TICKET_KEY_FILE"`
+	TLS12CBC         bool   `env:"TLS12_CBC"` // also offer the ECDHE CBC-SHA suites in TLS 1.2
 	PlainListen      string `env:"PLAIN_LISTEN"`
 
 	BackendAddr          string `env:"BACKEND_ADDR"`
@@ -44,15 +45,20 @@ type Config struct {
 	RedisURL       string        `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
 	RedisKeyPrefix string        `env:"REDIS_KEY_PREFIX" envDefault:"mqtt:"`
 	RedisTimeout   time.Duration `env:"REDIS_TIMEOUT" envDefault:"500ms"`
+	// ClientIDsDefault are the client id globs of a user without a
+	// clientids field: bound to the user name unless widened on purpose.
+	ClientIDsDefault string `env:"CLIENTIDS_DEFAULT" envDefault:"%u %u-*"`
 
 	ConnectTimeout     time.Duration `env:"CONNECT_TIMEOUT" envDefault:"10s"`
+	HandshakeTimeout   time.Duration `env:"TLS_HANDSHAKE_TIMEOUT" envDefault:"5s"`
 	BackendDialTimeout time.Duration `env:"BACKEND_DIAL_TIMEOUT" envDefault:"5s"`
 	MaxConnectBytes    int           `env:"MAX_CONNECT_BYTES" envDefault:"65536"`
 	MaxConnections     int           `env:"MAX_CONNECTIONS" envDefault:"0"`
+	MaxPending         int           `env:"MAX_PENDING"` // default: MAX_CONNECTIONS/4 (at least 16), or 1024 without a cap
 	ShutdownGrace      time.Duration `env:"SHUTDOWN_GRACE" envDefault:"10s"`
 	RevalidateInterval time.Duration `env:"REVALIDATE_INTERVAL" envDefault:"60s"`
 
-	MetricsListen string `env:"METRICS_LISTEN" envDefault:":9090"`
+	MetricsListen string `env:"METRICS_LISTEN" envDefault:"127.0.0.1:9090"` // loopback: deployments that scrape it set :9090
 	Pprof         bool   `env:"PPROF"`
 	LogLevel      string `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat     string `env:"LOG_FORMAT" envDefault:"text"`
@@ -93,6 +99,16 @@ func loadConfig() (Config, error) {
 	return c, err
 }
 
+// defaultConfig is the configuration of an empty environment: the
+// defaults of the env tags, the one place they are written.
+func defaultConfig() Config {
+	var c Config
+	if err := env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: map[string]string{}}); err != nil {
+		panic("config defaults do not parse: " + err.Error())
+	}
+	return c
+}
+
 // envName maps a Config field name to its variable name (without prefix).
 func envName(field string) string {
 	if f, ok := reflect.TypeOf(Config{}).FieldByName(field); ok {
@@ -124,8 +140,13 @@ func serveConfigFromEnv() (Config, serveSettings, error) {
 // validateCommon checks what every command that talks to Redis needs.
 func (c *Config) validateCommon() error {
 	var errs []error
-	if _, err := authstore.NewClient(c.RedisURL); err != nil {
-		errs = append(errs, cfgErr("REDIS_URL", "%v", err))
+	if rdb, err := authstore.NewClient(c.RedisURL); err != nil {
+		errs = append(errs, cfgErr("REDIS_URL", "%v", err)) // NewClient's errors hide the password
+	} else {
+		_ = rdb.Close()
+	}
+	if len(strings.Fields(c.ClientIDsDefault)) == 0 {
+		errs = append(errs, cfgErr("CLIENTIDS_DEFAULT", "is empty: no user without a clientids field could connect (use * to allow any client id)"))
 	}
 	if c.RedisKeyPrefix == "" {
 		errs = append(errs, cfgErr("REDIS_KEY_PREFIX", "must not be empty"))
@@ -177,7 +198,11 @@ func (c *Config) validateServe() (serveSettings, error) {
 		}
 	}
 	if c.Listen != "" {
-		t := &proxy.TLSConfig{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, ClientCAFile: c.TLSClientCAFile, TicketKeyFile: c.TLSTicketKeyFile}
+		t := &proxy.TLSConfig{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, ClientCAFile: c.TLSClientCAFile, TicketKeyFile: c.TLSTicketKeyFile,
+			CipherSuites: proxy.DefaultCipherSuites()}
+		if c.TLS12CBC {
+			t.CipherSuites = append(t.CipherSuites, proxy.LegacyCBCCipherSuites()...)
+		}
 		if c.TLSTicketKeyFile != "" {
 			if _, err := proxy.LoadTicketKeys(c.TLSTicketKeyFile); err != nil {
 				add(cfgErr("TLS_TICKET_KEY_FILE", "%v", err))
@@ -270,7 +295,7 @@ func (c *Config) validateServe() (serveSettings, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"CONNECT_TIMEOUT", c.ConnectTimeout}, {"BACKEND_DIAL_TIMEOUT", c.BackendDialTimeout}, {"SHUTDOWN_GRACE", c.ShutdownGrace}} {
+	}{{"CONNECT_TIMEOUT", c.ConnectTimeout}, {"TLS_HANDSHAKE_TIMEOUT", c.HandshakeTimeout}, {"BACKEND_DIAL_TIMEOUT", c.BackendDialTimeout}, {"SHUTDOWN_GRACE", c.ShutdownGrace}} {
 		if d.v <= 0 {
 			add(cfgErr(d.name, "must be positive, is %v", d.v))
 		}
@@ -283,6 +308,12 @@ func (c *Config) validateServe() (serveSettings, error) {
 	}
 	if c.MaxConnections < 0 {
 		add(cfgErr("MAX_CONNECTIONS", "%d is negative (0 means no cap)", c.MaxConnections))
+	}
+	if c.MaxPending < 0 || c.MaxConnections > 0 && c.MaxPending > c.MaxConnections {
+		add(cfgErr("MAX_PENDING", "%d is out of range 0..%sMAX_CONNECTIONS (0 takes the default)", c.MaxPending, envPrefix))
+	}
+	if c.HandshakeTimeout > c.ConnectTimeout {
+		add(cfgErr("TLS_HANDSHAKE_TIMEOUT", "%v is longer than %sCONNECT_TIMEOUT=%v, which bounds the handshake too", c.HandshakeTimeout, envPrefix, c.ConnectTimeout))
 	}
 	return s, errors.Join(errs...)
 }

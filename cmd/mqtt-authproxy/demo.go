@@ -106,12 +106,10 @@ func cmdDemo(args []string, io stdio) error {
 	}
 
 	// The proxy, configured as serve would be from the environment.
-	cfg := Config{
-		Listen: *listen, TLSCertFile: files.ServerCert, TLSKeyFile: files.ServerKey, TLSMinVersion: "1.2",
-		BackendAddr: bl.Addr().String(), RedisURL: "redis://" + mr.Addr() + "/0", RedisKeyPrefix: "mqtt:",
-		RedisTimeout: 500 * time.Millisecond, ConnectTimeout: 10 * time.Second, BackendDialTimeout: 5 * time.Second,
-		MaxConnectBytes: 65536, ShutdownGrace: 2 * time.Second, MetricsListen: *metrics, LogLevel: "info", LogFormat: *logFormat,
-	}
+	cfg := defaultConfig()
+	cfg.Listen, cfg.TLSCertFile, cfg.TLSKeyFile = *listen, files.ServerCert, files.ServerKey
+	cfg.BackendAddr, cfg.RedisURL = bl.Addr().String(), "redis://"+mr.Addr()+"/0"
+	cfg.ShutdownGrace, cfg.MetricsListen, cfg.LogFormat = 2*time.Second, *metrics, *logFormat
 	settings, err := cfg.validateServe()
 	if err != nil {
 		return err
@@ -163,10 +161,10 @@ mqtt-authproxy demo is running.
   metrics:        http://%s/metrics
 
 Subscribe through the proxy (terminal 1):
-  mosquitto_sub -h localhost -p %s --cafile %s -u %s -P %s -t 'demo/#' -v
+  mosquitto_sub -h localhost -p %s --cafile %s -u %s -P %s -i %s-sub -t 'demo/#' -v
 
 Publish through the proxy (terminal 2):
-  mosquitto_pub -h localhost -p %s --cafile %s -u %s -P %s -t demo/hello -m 'hello through the proxy'
+  mosquitto_pub -h localhost -p %s --cafile %s -u %s -P %s -i %s-pub -t demo/hello -m 'hello through the proxy'
 
 Revoke the user, with the CLI or with plain redis-cli:
   AUTHPROXY_REDIS_URL=redis://%s/0 %s user disable %s
@@ -177,8 +175,8 @@ Enable it again with "user enable %s" or "HSET mqtt:user:%s enabled true".
 
 Ctrl-C stops the demo.
 `, d.ca, d.port, d.redisAddr, d.user, d.password, d.metrics,
-		d.port, d.ca, d.user, d.password,
-		d.port, d.ca, d.user, d.password,
+		d.port, d.ca, d.user, d.password, d.user,
+		d.port, d.ca, d.user, d.password, d.user,
 		d.redisAddr, self, d.user,
 		d.redisPort, d.user,
 		d.user, d.user)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -258,5 +259,278 @@ func TestGenCertsScript(t *testing.T) {
 	}
 	if !regexp.MustCompile(`sha256:[0-9a-f]{64}`).Match(out) {
 		t.Fatalf("no client fingerprint printed: %s", out)
+	}
+}
+
+// k8sObject is the part of a Kubernetes object the manifest tests read.
+type k8sObject struct {
+	Kind     string `yaml:"kind"`
+	Metadata struct {
+		Name string `yaml:"name"`
+	} `yaml:"metadata"`
+	Data map[string]string `yaml:"data"`
+	Spec struct {
+		// NetworkPolicy
+		PodSelector labelSelector `yaml:"podSelector"`
+		PolicyTypes []string      `yaml:"policyTypes"`
+		Ingress     []struct {
+			From []struct {
+				PodSelector       *labelSelector `yaml:"podSelector"`
+				NamespaceSelector *labelSelector `yaml:"namespaceSelector"`
+				IPBlock           any            `yaml:"ipBlock"`
+			} `yaml:"from"`
+			Ports []struct {
+				Port any `yaml:"port"`
+			} `yaml:"ports"`
+		} `yaml:"ingress"`
+		// Deployment
+		Template struct {
+			Metadata struct {
+				Labels map[string]string `yaml:"labels"`
+			} `yaml:"metadata"`
+			Spec struct {
+				Containers []k8sContainer `yaml:"containers"`
+			} `yaml:"spec"`
+		} `yaml:"template"`
+	} `yaml:"spec"`
+}
+
+type labelSelector struct {
+	MatchLabels map[string]string `yaml:"matchLabels"`
+}
+
+type k8sContainer struct {
+	Name  string   `yaml:"name"`
+	Args  []string `yaml:"args"`
+	Ports []struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+	} `yaml:"ports"`
+	Env []struct {
+		Name      string `yaml:"name"`
+		Value     string `yaml:"value"`
+		ValueFrom *struct {
+			SecretKeyRef *struct {
+				Name string `yaml:"name"`
+				Key  string `yaml:"key"`
+			} `yaml:"secretKeyRef"`
+		} `yaml:"valueFrom"`
+	} `yaml:"env"`
+}
+
+// k8sObjects reads every object of deploy/kubernetes/*.yaml.
+func k8sObjects(t *testing.T) []k8sObject {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(repoRoot, "deploy/kubernetes/*.yaml"))
+	var objs []k8sObject
+	for _, f := range files {
+		dec := yaml.NewDecoder(bytes.NewReader(mustRead(t, f)))
+		for {
+			var o k8sObject
+			if err := dec.Decode(&o); err != nil {
+				if err.Error() != "EOF" {
+					t.Fatalf("%s: %v", f, err)
+				}
+				break
+			}
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+// policyFor is the NetworkPolicy whose podSelector selects the app.
+func policyFor(t *testing.T, objs []k8sObject, app string) *k8sObject {
+	t.Helper()
+	for i, o := range objs {
+		if o.Kind == "NetworkPolicy" && o.Spec.PodSelector.MatchLabels["app"] == app {
+			return &objs[i]
+		}
+	}
+	t.Fatalf("no NetworkPolicy selects the %s pods", app)
+	return nil
+}
+
+func deployment(t *testing.T, objs []k8sObject, name string) *k8sObject {
+	t.Helper()
+	for i, o := range objs {
+		if o.Kind == "Deployment" && o.Metadata.Name == name {
+			return &objs[i]
+		}
+	}
+	t.Fatalf("no Deployment %s", name)
+	return nil
+}
+
+func container(t *testing.T, d *k8sObject, name string) *k8sContainer {
+	t.Helper()
+	for i, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == name {
+			return &d.Spec.Template.Spec.Containers[i]
+		}
+	}
+	t.Fatalf("Deployment %s has no container %s", d.Metadata.Name, name)
+	return nil
+}
+
+// TestKubernetesNetworkPolicies: the proxy's MQTT port is open to all, its
+// metrics port only to the monitoring namespace; the sample Redis admits
+// only the proxy's pods.
+func TestKubernetesNetworkPolicies(t *testing.T) {
+	objs := k8sObjects(t)
+	np := policyFor(t, objs, "mqtt-broker")
+	if !slices.Contains(np.Spec.PolicyTypes, "Ingress") {
+		t.Errorf("the mqtt-broker NetworkPolicy does not restrict ingress: %v", np.Spec.PolicyTypes)
+	}
+	mqttOpen, metricsRule := false, false
+	for i, r := range np.Spec.Ingress {
+		if len(r.Ports) == 0 {
+			t.Errorf("ingress rule %d admits every port", i)
+		}
+		for _, p := range r.Ports {
+			switch fmt.Sprint(p.Port) {
+			case "8883", "mqtts":
+				mqttOpen = mqttOpen || len(r.From) == 0
+			case "9090", "metrics":
+				metricsRule = true
+				if len(r.From) == 0 {
+					t.Errorf("ingress rule %d opens the metrics port to everyone", i)
+				}
+				for _, peer := range r.From {
+					if peer.IPBlock != nil || peer.NamespaceSelector == nil ||
+						peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" {
+						t.Errorf("ingress rule %d admits the metrics port from %+v, want the monitoring namespace only", i, peer)
+					}
+				}
+			default:
+				t.Errorf("ingress rule %d opens port %v", i, p.Port)
+			}
+		}
+	}
+	if !mqttOpen || !metricsRule {
+		t.Errorf("want 8883 open to all (%v) and a rule for the metrics port (%v)", mqttOpen, metricsRule)
+	}
+
+	rp := policyFor(t, objs, "redis")
+	if !slices.Contains(rp.Spec.PolicyTypes, "Ingress") || len(rp.Spec.Ingress) == 0 {
+		t.Errorf("the redis NetworkPolicy does not restrict ingress: %+v", rp.Spec)
+	}
+	for i, r := range rp.Spec.Ingress {
+		if len(r.From) == 0 {
+			t.Errorf("redis ingress rule %d admits everyone", i)
+		}
+		for _, peer := range r.From {
+			if peer.IPBlock != nil || peer.NamespaceSelector != nil || peer.PodSelector == nil ||
+				!reflect.DeepEqual(peer.PodSelector.MatchLabels, map[string]string{"app": "mqtt-broker"}) {
+				t.Errorf("redis ingress rule %d admits %+v, want the proxy's pods only", i, peer)
+			}
+		}
+		if len(r.Ports) != 1 || fmt.Sprint(r.Ports[0].Port) != "6379" {
+			t.Errorf("redis ingress rule %d ports %+v, want 6379", i, r.Ports)
+		}
+	}
+}
+
+// TestKubernetesRedisRequiresPassword: the sample Redis requires a password
+// from a Secret, and the proxy's AUTHPROXY_REDIS_URL carries the same one.
+func TestKubernetesRedisRequiresPassword(t *testing.T) {
+	objs := k8sObjects(t)
+	secretRef := func(c *k8sContainer, name string) (string, string) {
+		for _, e := range c.Env {
+			if e.Name == name && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				return e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key
+			}
+		}
+		return "", ""
+	}
+	ref := regexp.MustCompile(`^\$\(([A-Z0-9_]+)\)$`)
+	redisC := container(t, deployment(t, objs, "redis"), "redis")
+	i := slices.Index(redisC.Args, "--requirepass")
+	if i < 0 || i+1 >= len(redisC.Args) || !ref.MatchString(redisC.Args[i+1]) {
+		t.Fatalf("redis args %q: want --requirepass $(VAR)", redisC.Args)
+	}
+	redisSecret, redisKey := secretRef(redisC, ref.FindStringSubmatch(redisC.Args[i+1])[1])
+	if redisSecret == "" {
+		t.Fatalf("redis's password variable does not come from a Secret: %+v", redisC.Env)
+	}
+
+	proxyC := container(t, deployment(t, objs, "mqtt-broker"), "authproxy")
+	var url string
+	defined := map[string]bool{}
+	for _, e := range proxyC.Env {
+		if e.Name == "AUTHPROXY_REDIS_URL" {
+			url = e.Value
+			m := regexp.MustCompile(`^redis://:\$\(([A-Z0-9_]+)\)@redis:6379/\d+$`).FindStringSubmatch(url)
+			if m == nil {
+				t.Fatalf("proxy AUTHPROXY_REDIS_URL %q: want redis://:$(VAR)@redis:6379/0", url)
+			}
+			if !defined[m[1]] {
+				t.Fatalf("AUTHPROXY_REDIS_URL uses $(%s) before it is defined (Kubernetes expands only earlier variables)", m[1])
+			}
+			if s, k := secretRef(proxyC, m[1]); s != redisSecret || k != redisKey {
+				t.Fatalf("proxy takes the Redis password from %s/%s, Redis from %s/%s", s, k, redisSecret, redisKey)
+			}
+		}
+		defined[e.Name] = true
+	}
+	if url == "" {
+		t.Fatal("the authproxy container does not set AUTHPROXY_REDIS_URL")
+	}
+	for _, o := range objs {
+		if o.Kind == "ConfigMap" && o.Data["AUTHPROXY_REDIS_URL"] != "" {
+			t.Errorf("ConfigMap %s sets AUTHPROXY_REDIS_URL too, without the password", o.Metadata.Name)
+		}
+	}
+}
+
+// TestMetricsListenSetWhereScraped: the default METRICS_LISTEN is loopback
+// only, so every deployment whose metrics port is reached from outside the
+// container (Prometheus, the kubelet, a published port) sets :9090.
+func TestMetricsListenSetWhereScraped(t *testing.T) {
+	if !regexp.MustCompile(`(?m)^ENV (?:.*\\\n)*\s*AUTHPROXY_METRICS_LISTEN=:9090\b`).Match(mustRead(t, filepath.Join(repoRoot, "Dockerfile"))) {
+		t.Error("the Dockerfile does not set AUTHPROXY_METRICS_LISTEN=:9090")
+	}
+	var compose struct {
+		Services map[string]struct {
+			Environment map[string]string `yaml:"environment"`
+		} `yaml:"services"`
+	}
+	readYAML(t, "deploy/docker-compose.yml", &compose)
+	if v := compose.Services["authproxy"].Environment["AUTHPROXY_METRICS_LISTEN"]; v != ":9090" {
+		t.Errorf("compose authproxy AUTHPROXY_METRICS_LISTEN is %q, want :9090", v)
+	}
+	objs := k8sObjects(t)
+	for _, o := range objs {
+		if o.Kind == "ConfigMap" && o.Metadata.Name == "mqtt-authproxy" && o.Data["AUTHPROXY_METRICS_LISTEN"] != ":9090" {
+			t.Errorf("ConfigMap mqtt-authproxy AUTHPROXY_METRICS_LISTEN is %q, want :9090", o.Data["AUTHPROXY_METRICS_LISTEN"])
+		}
+	}
+}
+
+// TestKeyspaceNotificationsDocumented: wherever the READMEs and deploy/
+// name notify-keyspace-events, the flags include K, g, h and x (expired
+// events), A standing for g$lshzxetd.
+func TestKeyspaceNotificationsDocumented(t *testing.T) {
+	files := []string{"README.md", "deploy/README.md", "deploy/docker-compose.yml"}
+	k8s, _ := filepath.Glob(filepath.Join(repoRoot, "deploy/kubernetes/*.yaml"))
+	for _, f := range k8s {
+		rel, _ := filepath.Rel(repoRoot, f)
+		files = append(files, rel)
+	}
+	re := regexp.MustCompile(`notify-keyspace-events["'\x60,\s]+([KEA$glshzxetdmn]+)(?:[^A-Za-z]|$)`)
+	seen := 0
+	for _, f := range files {
+		for _, m := range re.FindAllStringSubmatch(string(mustRead(t, filepath.Join(repoRoot, f))), -1) {
+			seen++
+			flags := strings.ReplaceAll(m[1], "A", "g$lshzxetd")
+			for _, need := range "Kghx" {
+				if !strings.ContainsRune(flags, need) {
+					t.Errorf("%s: notify-keyspace-events %s lacks %c", f, m[1], need)
+				}
+			}
+		}
+	}
+	if seen < 4 {
+		t.Fatalf("found notify-keyspace-events only %d times", seen)
 	}
 }

@@ -142,6 +142,7 @@ func TestBadConfigExits2NamingTheVariable(t *testing.T) {
 		{"unreadable CA", with("AUTHPROXY_TLS_CLIENT_CA_FILE", "/nonexistent/ca.pem"), "AUTHPROXY_TLS_CLIENT_CA_FILE:"},
 		{"bad number", with("AUTHPROXY_MAX_CONNECTIONS", "many"), "AUTHPROXY_MAX_CONNECTIONS:"},
 		{"bad bool", with("AUTHPROXY_BACKEND_TLS", "perhaps"), "AUTHPROXY_BACKEND_TLS:"},
+		{"bad TLS12_CBC", with("AUTHPROXY_TLS12_CBC", "sometimes"), "AUTHPROXY_TLS12_CBC:"},
 		{"bad redis URL", with("AUTHPROXY_REDIS_URL", "http://x"), "AUTHPROXY_REDIS_URL:"},
 		{"bad log level", with("AUTHPROXY_LOG_LEVEL", "loud"), "AUTHPROXY_LOG_LEVEL:"},
 		{"bad log format", with("AUTHPROXY_LOG_FORMAT", "xml"), "AUTHPROXY_LOG_FORMAT:"},
@@ -149,6 +150,10 @@ func TestBadConfigExits2NamingTheVariable(t *testing.T) {
 		{"nothing to serve", with("AUTHPROXY_LISTEN", "off"), "AUTHPROXY_LISTEN: is off"},
 		{"bad ticket key file", with("AUTHPROXY_TLS_TICKET_KEY_FILE", f.CA), "AUTHPROXY_TLS_TICKET_KEY_FILE: ticket keys:"},
 		{"CONNECT cap too small", with("AUTHPROXY_MAX_CONNECT_BYTES", "3"), "AUTHPROXY_MAX_CONNECT_BYTES:"},
+		{"handshake longer than CONNECT", with("AUTHPROXY_TLS_HANDSHAKE_TIMEOUT", "20s"), "AUTHPROXY_TLS_HANDSHAKE_TIMEOUT: 20s is longer than AUTHPROXY_CONNECT_TIMEOUT"},
+		{"negative pending", with("AUTHPROXY_MAX_PENDING", "-1"), "AUTHPROXY_MAX_PENDING:"},
+		{"pending over the cap", with("AUTHPROXY_MAX_CONNECTIONS", "10", "AUTHPROXY_MAX_PENDING", "11"), "AUTHPROXY_MAX_PENDING: 11 is out of range"},
+		{"no default client ids", with("AUTHPROXY_CLIENTIDS_DEFAULT", "  "), "AUTHPROXY_CLIENTIDS_DEFAULT: is empty"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -335,12 +340,12 @@ func TestOperatorCLIChangesDecisions(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &gen); err != nil || len(gen["password"]) < 20 {
 		t.Fatalf("--generate: %+v", r)
 	}
-	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "b", "bob", gen["password"])); ack.Code != 0 {
+	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "bob", "bob", gen["password"])); ack.Code != 0 {
 		t.Fatalf("generated password: 0x%02X", ack.Code)
 	}
 	// Rotate: the old password stops working on the next CONNECT.
 	runBin(t, env, "n3w\n", "user", "set", "bob", "--password")
-	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "b", "bob", gen["password"])); ack.Code != 0x04 {
+	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "bob", "bob", gen["password"])); ack.Code != 0x04 {
 		t.Fatalf("old password after rotation: 0x%02X", ack.Code)
 	}
 	r = runBin(t, env, "", "user", "list", "--json")
@@ -350,7 +355,7 @@ func TestOperatorCLIChangesDecisions(t *testing.T) {
 	if r = runBin(t, env, "", "user", "delete", "bob"); r.code != 0 {
 		t.Fatalf("delete: %+v", r)
 	}
-	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "b", "bob", "n3w")); ack.Code != 0x04 {
+	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "bob", "bob", "n3w")); ack.Code != 0x04 {
 		t.Fatalf("deleted user: 0x%02X", ack.Code)
 	}
 	if r = runBin(t, env, "", "user", "delete", "bob"); r.code != 1 || !strings.Contains(r.stderr, "no such user") {

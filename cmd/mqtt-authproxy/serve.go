@@ -11,6 +11,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 	"github.com/mqtt-authproxy/mqtt-authproxy/proxy"
@@ -78,6 +81,7 @@ type server struct {
 	http    *http.Server
 	httpLn  net.Listener
 	backend proxy.Backend
+	ready   *readiness
 	log     *slog.Logger
 
 	stopFollow func()
@@ -98,14 +102,16 @@ func startServer(cfg Config, s serveSettings, log *slog.Logger) (*server, error)
 	if err != nil {
 		return nil, cfgErr("REDIS_URL", "%v", err)
 	}
-	store := authstore.New(rdb, authstore.Options{Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, Logger: log})
+	store := authstore.New(rdb, authstore.Options{Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, Logger: log,
+		ClientIDsDefault: strings.Fields(cfg.ClientIDsDefault)})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := proxy.NewMetrics(reg)
 	p, err := proxy.New(proxy.Config{
 		Listen: cfg.Listen, TLS: s.tls, PlainListen: cfg.PlainListen,
 		Backend: s.backend, Auth: store,
-		ConnectTimeout: cfg.ConnectTimeout, MaxConnectBytes: cfg.MaxConnectBytes, MaxConnections: cfg.MaxConnections,
+		ConnectTimeout: cfg.ConnectTimeout, HandshakeTimeout: cfg.HandshakeTimeout, MaxConnectBytes: cfg.MaxConnectBytes,
+		MaxConnections: cfg.MaxConnections, MaxPending: cfg.MaxPending,
 		ShutdownGrace: cfg.ShutdownGrace, Logger: log, Metrics: metrics,
 		RevalidateInterval: revalidateInterval(cfg.RevalidateInterval),
 	})
@@ -114,11 +120,14 @@ func startServer(cfg Config, s serveSettings, log *slog.Logger) (*server, error)
 		return nil, err
 	}
 	srv := &server{proxy: p, store: store, rdb: rdb, backend: s.backend, log: log}
+	srv.ready = &readiness{interval: readyInterval, log: log, redisURL: authstore.RedactURL(cfg.RedisURL), backendAddr: s.backend.Addr,
+		pingRedis: store.Ping, probeBackend: s.backend.Probe}
 	// Rule changes close live connections that are no longer allowed.
 	followCtx, cancelFollow := context.WithCancel(context.Background())
-	followDone := make(chan struct{})
+	followDone, checkDone := make(chan struct{}), make(chan struct{})
 	go func() { _ = p.Follow(followCtx, store); close(followDone) }()
-	srv.stopFollow = func() { cancelFollow(); <-followDone }
+	go func() { srv.checkNotifications(followCtx, cfg.RevalidateInterval); close(checkDone) }()
+	srv.stopFollow = func() { cancelFollow(); <-followDone; <-checkDone }
 	if cfg.MetricsListen != "" {
 		srv.httpLn, err = net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -147,24 +156,141 @@ func startServer(cfg Config, s serveSettings, log *slog.Logger) (*server, error)
 }
 
 // readyz answers 200 when Redis answers and the broker accepts a
-// connection (a real CONNECT when backend credentials are set), else 503
-// with the reasons.
+// connection (a real CONNECT when backend credentials are set), else 503;
+// the body says which part is "ok" or "unavailable", nothing more (the
+// details are logged). Redis and the broker are asked at most once per
+// readyInterval, whatever the requests: an unauthenticated GET must not
+// turn into a broker login.
 func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-	defer cancel()
-	status := map[string]string{"redis": "ok", "backend": "ok"}
-	ready := true
-	if err := s.store.Ping(ctx); err != nil {
-		status["redis"], ready = err.Error(), false
-	}
-	if err := s.backend.Probe(ctx); err != nil {
-		status["backend"], ready = err.Error(), false
-	}
+	status := s.ready.get(r.Context())
 	w.Header().Set("Content-Type", "application/json")
-	if !ready {
+	if status["redis"] != "ok" || status["backend"] != "ok" {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_ = json.NewEncoder(w).Encode(status)
+}
+
+// checkNotifications reads Redis's notify-keyspace-events at start and
+// says in the log what a missing class costs: changes made with plain
+// redis-cli (or a hash reaching its EXPIRE time) then reach live
+// connections only at the periodic re-validation.
+func (s *server) checkNotifications(ctx context.Context, revalidate time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	missing, err := s.store.CheckNotifications(ctx)
+	if ctx.Err() != nil && err != nil {
+		return // stopping, or Redis never answered: the other logs say so
+	}
+	want := authstore.NotifyFlags
+	switch {
+	case err != nil:
+		s.log.Info("Redis keyspace notifications could not be checked (CONFIG GET not allowed?); set notify-keyspace-events "+want+
+			" on every Redis node so that redis-cli changes and expiries reach live connections at once", "error", err)
+	case missing != "":
+		var lost []string
+		for _, f := range missing {
+			lost = append(lost, notifyClassCost[f])
+		}
+		every := "off: never"
+		if revalidate > 0 {
+			every = revalidate.String()
+		}
+		s.log.Warn("Redis keyspace notifications incomplete: these changes reach live connections only at the periodic re-validation; set notify-keyspace-events "+want,
+			"missing", missing, "unseen", strings.Join(lost, "; "), "revalidate_interval", every)
+	default:
+		s.log.Info("Redis keyspace notifications on", "need", want)
+	}
+}
+
+// notifyClassCost says what goes unseen without a notify-keyspace-events class.
+var notifyClassCost = map[rune]string{
+	'K': "K: no keyspace notification at all (redis-cli HSET, DEL, EXPIRE)",
+	'g': "g: DEL, RENAME, EXPIRE of a user",
+	'h': "h: HSET, HDEL of a user's fields",
+	'x': "x: a user hash reaching its EXPIRE time",
+}
+
+// readyInterval: /readyz asks Redis and the broker at most once per this
+// interval; the requests in between get the last answer.
+const readyInterval = 5 * time.Second
+
+// readiness is /readyz's probe of Redis and the broker, shared by every
+// request and made at most once per interval. Its result names no address
+// and no error; a failed probe is logged at warn instead (so at most once
+// per interval too).
+type readiness struct {
+	interval     time.Duration
+	log          *slog.Logger
+	redisURL     string // redacted, for the log
+	backendAddr  string
+	pingRedis    func(context.Context) error
+	probeBackend func(context.Context) error
+
+	flight singleflight.Group
+	mu     sync.Mutex
+	at     time.Time // when status was found; zero: never
+	status map[string]string
+}
+
+// readyProbeTimeout bounds one probe (the Kubernetes sample's readiness
+// probe waits 6 s).
+const readyProbeTimeout = 5 * time.Second
+
+// get returns the current status, probing when the last one is older than
+// the interval; concurrent callers share one probe. The map is shared:
+// callers must not change it.
+func (r *readiness) get(ctx context.Context) map[string]string {
+	if st, ok := r.cached(); ok {
+		return st
+	}
+	ch := r.flight.DoChan("probe", func() (any, error) {
+		if st, ok := r.cached(); ok { // a probe just ended
+			return st, nil
+		}
+		st := r.probe()
+		r.mu.Lock()
+		r.at, r.status = time.Now(), st
+		r.mu.Unlock()
+		return st, nil
+	})
+	select {
+	case res := <-ch:
+		return res.Val.(map[string]string)
+	case <-ctx.Done():
+		return map[string]string{"redis": "unavailable", "backend": "unavailable"}
+	}
+}
+
+func (r *readiness) cached() (map[string]string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status, !r.at.IsZero() && time.Since(r.at) < r.interval
+}
+
+// probe pings Redis and probes the broker, both at once, on a context of
+// its own: a request that goes away does not cancel the shared probe.
+func (r *readiness) probe() map[string]string {
+	ctx, cancel := context.WithTimeout(context.Background(), readyProbeTimeout)
+	defer cancel()
+	var redisErr, backendErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { redisErr = r.pingRedis(ctx) })
+	wg.Go(func() { backendErr = r.probeBackend(ctx) })
+	wg.Wait()
+	st := map[string]string{"redis": "ok", "backend": "ok"}
+	var attrs []any
+	if redisErr != nil {
+		st["redis"] = "unavailable"
+		attrs = append(attrs, "redis", r.redisURL, "redis_error", redisErr)
+	}
+	if backendErr != nil {
+		st["backend"] = "unavailable"
+		attrs = append(attrs, "backend", r.backendAddr, "backend_error", backendErr)
+	}
+	if attrs != nil {
+		r.log.Warn("not ready: /readyz answers 503", attrs...)
+	}
+	return st
 }
 
 // stop shuts the proxy down gracefully, then the metrics endpoint.

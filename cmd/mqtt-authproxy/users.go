@@ -47,10 +47,10 @@ func cmdCheck(args []string, io stdio) error {
 	ctx := context.Background()
 	failed := false
 	if err := store.Ping(ctx); err != nil {
-		fmt.Fprintf(io.out, "FAIL  redis %s: %v\n", redactURL(cfg.RedisURL), err)
+		fmt.Fprintf(io.out, "FAIL  redis %s: %v\n", authstore.RedactURL(cfg.RedisURL), err)
 		failed = true
 	} else {
-		fmt.Fprintf(io.out, "ok    redis %s\n", redactURL(cfg.RedisURL))
+		fmt.Fprintf(io.out, "ok    redis %s\n", authstore.RedactURL(cfg.RedisURL))
 	}
 	if err := settings.backend.Probe(ctx); err != nil {
 		fmt.Fprintf(io.out, "FAIL  backend %s: %v\n", cfg.BackendAddr, err)
@@ -62,16 +62,6 @@ func cmdCheck(args []string, io stdio) error {
 		return errCheckFailed
 	}
 	return nil
-}
-
-// redactURL hides a password in a Redis URL.
-func redactURL(u string) string {
-	if at := strings.LastIndex(u, "@"); at > 0 {
-		if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
-			return u[:scheme+3] + "***" + u[at:]
-		}
-	}
-	return u
 }
 
 // storeFromEnv opens the Redis store of the AUTHPROXY_* configuration for
@@ -99,7 +89,7 @@ func openStore(cfg Config) (*authstore.Store, func(), error) {
 	if err != nil {
 		return nil, nil, cfgErr("REDIS_URL", "%v", err)
 	}
-	store := authstore.New(rdb, authstore.Options{Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout})
+	store := authstore.New(rdb, authstore.Options{Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, ClientIDsDefault: strings.Fields(cfg.ClientIDsDefault)})
 	return store, func() { rdb.Close() }, nil
 }
 

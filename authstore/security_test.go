@@ -1,0 +1,147 @@
+package authstore
+
+import (
+	"encoding/hex"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
+)
+
+// TestReDecisionNeedsNoHash (security review, findings 2 and 3): a live
+// session is decided again against the credential it was accepted with,
+// with no password and no hash, so that a full hash queue cannot delay a
+// revocation: a deleted user, a changed password hash and a rule that can
+// no longer be read all refuse at once, while every hash slot is taken.
+func TestReDecisionNeedsNoHash(t *testing.T) {
+	s, admin, _ := realStore(t, Options{MaxHashes: 1})
+	ctx := testenv.Context(t)
+	key := "mqtt:user:alice"
+	if err := s.SetUser(ctx, "alice", Update{Password: ptr("pw")}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Authenticate(ctx, req("alice", "pw"))
+	if err != nil || !d.Allowed() {
+		t.Fatal(d, err)
+	}
+	live := req("alice", "")
+	live.HasPassword = false
+	live.Verified = &d.Credential
+
+	// Every hash slot taken, as by a flood of unknown users.
+	s.hashSem <- struct{}{}
+	defer func() { <-s.hashSem }()
+	before := s.HashCount()
+	decide := func(what string) (Decision, error) {
+		t.Helper()
+		start := time.Now()
+		d, err := s.Authenticate(ctx, live)
+		if time.Since(start) > 200*time.Millisecond {
+			t.Fatalf("%s: a re-decision waited %v", what, time.Since(start))
+		}
+		return d, err
+	}
+	if d, err := decide("unchanged"); err != nil || !d.Allowed() {
+		t.Fatalf("unchanged: %+v %v", d, err)
+	}
+	// The same password hashed again is a new stored hash: the session
+	// was accepted with another one.
+	admin.HSet(ctx, key, "password", HashPassword("pw"))
+	if d, err := decide("rehashed"); err != nil || d.Outcome != BadCredentials {
+		t.Fatalf("password hash changed: %+v %v", d, err)
+	}
+	for _, bad := range [][]string{{"enabled", "no"}, {"not_after", "2020-01-01"}, {"cidrs", "nonsense"}} {
+		if err := s.SetUser(ctx, "alice", Update{Password: ptr("pw")}); err != nil {
+			t.Fatal(err)
+		}
+		fields, _ := admin.HGetAll(ctx, key).Result()
+		cred := s.credential(true, fields["password"])
+		live.Verified = &cred
+		admin.HSet(ctx, key, bad[0], bad[1])
+		if d, err := decide("malformed"); !errors.Is(err, ErrMalformedRule) || d.Allowed() {
+			t.Fatalf("malformed %v: %+v %v; want ErrMalformedRule", bad, d, err)
+		}
+		admin.HDel(ctx, key, bad[0])
+		if d, err := decide("mended"); err != nil || !d.Allowed() {
+			t.Fatalf("after mending %v: %+v %v", bad, d, err)
+		}
+	}
+	admin.Del(ctx, key)
+	if d, err := decide("deleted"); err != nil || d.Outcome != BadCredentials {
+		t.Fatalf("deleted: %+v %v", d, err)
+	}
+	if got := s.HashCount() - before; got != 0 {
+		t.Fatalf("re-decisions computed %d hashes", got)
+	}
+	// A certificate-only session: its certificate is checked again.
+	if err := s.SetUser(ctx, "cam", Update{Certs: &[]string{"sha256:" + hex.EncodeToString(fpA[:])}}); err != nil {
+		t.Fatal(err)
+	}
+	camReq := req("cam", "")
+	camReq.HasPassword, camReq.CertSHA256 = false, fpA[:]
+	d, err = s.Authenticate(ctx, camReq)
+	if err != nil || !d.Allowed() {
+		t.Fatal(d, err)
+	}
+	camReq.Verified = &d.Credential
+	decide2 := func(s *Store, r Request) (Decision, error) { return s.Authenticate(ctx, r) }
+	if d, err := decide2(s, camReq); err != nil || !d.Allowed() {
+		t.Fatalf("cert-only unchanged: %+v %v", d, err)
+	}
+	admin.HSet(ctx, "mqtt:user:cam", "certs", "sha256:"+hex.EncodeToString(fpB[:]))
+	if d, err := decide2(s, camReq); err != nil || d.Outcome != BadCredentials {
+		t.Fatalf("cert-only, certs changed: %+v %v", d, err)
+	}
+	// A password added to a certificate-only user changes its credential.
+	admin.HSet(ctx, "mqtt:user:cam", "certs", "sha256:"+hex.EncodeToString(fpA[:]), "password", HashPassword("x"))
+	if d, err := decide2(s, camReq); err != nil || d.Outcome != BadCredentials {
+		t.Fatalf("cert-only user given a password: %+v %v", d, err)
+	}
+}
+
+// TestRefusalsCostAlike (finding 8): concurrent identical attempts for an
+// unknown user share one verification exactly as they do for an existing
+// user with a wrong password, and a certificate-only user without its
+// certificate, a user with neither password nor certs and a user with a
+// malformed rule and a wrong password each cost one verification and
+// answer bad credentials, like an unknown user.
+func TestRefusalsCostAlike(t *testing.T) {
+	s, admin, _ := realStore(t, Options{})
+	ctx := testenv.Context(t)
+	if err := s.SetUser(ctx, "alice", Update{Password: ptr("right")}); err != nil {
+		t.Fatal(err)
+	}
+	admin.HSet(ctx, "mqtt:user:cam", "certs", "sha256:"+hex.EncodeToString(fpA[:]))
+	admin.HSet(ctx, "mqtt:user:empty", "enabled", "true")
+	admin.HSet(ctx, "mqtt:user:broken", "password", HashPassword("right"), "enabled", "maybe")
+	for _, user := range []string{"nobody", "alice", "cam", "empty", "broken"} {
+		before := s.HashCount()
+		var wg sync.WaitGroup
+		results := make(chan Decision, 20)
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d, err := s.Authenticate(ctx, req(user, "guess"))
+				if err != nil {
+					t.Error(user, err)
+				}
+				results <- d
+			}()
+		}
+		wg.Wait()
+		close(results)
+		for d := range results {
+			if d.Outcome != BadCredentials {
+				t.Fatalf("%s: %+v, want bad credentials", user, d)
+			}
+		}
+		// One shared computation; a straggler that started after the
+		// first finished may compute once more.
+		if got := s.HashCount() - before; got < 1 || got > 2 {
+			t.Errorf("%s: 20 concurrent identical attempts computed %d hashes, want 1 (shared)", user, got)
+		}
+	}
+}
