@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -403,5 +404,43 @@ func TestStalledReaderEndsSession(t *testing.T) {
 	t.Logf("stalled session ended %v after the flood began", time.Since(start).Round(time.Millisecond))
 	if err := feed.Publish("stall/y", []byte("still"), 1, false); err != nil {
 		t.Fatalf("the publisher's session suffered: %v", err)
+	}
+}
+
+// TestRefusalFloodIsSummarised (finding 7): past the burst, refused
+// connections go to debug, and one info line counts them by outcome.
+func TestRefusalFloodIsSummarised(t *testing.T) {
+	now := time.Unix(0, 0)
+	l := newLogLimiter(func() time.Time { return now })
+	allowed := 0
+	for i := range 1000 {
+		if l.allow([]string{"bad_credentials", "timeout"}[i%2]) {
+			allowed++
+		}
+	}
+	if allowed != logBurst {
+		t.Fatalf("%d of 1000 refusals at info in an instant, want the burst %d", allowed, logBurst)
+	}
+	now = now.Add(time.Second)
+	for range 100 {
+		if l.allow("bad_credentials") {
+			allowed++
+		}
+	}
+	if allowed != logBurst+logRate {
+		t.Fatalf("%d lines after a second more, want %d", allowed, logBurst+logRate)
+	}
+	var buf testenv.SyncBuffer
+	l.flush(slog.New(slog.NewJSONHandler(&buf, nil)))
+	line := buf.String()
+	for _, want := range []string{`"bad_credentials":565`, `"timeout":475`, `"total":1040`} {
+		if !strings.Contains(line, want) {
+			t.Fatalf("summary %s lacks %s", line, want)
+		}
+	}
+	var again testenv.SyncBuffer
+	l.flush(slog.New(slog.NewJSONHandler(&again, nil)))
+	if again.String() != "" {
+		t.Fatalf("a second summary with nothing suppressed: %s", again.String())
 	}
 }
