@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 )
 
@@ -29,7 +31,7 @@ func BenchmarkDecisionRemembered(b *testing.B) {
 	b.SetParallelism(16)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if d, err := s.Authenticate(ctx, r); err != nil || !d.Allowed() || !d.Remembered && d.Outcome != Accepted {
+			if d, err := s.Authenticate(ctx, r); err != nil || !d.Allowed() || !d.Remembered && d.Outcome != policy.Accepted {
 				b.Fatal(d, err)
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
@@ -74,13 +76,13 @@ func TestClusterDecisionsAndChanges(t *testing.T) {
 		if err := s.SetUser(ctx, name, Update{Password: ptr("pw")}); err != nil {
 			t.Fatal(err)
 		}
-		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != Accepted {
+		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != policy.Accepted {
 			t.Fatalf("%s on %s: %+v %v", name, node, d, err)
 		}
 		if err := s.SetEnabled(ctx, name, false); err != nil {
 			t.Fatal(err)
 		}
-		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != Disabled {
+		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != policy.Disabled {
 			t.Fatalf("%s on %s after disabling: %+v %v", name, node, d, err)
 		}
 		expect("the operator's change", name)
@@ -93,14 +95,14 @@ func TestClusterDecisionsAndChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 		expect("the keyspace notification of a plain HSET on "+node, name)
-		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != Accepted {
+		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != policy.Accepted {
 			t.Fatalf("%s, written by HSET on %s: %+v %v", name, node, d, err)
 		}
 		if err := cc.HSet(ctx, s.UserKey(name), "enabled", "false").Err(); err != nil {
 			t.Fatal(err)
 		}
 		expect("the keyspace notification of a plain HSET on "+node, name)
-		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != Disabled {
+		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != policy.Disabled {
 			t.Fatalf("%s, disabled by HSET on %s: %+v %v", name, node, d, err)
 		}
 	}
@@ -152,7 +154,7 @@ func TestClusterFailoverIsFollowed(t *testing.T) {
 	changes.await(10*time.Second, "Watch to subscribe", func() { _ = s.SetEnabled(ctx, user, true) }, forUser(user))
 
 	master.Stop()
-	if _, err := s.Authenticate(ctx, req(user, "pw")); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.Authenticate(ctx, req(user, "pw")); !errors.Is(err, policy.ErrUnavailable) {
 		t.Fatalf("master gone: %v, want ErrUnavailable", err)
 	}
 	testenv.WaitFor(t, 30*time.Second, "a replica to take over the user's slot", func() bool {
@@ -165,7 +167,7 @@ func TestClusterFailoverIsFollowed(t *testing.T) {
 	// user (no operator call is made), so the new master is subscribed to.
 	changes.await(20*time.Second, "a plain HSET on the new master to reach Watch",
 		func() { _ = cc.HSet(ctx, s.UserKey(user), "enabled", "false").Err() }, forUser(user))
-	if d, err := s.Authenticate(ctx, req(user, "pw")); err != nil || d.Outcome != Disabled {
+	if d, err := s.Authenticate(ctx, req(user, "pw")); err != nil || d.Outcome != policy.Disabled {
 		t.Fatalf("after the failover: %+v %v", d, err)
 	}
 }

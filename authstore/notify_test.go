@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
@@ -87,7 +89,7 @@ func TestWatchDeliversExpiry(t *testing.T) {
 	if err := admin.PExpire(ctx, key, 300*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
-	changes.await(2*time.Second, "a change for the expired user", nil, func(c Change) bool {
+	changes.await(2*time.Second, "a change for the expired user", nil, func(c policy.Change) bool {
 		return forUser("temp")(c) && admin.Exists(ctx, key).Val() == 0
 	})
 }

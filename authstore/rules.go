@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
 )
 
@@ -23,10 +25,6 @@ const (
 	FieldNotAfter  = "not_after"
 	FieldCIDRs     = "cidrs"
 )
-
-// ErrMalformedRule marks a field of a user's hash that cannot be read. It
-// never allows: the decision becomes an error (CONNACK "server unavailable").
-var ErrMalformedRule = errors.New("malformed rule")
 
 // rules is one user's hash, parsed. A nil slice means "field absent".
 type rules struct {
@@ -48,7 +46,7 @@ type certRule struct {
 
 // parseRules reads a user's hash. Unknown fields are ignored, so that
 // operators can keep notes beside the rules. Every field is read even when
-// another cannot be: the error (wrapping ErrMalformedRule) names each field
+// another cannot be: the error (wrapping policy.ErrMalformedRule) names each field
 // that could not, and the fields that could are set.
 func parseRules(h map[string]string) (rules, error) {
 	r := rules{enabled: true}
@@ -60,7 +58,7 @@ func parseRules(h map[string]string) (rules, error) {
 		var err error
 		if r.enabled, err = strconv.ParseBool(strings.TrimSpace(v)); err != nil {
 			r.enabled = false
-			errs = append(errs, fmt.Errorf("%w: %s %s is not true or false", ErrMalformedRule, FieldEnabled, logsafe.String(v)))
+			errs = append(errs, fmt.Errorf("%w: %s %s is not true or false", policy.ErrMalformedRule, FieldEnabled, logsafe.String(v)))
 		}
 	}
 	if v, ok := h[FieldClientIDs]; ok {
@@ -79,7 +77,7 @@ func parseRules(h map[string]string) (rules, error) {
 	if v, ok := h[FieldNotAfter]; ok && strings.TrimSpace(v) != "" {
 		var err error
 		if r.notAfter, err = time.Parse(time.RFC3339, strings.TrimSpace(v)); err != nil {
-			errs = append(errs, fmt.Errorf("%w: %s %s is not an RFC 3339 time", ErrMalformedRule, FieldNotAfter, logsafe.String(v)))
+			errs = append(errs, fmt.Errorf("%w: %s %s is not an RFC 3339 time", policy.ErrMalformedRule, FieldNotAfter, logsafe.String(v)))
 		}
 	}
 	if v, ok := h[FieldCIDRs]; ok {
@@ -102,16 +100,16 @@ func ParseCerts(v string) ([]certRule, error) {
 		case "sha256":
 			b, err := hex.DecodeString(strings.ReplaceAll(val, ":", ""))
 			if err != nil || len(b) != 32 {
-				return nil, fmt.Errorf("%w: %s entry %s: want sha256:<64 hex digits>", ErrMalformedRule, FieldCerts, logsafe.String(f))
+				return nil, fmt.Errorf("%w: %s entry %s: want sha256:<64 hex digits>", policy.ErrMalformedRule, FieldCerts, logsafe.String(f))
 			}
 			out = append(out, certRule{sha256: b})
 		case "cn":
 			if val == "" {
-				return nil, fmt.Errorf("%w: %s entry %s: empty common name", ErrMalformedRule, FieldCerts, logsafe.String(f))
+				return nil, fmt.Errorf("%w: %s entry %s: empty common name", policy.ErrMalformedRule, FieldCerts, logsafe.String(f))
 			}
 			out = append(out, certRule{cn: val})
 		default:
-			return nil, fmt.Errorf("%w: %s entry %s: want sha256:<hex> or cn:<name>", ErrMalformedRule, FieldCerts, logsafe.String(f))
+			return nil, fmt.Errorf("%w: %s entry %s: want sha256:<hex> or cn:<name>", policy.ErrMalformedRule, FieldCerts, logsafe.String(f))
 		}
 	}
 	return out, nil
@@ -126,7 +124,7 @@ func ParseCIDRs(v string) ([]netip.Prefix, error) {
 		if err != nil {
 			a, aerr := netip.ParseAddr(f)
 			if aerr != nil {
-				return nil, fmt.Errorf("%w: %s entry %s is not a CIDR or address", ErrMalformedRule, FieldCIDRs, logsafe.String(f))
+				return nil, fmt.Errorf("%w: %s entry %s is not a CIDR or address", policy.ErrMalformedRule, FieldCIDRs, logsafe.String(f))
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 )
 
@@ -34,7 +36,7 @@ func TestReDecisionNeedsNoHash(t *testing.T) {
 	s.hashSem <- struct{}{}
 	defer func() { <-s.hashSem }()
 	before := s.HashCount()
-	decide := func(what string) (Decision, error) {
+	decide := func(what string) (policy.Decision, error) {
 		t.Helper()
 		start := time.Now()
 		d, err := s.Authenticate(ctx, live)
@@ -49,7 +51,7 @@ func TestReDecisionNeedsNoHash(t *testing.T) {
 	// The same password hashed again is a new stored hash: the session
 	// was accepted with another one.
 	admin.HSet(ctx, key, "password", HashPassword("pw"))
-	if d, err := decide("rehashed"); err != nil || d.Outcome != BadCredentials {
+	if d, err := decide("rehashed"); err != nil || d.Outcome != policy.BadCredentials {
 		t.Fatalf("password hash changed: %+v %v", d, err)
 	}
 	for _, bad := range [][]string{{"enabled", "no"}, {"not_after", "2020-01-01"}, {"cidrs", "nonsense"}} {
@@ -60,7 +62,7 @@ func TestReDecisionNeedsNoHash(t *testing.T) {
 		cred := s.credential(true, fields["password"])
 		live.Verified = &cred
 		admin.HSet(ctx, key, bad[0], bad[1])
-		if d, err := decide("malformed"); !errors.Is(err, ErrMalformedRule) || d.Allowed() {
+		if d, err := decide("malformed"); !errors.Is(err, policy.ErrMalformedRule) || d.Allowed() {
 			t.Fatalf("malformed %v: %+v %v; want ErrMalformedRule", bad, d, err)
 		}
 		admin.HDel(ctx, key, bad[0])
@@ -69,7 +71,7 @@ func TestReDecisionNeedsNoHash(t *testing.T) {
 		}
 	}
 	admin.Del(ctx, key)
-	if d, err := decide("deleted"); err != nil || d.Outcome != BadCredentials {
+	if d, err := decide("deleted"); err != nil || d.Outcome != policy.BadCredentials {
 		t.Fatalf("deleted: %+v %v", d, err)
 	}
 	if got := s.HashCount() - before; got != 0 {
@@ -86,17 +88,17 @@ func TestReDecisionNeedsNoHash(t *testing.T) {
 		t.Fatal(d, err)
 	}
 	camReq.Verified = &d.Credential
-	decide2 := func(s *Store, r Request) (Decision, error) { return s.Authenticate(ctx, r) }
+	decide2 := func(s *Store, r policy.Request) (policy.Decision, error) { return s.Authenticate(ctx, r) }
 	if d, err := decide2(s, camReq); err != nil || !d.Allowed() {
 		t.Fatalf("cert-only unchanged: %+v %v", d, err)
 	}
 	admin.HSet(ctx, "mqtt:user:cam", "certs", "sha256:"+hex.EncodeToString(fpB[:]))
-	if d, err := decide2(s, camReq); err != nil || d.Outcome != BadCredentials {
+	if d, err := decide2(s, camReq); err != nil || d.Outcome != policy.BadCredentials {
 		t.Fatalf("cert-only, certs changed: %+v %v", d, err)
 	}
 	// A password added to a certificate-only user changes its credential.
 	admin.HSet(ctx, "mqtt:user:cam", "certs", "sha256:"+hex.EncodeToString(fpA[:]), "password", HashPassword("x"))
-	if d, err := decide2(s, camReq); err != nil || d.Outcome != BadCredentials {
+	if d, err := decide2(s, camReq); err != nil || d.Outcome != policy.BadCredentials {
 		t.Fatalf("cert-only user given a password: %+v %v", d, err)
 	}
 }
@@ -119,7 +121,7 @@ func TestRefusalsCostAlike(t *testing.T) {
 	for _, user := range []string{"nobody", "alice", "cam", "empty", "broken"} {
 		before := s.HashCount()
 		var wg sync.WaitGroup
-		results := make(chan Decision, 20)
+		results := make(chan policy.Decision, 20)
 		for range 20 {
 			wg.Add(1)
 			go func() {
@@ -134,7 +136,7 @@ func TestRefusalsCostAlike(t *testing.T) {
 		wg.Wait()
 		close(results)
 		for d := range results {
-			if d.Outcome != BadCredentials {
+			if d.Outcome != policy.BadCredentials {
 				t.Fatalf("%s: %+v, want bad credentials", user, d)
 			}
 		}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
@@ -15,7 +17,7 @@ import (
 
 // TestSentinelFailover runs a real master, replica and Sentinel and
 // decides through a Sentinel URL (REDIS_URL with master_name) across a
-// failover: with the master gone, decisions fail closed (ErrUnavailable,
+// failover: with the master gone, decisions fail closed (policy.ErrUnavailable,
 // never an answer from elsewhere); once Sentinel has promoted the replica
 // they are right again, a change written after the failover is obeyed by
 // the next decision, and Watch, resubscribed on the new master, asks for a
@@ -50,7 +52,7 @@ func TestSentinelFailover(t *testing.T) {
 	if err := s.SetUser(ctx, "alice", Update{Password: ptr("pw")}); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := s.Authenticate(ctx, req("alice", "pw")); err != nil || d.Outcome != Accepted {
+	if d, err := s.Authenticate(ctx, req("alice", "pw")); err != nil || d.Outcome != policy.Accepted {
 		t.Fatalf("through Sentinel: %+v %v", d, err)
 	}
 	changes := watchChanges(t, ctx, s)
@@ -61,15 +63,15 @@ func TestSentinelFailover(t *testing.T) {
 	}
 
 	master.Stop()
-	if _, err := s.Authenticate(ctx, req("alice", "pw")); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.Authenticate(ctx, req("alice", "pw")); !errors.Is(err, policy.ErrUnavailable) {
 		t.Fatalf("master gone, before the failover: %v, want ErrUnavailable", err)
 	}
 	testenv.WaitFor(t, 30*time.Second, "decisions after Sentinel promotes the replica", func() bool {
 		d, err := s.Authenticate(ctx, req("alice", "pw"))
-		if err != nil && !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("during the failover: %v, want ErrUnavailable or a decision", err)
+		if err != nil && !errors.Is(err, policy.ErrUnavailable) {
+			t.Fatalf("during the failover: %v, want policy.ErrUnavailable or a decision", err)
 		}
-		if err == nil && d.Outcome != Accepted {
+		if err == nil && d.Outcome != policy.Accepted {
 			t.Fatalf("during the failover: %+v", d)
 		}
 		return err == nil
@@ -82,7 +84,7 @@ func TestSentinelFailover(t *testing.T) {
 	if err := s.SetEnabled(ctx, "alice", false); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := s.Authenticate(ctx, req("alice", "pw")); err != nil || d.Outcome != Disabled {
+	if d, err := s.Authenticate(ctx, req("alice", "pw")); err != nil || d.Outcome != policy.Disabled {
 		t.Fatalf("after disabling on the new master: %+v %v", d, err)
 	}
 	// Watch lost its subscription with the master: it resubscribes on the

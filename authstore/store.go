@@ -15,106 +15,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
-	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
-)
-
-// Authenticator is the port the proxy uses: a denial is a Decision, an
-// infrastructure failure (store down, slow, malformed rule) is an error, and
-// the caller must refuse the connection on either.
-type Authenticator interface {
-	Authenticate(ctx context.Context, req Request) (Decision, error)
-}
-
-// Request is what a CONNECT presents.
-type Request struct {
-	Username    string
-	HasPassword bool   // the CONNECT's password flag
-	Password    string // never logged
-	ClientID    string
-	Protocol    byte       // packets.V31, V311 or V5
-	RemoteAddr  netip.Addr // source address of the TCP connection
-	// CertSHA256 is the SHA-256 of the client certificate's DER, when the
-	// client presented one that verified; CertCN its subject common name.
-	CertSHA256 []byte
-	CertCN     string
-	// Verified, when set, re-decides a live session: it is the Credential of
-	// the decision that accepted the session's CONNECT. The stored
-	// credential is compared with it instead of verifying a password, so a
-	// re-decision never computes a hash and needs no password: a user that
-	// is gone, or whose password hash changed, is refused at once.
-	Verified *Credential
-}
-
-// Credential identifies the stored credential a decision accepted: a MAC,
-// under a key of this process, of the user's password field (or of its
-// absence, for a certificate-only user). It never holds the password.
-type Credential [32]byte
-
-// Outcome is a decision's result; it doubles as a metric label.
-type Outcome string
-
-// Outcomes. Every one but Accepted denies.
-const (
-	Accepted           Outcome = "accepted"
-	BadCredentials     Outcome = "bad_credentials"      // unknown user, wrong password, no matching cert for a cert-only user
-	Disabled           Outcome = "disabled"             // enabled=false
-	Expired            Outcome = "expired"              // not_after passed
-	CertNotAllowed     Outcome = "cert_not_allowed"     // certs set, none matches
-	AddressNotAllowed  Outcome = "address_not_allowed"  // cidrs set, none contains the source
-	ClientIDNotAllowed Outcome = "clientid_not_allowed" // clientids set, none matches
-)
-
-// Decision is the answer to a Request.
-type Decision struct {
-	Outcome Outcome
-	// Remembered: the password verification was served from the cache.
-	Remembered bool
-	// NotAfter is the user's not_after, zero when there is none: a live
-	// connection should be re-decided at that moment.
-	NotAfter time.Time
-	// Credential is set on an accepted decision: pass it as
-	// Request.Verified to decide the session again without a hash.
-	Credential Credential
-	// Reason is a one-line, human explanation of the outcome ("password
-	// does not match", "disabled"); it never holds a password.
-	Reason string
-}
-
-// Allowed reports whether the CONNECT may go on to the broker.
-func (d Decision) Allowed() bool { return d.Outcome == Accepted }
-
-// Code is the MQTT 5 reason code for the decision; packets.ReasonCode.V3
-// gives the 3.1/3.1.1 return code.
-func (d Decision) Code() packets.ReasonCode {
-	switch d.Outcome {
-	case Accepted:
-		return packets.Success
-	case BadCredentials:
-		return packets.BadUserNameOrPassword
-	case ClientIDNotAllowed:
-		return packets.ClientIdentifierNotValid
-	default:
-		return packets.NotAuthorized
-	}
-}
-
-// Errors. Test with errors.Is; all of them mean "server unavailable".
-var (
-	// ErrUnavailable: Redis failed or did not answer within the timeout.
-	ErrUnavailable = errors.New("authstore: rule store unavailable")
-	// ErrBusy: no slot to verify a password before the context ended.
-	ErrBusy = errors.New("authstore: too many password verifications in progress")
 )
 
 // Options tune a Store. Zero values take the defaults.
@@ -139,7 +51,7 @@ type Options struct {
 // user can take over another's broker session by its client id.
 var DefaultClientIDs = []string{"%u", "%u-*"}
 
-// Store is the Redis-backed Authenticator and the operator's view of users.
+// Store is the Redis-backed policy.Authenticator and the operator's view of users.
 // It is safe for concurrent use.
 type Store struct {
 	rdb     redis.UniversalClient
@@ -157,7 +69,7 @@ type Store struct {
 	clientIDsDefault []string
 }
 
-var _ Authenticator = (*Store)(nil)
+var _ policy.Authenticator = (*Store)(nil)
 
 // New returns a Store over rdb. It computes one argon2id hash for the
 // unknown-user path, so it takes a few tens of milliseconds.
@@ -204,16 +116,16 @@ func (s *Store) UserKey(username string) string { return s.prefix + "user:" + us
 // disabled user with a wrong password and a user whose other rules cannot
 // be read answer alike, at the same cost), then enabled, not_after, certs,
 // cidrs, clientids. A rule that cannot be read is an error wrapping
-// ErrMalformedRule once the credential is verified. With req.Verified set
+// policy.ErrMalformedRule once the credential is verified. With req.Verified set
 // (a live session decided again) no hash is computed.
-func (s *Store) Authenticate(ctx context.Context, req Request) (Decision, error) {
+func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.Decision, error) {
 	fields, err := s.lookup(ctx, req.Username)
 	if err != nil {
-		return Decision{}, err
+		return policy.Decision{}, err
 	}
 	if len(fields) == 0 {
 		if req.Verified != nil {
-			return Decision{Outcome: BadCredentials, Reason: "user no longer exists"}, nil
+			return policy.Decision{Outcome: policy.BadCredentials, Reason: "user no longer exists"}, nil
 		}
 		// Unknown user (or no username): cost the same as a wrong password.
 		return s.denyAfterDummy(ctx, req.Password, "unknown user")
@@ -225,40 +137,40 @@ func (s *Store) Authenticate(ctx context.Context, req Request) (Decision, error)
 	}
 	if ruleErr != nil {
 		s.log.Warn("malformed rule refuses the user", "username", logsafe.String(req.Username), "error", ruleErr)
-		return Decision{}, fmt.Errorf("authstore: user %s: %w", logsafe.String(req.Username), ruleErr)
+		return policy.Decision{}, fmt.Errorf("authstore: user %s: %w", logsafe.String(req.Username), ruleErr)
 	}
 	d.NotAfter = r.notAfter
 	switch {
 	case !r.enabled:
-		d.Outcome, d.Reason = Disabled, "disabled"
+		d.Outcome, d.Reason = policy.Disabled, "disabled"
 	case !r.notAfter.IsZero() && !s.now().Before(r.notAfter):
-		d.Outcome, d.Reason = Expired, "expired at "+r.notAfter.UTC().Format(time.RFC3339)
+		d.Outcome, d.Reason = policy.Expired, "expired at "+r.notAfter.UTC().Format(time.RFC3339)
 	case r.hasCerts && !certMatches(r.certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil):
-		d.Outcome, d.Reason = CertNotAllowed, "client certificate does not match the user's certs"
+		d.Outcome, d.Reason = policy.CertNotAllowed, "client certificate does not match the user's certs"
 		if req.CertSHA256 == nil {
 			d.Reason = "no client certificate; the user's certs require one"
 		}
 	case r.hasCIDRs && !addrAllowed(r.cidrs, req.RemoteAddr):
-		d.Outcome, d.Reason = AddressNotAllowed, fmt.Sprintf("source address %s is not in the user's cidrs", req.RemoteAddr)
+		d.Outcome, d.Reason = policy.AddressNotAllowed, fmt.Sprintf("source address %s is not in the user's cidrs", req.RemoteAddr)
 	case !s.clientIDAllowed(r, req):
-		d.Outcome = ClientIDNotAllowed
+		d.Outcome = policy.ClientIDNotAllowed
 		d.Reason = fmt.Sprintf("client id %s does not match %s", logsafe.String(req.ClientID),
 			logsafe.String(strings.ReplaceAll(strings.Join(s.clientIDGlobs(r), " "), "%u", req.Username)))
 	default:
-		d.Outcome, d.Reason = Accepted, "allowed"
+		d.Outcome, d.Reason = policy.Accepted, "allowed"
 	}
 	return d, nil
 }
 
 // checkCredential authenticates req against the user's password or
-// certificate. It returns a decision with an Outcome only when it refuses;
-// otherwise d carries the Credential and the caller goes on with the rules.
+// certificate. It returns a decision with an policy.Outcome only when it refuses;
+// otherwise d carries the policy.Credential and the caller goes on with the rules.
 // A refusal for a wrong password, a missing one, a certificate-only user
 // without a matching certificate, a user with nothing to authenticate with
 // and a stored hash that cannot be read all cost one (shared) verification,
 // like an unknown user.
-func (s *Store) checkCredential(ctx context.Context, req Request, r rules) (Decision, error) {
-	var d Decision
+func (s *Store) checkCredential(ctx context.Context, req policy.Request, r rules) (policy.Decision, error) {
+	var d policy.Decision
 	stored := ""
 	if r.hasPassword {
 		stored = r.password
@@ -268,13 +180,13 @@ func (s *Store) checkCredential(ctx context.Context, req Request, r rules) (Deci
 		// A live session: the credential it was accepted with must still be
 		// the stored one; certificates are checked again below.
 		if subtle.ConstantTimeCompare(req.Verified[:], d.Credential[:]) != 1 {
-			return Decision{Outcome: BadCredentials, Reason: "password changed since the session was accepted"}, nil
+			return policy.Decision{Outcome: policy.BadCredentials, Reason: "password changed since the session was accepted"}, nil
 		}
 		if !r.hasPassword && r.hasCerts && !certMatches(r.certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil) {
-			return Decision{Outcome: BadCredentials, Reason: "client certificate no longer matches the user's certs"}, nil
+			return policy.Decision{Outcome: policy.BadCredentials, Reason: "client certificate no longer matches the user's certs"}, nil
 		}
 		if !r.hasPassword && !r.hasCerts {
-			return Decision{Outcome: BadCredentials, Reason: "user has neither password nor certs"}, nil
+			return policy.Decision{Outcome: policy.BadCredentials, Reason: "user has neither password nor certs"}, nil
 		}
 		return d, nil
 	}
@@ -289,10 +201,10 @@ func (s *Store) checkCredential(ctx context.Context, req Request, r rules) (Deci
 		}
 		ok, remembered, err := s.checkPassword(ctx, stored, req.Password)
 		if err != nil {
-			return Decision{}, err
+			return policy.Decision{}, err
 		}
 		if !ok {
-			return Decision{Outcome: BadCredentials, Reason: "password does not match"}, nil
+			return policy.Decision{Outcome: policy.BadCredentials, Reason: "password does not match"}, nil
 		}
 		d.Remembered = remembered
 	case r.hasCerts:
@@ -310,7 +222,7 @@ func (s *Store) checkCredential(ctx context.Context, req Request, r rules) (Deci
 
 // credential is the MAC a session keeps of the stored password field it
 // was accepted with.
-func (s *Store) credential(hasPassword bool, stored string) Credential {
+func (s *Store) credential(hasPassword bool, stored string) policy.Credential {
 	mac := hmac.New(sha256.New, s.cacheKey[:])
 	if hasPassword {
 		mac.Write([]byte("password\x00"))
@@ -318,7 +230,7 @@ func (s *Store) credential(hasPassword bool, stored string) Credential {
 	} else {
 		mac.Write([]byte("no password\x00"))
 	}
-	var c Credential
+	var c policy.Credential
 	mac.Sum(c[:0])
 	return c
 }
@@ -332,7 +244,7 @@ func (s *Store) clientIDGlobs(r rules) []string {
 	return s.clientIDsDefault
 }
 
-func (s *Store) clientIDAllowed(r rules, req Request) bool {
+func (s *Store) clientIDAllowed(r rules, req policy.Request) bool {
 	if r.clientIDs == nil && req.ClientID == "" {
 		// The broker assigns the id: no session of anyone else to take
 		// (the codec has refused an empty id where the version forbids it).
@@ -344,11 +256,11 @@ func (s *Store) clientIDAllowed(r rules, req Request) bool {
 // denyAfterDummy answers "bad credentials" after verifying against the dummy
 // hash, through the same shared verification as a real user's password, so
 // that the answer costs what a wrong password costs, alone or in a crowd.
-func (s *Store) denyAfterDummy(ctx context.Context, password, reason string) (Decision, error) {
-	if _, _, err := s.checkPassword(ctx, s.dummy, password); errors.Is(err, ErrBusy) {
-		return Decision{}, err
+func (s *Store) denyAfterDummy(ctx context.Context, password, reason string) (policy.Decision, error) {
+	if _, _, err := s.checkPassword(ctx, s.dummy, password); errors.Is(err, policy.ErrBusy) {
+		return policy.Decision{}, err
 	}
-	return Decision{Outcome: BadCredentials, Reason: reason}, nil
+	return policy.Decision{Outcome: policy.BadCredentials, Reason: reason}, nil
 }
 
 // lookup reads a user's hash with one round trip under the store timeout.
@@ -360,7 +272,7 @@ func (s *Store) lookup(ctx context.Context, username string) (map[string]string,
 	defer cancel()
 	fields, err := s.rdb.HGetAll(ctx, s.UserKey(username)).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", policy.ErrUnavailable, err)
 	}
 	return fields, nil
 }
@@ -396,7 +308,7 @@ func (s *Store) verify(ctx context.Context, stored, password string) (bool, erro
 	select {
 	case s.hashSem <- struct{}{}:
 	case <-ctx.Done():
-		return false, fmt.Errorf("%w: %w", ErrBusy, ctx.Err())
+		return false, fmt.Errorf("%w: %w", policy.ErrBusy, ctx.Err())
 	}
 	defer func() { <-s.hashSem }()
 	s.hashes.Add(1)
@@ -411,7 +323,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", policy.ErrUnavailable, err)
 	}
 	return nil
 }

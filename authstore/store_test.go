@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
@@ -97,8 +99,8 @@ func TestVectorsVerify(t *testing.T) {
 	}
 }
 
-func req(user, pass string) Request {
-	return Request{Username: user, HasPassword: true, Password: pass, ClientID: user + "-dev-1", Protocol: packets.V311, RemoteAddr: srcAddr}
+func req(user, pass string) policy.Request {
+	return policy.Request{Username: user, HasPassword: true, Password: pass, ClientID: user + "-dev-1", Protocol: packets.V311, RemoteAddr: srcAddr}
 }
 
 func TestRulesAgainstRealRedis(t *testing.T) {
@@ -114,56 +116,56 @@ func TestRulesAgainstRealRedis(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	withCert := func(r Request, fp [32]byte, cn string) Request {
+	withCert := func(r policy.Request, fp [32]byte, cn string) policy.Request {
 		r.CertSHA256, r.CertCN = fp[:], cn
 		return r
 	}
-	withID := func(r Request, id string) Request { r.ClientID = id; return r }
-	withAddr := func(r Request, a string) Request { r.RemoteAddr = netip.MustParseAddr(a); return r }
-	noPass := func(r Request) Request { r.HasPassword, r.Password = false, ""; return r }
+	withID := func(r policy.Request, id string) policy.Request { r.ClientID = id; return r }
+	withAddr := func(r policy.Request, a string) policy.Request { r.RemoteAddr = netip.MustParseAddr(a); return r }
+	noPass := func(r policy.Request) policy.Request { r.HasPassword, r.Password = false, ""; return r }
 
 	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	past := time.Now().Add(-time.Second).UTC().Format(time.RFC3339)
 	cases := []struct {
 		name string
 		hash []string
-		req  Request
-		want Outcome
+		req  policy.Request
+		want policy.Outcome
 		code packets.ReasonCode
 	}{
-		{"password ok", []string{"password", pw}, req("u", "pw"), Accepted, packets.Success},
-		{"wrong password", []string{"password", pw}, req("u", "nope"), BadCredentials, packets.BadUserNameOrPassword},
-		{"no password sent", []string{"password", pw}, noPass(req("u", "")), BadCredentials, packets.BadUserNameOrPassword},
-		{"unknown user", nil, req("ghost", "pw"), BadCredentials, packets.BadUserNameOrPassword},
-		{"empty username", nil, req("", "pw"), BadCredentials, packets.BadUserNameOrPassword},
-		{"enabled true", []string{"password", pw, "enabled", "true"}, req("u", "pw"), Accepted, packets.Success},
-		{"disabled", []string{"password", pw, "enabled", "false"}, req("u", "pw"), Disabled, packets.NotAuthorized},
-		{"disabled, wrong password", []string{"password", pw, "enabled", "false"}, req("u", "x"), BadCredentials, packets.BadUserNameOrPassword},
-		{"not expired", []string{"password", pw, "not_after", future}, req("u", "pw"), Accepted, packets.Success},
-		{"expired", []string{"password", pw, "not_after", past}, req("u", "pw"), Expired, packets.NotAuthorized},
-		{"client id glob", []string{"password", pw, "clientids", "x-* dev-?"}, withID(req("u", "pw"), "dev-1"), Accepted, packets.Success},
-		{"client id %u", []string{"password", pw, "clientids", "%u-*"}, withID(req("u", "pw"), "u-7"), Accepted, packets.Success},
-		{"client id %u literal", []string{"password", pw, "clientids", "%u"}, withID(req("u*", "pw"), "ux"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
-		{"client id refused", []string{"password", pw, "clientids", "x-*"}, req("u", "pw"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
-		{"client ids empty", []string{"password", pw, "clientids", ""}, req("u", "pw"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
-		{"cidr ok", []string{"password", pw, "cidrs", "10.0.0.0/8 192.0.2.0/24"}, req("u", "pw"), Accepted, packets.Success},
-		{"cidr v4-mapped", []string{"password", pw, "cidrs", "192.0.2.10"}, withAddr(req("u", "pw"), "::ffff:192.0.2.10"), Accepted, packets.Success},
-		{"cidr refused", []string{"password", pw, "cidrs", "10.0.0.0/8"}, req("u", "pw"), AddressNotAllowed, packets.NotAuthorized},
-		{"cert-only ok", []string{"certs", fpAHex}, withCert(noPass(req("c", "")), fpA, "dev"), Accepted, packets.Success},
-		{"cert-only by cn", []string{"certs", "cn:dev-a"}, withCert(noPass(req("c", "")), fpB, "dev-a"), Accepted, packets.Success},
-		{"cert-only wrong cert", []string{"certs", fpAHex}, withCert(noPass(req("c", "")), fpB, "dev"), BadCredentials, packets.BadUserNameOrPassword},
-		{"cert-only no cert", []string{"certs", fpAHex}, noPass(req("c", "")), BadCredentials, packets.BadUserNameOrPassword},
-		{"password and cert", []string{"password", pw, "certs", fpAHex}, withCert(req("u", "pw"), fpA, ""), Accepted, packets.Success},
-		{"password, cert not bound", []string{"password", pw, "certs", fpAHex}, withCert(req("u", "pw"), fpB, ""), CertNotAllowed, packets.NotAuthorized},
-		{"password, no cert", []string{"password", pw, "certs", fpAHex}, req("u", "pw"), CertNotAllowed, packets.NotAuthorized},
-		{"neither password nor certs", []string{"enabled", "true"}, req("u", "pw"), BadCredentials, packets.BadUserNameOrPassword},
-		{"empty stored hash", []string{"password", ""}, req("u", ""), BadCredentials, packets.BadUserNameOrPassword},
-		{"default client ids: the user name", []string{"password", pw}, withID(req("u", "pw"), "u"), Accepted, packets.Success},
-		{"default client ids: user name dash", []string{"password", pw}, withID(req("u", "pw"), "u-phone"), Accepted, packets.Success},
-		{"default client ids: empty, assigned by the broker", []string{"password", pw}, withID(req("u", "pw"), ""), Accepted, packets.Success},
-		{"default client ids: another user's", []string{"password", pw}, withID(req("u", "pw"), "alice-phone"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
-		{"default client ids: a prefix is not enough", []string{"password", pw}, withID(req("u", "pw"), "ux"), ClientIDNotAllowed, packets.ClientIdentifierNotValid},
-		{"explicit any client id", []string{"password", pw, "clientids", "*"}, withID(req("u", "pw"), "alice-phone"), Accepted, packets.Success},
+		{"password ok", []string{"password", pw}, req("u", "pw"), policy.Accepted, packets.Success},
+		{"wrong password", []string{"password", pw}, req("u", "nope"), policy.BadCredentials, packets.BadUserNameOrPassword},
+		{"no password sent", []string{"password", pw}, noPass(req("u", "")), policy.BadCredentials, packets.BadUserNameOrPassword},
+		{"unknown user", nil, req("ghost", "pw"), policy.BadCredentials, packets.BadUserNameOrPassword},
+		{"empty username", nil, req("", "pw"), policy.BadCredentials, packets.BadUserNameOrPassword},
+		{"enabled true", []string{"password", pw, "enabled", "true"}, req("u", "pw"), policy.Accepted, packets.Success},
+		{"disabled", []string{"password", pw, "enabled", "false"}, req("u", "pw"), policy.Disabled, packets.NotAuthorized},
+		{"disabled, wrong password", []string{"password", pw, "enabled", "false"}, req("u", "x"), policy.BadCredentials, packets.BadUserNameOrPassword},
+		{"not expired", []string{"password", pw, "not_after", future}, req("u", "pw"), policy.Accepted, packets.Success},
+		{"expired", []string{"password", pw, "not_after", past}, req("u", "pw"), policy.Expired, packets.NotAuthorized},
+		{"client id glob", []string{"password", pw, "clientids", "x-* dev-?"}, withID(req("u", "pw"), "dev-1"), policy.Accepted, packets.Success},
+		{"client id %u", []string{"password", pw, "clientids", "%u-*"}, withID(req("u", "pw"), "u-7"), policy.Accepted, packets.Success},
+		{"client id %u literal", []string{"password", pw, "clientids", "%u"}, withID(req("u*", "pw"), "ux"), policy.ClientIDNotAllowed, packets.ClientIdentifierNotValid},
+		{"client id refused", []string{"password", pw, "clientids", "x-*"}, req("u", "pw"), policy.ClientIDNotAllowed, packets.ClientIdentifierNotValid},
+		{"client ids empty", []string{"password", pw, "clientids", ""}, req("u", "pw"), policy.ClientIDNotAllowed, packets.ClientIdentifierNotValid},
+		{"cidr ok", []string{"password", pw, "cidrs", "10.0.0.0/8 192.0.2.0/24"}, req("u", "pw"), policy.Accepted, packets.Success},
+		{"cidr v4-mapped", []string{"password", pw, "cidrs", "192.0.2.10"}, withAddr(req("u", "pw"), "::ffff:192.0.2.10"), policy.Accepted, packets.Success},
+		{"cidr refused", []string{"password", pw, "cidrs", "10.0.0.0/8"}, req("u", "pw"), policy.AddressNotAllowed, packets.NotAuthorized},
+		{"cert-only ok", []string{"certs", fpAHex}, withCert(noPass(req("c", "")), fpA, "dev"), policy.Accepted, packets.Success},
+		{"cert-only by cn", []string{"certs", "cn:dev-a"}, withCert(noPass(req("c", "")), fpB, "dev-a"), policy.Accepted, packets.Success},
+		{"cert-only wrong cert", []string{"certs", fpAHex}, withCert(noPass(req("c", "")), fpB, "dev"), policy.BadCredentials, packets.BadUserNameOrPassword},
+		{"cert-only no cert", []string{"certs", fpAHex}, noPass(req("c", "")), policy.BadCredentials, packets.BadUserNameOrPassword},
+		{"password and cert", []string{"password", pw, "certs", fpAHex}, withCert(req("u", "pw"), fpA, ""), policy.Accepted, packets.Success},
+		{"password, cert not bound", []string{"password", pw, "certs", fpAHex}, withCert(req("u", "pw"), fpB, ""), policy.CertNotAllowed, packets.NotAuthorized},
+		{"password, no cert", []string{"password", pw, "certs", fpAHex}, req("u", "pw"), policy.CertNotAllowed, packets.NotAuthorized},
+		{"neither password nor certs", []string{"enabled", "true"}, req("u", "pw"), policy.BadCredentials, packets.BadUserNameOrPassword},
+		{"empty stored hash", []string{"password", ""}, req("u", ""), policy.BadCredentials, packets.BadUserNameOrPassword},
+		{"default client ids: the user name", []string{"password", pw}, withID(req("u", "pw"), "u"), policy.Accepted, packets.Success},
+		{"default client ids: user name dash", []string{"password", pw}, withID(req("u", "pw"), "u-phone"), policy.Accepted, packets.Success},
+		{"default client ids: empty, assigned by the broker", []string{"password", pw}, withID(req("u", "pw"), ""), policy.Accepted, packets.Success},
+		{"default client ids: another user's", []string{"password", pw}, withID(req("u", "pw"), "alice-phone"), policy.ClientIDNotAllowed, packets.ClientIdentifierNotValid},
+		{"default client ids: a prefix is not enough", []string{"password", pw}, withID(req("u", "pw"), "ux"), policy.ClientIDNotAllowed, packets.ClientIdentifierNotValid},
+		{"explicit any client id", []string{"password", pw, "clientids", "*"}, withID(req("u", "pw"), "alice-phone"), policy.Accepted, packets.Success},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -175,7 +177,7 @@ func TestRulesAgainstRealRedis(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d.Outcome != c.want || d.Code() != c.code || d.Allowed() != (c.want == Accepted) {
+			if d.Outcome != c.want || d.Code() != c.code || d.Allowed() != (c.want == policy.Accepted) {
 				t.Fatalf("got %+v (%v), want %v (%v)", d, d.Code(), c.want, c.code)
 			}
 			if d.Reason == "" {
@@ -191,10 +193,10 @@ func TestRulesAgainstRealRedis(t *testing.T) {
 	for _, bad := range [][]string{{"enabled", "maybe"}, {"enabled", "no"}, {"not_after", "tomorrow"}, {"not_after", "2020-01-01"},
 		{"cidrs", "10.0.0.0/33"}, {"certs", "md5:abcd"}, {"certs", "sha256:abcd"}} {
 		hset("m", append([]string{"password", pw}, bad...)...)
-		if d, err := s.Authenticate(ctx, req("m", "pw")); !errors.Is(err, ErrMalformedRule) || d.Allowed() {
+		if d, err := s.Authenticate(ctx, req("m", "pw")); !errors.Is(err, policy.ErrMalformedRule) || d.Allowed() {
 			t.Errorf("malformed %v: got %+v, %v; want ErrMalformedRule", bad, d, err)
 		}
-		if d, err := s.Authenticate(ctx, req("m", "wrong")); err != nil || d.Outcome != BadCredentials {
+		if d, err := s.Authenticate(ctx, req("m", "wrong")); err != nil || d.Outcome != policy.BadCredentials {
 			t.Errorf("malformed %v, wrong password: got %+v, %v; want bad credentials", bad, d, err)
 		}
 	}
@@ -203,7 +205,7 @@ func TestRulesAgainstRealRedis(t *testing.T) {
 	for _, bad := range []string{"", "plaintext", "$argon2id$v=19$m=x"} {
 		hset("m", "password", bad)
 		before := s.HashCount()
-		if d, err := s.Authenticate(ctx, req("m", "pw")); err != nil || d.Outcome != BadCredentials {
+		if d, err := s.Authenticate(ctx, req("m", "pw")); err != nil || d.Outcome != policy.BadCredentials {
 			t.Errorf("malformed hash %q: got %+v, %v; want bad credentials", bad, d, err)
 		}
 		if s.HashCount() != before+1 {
@@ -218,7 +220,7 @@ func TestToggleAndPasswordChangeTakeEffectAtOnce(t *testing.T) {
 	if err := s.SetUser(ctx, "alice", Update{Password: ptr("one")}); err != nil {
 		t.Fatal(err)
 	}
-	decide := func(pass string) Decision {
+	decide := func(pass string) policy.Decision {
 		t.Helper()
 		d, err := s.Authenticate(ctx, req("alice", pass))
 		if err != nil {
@@ -233,7 +235,7 @@ func TestToggleAndPasswordChangeTakeEffectAtOnce(t *testing.T) {
 		t.Fatalf("second should be remembered: %+v", d)
 	}
 	// Toggle with plain redis-cli-style HSET: the very next decision obeys.
-	for i, want := range []Outcome{Disabled, Accepted, Disabled, Accepted} {
+	for i, want := range []policy.Outcome{policy.Disabled, policy.Accepted, policy.Disabled, policy.Accepted} {
 		admin.HSet(ctx, "mqtt:user:alice", "enabled", strconv.FormatBool(i%2 == 1))
 		if d := decide("one"); d.Outcome != want {
 			t.Fatalf("toggle %d: %v, want %v", i, d.Outcome, want)
@@ -243,7 +245,7 @@ func TestToggleAndPasswordChangeTakeEffectAtOnce(t *testing.T) {
 	if err := s.SetUser(ctx, "alice", Update{Password: ptr("two")}); err != nil {
 		t.Fatal(err)
 	}
-	if d := decide("one"); d.Outcome != BadCredentials {
+	if d := decide("one"); d.Outcome != policy.BadCredentials {
 		t.Fatalf("old password after change: %+v", d)
 	}
 	if d := decide("two"); !d.Allowed() || d.Remembered {
@@ -256,7 +258,7 @@ func TestToggleAndPasswordChangeTakeEffectAtOnce(t *testing.T) {
 	}
 	// A deleted user is unknown at once, remembered verification or not.
 	admin.Del(ctx, "mqtt:user:alice")
-	if d := decide("two"); d.Outcome != BadCredentials {
+	if d := decide("two"); d.Outcome != policy.BadCredentials {
 		t.Fatalf("deleted user: %+v", d)
 	}
 }
@@ -267,7 +269,7 @@ func TestUnknownUserCostsAHash(t *testing.T) {
 	if err := s.SetUser(ctx, "bob", Update{Password: ptr("pw")}); err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range []Request{req("nobody", "pw"), req("bob", "wrong"), req("bob", "wrong")} {
+	for _, r := range []policy.Request{req("nobody", "pw"), req("bob", "wrong"), req("bob", "wrong")} {
 		before := s.HashCount()
 		if d, err := s.Authenticate(ctx, r); err != nil || d.Allowed() {
 			t.Fatal(d, err)
@@ -323,11 +325,11 @@ func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 	srv.Stop()
 	start := time.Now()
 	d, err := s.Authenticate(ctx, req("dave", "pw"))
-	if !errors.Is(err, ErrUnavailable) || d.Allowed() {
+	if !errors.Is(err, policy.ErrUnavailable) || d.Allowed() {
 		t.Fatalf("Redis down: %+v %v, want ErrUnavailable", d, err)
 	}
 	t.Logf("Redis down answered in %v", time.Since(start))
-	if err := s.Ping(ctx); !errors.Is(err, ErrUnavailable) {
+	if err := s.Ping(ctx); !errors.Is(err, policy.ErrUnavailable) {
 		t.Fatalf("Ping with Redis down: %v", err)
 	}
 	// A server that accepts but never answers: the timeout bounds the wait.
@@ -353,7 +355,7 @@ func TestSlowRedisTimesOut(t *testing.T) {
 	}
 	start := time.Now()
 	_, err := s.Authenticate(ctx, req("erin", "pw"))
-	if !errors.Is(err, ErrUnavailable) {
+	if !errors.Is(err, policy.ErrUnavailable) {
 		t.Fatalf("slow Redis: %v, want ErrUnavailable", err)
 	}
 	if el := time.Since(start); el > 900*time.Millisecond {
@@ -378,7 +380,7 @@ func TestHashConcurrencyBound(t *testing.T) {
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
 	_, err := s.Authenticate(short, req("nobody", "x"))
-	if !errors.Is(err, ErrBusy) && !errors.Is(err, ErrUnavailable) {
+	if !errors.Is(err, policy.ErrBusy) && !errors.Is(err, policy.ErrUnavailable) {
 		t.Fatalf("second verification while the slot is held: %v, want ErrBusy", err)
 	}
 	<-held

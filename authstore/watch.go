@@ -8,18 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+
 	"github.com/redis/go-redis/v9"
 )
-
-// Change is a notification that a user's rules may have changed.
-type Change struct {
-	Username string
-	// Kick asks to close the user's live connections without re-deciding.
-	Kick bool
-	// Resync: notifications may have been missed (the subscription was
-	// re-established after a Redis outage): re-decide every live connection.
-	Resync bool
-}
 
 // KickChannel is the pub/sub channel Kick publishes usernames to.
 func (s *Store) KickChannel() string { return s.prefix + "kick" }
@@ -48,14 +40,14 @@ func (s *Store) keyspacePattern() (pattern, channelPrefix string) {
 // g, h and x: NotifyFlags, "Kghx"), every write to a user's hash made by
 // anyone, such as redis-cli, and its expiry (every event of the key is
 // delivered, "expired" included; see CheckNotifications). A subscription is re-established after a Redis outage, and f
-// then gets a Change with Resync set. With Redis Cluster, where keyspace
+// then gets a policy.Change with Resync set. With Redis Cluster, where keyspace
 // notifications stay on the node that holds the key, every master is
 // subscribed to (the masters are looked up again every few seconds). f is
 // called one change at a time and must not block for long.
-func (s *Store) Watch(ctx context.Context, f func(Change)) error {
+func (s *Store) Watch(ctx context.Context, f func(policy.Change)) error {
 	pattern, chPrefix := s.keyspacePattern()
 	var mu sync.Mutex
-	deliver := func(c Change) {
+	deliver := func(c policy.Change) {
 		mu.Lock()
 		defer mu.Unlock()
 		f(c)
@@ -63,16 +55,16 @@ func (s *Store) Watch(ctx context.Context, f func(Change)) error {
 	onMessage := func(m *redis.Message) {
 		switch {
 		case m.Channel == s.ChangesChannel():
-			deliver(Change{Username: m.Payload})
+			deliver(policy.Change{Username: m.Payload})
 		case m.Channel == s.KickChannel():
-			deliver(Change{Username: m.Payload, Kick: true})
+			deliver(policy.Change{Username: m.Payload, Kick: true})
 		case m.Pattern == pattern:
 			if name, ok := strings.CutPrefix(m.Channel, chPrefix); ok && name != "" {
-				deliver(Change{Username: name})
+				deliver(policy.Change{Username: name})
 			}
 		}
 	}
-	resync := func() { deliver(Change{Resync: true}) }
+	resync := func() { deliver(policy.Change{Resync: true}) }
 	channels := []string{s.ChangesChannel(), s.KickChannel()}
 	cc, cluster := s.rdb.(*redis.ClusterClient)
 	if !cluster {

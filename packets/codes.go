@@ -76,6 +76,3 @@ func (c ReasonCode) String() string {
 
 // Error makes a ReasonCode usable as an error.
 func (c ReasonCode) Error() string { return "mqtt: " + c.String() }
-
-// IsFailure reports whether c is an error code (0x80 and above).
-func (c ReasonCode) IsFailure() bool { return c >= 0x80 }

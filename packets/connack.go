@@ -19,7 +19,7 @@ func (c Connack) Accepted() bool { return c.Code == 0 }
 // (and nothing is appended) when v3 has no CONNACK for that reason, in which
 // case the connection is to be closed without one. Session present is only
 // set for an accepted connection [MQTT-3.2.2-4].
-func AppendConnack(dst []byte, level byte, sessionPresent bool, code ReasonCode, props Properties) (out []byte, ok bool) {
+func AppendConnack(dst []byte, level Level, sessionPresent bool, code ReasonCode, props Properties) (out []byte, ok bool) {
 	var sp byte
 	if sessionPresent && code == Success {
 		sp = 1
@@ -31,17 +31,17 @@ func AppendConnack(dst []byte, level byte, sessionPresent bool, code ReasonCode,
 		}
 		return append(dst, byte(CONNACK)<<4, 2, sp, rc), true
 	}
-	rl := 2 + varintLen(props.Len()) + props.Len()
+	rl := 2 + varintLen(props.size()) + props.size()
 	dst = append(dst, byte(CONNACK)<<4)
 	dst = appendVarint(dst, rl)
 	dst = append(dst, sp, byte(code))
-	dst = appendVarint(dst, props.Len())
+	dst = appendVarint(dst, props.size())
 	return append(dst, props.raw...), true
 }
 
 // DecodeConnack decodes a whole CONNACK packet from a broker for a session
 // of the given protocol level.
-func DecodeConnack(pkt []byte, level byte) (Connack, error) {
+func DecodeConnack(pkt []byte, level Level) (Connack, error) {
 	h, err := ParseHeader(pkt)
 	switch {
 	case err != nil:
@@ -75,7 +75,7 @@ func DecodeConnack(pkt []byte, level byte) (Connack, error) {
 // code [MQTT-3.14.2.1] (omitted when it is Success, which the spec allows);
 // for 3.1/3.1.1 a DISCONNECT has no body and servers do not send one, so
 // callers normally just close a v3 connection.
-func AppendDisconnect(dst []byte, level byte, code ReasonCode) []byte {
+func AppendDisconnect(dst []byte, level Level, code ReasonCode) []byte {
 	if level != V5 || code == Success {
 		return append(dst, byte(DISCONNECT)<<4, 0)
 	}

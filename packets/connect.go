@@ -6,12 +6,28 @@ import (
 	"fmt"
 )
 
-// Protocol levels (the "protocol version" byte of CONNECT).
+// Level is an MQTT protocol level: the "protocol version" byte of CONNECT.
+type Level byte
+
+// Protocol levels.
 const (
-	V31  byte = 3 // MQTT 3.1, protocol name "MQIsdp"
-	V311 byte = 4 // MQTT 3.1.1, protocol name "MQTT"
-	V5   byte = 5 // MQTT 5.0, protocol name "MQTT"
+	V31  Level = 3 // MQTT 3.1, protocol name "MQIsdp"
+	V311 Level = 4 // MQTT 3.1.1, protocol name "MQTT"
+	V5   Level = 5 // MQTT 5.0, protocol name "MQTT"
 )
+
+// String returns the MQTT version: "3.1", "3.1.1", "5", or "Level(n)".
+func (l Level) String() string {
+	switch l {
+	case V31:
+		return "3.1"
+	case V311:
+		return "3.1.1"
+	case V5:
+		return "5"
+	}
+	return fmt.Sprintf("Level(%d)", byte(l))
+}
 
 // Connect is a decoded CONNECT packet. Every field a broker sees is kept so
 // that AppendConnect re-encodes a decoded packet byte-for-byte; the flags
@@ -19,7 +35,7 @@ const (
 // the packet, so a Connect stays valid after the caller reuses its buffer.
 type Connect struct {
 	ProtocolName  string // "MQTT", or "MQIsdp" for 3.1
-	ProtocolLevel byte   // V31, V311 or V5
+	ProtocolLevel Level  // V31, V311 or V5
 	CleanStart    bool   // clean session (3.1/3.1.1), clean start (5)
 	KeepAlive     uint16 // seconds
 	Properties    Properties
@@ -49,14 +65,14 @@ type Connect struct {
 // ErrMalformedLength) are wrapped in an *Error with Code MalformedPacket.
 func DecodeConnect(pkt []byte) (*Connect, error) {
 	c := new(Connect)
-	if err := c.Decode(pkt); err != nil {
+	if err := c.decode(pkt); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// Decode is DecodeConnect into an existing Connect.
-func (c *Connect) Decode(pkt []byte) error {
+// decode is DecodeConnect into an existing Connect.
+func (c *Connect) decode(pkt []byte) error {
 	h, err := ParseHeader(pkt)
 	switch {
 	case err != nil:
@@ -75,7 +91,7 @@ func (c *Connect) Decode(pkt []byte) error {
 
 	// Variable header: protocol name, level, flags, keep alive [MQTT-3.1.2].
 	c.ProtocolName = d.str("protocol name")
-	c.ProtocolLevel = d.u8("protocol level")
+	c.ProtocolLevel = Level(d.u8("protocol level"))
 	flags := d.u8("connect flags")
 	c.KeepAlive = d.u16("keep alive")
 	if d.err != nil {
@@ -153,8 +169,8 @@ func (c *Connect) Decode(pkt []byte) error {
 	return nil
 }
 
-// Flags returns the connect flags byte that the fields describe.
-func (c *Connect) Flags() byte {
+// flags returns the connect flags byte that the fields describe.
+func (c *Connect) flags() byte {
 	var f byte
 	if c.CleanStart {
 		f |= 0x02
@@ -192,11 +208,11 @@ func AppendConnect(dst []byte, c *Connect) ([]byte, error) {
 	}
 	rl := 2 + len(c.ProtocolName) + 1 + 1 + 2 + 2 + len(c.ClientID)
 	if v5 {
-		rl += varintLen(c.Properties.Len()) + c.Properties.Len()
+		rl += varintLen(c.Properties.size()) + c.Properties.size()
 	}
 	if c.WillFlag {
 		if v5 {
-			rl += varintLen(c.WillProperties.Len()) + c.WillProperties.Len()
+			rl += varintLen(c.WillProperties.size()) + c.WillProperties.size()
 		}
 		rl += 2 + len(c.WillTopic) + 2 + len(c.WillPayload)
 	}
@@ -212,16 +228,16 @@ func AppendConnect(dst []byte, c *Connect) ([]byte, error) {
 	dst = append(dst, byte(CONNECT)<<4)
 	dst = appendVarint(dst, rl)
 	dst = appendString(dst, c.ProtocolName)
-	dst = append(dst, c.ProtocolLevel, c.Flags())
+	dst = append(dst, byte(c.ProtocolLevel), c.flags())
 	dst = binary.BigEndian.AppendUint16(dst, c.KeepAlive)
 	if v5 {
-		dst = appendVarint(dst, c.Properties.Len())
+		dst = appendVarint(dst, c.Properties.size())
 		dst = append(dst, c.Properties.raw...)
 	}
 	dst = appendString(dst, c.ClientID)
 	if c.WillFlag {
 		if v5 {
-			dst = appendVarint(dst, c.WillProperties.Len())
+			dst = appendVarint(dst, c.WillProperties.size())
 			dst = append(dst, c.WillProperties.raw...)
 		}
 		dst = appendString(dst, c.WillTopic)
@@ -239,7 +255,7 @@ func AppendConnect(dst []byte, c *Connect) ([]byte, error) {
 // PeekLevel returns the protocol level byte of a CONNECT packet that may be
 // malformed further on, or 0 when the packet does not get that far. The
 // proxy uses it to answer a refused CONNECT in the client's own version.
-func PeekLevel(pkt []byte) byte {
+func PeekLevel(pkt []byte) Level {
 	h, err := ParseHeader(pkt)
 	if err != nil || h.Type != CONNECT {
 		return 0
@@ -252,5 +268,5 @@ func PeekLevel(pkt []byte) byte {
 	if off >= len(pkt) {
 		return 0
 	}
-	return pkt[off]
+	return Level(pkt[off])
 }

@@ -29,7 +29,7 @@ type connFields struct {
 
 func oursFields(c *Connect) connFields {
 	f := connFields{name: c.ProtocolName, clientID: c.ClientID, willTopic: c.WillTopic, willPayload: c.WillPayload,
-		username: c.Username, password: c.Password, level: c.ProtocolLevel, willQoS: c.WillQoS, clean: c.CleanStart,
+		username: c.Username, password: c.Password, level: byte(c.ProtocolLevel), willQoS: c.WillQoS, clean: c.CleanStart,
 		will: c.WillFlag, willRetain: c.WillRetain, userFlag: c.UsernameFlag, passFlag: c.PasswordFlag, keepAlive: c.KeepAlive}
 	if p, ok := c.Properties.Get(PropSessionExpiry); ok {
 		f.sessionExpiry = p.Int
@@ -147,7 +147,7 @@ func differential(t *testing.T, name string, pkt []byte) {
 			t.Errorf("%s: unexplained disagreement with mochi: ours err=%v, mochi ok=%v", name, err, mok)
 		}
 	}
-	if len(pkt) > 9 && pkt[8] == V5 || ours != nil && ours.ProtocolLevel == V5 {
+	if len(pkt) > 9 && Level(pkt[8]) == V5 || ours != nil && ours.ProtocolLevel == V5 {
 		pf, pok := decodePaho(pkt)
 		if err == nil && pok {
 			if of := oursFields(ours); of != pf {
@@ -170,7 +170,7 @@ func TestDifferentialFixtures(t *testing.T) {
 		if _, ok := decodeMochi(f.pkt); !ok {
 			t.Errorf("%s: mochi refuses a valid fixture", f.name)
 		}
-		if _, ok := decodePaho(f.pkt); f.pkt[8] == V5 && !ok {
+		if _, ok := decodePaho(f.pkt); Level(f.pkt[8]) == V5 && !ok {
 			t.Errorf("%s: paho refuses a valid v5 fixture", f.name)
 		}
 	}

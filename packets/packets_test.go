@@ -326,6 +326,20 @@ func TestReadPacketGrowsWithTheBytes(t *testing.T) {
 	}
 }
 
+// chunkReader returns its chunks one per Read (split when p is shorter).
+type chunkReader struct{ chunks [][]byte }
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; len(c.chunks[0]) == 0 {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
 type neverEnding struct{}
 
 func (neverEnding) Read(p []byte) (int, error) {
@@ -355,6 +369,7 @@ func TestScanner(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for trial := 0; trial < 200; trial++ {
 		var sc Scanner
+		var chunks [][]byte
 		pos := 0
 		for pos < len(stream) {
 			n := 1 + r.IntN(40)
@@ -362,6 +377,7 @@ func TestScanner(t *testing.T) {
 				n = 1 + r.IntN(5000)
 			}
 			chunk := stream[pos:min(pos+n, len(stream))]
+			chunks = append(chunks, chunk)
 			bd, err := sc.Feed(chunk)
 			if err != nil {
 				t.Fatal(err)
@@ -381,9 +397,43 @@ func TestScanner(t *testing.T) {
 				t.Fatalf("trial %d: AtBoundary at %d = %v", trial, pos, sc.AtBoundary())
 			}
 		}
-		if sc.Packets != int64(len(ends)) || sc.Last.Type != PUBLISH {
-			t.Fatalf("packets %d (want %d), last %v", sc.Packets, len(ends), sc.Last)
+		// The same chunks through a Reader: the packets end where the
+		// scanner found boundaries, and the last is the PUBLISH.
+		rd := NewReader(&chunkReader{chunks: chunks}, 1<<20)
+		var last FixedHeader
+		end, count := 0, 0
+		for {
+			h, p, err := rd.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("trial %d: Reader: %v", trial, err)
+			}
+			end += len(p)
+			count++
+			if !isEnd[end] {
+				t.Fatalf("trial %d: Reader's packet %d ends at %d, not a boundary", trial, count, end)
+			}
+			last = h
 		}
+		if count != len(ends) || last.Type != PUBLISH {
+			t.Fatalf("packets %d (want %d), last %v", count, len(ends), last)
+		}
+	}
+
+	// Fed one byte at a time, the scanner reports each packet's end once.
+	var one Scanner
+	count := 0
+	for i := range stream {
+		if bd, err := one.Feed(stream[i : i+1]); err != nil || bd == 1 != isEnd[i+1] {
+			t.Fatalf("byte %d: boundary %d, %v", i, bd, err)
+		} else if bd == 1 {
+			count++
+		}
+	}
+	if count != len(ends) {
+		t.Fatalf("packets %d (want %d)", count, len(ends))
 	}
 
 	var sc Scanner
@@ -397,7 +447,7 @@ func TestScanner(t *testing.T) {
 
 func TestConnack(t *testing.T) {
 	cases := []struct {
-		level byte
+		level Level
 		sp    bool
 		code  ReasonCode
 		props Properties

@@ -80,14 +80,11 @@ type Property struct {
 // The zero value is an empty list.
 type Properties struct{ raw string }
 
-// Raw returns the wire encoding of the properties, without the length prefix.
-func (p Properties) Raw() string { return p.raw }
+// size is the encoded length in bytes, without the length prefix.
+func (p Properties) size() int { return len(p.raw) }
 
-// Len is the encoded length in bytes, without the length prefix.
-func (p Properties) Len() int { return len(p.raw) }
-
-// All calls f for each property in wire order until f returns false.
-func (p Properties) All(f func(Property) bool) {
+// all calls f for each property in wire order until f returns false.
+func (p Properties) all(f func(Property) bool) {
 	for off := 0; off < len(p.raw); {
 		prop, n := readProperty(p.raw[off:])
 		if n == 0 || !f(prop) {
@@ -99,7 +96,7 @@ func (p Properties) All(f func(Property) bool) {
 
 // Get returns the first property with the given id.
 func (p Properties) Get(id PropertyID) (prop Property, ok bool) {
-	p.All(func(q Property) bool {
+	p.all(func(q Property) bool {
 		if q.ID == id {
 			prop, ok = q, true
 			return false
@@ -112,7 +109,7 @@ func (p Properties) Get(id PropertyID) (prop Property, ok bool) {
 // UserProperties returns the user properties (0x26) as key/value pairs, in order.
 func (p Properties) UserProperties() [][2]string {
 	var out [][2]string
-	p.All(func(q Property) bool {
+	p.all(func(q Property) bool {
 		if q.ID == PropUserProperty {
 			out = append(out, [2]string{q.Str, q.Value})
 		}

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -18,8 +21,8 @@ import (
 // allowAll is an Authenticator that accepts everyone, to measure the relay alone.
 type allowAll struct{}
 
-func (allowAll) Authenticate(context.Context, authstore.Request) (authstore.Decision, error) {
-	return authstore.Decision{Outcome: authstore.Accepted}, nil
+func (allowAll) Authenticate(context.Context, policy.Request) (policy.Decision, error) {
+	return policy.Decision{Outcome: policy.Accepted}, nil
 }
 
 // echoBroker answers a CONNECT with CONNACK and then echoes every byte.
@@ -63,14 +66,18 @@ func BenchmarkRelayThroughput(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			p, err := New(Config{TLS: &TLSConfig{CertFile: files.ServerCert, KeyFile: files.ServerKey},
+			p, err := New(Config{TLS: &transport.TLSConfig{CertFile: files.ServerCert, KeyFile: files.ServerKey},
 				Backend: Backend{Addr: echoBroker(b)}, Auth: allowAll{}, RevalidateInterval: -1, ShutdownGrace: 100 * time.Millisecond,
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				b.Fatal(err)
 			}
 			l, _ := net.Listen("tcp", "127.0.0.1:0")
-			go func() { _ = p.Serve(l, withTLS) }()
+			var tr transport.Terminator = transport.Plain{}
+			if withTLS {
+				tr = p.TLS()
+			}
+			go func() { _ = p.Serve(l, tr) }()
 			defer p.Shutdown(context.Background())
 			var conn net.Conn
 			if withTLS {

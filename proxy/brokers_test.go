@@ -69,7 +69,7 @@ func willOnDrop(t *testing.T, h *harness) {
 	if err := watcher.Subscribe("will/+", 1); err != nil {
 		t.Fatal(err)
 	}
-	for _, lv := range []byte{packets.V311, packets.V5} {
+	for _, lv := range []packets.Level{packets.V311, packets.V5} {
 		c := testenv.Creds(lv, "wl-will-dev", "wl", "pw")
 		c.WillFlag, c.WillQoS, c.WillTopic, c.WillPayload = true, 1, "will/dev", "gone "+string('0'+lv)
 		dev, ack, _ := h.connectRaw(cfg, c)
@@ -90,7 +90,7 @@ func persistentSession(t *testing.T, h *harness) {
 	cfg := h.clientTLS(tls.VersionTLS12)
 	pub, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "pst-pub", "pst", "pw"))
 	defer pub.Disconnect()
-	for _, lv := range []byte{packets.V311, packets.V5} {
+	for _, lv := range []packets.Level{packets.V311, packets.V5} {
 		c := testenv.Creds(lv, "pst-dev-"+string('0'+lv), "pst", "pw")
 		c.CleanStart = false
 		if lv == packets.V5 {
@@ -162,7 +162,7 @@ func brokerRestart(t *testing.T, h *harness) {
 	h.setUser("rs", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	h.broker.Stop()
-	for lv, want := range map[byte]byte{packets.V311: 0x03, packets.V5: 0x88} {
+	for lv, want := range map[packets.Level]byte{packets.V311: 0x03, packets.V5: 0x88} {
 		if _, ack, _ := h.connectRaw(cfg, testenv.Creds(lv, "rs", "rs", "pw")); ack.Code != want {
 			t.Fatalf("broker down, level %d: CONNACK 0x%02X, want 0x%02X", lv, ack.Code, want)
 		}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
+
 	"github.com/eclipse/paho.golang/paho"
 	paholog "github.com/eclipse/paho.golang/paho/log"
 	"github.com/redis/go-redis/v9"
@@ -181,7 +183,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcfg := &TLSConfig{CertFile: files.ServerCert, KeyFile: files.ServerKey, ReloadInterval: 50 * time.Millisecond}
+	tcfg := &transport.TLSConfig{CertFile: files.ServerCert, KeyFile: files.ServerKey, ReloadInterval: 50 * time.Millisecond}
 	if o.clientCA {
 		tcfg.ClientCAFile = files.CA
 		tcfg.ClientAuth = tls.VerifyClientCertIfGiven
@@ -227,7 +229,7 @@ func (h *harness) proxyWith(change func(*Config)) string {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	go func() { _ = p.Serve(l, true) }()
+	go func() { _ = p.Serve(l, p.TLS()) }()
 	h.t.Cleanup(func() { p.Shutdown(context.Background()) })
 	return l.Addr().String()
 }
@@ -245,7 +247,7 @@ func (h *harness) replica() (*Proxy, string) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	go func() { _ = p.Serve(l, true) }()
+	go func() { _ = p.Serve(l, p.TLS()) }()
 	h.t.Cleanup(func() { p.Shutdown(context.Background()) })
 	return p, l.Addr().String()
 }
@@ -255,7 +257,11 @@ func (h *harness) serve(withTLS bool) string {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	go func() { _ = h.proxy.Serve(l, withTLS) }()
+	var t transport.Terminator = transport.Plain{}
+	if withTLS {
+		t = h.proxy.TLS()
+	}
+	go func() { _ = h.proxy.Serve(l, t) }()
 	return l.Addr().String()
 }
 

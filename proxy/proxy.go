@@ -1,37 +1,45 @@
-// Package proxy terminates TLS for MQTT devices, authenticates every CONNECT
-// against an authstore.Authenticator, and only then dials the broker afresh
-// and relays the session. Nothing a client sends before it is authenticated
-// reaches the broker, not even a TCP connection.
+// Package proxy authenticates every MQTT CONNECT that reaches it over a
+// terminated transport (TLS, or TCP on a trusted network) against a
+// policy.Authenticator, and only then dials the broker afresh and relays the
+// session. Nothing a client sends before it is authenticated reaches the
+// broker, not even a TCP connection. Live sessions are decided again when a
+// rule changes (Follow), and closed when they are no longer allowed.
+//
+// A connection's life, file by file: accept.go admits it (connection and
+// pending budgets), attempt.go takes it step by step from the transport's
+// handshake to the start of its relay (backend.go dials the broker),
+// outcome.go logs and counts how each attempt ended, session.go is the
+// relayed session, and revoke.go decides live sessions again.
 package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
 // Config configures a Proxy. Zero durations and sizes take the defaults
 // documented on each field.
 type Config struct {
-	Listen      string     // TLS listener address, e.g. ":8883"
-	TLS         *TLSConfig // required when Listen is set
-	PlainListen string     // optional listener without TLS, for trusted networks
+	Listen      string               // TLS listener address for ListenAndServe, e.g. ":8883"
+	TLS         *transport.TLSConfig // required when Listen is set
+	PlainListen string               // optional listener without TLS, for trusted networks
 
 	Backend Backend
-	Auth    authstore.Authenticator
+	Auth    policy.Authenticator
 
 	ConnectTimeout time.Duration // accept to complete CONNECT, handshake included; default 10s
-	// HandshakeTimeout bounds the TLS handshake, within ConnectTimeout;
-	// default 5s.
+	// HandshakeTimeout bounds the transport's handshake, within
+	// ConnectTimeout; default 5s.
 	HandshakeTimeout time.Duration
 	MaxConnectBytes  int // cap on the first packet; default 65536
 	MaxConnections   int // concurrent client connections; 0: no cap
@@ -50,27 +58,18 @@ type Config struct {
 	Metrics *Metrics // nil: a private, unregistered set
 }
 
-// Backend is how the proxy reaches the broker.
-type Backend struct {
-	Addr        string        // host:port
-	TLS         *tls.Config   // nil: plain TCP
-	Username    string        // empty: keep the device's user name
-	Password    string        // empty: send no password; the device's is never sent
-	DialTimeout time.Duration // dial plus the broker's CONNACK; default 5s
-}
-
-// Proxy serves MQTT clients. Create it with New, run it with Serve or
-// ServeListener, stop it with Shutdown.
+// Proxy serves MQTT clients. Create it with New, run it with
+// ListenAndServe or Serve, stop it with Shutdown.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	metrics *Metrics
-	tls     *tlsServer
-	slots   chan struct{} // nil when MaxConnections is 0
-	pending *pendingSet   // connections that have not yet sent their CONNECT
-	dialer  net.Dialer
-	// logLimit summarises refused connections at info level.
-	logLimit *logLimiter
+	cfg      Config
+	log      *slog.Logger
+	metrics  *Metrics
+	tls      *transport.TLS // nil without a TLS configuration
+	engine   *relay.Engine
+	slots    chan struct{} // nil when MaxConnections is 0
+	pending  *pendingSet   // connections that have not yet sent their CONNECT
+	dialer   net.Dialer
+	logLimit *logLimiter // summarises refused connections at info level
 
 	ctx    context.Context // cancelled by Shutdown: aborts handshakes and CONNECTs in progress
 	cancel context.CancelFunc
@@ -81,14 +80,14 @@ type Proxy struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
 	byUser    map[string]map[*session]struct{} // live sessions by username, for revocation
-	wg        sync.WaitGroup                   // every connection goroutine
+	wg        sync.WaitGroup                   // every connection goroutine and session
 
 	// changes counts change notifications; a session decided before a
 	// notification and registered after it is decided again at once.
 	changes atomic.Uint64
 }
 
-// New validates cfg and loads the certificates.
+// New validates cfg, fills in its defaults and loads the certificates.
 func New(cfg Config) (*Proxy, error) {
 	if cfg.Auth == nil {
 		return nil, errors.New("proxy: no authenticator")
@@ -96,27 +95,54 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Backend.Addr == "" {
 		return nil, errors.New("proxy: no backend address")
 	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 10 * time.Second
+	if cfg.TLS == nil && cfg.Listen != "" {
+		return nil, errors.New("proxy: TLS listener without TLS configuration")
 	}
-	if cfg.HandshakeTimeout <= 0 {
-		cfg.HandshakeTimeout = 5 * time.Second
-	}
-	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = 1024
-		if cfg.MaxConnections > 0 {
-			cfg.MaxPending = min(max(cfg.MaxConnections/4, 16), cfg.MaxConnections)
+	cfg = withDefaults(cfg)
+	p := &Proxy{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, stop: make(chan struct{}), dialer: net.Dialer{KeepAlive: -1},
+		listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, byUser: map[string]map[*session]struct{}{}}
+	if cfg.TLS != nil {
+		t, err := transport.NewTLS(*cfg.TLS, p.log)
+		if err != nil {
+			return nil, err
 		}
+		p.tls = t
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	if cfg.MaxConnections > 0 {
+		p.slots = make(chan struct{}, cfg.MaxConnections)
+	}
+	p.pending = newPendingSet(cfg.MaxPending, pendingMinAge)
+	p.engine = relay.NewEngine()
+	p.logLimit = newLogLimiter(time.Now)
+	go p.logLimit.summarise(p.log, p.stop)
+	if cfg.RevalidateInterval > 0 {
+		go p.sweep()
+	}
+	return p, nil
+}
+
+// DefaultMaxPending is MaxPending's default for a MaxConnections: a
+// quarter of the cap, at least 16 and never above it; 1024 without a cap.
+func DefaultMaxPending(maxConnections int) int {
+	if maxConnections > 0 {
+		return min(max(maxConnections/4, 16), maxConnections)
+	}
+	return 1024
+}
+
+// withDefaults fills in the documented defaults of cfg's zero values.
+func withDefaults(cfg Config) Config {
+	cfg.ConnectTimeout = cmp0(cfg.ConnectTimeout, 10*time.Second)
+	cfg.HandshakeTimeout = cmp0(cfg.HandshakeTimeout, 5*time.Second)
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending(cfg.MaxConnections)
 	}
 	if cfg.MaxConnectBytes <= 0 {
 		cfg.MaxConnectBytes = 65536
 	}
-	if cfg.Backend.DialTimeout <= 0 {
-		cfg.Backend.DialTimeout = 5 * time.Second
-	}
-	if cfg.ShutdownGrace <= 0 {
-		cfg.ShutdownGrace = 10 * time.Second
-	}
+	cfg.Backend.DialTimeout = cmp0(cfg.Backend.DialTimeout, DefaultDialTimeout)
+	cfg.ShutdownGrace = cmp0(cfg.ShutdownGrace, 10*time.Second)
 	if cfg.RevalidateInterval == 0 {
 		cfg.RevalidateInterval = time.Minute
 	}
@@ -126,32 +152,12 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, stop: make(chan struct{}), dialer: net.Dialer{KeepAlive: -1},
-		listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, byUser: map[string]map[*session]struct{}{}}
-	p.ctx, p.cancel = context.WithCancel(context.Background())
-	p.pending = newPendingSet(cfg.MaxPending, pendingMinAge)
-	p.logLimit = newLogLimiter(time.Now)
-	go p.logLimit.summarise(p.log, p.stop)
-	if cfg.MaxConnections > 0 {
-		p.slots = make(chan struct{}, cfg.MaxConnections)
-	}
-	if cfg.TLS == nil && cfg.Listen != "" {
-		return nil, errors.New("proxy: TLS listener without TLS configuration")
-	}
-	if cfg.TLS != nil {
-		t, err := newTLSServer(*cfg.TLS, p.log)
-		if err != nil {
-			return nil, fmt.Errorf("proxy: TLS: %w", err)
-		}
-		p.tls = t
-		go t.run(p.stop)
-	}
-	if cfg.RevalidateInterval > 0 {
-		go p.sweep()
-	}
-	go p.trimMemory()
-	return p, nil
+	return cfg
 }
+
+// TLS is the proxy's TLS terminator (nil without a TLS configuration), for
+// Serve.
+func (p *Proxy) TLS() *transport.TLS { return p.tls }
 
 // ReloadCertificates re-reads the TLS certificate, key and client CA files
 // (for SIGHUP). Connections in progress are not affected.
@@ -162,121 +168,9 @@ func (p *Proxy) ReloadCertificates() error {
 	return p.tls.Reload()
 }
 
-// ListenAndServe opens the configured listeners and serves until Shutdown.
-// It returns once the listeners are open and serving; errors opening them are
-// returned at once. Addrs reports the bound addresses.
-func (p *Proxy) ListenAndServe() error {
-	type ln struct {
-		addr string
-		tls  bool
-	}
-	var want []ln
-	if p.cfg.Listen != "" {
-		want = append(want, ln{p.cfg.Listen, true})
-	}
-	if p.cfg.PlainListen != "" {
-		want = append(want, ln{p.cfg.PlainListen, false})
-	}
-	if len(want) == 0 {
-		return errors.New("proxy: no listener configured")
-	}
-	var opened []net.Listener
-	for _, w := range want {
-		// No TCP keepalive: MQTT has its own, which the broker enforces on
-		// the relayed session; the proxy closes the device's side with it.
-		l, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", w.addr)
-		if err != nil {
-			for _, o := range opened {
-				o.Close()
-			}
-			return fmt.Errorf("proxy: listen %s: %w", w.addr, err)
-		}
-		opened = append(opened, l)
-	}
-	for i, l := range opened {
-		go func() { _ = p.Serve(l, want[i].tls) }()
-	}
-	return nil
-}
-
-// Serve accepts connections on l until l is closed or Shutdown is called.
-// withTLS selects TLS termination (the proxy must have a TLS config).
-func (p *Proxy) Serve(l net.Listener, withTLS bool) error {
-	if withTLS && p.tls == nil {
-		return errors.New("proxy: TLS listener without TLS configuration")
-	}
-	p.mu.Lock()
-	select {
-	case <-p.stop:
-		p.mu.Unlock()
-		l.Close()
-		return net.ErrClosed
-	default:
-	}
-	p.listeners[l] = struct{}{}
-	p.wg.Add(1)
-	p.mu.Unlock()
-	defer p.wg.Done()
-	defer func() {
-		p.mu.Lock()
-		delete(p.listeners, l)
-		p.mu.Unlock()
-	}()
-	p.log.Info("listening", "addr", l.Addr().String(), "tls", withTLS)
-
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return net.ErrClosed
-			}
-			// Temporary errors (EMFILE, ECONNABORTED...): back off 5ms doubling to 1s.
-			backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
-			p.log.Warn("accept failed; backing off", "error", err, "backoff", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-p.stop:
-				return net.ErrClosed
-			}
-			continue
-		}
-		backoff = 0
-		if p.slots != nil {
-			select {
-			case p.slots <- struct{}{}:
-			default:
-				// At MAX_CONNECTIONS: close at once, before any TLS work,
-				// so that the device retries later.
-				p.metrics.Connects.WithLabelValues(outcomeLimit).Inc()
-				p.log.Warn("connection refused: MAX_CONNECTIONS reached", "remote", c.RemoteAddr().String(), "max", cap(p.slots))
-				c.Close()
-				continue
-			}
-		}
-		pc := p.pending.add(c, time.Now())
-		if pc == nil {
-			// As many connections as MaxPending are still to send their
-			// CONNECT, none of them for long: close before any TLS work.
-			p.metrics.Connects.WithLabelValues(outcomePendingFull).Inc()
-			if p.logLimit.allow(outcomePendingFull) {
-				p.log.Warn("connection refused: too many connections still to send their CONNECT (MAX_PENDING)",
-					"remote", c.RemoteAddr().String(), "max", p.cfg.MaxPending)
-			}
-			c.Close()
-			if p.slots != nil {
-				<-p.slots
-			}
-			continue
-		}
-		p.wg.Add(1)
-		go p.handle(c, withTLS, pc)
-	}
-}
-
-// pendingMinAge is how long a connection must have been pending before a
-// new one may take its place in a full pending set.
-const pendingMinAge = time.Second
+// TakeParked returns how many relay directions went idle and gave up their
+// goroutine since the last call (see relay.Engine.TakeParked).
+func (p *Proxy) TakeParked() int64 { return p.engine.TakeParked() }
 
 // Addrs returns the addresses of the open listeners.
 func (p *Proxy) Addrs() []net.Addr {
@@ -292,7 +186,8 @@ func (p *Proxy) Addrs() []net.Addr {
 // Shutdown stops accepting, lets relayed sessions run for the grace period
 // (or until ctx ends), then closes the rest, sending MQTT 5 clients a
 // DISCONNECT with reason 0x8B (server shutting down) at a packet boundary.
-// Connections still authenticating are closed at once.
+// Connections still authenticating are closed at once. It returns when
+// every connection is closed.
 func (p *Proxy) Shutdown(ctx context.Context) {
 	p.once.Do(func() {
 		p.mu.Lock()
@@ -309,16 +204,17 @@ func (p *Proxy) Shutdown(ctx context.Context) {
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return
 	case <-grace.C:
 	case <-ctx.Done():
 	}
-	p.mu.Lock()
-	for s := range p.sessions {
+	for _, s := range p.allSessions() {
 		go s.kick(packets.ServerShuttingDown, "shutdown")
 	}
-	p.mu.Unlock()
 	<-done
+	p.engine.Close()
+	if p.tls != nil {
+		p.tls.Close()
+	}
 }
 
 // Sessions is the number of relayed sessions open now.
@@ -329,7 +225,7 @@ func (p *Proxy) Sessions() int {
 }
 
 // addSession registers s, unless the proxy is shutting down; from then on
-// s.close must be called exactly once (it is idempotent).
+// the session's end (its relay's OnEnd) unregisters it.
 func (p *Proxy) addSession(s *session) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -339,7 +235,7 @@ func (p *Proxy) addSession(s *session) bool {
 	default:
 	}
 	p.sessions[s] = struct{}{}
-	p.wg.Add(1) // until the session closes
+	p.wg.Add(1) // until the session ends
 	u := p.byUser[s.req.Username]
 	if u == nil {
 		u = map[*session]struct{}{}
@@ -359,5 +255,4 @@ func (p *Proxy) removeSession(s *session) {
 		}
 	}
 	p.mu.Unlock()
-	s.stopTimers()
 }

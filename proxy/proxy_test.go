@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
+
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
@@ -77,16 +79,16 @@ func TestVersionsPublishSubscribe(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("dev", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	clients := map[byte]*testenv.RawClient{}
-	for _, lv := range []byte{packets.V31, packets.V311, packets.V5} {
+	clients := map[packets.Level]*testenv.RawClient{}
+	for _, lv := range []packets.Level{packets.V31, packets.V311, packets.V5} {
 		c, ack, _ := h.connectRaw(cfg, testenv.Creds(lv, fmt.Sprintf("dev-v%d", lv), "dev", "pw"))
 		if ack.Code != 0 {
 			t.Fatalf("level %d: CONNACK 0x%02X", lv, ack.Code)
 		}
 		clients[lv] = c
 	}
-	for _, sub := range []byte{packets.V31, packets.V311, packets.V5} {
-		for _, pub := range []byte{packets.V31, packets.V311, packets.V5} {
+	for _, sub := range []packets.Level{packets.V31, packets.V311, packets.V5} {
+		for _, pub := range []packets.Level{packets.V31, packets.V311, packets.V5} {
 			if sub == pub {
 				continue
 			}
@@ -149,7 +151,7 @@ func TestStoreAndBrokerDown(t *testing.T) {
 	h := newHarness(t, harnessOptions{redisTimeout: 200 * time.Millisecond})
 	h.setUser("eve", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	expect := func(level byte, want byte) {
+	expect := func(level packets.Level, want byte) {
 		t.Helper()
 		c, ack, _ := h.connectRaw(cfg, testenv.Creds(level, "eve-e", "eve", "pw"))
 		if ack.Code != want {
@@ -261,7 +263,7 @@ func TestBadInputNeverReachesBroker(t *testing.T) {
 		t.Fatalf("the broker saw %d connections from unauthenticated clients", n)
 	}
 	// Wrong credentials never reach the broker either.
-	for _, lv := range []byte{packets.V31, packets.V311, packets.V5} {
+	for _, lv := range []packets.Level{packets.V31, packets.V311, packets.V5} {
 		if _, ack, _ := h.connectRaw(cfg, testenv.Creds(lv, "fay-x", "fay", "nope")); ack.Code == 0 {
 			t.Fatal("wrong password accepted")
 		}
@@ -573,7 +575,7 @@ func TestBackendTLS(t *testing.T) {
 			}
 			defer p.Shutdown(context.Background())
 			l, _ := net.Listen("tcp", "127.0.0.1:0")
-			go func() { _ = p.Serve(l, false) }()
+			go func() { _ = p.Serve(l, transport.Plain{}) }()
 			dial := func(id string) (*testenv.RawClient, packets.Connack) {
 				conn, err := net.Dial("tcp", l.Addr().String())
 				if err != nil {
@@ -657,7 +659,7 @@ func TestSharedTicketKeys(t *testing.T) {
 			t.Fatalf("%s: resumed on a replica without the shared keys", v.name)
 		}
 	}
-	if _, err := LoadTicketKeys(filepath.Join(t.TempDir(), "missing")); err == nil {
+	if _, err := transport.LoadTicketKeys(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Fatal("missing key file accepted")
 	}
 }

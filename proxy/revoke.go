@@ -6,14 +6,15 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
 // ChangeFeed delivers rule changes; *authstore.Store implements it.
 type ChangeFeed interface {
-	Watch(ctx context.Context, f func(authstore.Change)) error
+	Watch(ctx context.Context, f func(policy.Change)) error
 }
 
 // Follow applies rule changes to live connections until ctx ends: the
@@ -21,7 +22,7 @@ type ChangeFeed interface {
 // closes them, a resync re-decides every connection. Run it on its own
 // goroutine.
 func (p *Proxy) Follow(ctx context.Context, feed ChangeFeed) error {
-	return feed.Watch(ctx, func(c authstore.Change) {
+	return feed.Watch(ctx, func(c policy.Change) {
 		p.changes.Add(1)
 		switch {
 		case c.Resync:
@@ -76,7 +77,7 @@ func (p *Proxy) RevalidateAll() {
 func (p *Proxy) Kick(username string) int {
 	ss := p.userSessions(username)
 	for _, s := range ss {
-		p.log.Info("kicked", "username", logsafe.String(username), "client_id", logsafe.String(s.req.ClientID), "remote", s.clientRaw.RemoteAddr().String())
+		p.log.Info("kicked", "username", logsafe.String(username), "client_id", logsafe.String(s.req.ClientID), "remote", s.remote)
 		s.kick(packets.AdministrativeAction, "kicked")
 	}
 	return len(ss)
@@ -89,7 +90,7 @@ func (p *Proxy) Kick(username string) int {
 // re-validation never mass-disconnects on an outage, and never lets one
 // pass for an allow.
 func (p *Proxy) revalidate(s *session, why string) {
-	if s.kicked() || s.closed.Load() {
+	if s.done() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, revalidateTimeout)
@@ -100,14 +101,14 @@ func (p *Proxy) revalidate(s *session, why string) {
 		p.metrics.Revalidations.WithLabelValues("allowed").Inc()
 		s.retried()
 		s.scheduleNotAfter(d.NotAfter)
-	case err == nil || errors.Is(err, authstore.ErrMalformedRule):
+	case err == nil || errors.Is(err, policy.ErrMalformedRule):
 		outcome, reason := string(d.Outcome), d.Reason
 		if err != nil {
 			outcome, reason = "malformed_rule", logsafe.Error(err)
 		}
 		p.metrics.Revalidations.WithLabelValues("revoked").Inc()
 		p.log.Info("revoked", "username", logsafe.String(s.req.Username), "client_id", logsafe.String(s.req.ClientID),
-			"remote", s.clientRaw.RemoteAddr().String(), "outcome", outcome, "reason", reason, "why", why)
+			"remote", s.remote, "outcome", outcome, "reason", reason, "why", why)
 		s.kick(packets.AdministrativeAction, "revoked")
 	case p.ctx.Err() != nil:
 		// Shutting down.
@@ -135,7 +136,7 @@ func (s *session) retryLater(f func()) time.Duration {
 	s.timerMu.Lock()
 	defer s.timerMu.Unlock()
 	s.retryDelay = min(max(s.retryDelay*2, retryFirst), retryMax)
-	if s.retry == nil && !s.closed.Load() {
+	if s.retry == nil && !s.done() {
 		s.retry = time.AfterFunc(s.retryDelay, func() {
 			s.timerMu.Lock()
 			s.retry = nil
@@ -200,7 +201,7 @@ func (s *session) scheduleNotAfter(t time.Time) {
 		s.notAfter.Stop()
 		s.notAfter = nil
 	}
-	if t.IsZero() || s.closed.Load() {
+	if t.IsZero() || s.done() {
 		return
 	}
 	// time.Until saturates instead of overflowing; the cap keeps the

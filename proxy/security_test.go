@@ -15,10 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
@@ -77,7 +81,7 @@ func TestScheduleNotAfterExtremes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Shutdown(context.Background())
-	s := &session{p: p}
+	s, _ := pipeSession(t, p, policy.Request{Username: "t", Protocol: packets.V311})
 	for _, at := range []time.Time{time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
 		time.Date(2318, 1, 1, 0, 0, 0, 0, time.UTC), time.Now().Add(maxTimer + time.Second)} {
 		s.scheduleNotAfter(at)
@@ -178,15 +182,15 @@ type failingAuth struct {
 	calls    atomic.Int64
 }
 
-func (f *failingAuth) Authenticate(_ context.Context, r authstore.Request) (authstore.Decision, error) {
+func (f *failingAuth) Authenticate(_ context.Context, r policy.Request) (policy.Decision, error) {
 	f.calls.Add(1)
 	if r.Verified == nil {
-		return authstore.Decision{Outcome: authstore.Accepted}, nil
+		return policy.Decision{Outcome: policy.Accepted}, nil
 	}
 	if f.failures.Add(-1) >= 0 {
-		return authstore.Decision{}, authstore.ErrUnavailable
+		return policy.Decision{}, policy.ErrUnavailable
 	}
-	return authstore.Decision{Outcome: authstore.Disabled, Reason: "disabled"}, nil
+	return policy.Decision{Outcome: policy.Disabled, Reason: "disabled"}, nil
 }
 
 // TestUnavailableReDecisionIsRetried (finding 3): a re-decision that fails
@@ -200,29 +204,37 @@ func TestUnavailableReDecisionIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Shutdown(context.Background())
-	client, device := netPipe(t)
-	backend, _ := netPipe(t)
-	cred := authstore.Credential{1}
-	s := newSession(p, client, client, backend, authstore.Request{Username: "r", Protocol: packets.V311, Verified: &cred}, 60)
+	cred := policy.Credential{1}
+	s, device := pipeSession(t, p, policy.Request{Username: "r", Protocol: packets.V311, Verified: &cred})
 	if !p.addSession(s) {
 		t.Fatal("not registered")
 	}
-	go func() { _ = s.writeConnack([]byte{0x20, 2, 0, 0}) }()
+	go func() { _ = s.relay.WriteFirst([]byte{0x20, 2, 0, 0}) }()
 	buf := make([]byte, 4)
 	if _, err := device.Read(buf); err != nil {
 		t.Fatal(err)
 	}
 	p.RevalidateUser("r")
-	if s.kicked() {
+	if s.done() {
 		t.Fatal("kicked on a store error")
 	}
-	testenv.WaitFor(t, 5*time.Second, "the retried re-decision to revoke", func() bool { return s.kicked() })
+	testenv.WaitFor(t, 5*time.Second, "the retried re-decision to revoke", func() bool { return s.done() })
 	if got := auth.calls.Load(); got != 3 {
 		t.Fatalf("%d decisions, want 3 (two failures, then the refusal)", got)
 	}
 	if got := testutil.ToFloat64(p.metrics.Revalidations.WithLabelValues("error")); got != 2 {
 		t.Fatalf("revalidations{error} = %v, want 2", got)
 	}
+}
+
+// pipeSession is a session of p over net.Pipe ends; device is the
+// device's end.
+func pipeSession(t *testing.T, p *Proxy, req policy.Request) (*session, net.Conn) {
+	client, device := netPipe(t)
+	backend, _ := netPipe(t)
+	s := newSession(p, transport.Conn{Conn: client, Raw: client, Kind: relay.Opaque},
+		&brokerConn{Endpoint: relay.Endpoint{Conn: backend, Raw: backend, Kind: relay.Opaque}}, req, 60)
+	return s, device
 }
 
 func netPipe(t *testing.T) (net.Conn, net.Conn) {
@@ -240,7 +252,7 @@ func TestClientIDBoundToUserByDefault(t *testing.T) {
 	h.setUser("alice", authstore.Update{Password: ptr("a-pw")})
 	h.setUser("bob", authstore.Update{Password: ptr("b-pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	persistent := func(level byte, id, user, pass string) packets.Connect {
+	persistent := func(level packets.Level, id, user, pass string) packets.Connect {
 		c := testenv.Creds(level, id, user, pass)
 		c.CleanStart = false
 		return c
@@ -249,9 +261,9 @@ func TestClientIDBoundToUserByDefault(t *testing.T) {
 	if ack.Code != 0 {
 		t.Fatalf("alice: CONNACK 0x%02X", ack.Code)
 	}
-	for _, lv := range []byte{packets.V311, packets.V5} {
+	for _, lv := range []packets.Level{packets.V311, packets.V5} {
 		_, ack, _ := h.connectRaw(cfg, persistent(lv, "alice-phone", "bob", "b-pw"))
-		if want := map[byte]byte{packets.V311: 0x02, packets.V5: 0x85}[lv]; ack.Code != want {
+		if want := map[packets.Level]byte{packets.V311: 0x02, packets.V5: 0x85}[lv]; ack.Code != want {
 			t.Fatalf("bob as alice-phone (v%d): CONNACK 0x%02X, want 0x%02X", lv, ack.Code, want)
 		}
 	}

@@ -288,7 +288,7 @@ type conn struct {
 	net.Conn
 	r       *bufio.Reader
 	resumed bool
-	level   byte
+	level   packets.Level
 }
 
 // dial connects and completes CONNECT/CONNACK. cache, when set, is the
@@ -303,7 +303,7 @@ func (d *dialer) dial(ctx context.Context, clientID string, cache tls.ClientSess
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{Conn: raw, level: byte(d.o.level)}
+	c := &conn{Conn: raw, level: packets.Level(d.o.level)}
 	if d.tls != nil {
 		cfg := d.tls
 		if cache != nil {
@@ -318,7 +318,7 @@ func (d *dialer) dial(ctx context.Context, clientID string, cache tls.ClientSess
 		c.Conn, c.resumed = tc, tc.ConnectionState().DidResume
 	}
 	c.r = bufio.NewReaderSize(c.Conn, 32<<10)
-	cp := packets.Connect{ProtocolName: "MQTT", ProtocolLevel: byte(d.o.level), CleanStart: true, KeepAlive: 300, ClientID: clientID}
+	cp := packets.Connect{ProtocolName: "MQTT", ProtocolLevel: packets.Level(d.o.level), CleanStart: true, KeepAlive: 300, ClientID: clientID}
 	if d.o.user != "" {
 		cp.UsernameFlag, cp.Username = true, d.o.user
 	}
@@ -336,7 +336,7 @@ func (d *dialer) dial(ctx context.Context, clientID string, cache tls.ClientSess
 		c.Close()
 		return nil, fmt.Errorf("CONNACK: %w", err)
 	}
-	ack, err := packets.DecodeConnack(pkt, byte(d.o.level))
+	ack, err := packets.DecodeConnack(pkt, packets.Level(d.o.level))
 	if err != nil || !ack.Accepted() {
 		c.Close()
 		return nil, fmt.Errorf("CONNACK 0x%02X %v", ack.Code, err)

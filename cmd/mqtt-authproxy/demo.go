@@ -1,3 +1,9 @@
+//go:build !nodemo
+
+// The demo links an in-process Redis (miniredis, with a Lua interpreter)
+// and an MQTT broker (mochi-mqtt); the container image is built with
+// -tags nodemo, which leaves them out (see nodemo.go).
+
 package main
 
 import (
@@ -18,45 +24,70 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/spf13/cobra"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/app"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 )
 
-const demoUsage = `Usage: mqtt-authproxy demo [flags]
+// demoOptions are demo's flags.
+type demoOptions struct {
+	listen, redis, broker, metrics, dir, user, logFormat string
+}
 
-Runs the whole product with nothing installed: an in-process Redis-protocol
+// demoShutdownGrace replaces SHUTDOWN_GRACE: Ctrl-C should not wait long.
+const demoShutdownGrace = 2 * time.Second
+
+func cmdDemo(io stdio) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "demo",
+		Short: "Everything embedded: Redis, broker, CA, proxy, one user",
+		Long: `Runs the whole product with nothing installed: an in-process Redis-protocol
 server (miniredis), an in-process MQTT broker (mochi-mqtt), a fresh CA and
 server certificate written to --dir, the proxy on a TLS port, and one seeded
-user. It prints copy-paste commands to try it; Ctrl-C stops it.
+user. It prints copy-paste commands to try it; Ctrl-C stops it. Everything
+else is configured as serve is by default.`,
+		Args: noArgs("demo takes no arguments, got %q"),
+	}
+	defaults := app.Defaults()
+	var o demoOptions
+	fs := c.Flags()
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:8883", "the proxy's TLS listener")
+	fs.StringVar(&o.redis, "redis", "127.0.0.1:16379", "the embedded Redis-protocol server")
+	fs.StringVar(&o.broker, "broker", "127.0.0.1:11883", "the embedded broker (plain MQTT; devices should use the proxy)")
+	fs.StringVar(&o.metrics, "metrics", defaults.MetricsListen, "metrics and health endpoint (empty: off)")
+	fs.StringVar(&o.dir, "dir", "", "folder for the generated CA and certificate (default: a new temporary folder)")
+	fs.StringVar(&o.user, "user", "demo", "the seeded user's name")
+	fs.StringVar(&o.logFormat, "log-format", defaults.LogFormat, "text or json")
+	c.RunE = func(*cobra.Command, []string) error { return runDemo(io, o) }
+	return c
+}
 
-Flags:
-`
+// demoConfig is the proxy's configuration in the demo: serve's defaults
+// (app.Defaults) with the demo's listener, certificate, broker, Redis,
+// metrics address, log format and a short shutdown grace.
+func demoConfig(o demoOptions, certFile, keyFile, brokerAddr, redisAddr string) app.Config {
+	cfg := app.Defaults()
+	cfg.Listen, cfg.TLSCertFile, cfg.TLSKeyFile = o.listen, certFile, keyFile
+	cfg.BackendAddr, cfg.RedisURL = brokerAddr, "redis://"+redisAddr+"/0"
+	cfg.ShutdownGrace, cfg.MetricsListen, cfg.LogFormat = demoShutdownGrace, o.metrics, o.logFormat
+	return cfg
+}
 
-func cmdDemo(args []string, io stdio) error {
-	fs := newFlags("demo", demoUsage, io)
-	listen := fs.String("listen", "127.0.0.1:8883", "the proxy's TLS listener")
-	redisAddr := fs.String("redis", "127.0.0.1:16379", "the embedded Redis-protocol server")
-	brokerAddr := fs.String("broker", "127.0.0.1:11883", "the embedded broker (plain MQTT; devices should use the proxy)")
-	metrics := fs.String("metrics", "127.0.0.1:9090", "metrics and health endpoint (empty: off)")
-	dir := fs.String("dir", "", "folder for the generated CA and certificate (default: a new temporary folder)")
-	user := fs.String("user", "demo", "the seeded user's name")
-	logFormat := fs.String("log-format", "text", "text or json")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+func runDemo(io stdio, o demoOptions) error {
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return usagef("demo: --log-format %q is not text or json", o.logFormat)
 	}
-	if fs.NArg() > 0 {
-		return usagef("demo takes no arguments, got %q", fs.Args())
+	host, _, err := net.SplitHostPort(o.listen)
+	if err != nil {
+		return usagef("demo: --listen %q is not host:port", o.listen)
 	}
-	if *logFormat != "text" && *logFormat != "json" {
-		return usagef("demo: --log-format %q is not text or json", *logFormat)
-	}
-	log := newLogger(io.err, *logFormat, "info")
 
 	// The embedded Redis.
 	mr := miniredis.NewMiniRedis()
-	if err := mr.StartAddr(*redisAddr); err != nil {
-		return fmt.Errorf("embedded Redis on %s: %w (choose another with --redis)", *redisAddr, err)
+	if err := mr.StartAddr(o.redis); err != nil {
+		return fmt.Errorf("embedded Redis on %s: %w (choose another with --redis)", o.redis, err)
 	}
 	defer mr.Close()
 
@@ -65,12 +96,12 @@ func cmdDemo(args []string, io stdio) error {
 	if err := broker.AddHook(new(auth.AllowHook), nil); err != nil {
 		return err
 	}
-	bl, err := net.Listen("tcp", *brokerAddr)
+	bl, err := net.Listen("tcp", o.broker)
 	if err != nil {
-		return fmt.Errorf("embedded broker on %s: %w (choose another with --broker)", *brokerAddr, err)
+		return fmt.Errorf("embedded broker on %s: %w (choose another with --broker)", o.broker, err)
 	}
 	bl.Close()
-	if err := broker.AddListener(listeners.NewTCP(listeners.Config{ID: "demo", Address: *brokerAddr})); err != nil {
+	if err := broker.AddListener(listeners.NewTCP(listeners.Config{ID: "demo", Address: o.broker})); err != nil {
 		return err
 	}
 	if err := broker.Serve(); err != nil {
@@ -79,18 +110,14 @@ func cmdDemo(args []string, io stdio) error {
 	defer broker.Close()
 
 	// A fresh CA and server certificate.
-	if *dir == "" {
-		if *dir, err = os.MkdirTemp("", "mqtt-authproxy-demo-"); err != nil {
+	if o.dir == "" {
+		if o.dir, err = os.MkdirTemp("", "mqtt-authproxy-demo-"); err != nil {
 			return err
 		}
 	}
 	ca, err := pki.NewCA("mqtt-authproxy demo CA")
 	if err != nil {
 		return err
-	}
-	host, _, err := net.SplitHostPort(*listen)
-	if err != nil {
-		return usagef("demo: --listen %q is not host:port", *listen)
 	}
 	hosts := []string{"localhost", "127.0.0.1", "::1"}
 	if host != "" && !slices.Contains(hosts, host) {
@@ -100,44 +127,37 @@ func cmdDemo(args []string, io stdio) error {
 	if err != nil {
 		return err
 	}
-	files, err := pki.WriteFiles(*dir, ca, server)
+	files, err := pki.WriteFiles(o.dir, ca, server)
 	if err != nil {
 		return err
 	}
 
-	// The proxy, configured as serve would be from the environment.
-	cfg := defaultConfig()
-	cfg.Listen, cfg.TLSCertFile, cfg.TLSKeyFile = *listen, files.ServerCert, files.ServerKey
-	cfg.BackendAddr, cfg.RedisURL = bl.Addr().String(), "redis://"+mr.Addr()+"/0"
-	cfg.ShutdownGrace, cfg.MetricsListen, cfg.LogFormat = 2*time.Second, *metrics, *logFormat
-	settings, err := cfg.validateServe()
+	// The proxy, configured as serve would be from an empty environment.
+	settings, err := demoConfig(o, files.ServerCert, files.ServerKey, bl.Addr().String(), mr.Addr()).Validate()
 	if err != nil {
 		return err
 	}
-	srv, err := startServer(cfg, settings, log)
+	log := newLogger(io.err, settings.Log)
+	a, err := app.Start(context.Background(), settings, log)
 	if err != nil {
 		return err
 	}
 	// The seeded user.
 	password := "demo-" + strings.ToLower(rand.Text()[:10])
-	if err := srv.store.SetUser(context.Background(), *user, authstore.Update{Password: &password}); err != nil {
-		srv.stop()
+	if err := a.Store().SetUser(context.Background(), o.user, authstore.Update{Password: &password}); err != nil {
+		a.Stop()
 		return err
 	}
-	addr := *listen
-	for _, a := range srv.proxy.Addrs() {
-		addr = a.String()
-	}
-	_, port, _ := net.SplitHostPort(addr)
+	_, port, _ := net.SplitHostPort(a.Addrs().TLS.String())
 	_, rport, _ := net.SplitHostPort(mr.Addr())
-	printDemo(io.out, demoInfo{dir: *dir, ca: files.CA, port: port, redisPort: rport, redisAddr: mr.Addr(),
-		user: *user, password: password, metrics: *metrics})
+	printDemo(io.out, demoInfo{dir: o.dir, ca: files.CA, port: port, redisPort: rport, redisAddr: mr.Addr(),
+		user: o.user, password: password, metrics: o.metrics})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
 	log.Info("demo stopping")
-	srv.stop()
+	a.Stop()
 	return nil
 }
 

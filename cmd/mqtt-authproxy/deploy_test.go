@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/app"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 )
 
@@ -24,9 +25,9 @@ const repoRoot = "../.."
 // knownVars is every AUTHPROXY_ variable the configuration defines.
 func knownVars() map[string]bool {
 	vars := map[string]bool{}
-	t := reflect.TypeOf(Config{})
+	t := reflect.TypeOf(app.Config{})
 	for i := range t.NumField() {
-		vars[envPrefix+t.Field(i).Tag.Get("env")] = true
+		vars[app.EnvPrefix+t.Field(i).Tag.Get("env")] = true
 	}
 	return vars
 }
@@ -192,8 +193,8 @@ func TestDockerfileBinaryHealthcheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(env, []string{"CGO_ENABLED=0"}) || !reflect.DeepEqual(flags, []string{"-trimpath", "-ldflags", "-s -w -X main.version=test"}) {
-		t.Fatalf("Dockerfile builds with %v %v: static, trimmed and stamped is expected", env, flags)
+	if !reflect.DeepEqual(env, []string{"CGO_ENABLED=0"}) || !reflect.DeepEqual(flags, []string{"-trimpath", "-tags", "nodemo", "-ldflags", "-s -w -X main.version=test"}) {
+		t.Fatalf("Dockerfile builds with %v %v: static, trimmed, without the demo and stamped is expected", env, flags)
 	}
 	if out, err := exec.Command("ldd", binary).CombinedOutput(); err == nil && !strings.Contains(string(out), "not a dynamic executable") {
 		t.Fatalf("binary is dynamically linked: %s", out)
@@ -238,7 +239,7 @@ func TestGenCertsScript(t *testing.T) {
 	if err != nil {
 		t.Fatalf("gen-certs.sh: %v\n%s", err, out)
 	}
-	if err := checkKeyPair("TLS_CERT_FILE", "TLS_KEY_FILE", filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")); err != nil {
+	if _, err := app.LoadKeyPair("TLS_CERT_FILE", "TLS_KEY_FILE", filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")); err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
@@ -532,5 +533,38 @@ func TestKeyspaceNotificationsDocumented(t *testing.T) {
 	}
 	if seen < 4 {
 		t.Fatalf("found notify-keyspace-events only %d times", seen)
+	}
+}
+
+// TestImageLeavesOutTheDemo: the binary built with the Dockerfile's flags
+// links neither the demo's embedded Redis (miniredis, gopher-lua) nor its
+// broker (mochi-mqtt), which the demo build does; its demo command says
+// how to run the demo instead, with exit code 2.
+func TestImageLeavesOutTheDemo(t *testing.T) {
+	demoOnly := []string{"github.com/alicebob/miniredis/", "github.com/yuin/gopher-lua", "github.com/mochi-mqtt/server/"}
+	deps := func(bin string) string {
+		out, err := exec.Command("go", "version", "-m", bin).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go version -m %s: %v\n%s", bin, err, out)
+		}
+		return string(out)
+	}
+	image, demo := deps(binary), deps(demoBinary(t))
+	if !strings.Contains(image, "\tdep\tgithub.com/redis/go-redis/v9\t") {
+		t.Fatalf("go version -m lists no dependency of the image binary:\n%s", image)
+	}
+	for _, mod := range demoOnly {
+		if strings.Contains(image, "\tdep\t"+mod) {
+			t.Errorf("the image binary links %s", mod)
+		}
+		if !strings.Contains(demo, "\tdep\t"+mod) {
+			t.Errorf("the demo build does not link %s: this test no longer sees what it checks", mod)
+		}
+	}
+	for _, args := range [][]string{{"demo"}, {"demo", "--listen", "127.0.0.1:1", "--user", "x"}} {
+		r := runBin(t, nil, "", args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "go run ./cmd/mqtt-authproxy demo") || !strings.Contains(r.stderr, "nodemo") {
+			t.Errorf("%v in the image binary: %+v", args, r)
+		}
 	}
 }

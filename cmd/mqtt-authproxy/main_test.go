@@ -15,8 +15,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -30,6 +33,58 @@ import (
 // binary is the command built once for the tests, with the Dockerfile's
 // build flags (see dockerfileBuild).
 var binary string
+
+// demoBin is the command built with the Dockerfile's flags but the demo
+// (without -tags nodemo), as go run builds it; demoBinary builds it once.
+var (
+	demoBin     string
+	demoBinOnce sync.Once
+	demoBinErr  error
+)
+
+func demoBinary(t *testing.T) string {
+	t.Helper()
+	demoBinOnce.Do(func() {
+		env, flags, err := dockerfileBuild("test")
+		if err != nil {
+			demoBinErr = err
+			return
+		}
+		demoBin = binary + "-demo"
+		args := append(append([]string{"build"}, withoutTag(flags, "nodemo")...), "-o", demoBin, ".")
+		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			demoBinErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if demoBinErr != nil {
+		t.Fatal(demoBinErr)
+	}
+	return demoBin
+}
+
+// withoutTag is go build flags without one build tag.
+func withoutTag(flags []string, tag string) []string {
+	var out []string
+	for i := 0; i < len(flags); i++ {
+		if flags[i] == "-tags" && i+1 < len(flags) {
+			var keep []string
+			for _, t := range strings.Split(flags[i+1], ",") {
+				if t != tag {
+					keep = append(keep, t)
+				}
+			}
+			i++
+			if len(keep) > 0 {
+				out = append(out, "-tags", strings.Join(keep, ","))
+			}
+			continue
+		}
+		out = append(out, flags[i])
+	}
+	return out
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "mqtt-authproxy-bin-")
@@ -205,7 +260,7 @@ func TestHashOutputVerifies(t *testing.T) {
 	defer rdb.Close()
 	s := authstore.New(rdb, authstore.Options{})
 	for pw, want := range map[string]bool{"correct horse": true, "correct horse\n": false, "wrong": false} {
-		d, err := s.Authenticate(context.Background(), authstore.Request{Username: "op", HasPassword: true, Password: pw})
+		d, err := s.Authenticate(context.Background(), policy.Request{Username: "op", HasPassword: true, Password: pw})
 		if err != nil || d.Allowed() != want {
 			t.Errorf("password %q: %+v %v, want allowed=%v", pw, d, err, want)
 		}
@@ -225,7 +280,13 @@ type proc struct {
 
 func startBin(t *testing.T, env map[string]string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	return startBinAt(t, binary, env, args...)
+}
+
+// startBinAt is startBin with another build of the command.
+func startBinAt(t *testing.T, bin string, env map[string]string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -418,7 +479,7 @@ func TestDemo(t *testing.T) {
 	port := testenv.FreePort(t)
 	redisPort := testenv.FreePort(t)
 	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	p := startBin(t, nil, "demo", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--redis", fmt.Sprintf("127.0.0.1:%d", redisPort),
+	p := startBinAt(t, demoBinary(t), nil, "demo", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--redis", fmt.Sprintf("127.0.0.1:%d", redisPort),
 		"--broker", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), "--metrics", metrics, "--dir", t.TempDir())
 	testenv.WaitFor(t, 30*time.Second, "the demo to print its commands", func() bool {
 		return strings.Contains(p.stdout.String(), "Ctrl-C stops the demo.")

@@ -23,6 +23,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/app"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
@@ -221,7 +222,7 @@ func TestReadyzBodyNamesNoAddress(t *testing.T) {
 func TestMetricsListenDefaultsToLoopback(t *testing.T) {
 	t.Setenv("AUTHPROXY_METRICS_LISTEN", "")
 	os.Unsetenv("AUTHPROXY_METRICS_LISTEN")
-	cfg, err := loadConfig()
+	cfg, err := app.Load(os.Environ())
 	if err != nil {
 		t.Fatal(err)
 	}

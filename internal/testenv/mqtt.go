@@ -13,7 +13,7 @@ import (
 // packets by hand, so tests control every byte the proxy receives.
 type RawClient struct {
 	Conn  net.Conn
-	Level byte
+	Level packets.Level
 	next  uint16
 }
 
@@ -46,7 +46,7 @@ func Connect(conn net.Conn, c packets.Connect) (*RawClient, packets.Connack, err
 }
 
 // Creds is a CONNECT with a user name and password.
-func Creds(level byte, clientID, user, pass string) packets.Connect {
+func Creds(level packets.Level, clientID, user, pass string) packets.Connect {
 	return packets.Connect{ProtocolLevel: level, CleanStart: true, ClientID: clientID,
 		UsernameFlag: true, Username: user, PasswordFlag: true, Password: pass}
 }

@@ -1,6 +1,6 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
-package proxy
+package relay
 
 import (
 	"io"
@@ -138,3 +138,6 @@ func (c *rawIO) opError(op string, err error, errno syscall.Errno) error {
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
+
+// fastPath: raw system calls and the epoll reactor are built in.
+const fastPath = true

@@ -1,6 +1,6 @@
-//go:build !linux
+//go:build !(linux && (amd64 || arm64))
 
-package proxy
+package relay
 
 import "syscall"
 

@@ -1,4 +1,6 @@
-package proxy
+//go:build linux && (amd64 || arm64)
+
+package relay
 
 import (
 	"errors"
@@ -13,11 +15,13 @@ import (
 // that direction; it relays until the direction is idle again and then
 // re-arms the socket (EPOLLONESHOT: at most one goroutine per direction).
 // Go's own poller keeps doing the reads and writes; this epoll set only says
-// when to start.
+// when to start. An eventfd in the set wakes the loop to stop it.
 type reactor struct {
-	epfd int
+	epfd, wakefd int
+	done         chan struct{}
 
 	mu      sync.Mutex
+	closed  bool
 	nextID  uint64
 	watches map[uint64]*watch
 }
@@ -29,12 +33,26 @@ type watch struct {
 	run func() // started on a fresh goroutine when fd is readable; it re-arms if it wants more
 }
 
+// wakeID is the id of the eventfd's registration (watch ids start at 1).
+const wakeID = 0
+
 func newReactor() (*reactor, error) {
-	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
 	}
-	r := &reactor{epfd: fd, watches: map[uint64]*watch{}}
+	r0, _, errno := syscall.RawSyscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
+	if errno != 0 {
+		syscall.Close(epfd)
+		return nil, errno
+	}
+	wakefd := int(r0)
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, wakefd, &syscall.EpollEvent{Events: syscall.EPOLLIN}); err != nil {
+		syscall.Close(wakefd)
+		syscall.Close(epfd)
+		return nil, err
+	}
+	r := &reactor{epfd: epfd, wakefd: wakefd, done: make(chan struct{}), watches: map[uint64]*watch{}}
 	go r.loop()
 	return r, nil
 }
@@ -59,16 +77,16 @@ func fdOf(rc syscall.RawConn) (int, bool) {
 // (or closed). The watch is one-shot: rearm it to be told again.
 func (r *reactor) add(fd int, run func()) (*watch, error) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, net.ErrClosed
+	}
 	r.nextID++
 	w := &watch{id: r.nextID, fd: fd, run: run}
-	r.watches[w.id] = w
-	r.mu.Unlock()
 	if err := syscall.EpollCtl(r.epfd, syscall.EPOLL_CTL_ADD, fd, event(w.id)); err != nil {
-		r.mu.Lock()
-		delete(r.watches, w.id)
-		r.mu.Unlock()
 		return nil, err
 	}
+	r.watches[w.id] = w
 	return w, nil
 }
 
@@ -80,20 +98,40 @@ func (r *reactor) remove(w *watch) {
 	defer r.mu.Unlock()
 	if _, ok := r.watches[w.id]; ok {
 		delete(r.watches, w.id)
-		_ = syscall.EpollCtl(r.epfd, syscall.EPOLL_CTL_DEL, w.fd, nil)
+		if !r.closed {
+			_ = syscall.EpollCtl(r.epfd, syscall.EPOLL_CTL_DEL, w.fd, nil)
+		}
 	}
 }
 
 func (r *reactor) rearm(w *watch) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.watches[w.id]; !ok {
+	if _, ok := r.watches[w.id]; !ok || r.closed {
 		return net.ErrClosed
 	}
 	return syscall.EpollCtl(r.epfd, syscall.EPOLL_CTL_MOD, w.fd, event(w.id))
 }
 
+// close stops the loop and releases the epoll set; parked directions are
+// no longer woken (their sessions are closed by their owner).
+func (r *reactor) close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	r.mu.Unlock()
+	one := [8]byte{1}
+	_, _ = syscall.Write(r.wakefd, one[:])
+	<-r.done
+	syscall.Close(r.wakefd)
+	syscall.Close(r.epfd)
+}
+
 func (r *reactor) loop() {
+	defer close(r.done)
 	events := make([]syscall.EpollEvent, 256)
 	for {
 		n, err := syscall.EpollWait(r.epfd, events, -1)
@@ -106,28 +144,16 @@ func (r *reactor) loop() {
 		for _, ev := range events[:n] {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 			r.mu.Lock()
+			if r.closed {
+				r.mu.Unlock()
+				return
+			}
 			w := r.watches[id]
 			r.mu.Unlock()
-			if w == nil {
+			if w == nil || id == wakeID {
 				continue
 			}
 			go w.run()
 		}
 	}
-}
-
-var (
-	reactorOnce sync.Once
-	theReactor  *reactor
-)
-
-// sharedReactor is the process's reactor, or nil where epoll is not available.
-func sharedReactor() *reactor {
-	reactorOnce.Do(func() {
-		r, err := newReactor()
-		if err == nil {
-			theReactor = r
-		}
-	})
-	return theReactor
 }

@@ -1,4 +1,4 @@
-package proxy
+package transport
 
 import (
 	"bytes"
@@ -111,13 +111,14 @@ func LoadCAPool(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// tlsServer owns the listener's certificate (reloadable), its client CA
-// pool, and its session ticket keys (rotated). A resumed session never
-// carries an authentication decision: every CONNECT is decided afresh, and
-// the client certificate chain is re-verified against the current CA pool
-// in VerifyConnection, which Go runs on resumed handshakes too (unlike
-// VerifyPeerCertificate).
-type tlsServer struct {
+// TLS terminates TLS for a listener. It owns the certificate (reloaded
+// when its files change, or on Reload), the client CA pool, and the
+// session ticket keys (rotated). A resumed session never carries an
+// authentication decision: every CONNECT is decided afresh, and the client
+// certificate chain is re-verified against the current CA pool in
+// VerifyConnection, which Go runs on resumed handshakes too (unlike
+// VerifyPeerCertificate). Create it with NewTLS, stop it with Close.
+type TLS struct {
 	cfg  TLSConfig
 	log  *slog.Logger
 	cert atomic.Pointer[tls.Certificate]
@@ -131,6 +132,9 @@ type tlsServer struct {
 	mu       sync.Mutex
 	certStat []fileStamp // of watchedFiles, at the last load
 	keys     [][32]byte
+
+	stop, done chan struct{}
+	closeOnce  sync.Once
 }
 
 type fileStamp struct {
@@ -139,7 +143,9 @@ type fileStamp struct {
 	sum  []byte
 }
 
-func newTLSServer(cfg TLSConfig, log *slog.Logger) (*tlsServer, error) {
+// NewTLS loads the certificate files and starts the goroutine that
+// rotates ticket keys and watches the files.
+func NewTLS(cfg TLSConfig, log *slog.Logger) (*TLS, error) {
 	if cfg.TicketKeyRotation <= 0 {
 		cfg.TicketKeyRotation = time.Hour
 	}
@@ -155,7 +161,7 @@ func newTLSServer(cfg TLSConfig, log *slog.Logger) (*tlsServer, error) {
 	if cfg.CipherSuites == nil {
 		cfg.CipherSuites = DefaultCipherSuites()
 	}
-	s := &tlsServer{cfg: cfg, log: log}
+	s := &TLS{cfg: cfg, log: log}
 	s.template = &tls.Config{
 		MinVersion:     cfg.MinVersion,
 		CipherSuites:   cfg.CipherSuites,
@@ -176,12 +182,21 @@ func newTLSServer(cfg TLSConfig, log *slog.Logger) (*tlsServer, error) {
 	if cfg.TicketKeyFile == "" {
 		s.rotateTicketKey()
 	}
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	go func() { defer close(s.done); s.run(s.stop) }()
 	return s, nil
+}
+
+// Close stops the key rotation and the file watcher. Connections and
+// handshakes in progress are not affected.
+func (s *TLS) Close() {
+	s.closeOnce.Do(func() { close(s.stop) })
+	<-s.done
 }
 
 // rebuild makes the config handed to new handshakes from the template, the
 // current CA pool and the current ticket keys.
-func (s *tlsServer) rebuild() {
+func (s *TLS) rebuild() {
 	c := s.template.Clone()
 	c.ClientCAs = s.pool.Load()
 	s.mu.Lock()
@@ -195,7 +210,7 @@ func (s *tlsServer) rebuild() {
 // verifyConnection runs on every handshake, resumed or not. On a resumed
 // session it re-verifies the client's chain against the current CA pool, so
 // a CA that was removed stops resuming sessions too.
-func (s *tlsServer) verifyConnection(cs tls.ConnectionState) error {
+func (s *TLS) verifyConnection(cs tls.ConnectionState) error {
 	if !cs.DidResume || len(cs.PeerCertificates) == 0 || s.cfg.ClientCAFile == "" {
 		return nil
 	}
@@ -212,7 +227,7 @@ func (s *tlsServer) verifyConnection(cs tls.ConnectionState) error {
 
 // Reload re-reads the certificate, key and client CA files. On failure the
 // previous ones stay in use. Open connections are not affected.
-func (s *tlsServer) Reload() error {
+func (s *TLS) Reload() error {
 	cert, err := LoadKeyPair(s.cfg.CertFile, s.cfg.KeyFile)
 	if err != nil {
 		return err
@@ -256,7 +271,7 @@ func stamp(file string) fileStamp {
 }
 
 // watchedFiles are the files Reload reads.
-func (s *tlsServer) watchedFiles() []string {
+func (s *TLS) watchedFiles() []string {
 	files := []string{s.cfg.CertFile, s.cfg.KeyFile}
 	for _, f := range []string{s.cfg.ClientCAFile, s.cfg.TicketKeyFile} {
 		if f != "" {
@@ -267,7 +282,7 @@ func (s *tlsServer) watchedFiles() []string {
 }
 
 // changed reports whether a watched file differs from the last load.
-func (s *tlsServer) changed() bool {
+func (s *TLS) changed() bool {
 	s.mu.Lock()
 	old := append([]fileStamp(nil), s.certStat...)
 	s.mu.Unlock()
@@ -291,7 +306,7 @@ func (s *tlsServer) changed() bool {
 
 // rotateTicketKey adds a fresh ticket key in front; the previous
 // TicketKeysKept-1 keys still decrypt tickets for resumption.
-func (s *tlsServer) rotateTicketKey() {
+func (s *TLS) rotateTicketKey() {
 	var k [32]byte
 	if _, err := rand.Read(k[:]); err != nil {
 		panic("proxy: no randomness: " + err.Error())
@@ -306,7 +321,7 @@ func (s *tlsServer) rotateTicketKey() {
 }
 
 // run rotates ticket keys and reloads changed certificate files until stop closes.
-func (s *tlsServer) run(stop <-chan struct{}) {
+func (s *TLS) run(stop <-chan struct{}) {
 	rotate := time.NewTicker(s.cfg.TicketKeyRotation)
 	defer rotate.Stop()
 	var reload <-chan time.Time

@@ -1,19 +1,20 @@
-//go:build !linux
+//go:build !(linux && (amd64 || arm64))
 
-package proxy
+package relay
 
 import (
 	"net"
 	"syscall"
 )
 
-// Without epoll, each direction of a session keeps its goroutine.
+// Without the fast path, each direction of a session keeps its goroutine.
 type reactor struct{}
 
 type watch struct{}
 
-func sharedReactor() *reactor                    { return nil }
+func newReactor() (*reactor, error)              { return nil, net.ErrClosed }
 func fdOf(syscall.RawConn) (int, bool)           { return 0, false }
 func (*reactor) add(int, func()) (*watch, error) { return nil, net.ErrClosed }
 func (*reactor) rearm(*watch) error              { return net.ErrClosed }
 func (*reactor) remove(*watch)                   {}
+func (*reactor) close()                          {}

@@ -1,6 +1,6 @@
-//go:build !linux
+//go:build !(linux && (amd64 || arm64))
 
-package proxy
+package relay
 
 import (
 	"net"
@@ -12,3 +12,6 @@ func newRawIO(c net.Conn) net.Conn { return c }
 
 // rawConnOf returns c's RawConn, nil when it has none.
 func rawConnOf(c net.Conn) syscall.RawConn { return syscallConn(c) }
+
+// fastPath: raw system calls and the epoll reactor are built in.
+const fastPath = false

@@ -1,4 +1,6 @@
-package proxy
+//go:build linux && (amd64 || arm64)
+
+package relay
 
 import (
 	"syscall"

@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/app"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+)
+
+func cmdUser(io stdio) *cobra.Command {
+	return group("user", "Create, change, inspect and revoke users",
+		`Operator commands on users. They use the same Redis as serve
+(AUTHPROXY_REDIS_URL, AUTHPROXY_REDIS_KEY_PREFIX). Every subcommand takes
+--json for output a script can parse, and --help.`,
+		cmdUserSet(io),
+		cmdUserSimple(io, "enable", "Allow the user again"),
+		cmdUserSimple(io, "disable", "Refuse the user's next CONNECT (0x05 / 0x87) and close its live connections"),
+		cmdUserSimple(io, "delete", "Remove the user (its live connections are closed)"),
+		cmdUserSimple(io, "kick", "Close the user's live connections on every proxy, rules unchanged"),
+		cmdUserSimple(io, "show", "Print the user's rules (never the hash)"),
+		cmdUserSimple(io, "list", "Print all user names (SCAN, never KEYS)"),
+	)
+}
+
+// storeFromEnv opens the Redis store of the AUTHPROXY_* configuration for
+// an operator command, with a context that bounds the command; done closes
+// both.
+func storeFromEnv() (*authstore.Store, context.Context, func(), error) {
+	cfg, err := app.Load(os.Environ())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s, err := cfg.ValidateStore()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	store, closeStore, err := app.OpenStore(s, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return store, ctx, func() { cancel(); _ = closeStore() }, nil
+}
+
+// cmdUserSimple is one of the subcommands that take NAME (list: nothing)
+// and --json.
+func cmdUserSimple(io stdio, sub, short string) *cobra.Command {
+	c := &cobra.Command{Use: sub + " NAME", Short: short, Args: exactArgs(1, "one NAME")}
+	if sub == "list" {
+		c.Use, c.Args = "list", exactArgs(0, "no argument")
+	}
+	asJSON := jsonFlag(c.Flags())
+	c.RunE = func(_ *cobra.Command, args []string) error { return runUserSimple(io, sub, args, *asJSON) }
+	return c
+}
+
+func runUserSimple(io stdio, sub string, args []string, asJSON bool) error {
+	store, ctx, done, err := storeFromEnv()
+	if err != nil {
+		return err
+	}
+	defer done()
+
+	switch sub {
+	case "list":
+		names, err := store.ListUsers(ctx)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			if names == nil {
+				names = []string{}
+			}
+			return printJSON(io.out, names)
+		}
+		for _, n := range names {
+			fmt.Fprintln(io.out, n)
+		}
+		return nil
+	case "show":
+		u, err := store.GetUser(ctx, args[0])
+		if err != nil && !errors.Is(err, policy.ErrMalformedRule) {
+			return err
+		}
+		if asJSON {
+			if jerr := printJSON(io.out, u); jerr != nil {
+				return jerr
+			}
+		} else {
+			printUser(io, u)
+		}
+		return err // a malformed rule is reported after what could be shown
+	}
+	name := args[0]
+	switch sub {
+	case "enable", "disable":
+		err = store.SetEnabled(ctx, name, sub == "enable")
+	case "delete":
+		err = store.DeleteUser(ctx, name)
+	case "kick":
+		var n int64
+		if n, err = store.Kick(ctx, name); err == nil {
+			if asJSON {
+				return printJSON(io.out, map[string]any{"user": name, "action": "kicked", "proxies": n})
+			}
+			fmt.Fprintf(io.out, "user %s kicked (%d proxies listening)\n", name, n)
+			return nil
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return report(io, asJSON, name, sub+"d")
+}
+
+func report(io stdio, asJSON bool, name, action string) error {
+	if asJSON {
+		return printJSON(io.out, map[string]string{"user": name, "action": action})
+	}
+	fmt.Fprintf(io.out, "user %s %s\n", name, action)
+	return nil
+}
+
+func printUser(io stdio, u authstore.User) {
+	line := func(k, v string) { fmt.Fprintf(io.out, "%-10s %s\n", k+":", v) }
+	line("user", u.Name)
+	line("enabled", strconv.FormatBool(u.Enabled))
+	pw := "none"
+	if u.HasPassword {
+		pw = "set (" + u.HashFormat + ")"
+	}
+	line("password", pw)
+	list := func(v []string) string {
+		if v == nil {
+			return "any"
+		}
+		return strings.Join(v, " ")
+	}
+	line("clientids", list(u.ClientIDs))
+	certs := "not required"
+	if u.Certs != nil {
+		certs = strings.Join(u.Certs, " ")
+	}
+	line("certs", certs)
+	line("cidrs", list(u.CIDRs))
+	na := "never"
+	if u.NotAfter != nil {
+		na = u.NotAfter.Format(time.RFC3339)
+	}
+	line("not_after", na)
+	if len(u.Extra) > 0 {
+		line("other", strings.Join(u.Extra, " "))
+	}
+}
+
+// listFlag is a flag holding a list, space- or comma-separated; set means
+// it was given at all (an empty value removes the rule).
+type listFlag struct {
+	set bool
+	v   []string
+}
+
+func (l *listFlag) String() string { return strings.Join(l.v, " ") }
+func (l *listFlag) Type() string   { return "list" }
+func (l *listFlag) Set(s string) error {
+	l.set = true
+	l.v = strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' || r == '\n' })
+	return nil
+}
+func (l *listFlag) ptr() *[]string {
+	if !l.set {
+		return nil
+	}
+	v := l.v
+	if v == nil {
+		v = []string{}
+	}
+	return &v
+}
+
+// optBool is a boolean flag that remembers whether it was given.
+type optBool struct {
+	set bool
+	v   bool
+}
+
+func (b *optBool) String() string { return strconv.FormatBool(b.v) }
+func (b *optBool) Type() string   { return "bool" }
+func (b *optBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	b.set, b.v = true, v
+	return err
+}
+
+func cmdUserSet(io stdio) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "set NAME [flags]",
+		Short: "Create or update a user (password from stdin or a prompt, never argv)",
+		Long: `Creates or updates a user. The password is never taken from the command
+line: it is read from standard input (first line) when that is not a
+terminal, or asked for twice without echo. A new user gets a password unless
+--no-password (certificate-only users) or --password-hash is given; an
+existing user keeps theirs unless --password or --generate is given.
+List flags take space- or comma-separated values; an empty value removes
+the rule. Flags and NAME may come in any order.`,
+		Args: exactArgs(1, "one NAME"),
+	}
+	fs := c.Flags()
+	var o userSetOptions
+	fs.Var(&o.clientIDs, "clientids", "client id globs (* and ?; %u is the user name)")
+	fs.Var(&o.certs, "certs", "sha256:<hex> or cn:<name> entries; a TLS client certificate must match one")
+	fs.Var(&o.cidrs, "cidrs", "source address CIDRs")
+	fs.Var(&o.enabled, "enabled", "true or false (--enabled alone: true)")
+	fs.Lookup("enabled").NoOptDefVal = "true"
+	fs.StringVar(&o.notAfter, "not-after", "", "RFC 3339 time after which the user is refused; empty removes it")
+	fs.BoolVar(&o.askPassword, "password", false, "read a new password (stdin or prompt)")
+	fs.BoolVar(&o.generate, "generate", false, "generate a strong random password and print it once")
+	fs.StringVar(&o.hash, "password-hash", "", "store this ready hash (argon2id, bcrypt or PBKDF2) instead of a password")
+	fs.BoolVar(&o.noPassword, "no-password", false, "create the user without a password (certificate-only: requires --certs)")
+	asJSON := jsonFlag(fs)
+	c.RunE = func(c *cobra.Command, args []string) error {
+		o.notAfterSet = c.Flags().Changed("not-after")
+		o.asJSON = *asJSON
+		return runUserSet(io, args[0], o)
+	}
+	return c
+}
+
+type userSetOptions struct {
+	clientIDs, certs, cidrs listFlag
+	enabled                 optBool
+	notAfter                string
+	notAfterSet             bool
+	askPassword, generate   bool
+	hash                    string
+	noPassword, asJSON      bool
+}
+
+func runUserSet(io stdio, name string, o userSetOptions) error {
+	n := 0
+	for _, b := range []bool{o.askPassword, o.generate, o.hash != "", o.noPassword} {
+		if b {
+			n++
+		}
+	}
+	if n > 1 {
+		return usagef("user set: give at most one of --password, --generate, --password-hash, --no-password")
+	}
+	u := authstore.Update{ClientIDs: o.clientIDs.ptr(), Certs: o.certs.ptr(), CIDRs: o.cidrs.ptr()}
+	if o.enabled.set {
+		u.Enabled = &o.enabled.v
+	}
+	if o.notAfterSet {
+		var t time.Time
+		if o.notAfter != "" {
+			var err error
+			if t, err = time.Parse(time.RFC3339, o.notAfter); err != nil {
+				return usagef("user set: --not-after %q is not an RFC 3339 time (2026-12-31T23:59:59Z)", o.notAfter)
+			}
+		}
+		u.NotAfter = &t
+	}
+	if o.hash != "" {
+		u.PasswordHash = &o.hash
+	}
+	if o.noPassword && !o.certs.set {
+		return usagef("user set: --no-password needs --certs: a user without a password authenticates by certificate")
+	}
+
+	store, ctx, done, err := storeFromEnv()
+	if err != nil {
+		return err
+	}
+	defer done()
+	_, gerr := store.GetUser(ctx, name)
+	exists := gerr == nil || errors.Is(gerr, policy.ErrMalformedRule)
+	if gerr != nil && !exists && !errors.Is(gerr, authstore.ErrNoSuchUser) {
+		return gerr
+	}
+
+	var generated string
+	switch {
+	case o.generate:
+		generated = rand.Text() // 26 base32 characters, 130 bits
+		u.Password = &generated
+	case o.askPassword || (!exists && !o.noPassword && o.hash == ""):
+		pw, err := readPassword(io)
+		if err != nil {
+			return err
+		}
+		u.Password = &pw
+	}
+	if err := store.SetUser(ctx, name, u); err != nil {
+		if errors.Is(err, policy.ErrMalformedRule) || errors.Is(err, authstore.ErrMalformedHash) {
+			return usagef("user set: %v", err)
+		}
+		return err
+	}
+	action := "updated"
+	if !exists {
+		action = "created"
+	}
+	if o.asJSON {
+		out := map[string]string{"user": name, "action": action}
+		if generated != "" {
+			out["password"] = generated
+		}
+		return printJSON(io.out, out)
+	}
+	fmt.Fprintf(io.out, "user %s %s\n", name, action)
+	if generated != "" {
+		fmt.Fprintf(io.out, "password: %s\n(shown once; it is stored only as an argon2id hash)\n", generated)
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/admin"
+)
+
+// App is a running proxy: its listeners, store, change feed and admin
+// endpoint. Make it with Start, end it with Stop.
+type App struct {
+	log   *slog.Logger
+	grace time.Duration
+	addrs Addrs
+
+	store      *authstore.Store
+	closeStore func() error
+	proxy      device
+	admin      *admin.Server
+
+	stopBackground context.CancelFunc
+	background     sync.WaitGroup // the change feed and the notification check
+	serving        sync.WaitGroup // the listeners' Serve loops
+	stopOnce       sync.Once
+}
+
+// Addrs are the bound addresses of an App's listeners; nil when off.
+type Addrs struct {
+	TLS, Plain, Admin net.Addr
+}
+
+// Start wires the store, the proxy, the change feed (rule changes reach
+// live connections), the startup check of Redis's keyspace notifications
+// and the admin endpoint, and opens and serves the listeners. It returns
+// once everything is serving; a listener that cannot be opened is an error
+// naming its variable, and nothing is left running then. ctx bounds the
+// start only: the App runs until Stop.
+func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	a := &App{log: log, grace: s.ShutdownGrace}
+	var opened []net.Listener
+	closeAll := func() {
+		for _, l := range opened {
+			_ = l.Close()
+		}
+	}
+	listen := func(name, addr string, lc net.ListenConfig) (net.Listener, error) {
+		l, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("listener %s%s=%s: %w", EnvPrefix, name, addr, err)
+		}
+		opened = append(opened, l)
+		return l, nil
+	}
+	// No TCP keepalive on device connections: MQTT has its own, which the
+	// broker enforces on the relayed session.
+	deviceLC := net.ListenConfig{KeepAlive: -1}
+	var devices []deviceListener
+	if s.Listen != "" {
+		l, err := listen("LISTEN", s.Listen, deviceLC)
+		if err != nil {
+			return nil, err
+		}
+		devices = append(devices, deviceListener{l, true})
+		a.addrs.TLS = l.Addr()
+	}
+	if s.PlainListen != "" {
+		l, err := listen("PLAIN_LISTEN", s.PlainListen, deviceLC)
+		if err != nil {
+			return nil, err
+		}
+		devices = append(devices, deviceListener{l, false})
+		a.addrs.Plain = l.Addr()
+	}
+	var adminLn net.Listener
+	if s.AdminListen != "" {
+		l, err := listen("METRICS_LISTEN", s.AdminListen, net.ListenConfig{})
+		if err != nil {
+			return nil, err
+		}
+		adminLn = l
+		a.addrs.Admin = l.Addr()
+	}
+
+	store, closeStore, err := OpenStore(s.Store, log)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	a.store, a.closeStore = store, closeStore
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.proxy, err = startProxy(s, store, reg, log, devices, &a.serving)
+	if err != nil {
+		closeAll()
+		_ = closeStore()
+		return nil, err
+	}
+
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopBackground = cancel
+	a.background.Go(func() { a.proxy.follow(bg, store) })
+	a.background.Go(func() { checkNotifications(bg, store, s.RevalidateInterval, log) })
+	a.background.Go(func() { trimMemory(bg, a.proxy.p.TakeParked) })
+
+	if adminLn != nil {
+		a.admin = admin.New(admin.Options{Gatherer: reg, Pprof: s.Pprof, Logger: log, Checks: []admin.Check{
+			{Name: "redis", Target: authstore.RedactURL(s.Store.RedisURL), Probe: store.Ping},
+			{Name: "backend", Target: s.Backend.Addr, Probe: backendProbe(s.Backend)},
+		}})
+		a.serving.Go(func() { _ = a.admin.Serve(adminLn) })
+		log.Info("metrics and health", "addr", adminLn.Addr().String())
+	}
+	return a, nil
+}
+
+// Stop shuts the proxy down gracefully (new connections are refused at
+// once, relayed sessions get SHUTDOWN_GRACE), then stops the change feed,
+// the admin endpoint and the store. It returns when all of them have
+// stopped; later calls do nothing.
+func (a *App) Stop() {
+	a.stopOnce.Do(func() {
+		a.proxy.shutdown()
+		a.stopBackground()
+		a.background.Wait()
+		if a.admin != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = a.admin.Shutdown(ctx)
+			cancel()
+		}
+		a.serving.Wait()
+		_ = a.closeStore()
+	})
+}
+
+// ReloadCertificates re-reads the TLS certificate, key, client CA and
+// ticket key files (for SIGHUP); on failure the previous ones stay in use.
+func (a *App) ReloadCertificates() error { return a.proxy.reloadCertificates() }
+
+// Addrs are the bound addresses of the listeners.
+func (a *App) Addrs() Addrs { return a.addrs }
+
+// Store is the App's rule store.
+func (a *App) Store() *authstore.Store { return a.store }
+
+// ShutdownGrace is how long Stop lets relayed sessions run.
+func (a *App) ShutdownGrace() time.Duration { return a.grace }
+
+// OpenStore opens the Redis store of s (no connection is made until it is
+// used); closeStore releases its client. log nil is slog.Default().
+func OpenStore(s StoreSettings, log *slog.Logger) (store *authstore.Store, closeStore func() error, err error) {
+	rdb, err := authstore.NewClient(s.RedisURL)
+	if err != nil {
+		return nil, nil, cfgErr("REDIS_URL", "%v", err) // NewClient's errors hide the password
+	}
+	store = authstore.New(rdb, authstore.Options{Prefix: s.KeyPrefix, Timeout: s.Timeout, Logger: log, ClientIDsDefault: s.ClientIDsDefault})
+	return store, rdb.Close, nil
+}
+
+// checkNotifications reads Redis's notify-keyspace-events at start and
+// says in the log what a missing class costs: changes made with plain
+// redis-cli (or a hash reaching its EXPIRE time) then reach live
+// connections only at the periodic re-validation.
+func checkNotifications(ctx context.Context, store *authstore.Store, revalidate time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	missing, err := store.CheckNotifications(ctx)
+	if ctx.Err() != nil && err != nil {
+		return // stopping, or Redis never answered: the other logs say so
+	}
+	want := authstore.NotifyFlags
+	switch {
+	case err != nil:
+		log.Info("Redis keyspace notifications could not be checked (CONFIG GET not allowed?); set notify-keyspace-events "+want+
+			" on every Redis node so that redis-cli changes and expiries reach live connections at once", "error", err)
+	case missing != "":
+		var lost []string
+		for _, f := range missing {
+			lost = append(lost, notifyClassCost[f])
+		}
+		every := "off: never"
+		if revalidate > 0 {
+			every = revalidate.String()
+		}
+		log.Warn("Redis keyspace notifications incomplete: these changes reach live connections only at the periodic re-validation; set notify-keyspace-events "+want,
+			"missing", missing, "unseen", strings.Join(lost, "; "), "revalidate_interval", every)
+	default:
+		log.Info("Redis keyspace notifications on", "need", want)
+	}
+}
+
+// notifyClassCost says what goes unseen without a notify-keyspace-events class.
+var notifyClassCost = map[rune]string{
+	'K': "K: no keyspace notification at all (redis-cli HSET, DEL, EXPIRE)",
+	'g': "g: DEL, RENAME, EXPIRE of a user",
+	'h': "h: HSET, HDEL of a user's fields",
+	'x': "x: a user hash reaching its EXPIRE time",
+}
+
+// trimAfterParks is how many relay directions gone idle (each gave up its
+// goroutine and stack) make it worth returning freed memory to the
+// operating system.
+const trimAfterParks = 512
+
+// trimMemory returns the stacks of goroutines that went idle to the
+// operating system, every 10 seconds when enough did, until ctx ends: the
+// runtime keeps freed stacks until a GC, and an idle proxy rarely
+// collects, so without this the memory of connections that went idle
+// would stay resident. The process decides this, not the proxy package.
+func trimMemory(ctx context.Context, takeParked func() int64) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	parked := int64(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if parked += takeParked(); parked >= trimAfterParks {
+				parked = 0
+				debug.FreeOSMemory()
+			}
+		}
+	}
+}

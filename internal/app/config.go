@@ -1,0 +1,141 @@
+// Package app is the proxy as a program: its configuration (one struct with
+// env tags, the one place defaults are written), the validation that turns
+// it into Settings without touching the network, and Start, which wires the
+// store, the proxy, the change feed and the admin endpoint and opens the
+// listeners. The binary's serve and demo commands both run through Start.
+package app
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// EnvPrefix is the prefix of every configuration variable.
+const EnvPrefix = "AUTHPROXY_"
+
+// Config is the whole configuration, as read from AUTHPROXY_* variables.
+// The defaults are the envDefault tags and nowhere else (Defaults parses an
+// empty environment); a value that depends on another one (MAX_PENDING,
+// TLS_CLIENT_AUTH) is derived by Validate, which never changes a Config.
+type Config struct {
+	Listen           string `env:"LISTEN" envDefault:":8883"` // "off": no TLS listener
+	TLSCertFile      string `env:"TLS_CERT_FILE"`
+	TLSKeyFile       string `env:"TLS_KEY_FILE"`
+	TLSClientCAFile  string `env:"TLS_CLIENT_CA_FILE"`
+	TLSClientAuth    string `env:"TLS_CLIENT_AUTH"` // empty: require if a CA is set, else none
+	TLSMinVersion    string `env:"TLS_MIN_VERSION" envDefault:"1.2"`
+	TLSTicketKeyFile string `env:"TLS_TICKET_KEY_FILE"`
+	TLS12CBC         bool   `env:"TLS12_CBC"` // also offer the ECDHE CBC-SHA suites in TLS 1.2
+	PlainListen      string `env:"PLAIN_LISTEN"`
+
+	BackendAddr          string `env:"BACKEND_ADDR"`
+	BackendTLS           bool   `env:"BACKEND_TLS"`
+	BackendTLSCAFile     string `env:"BACKEND_TLS_CA_FILE"`
+	BackendTLSServerName string `env:"BACKEND_TLS_SERVER_NAME"` // empty: the host of BACKEND_ADDR
+	BackendTLSCertFile   string `env:"BACKEND_TLS_CERT_FILE"`
+	BackendTLSKeyFile    string `env:"BACKEND_TLS_KEY_FILE"`
+	BackendUsername      string `env:"BACKEND_USERNAME"`
+	BackendPassword      string `env:"BACKEND_PASSWORD"`
+
+	RedisURL       string        `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
+	RedisKeyPrefix string        `env:"REDIS_KEY_PREFIX" envDefault:"mqtt:"`
+	RedisTimeout   time.Duration `env:"REDIS_TIMEOUT" envDefault:"500ms"`
+	// ClientIDsDefault are the client id globs of a user without a
+	// clientids field: bound to the user name unless widened on purpose.
+	ClientIDsDefault string `env:"CLIENTIDS_DEFAULT" envDefault:"%u %u-*"`
+
+	ConnectTimeout     time.Duration `env:"CONNECT_TIMEOUT" envDefault:"10s"`
+	HandshakeTimeout   time.Duration `env:"TLS_HANDSHAKE_TIMEOUT" envDefault:"5s"`
+	BackendDialTimeout time.Duration `env:"BACKEND_DIAL_TIMEOUT" envDefault:"5s"`
+	MaxConnectBytes    int           `env:"MAX_CONNECT_BYTES" envDefault:"65536"`
+	MaxConnections     int           `env:"MAX_CONNECTIONS" envDefault:"0"`
+	MaxPending         int           `env:"MAX_PENDING"` // 0: MAX_CONNECTIONS/4 (at least 16), or 1024 without a cap
+	ShutdownGrace      time.Duration `env:"SHUTDOWN_GRACE" envDefault:"10s"`
+	RevalidateInterval time.Duration `env:"REVALIDATE_INTERVAL" envDefault:"60s"` // 0: off
+
+	MetricsListen string `env:"METRICS_LISTEN" envDefault:"127.0.0.1:9090"` // loopback: deployments that scrape it set :9090; "off": none
+	Pprof         bool   `env:"PPROF"`
+	LogLevel      string `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat     string `env:"LOG_FORMAT" envDefault:"text"`
+}
+
+// ConfigError is a bad or missing configuration value; the binary exits
+// with code 2 on it.
+type ConfigError struct {
+	Var string // the variable, with its prefix
+	Msg string
+}
+
+func (e *ConfigError) Error() string { return e.Var + ": " + e.Msg }
+
+// cfgErr is a ConfigError for the variable v (without its prefix).
+func cfgErr(v, format string, args ...any) error {
+	return &ConfigError{Var: EnvPrefix + v, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Load reads the configuration from environ, a list of KEY=value strings
+// as os.Environ returns; variables without the prefix are ignored. A value
+// that does not parse (a number, a duration, a boolean) is a ConfigError
+// naming the variable; all of them are returned, joined.
+func Load(environ []string) (Config, error) {
+	vars := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix) {
+			vars[k] = v
+		}
+	}
+	var c Config
+	err := env.ParseWithOptions(&c, env.Options{Prefix: EnvPrefix, Environment: vars})
+	if err == nil {
+		return c, nil
+	}
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return c, err
+	}
+	var errs []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			errs = append(errs, cfgErr(envName(pe.Name), "%v", unwrapAll(pe.Err)))
+			continue
+		}
+		errs = append(errs, e)
+	}
+	return c, errors.Join(errs...)
+}
+
+// Defaults is the configuration of an empty environment: the defaults of
+// the env tags, the one place they are written.
+func Defaults() Config {
+	c, err := Load(nil)
+	if err != nil {
+		panic("app: the configuration defaults do not parse: " + err.Error())
+	}
+	return c
+}
+
+// envName maps a Config field name to its variable name (without prefix).
+func envName(field string) string {
+	if f, ok := reflect.TypeFor[Config]().FieldByName(field); ok {
+		return f.Tag.Get("env")
+	}
+	return field
+}
+
+// unwrapAll is the innermost error of a chain: the reason without the
+// operation and file name around it.
+func unwrapAll(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}

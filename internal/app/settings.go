@@ -1,0 +1,358 @@
+package app
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+)
+
+// Settings is a validated configuration with what validation derived:
+// listener addresses with "off" resolved to "", the TLS and backend
+// settings with their files loaded or checked, the effective MAX_PENDING.
+// Make it with Config.Validate. It holds BACKEND_PASSWORD: never log it.
+type Settings struct {
+	Store StoreSettings
+	Log   LogSettings
+
+	Listen      string       // TLS listener; "" off
+	PlainListen string       // listener without TLS; "" off
+	TLS         *TLSSettings // nil when Listen is off
+	AdminListen string       // METRICS_LISTEN: /metrics, /healthz, /readyz; "" off
+	Pprof       bool         // /debug/pprof/ on AdminListen
+
+	Backend BackendSettings
+
+	ConnectTimeout     time.Duration
+	HandshakeTimeout   time.Duration
+	ShutdownGrace      time.Duration
+	RevalidateInterval time.Duration // 0: off
+	MaxConnectBytes    int
+	MaxConnections     int // 0: no cap
+	MaxPending         int // resolved: never 0
+}
+
+// StoreSettings is what every command that talks to Redis needs.
+type StoreSettings struct {
+	RedisURL         string // may hold a password: show it with authstore.RedactURL
+	KeyPrefix        string
+	Timeout          time.Duration
+	ClientIDsDefault []string
+}
+
+// LogSettings are LOG_LEVEL and LOG_FORMAT, parsed.
+type LogSettings struct {
+	Level  slog.Level
+	Format string // "text" or "json"
+}
+
+// TLSSettings is the device-facing TLS listener. Its files were read and
+// checked by Validate; the proxy reads them again itself, at start and on
+// every reload.
+type TLSSettings struct {
+	CertFile, KeyFile string
+	ClientCAFile      string // "": no client certificates
+	ClientAuth        tls.ClientAuthType
+	MinVersion        uint16
+	CipherSuites      []uint16 // TLS 1.2 suites offered
+	TicketKeyFile     string   // "": keys made and rotated in process
+}
+
+// BackendSettings is how the proxy reaches the broker, files loaded.
+type BackendSettings struct {
+	Addr        string
+	TLS         bool
+	ServerName  string           // resolved: BACKEND_TLS_SERVER_NAME or the host of Addr; "" without TLS
+	RootCAs     *x509.CertPool   // nil: the system roots
+	Certificate *tls.Certificate // client certificate; nil: none
+	Username    string           // "": keep the device's
+	Password    string           // "": send none; secret
+	DialTimeout time.Duration
+}
+
+// off is the value that turns a listener with a default address off (an
+// empty value takes the default).
+const off = "off"
+
+// Validate checks everything serve and check need and returns the
+// Settings derived from c. It reads the certificate, key, CA and ticket key
+// files (each once), so that an unreadable file or a key that does not match
+// its certificate stops the start with a message naming the variable; it
+// opens no connection and creates no client, and it never changes c. Every
+// problem found is returned, joined, each a *ConfigError.
+func (c Config) Validate() (Settings, error) {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	store, log, err := c.validateCommon()
+	if err != nil {
+		add(err)
+	}
+	s := Settings{Store: store, Log: log,
+		Listen: resolveOff(c.Listen), PlainListen: c.PlainListen, AdminListen: resolveOff(c.MetricsListen), Pprof: c.Pprof,
+		ConnectTimeout: c.ConnectTimeout, HandshakeTimeout: c.HandshakeTimeout, ShutdownGrace: c.ShutdownGrace,
+		RevalidateInterval: c.RevalidateInterval, MaxConnectBytes: c.MaxConnectBytes, MaxConnections: c.MaxConnections,
+		MaxPending: c.MaxPending}
+
+	if s.Listen == "" && s.PlainListen == "" {
+		add(cfgErr("LISTEN", "is off and %sPLAIN_LISTEN is empty: nothing to serve", EnvPrefix))
+	}
+	for _, v := range []struct{ name, addr string }{{"LISTEN", s.Listen}, {"PLAIN_LISTEN", s.PlainListen}, {"METRICS_LISTEN", s.AdminListen}} {
+		if v.addr != "" {
+			if _, _, err := net.SplitHostPort(v.addr); err != nil {
+				add(cfgErr(v.name, "%q is not host:port (%v)", v.addr, err))
+			}
+		}
+	}
+	if s.Listen != "" {
+		t, tlsErrs := c.validateTLS(s.Listen)
+		s.TLS = t
+		errs = append(errs, tlsErrs...)
+	}
+	b, backendErrs := c.validateBackend()
+	s.Backend = b
+	errs = append(errs, backendErrs...)
+
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"CONNECT_TIMEOUT", c.ConnectTimeout}, {"TLS_HANDSHAKE_TIMEOUT", c.HandshakeTimeout}, {"BACKEND_DIAL_TIMEOUT", c.BackendDialTimeout}, {"SHUTDOWN_GRACE", c.ShutdownGrace}} {
+		if d.v <= 0 {
+			add(cfgErr(d.name, "must be positive, is %v", d.v))
+		}
+	}
+	if c.RevalidateInterval < 0 {
+		add(cfgErr("REVALIDATE_INTERVAL", "must be positive (or 0 to turn it off), is %v", c.RevalidateInterval))
+	}
+	if c.MaxConnectBytes < 16 || c.MaxConnectBytes > packets.MaxRemainingLength {
+		add(cfgErr("MAX_CONNECT_BYTES", "%d is out of range 16..%d", c.MaxConnectBytes, packets.MaxRemainingLength))
+	}
+	if c.MaxConnections < 0 {
+		add(cfgErr("MAX_CONNECTIONS", "%d is negative (0 means no cap)", c.MaxConnections))
+	}
+	if c.MaxPending < 0 || c.MaxConnections > 0 && c.MaxPending > c.MaxConnections {
+		add(cfgErr("MAX_PENDING", "%d is out of range 0..%sMAX_CONNECTIONS (0 takes the default)", c.MaxPending, EnvPrefix))
+	}
+	if s.MaxPending == 0 {
+		s.MaxPending = defaultMaxPending(c.MaxConnections)
+	}
+	if c.HandshakeTimeout > c.ConnectTimeout {
+		add(cfgErr("TLS_HANDSHAKE_TIMEOUT", "%v is longer than %sCONNECT_TIMEOUT=%v, which bounds the handshake too", c.HandshakeTimeout, EnvPrefix, c.ConnectTimeout))
+	}
+	return s, errors.Join(errs...)
+}
+
+// ValidateStore checks what every command that talks to Redis needs (the
+// Redis URL, key prefix and timeout, CLIENTIDS_DEFAULT, and the log
+// variables) and returns the store's settings. Like Validate, it opens no
+// connection and never changes c.
+func (c Config) ValidateStore() (StoreSettings, error) {
+	s, _, err := c.validateCommon()
+	return s, err
+}
+
+func (c Config) validateCommon() (StoreSettings, LogSettings, error) {
+	var errs []error
+	s := StoreSettings{RedisURL: c.RedisURL, KeyPrefix: c.RedisKeyPrefix, Timeout: c.RedisTimeout, ClientIDsDefault: strings.Fields(c.ClientIDsDefault)}
+	if err := checkRedisURL(c.RedisURL); err != nil {
+		errs = append(errs, cfgErr("REDIS_URL", "%v", err)) // the error hides the password
+	}
+	if len(s.ClientIDsDefault) == 0 {
+		errs = append(errs, cfgErr("CLIENTIDS_DEFAULT", "is empty: no user without a clientids field could connect (use * to allow any client id)"))
+	}
+	if c.RedisKeyPrefix == "" {
+		errs = append(errs, cfgErr("REDIS_KEY_PREFIX", "must not be empty"))
+	}
+	if c.RedisTimeout <= 0 {
+		errs = append(errs, cfgErr("REDIS_TIMEOUT", "must be positive, is %v", c.RedisTimeout))
+	}
+	l := LogSettings{Format: c.LogFormat}
+	lv, err := parseLevel(c.LogLevel)
+	if err != nil {
+		errs = append(errs, cfgErr("LOG_LEVEL", "%v", err))
+	}
+	l.Level = lv
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, cfgErr("LOG_FORMAT", "%q is not text or json", c.LogFormat))
+	}
+	return s, l, errors.Join(errs...)
+}
+
+// validateTLS checks the TLS listener's variables and files.
+func (c Config) validateTLS(listen string) (*TLSSettings, []error) {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	t := &TLSSettings{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, ClientCAFile: c.TLSClientCAFile, TicketKeyFile: c.TLSTicketKeyFile,
+		CipherSuites: cipherSuites(c.TLS12CBC)}
+	if c.TLSTicketKeyFile != "" {
+		if err := checkTicketKeys(c.TLSTicketKeyFile); err != nil {
+			add(cfgErr("TLS_TICKET_KEY_FILE", "%v", err))
+		}
+	}
+	switch {
+	case c.TLSCertFile == "":
+		add(cfgErr("TLS_CERT_FILE", "is required for the TLS listener %sLISTEN=%s", EnvPrefix, listen))
+	case c.TLSKeyFile == "":
+		add(cfgErr("TLS_KEY_FILE", "is required for the TLS listener %sLISTEN=%s", EnvPrefix, listen))
+	default:
+		// Checked only: the proxy loads (and reloads) the files itself.
+		if _, err := LoadKeyPair("TLS_CERT_FILE", "TLS_KEY_FILE", c.TLSCertFile, c.TLSKeyFile); err != nil {
+			add(err)
+		}
+	}
+	switch c.TLSMinVersion {
+	case "1.2":
+		t.MinVersion = tls.VersionTLS12
+	case "1.3":
+		t.MinVersion = tls.VersionTLS13
+	default:
+		add(cfgErr("TLS_MIN_VERSION", "%q is not 1.2 or 1.3", c.TLSMinVersion))
+	}
+	auth := c.TLSClientAuth
+	if auth == "" {
+		auth = "none"
+		if c.TLSClientCAFile != "" {
+			auth = "require"
+		}
+	}
+	switch auth {
+	case "none":
+		t.ClientAuth = tls.NoClientCert
+	case "request":
+		t.ClientAuth = tls.VerifyClientCertIfGiven
+	case "require":
+		t.ClientAuth = tls.RequireAndVerifyClientCert
+	default:
+		add(cfgErr("TLS_CLIENT_AUTH", "%q is not none, request or require", c.TLSClientAuth))
+	}
+	if auth != "none" && c.TLSClientCAFile == "" {
+		add(cfgErr("TLS_CLIENT_AUTH", "is %q but %sTLS_CLIENT_CA_FILE is not set", auth, EnvPrefix))
+	}
+	if c.TLSClientCAFile != "" {
+		if _, err := loadCAPool(c.TLSClientCAFile); err != nil {
+			add(cfgErr("TLS_CLIENT_CA_FILE", "%v", err))
+		}
+	}
+	return t, errs
+}
+
+// validateBackend checks the broker's variables and loads its files.
+func (c Config) validateBackend() (BackendSettings, []error) {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	b := BackendSettings{Addr: c.BackendAddr, TLS: c.BackendTLS, Username: c.BackendUsername, Password: c.BackendPassword, DialTimeout: c.BackendDialTimeout}
+	if c.BackendAddr == "" {
+		add(cfgErr("BACKEND_ADDR", "is required: host:port of the broker"))
+	} else if _, _, err := net.SplitHostPort(c.BackendAddr); err != nil {
+		add(cfgErr("BACKEND_ADDR", "%q is not host:port (%v)", c.BackendAddr, err))
+	}
+	if !c.BackendTLS {
+		for _, v := range []struct{ name, val string }{{"BACKEND_TLS_CA_FILE", c.BackendTLSCAFile}, {"BACKEND_TLS_CERT_FILE", c.BackendTLSCertFile},
+			{"BACKEND_TLS_KEY_FILE", c.BackendTLSKeyFile}, {"BACKEND_TLS_SERVER_NAME", c.BackendTLSServerName}} {
+			if v.val != "" {
+				add(cfgErr(v.name, "is set but %sBACKEND_TLS is not true", EnvPrefix))
+			}
+		}
+		return b, errs
+	}
+	b.ServerName = c.BackendTLSServerName
+	if b.ServerName == "" {
+		b.ServerName, _, _ = net.SplitHostPort(c.BackendAddr)
+	}
+	if c.BackendTLSCAFile != "" {
+		pool, err := loadCAPool(c.BackendTLSCAFile)
+		if err != nil {
+			add(cfgErr("BACKEND_TLS_CA_FILE", "%v", err))
+		}
+		b.RootCAs = pool
+	}
+	if (c.BackendTLSCertFile == "") != (c.BackendTLSKeyFile == "") {
+		add(cfgErr("BACKEND_TLS_CERT_FILE", "and %sBACKEND_TLS_KEY_FILE must be set together", EnvPrefix))
+	} else if c.BackendTLSCertFile != "" {
+		cert, err := LoadKeyPair("BACKEND_TLS_CERT_FILE", "BACKEND_TLS_KEY_FILE", c.BackendTLSCertFile, c.BackendTLSKeyFile)
+		if err != nil {
+			add(err)
+		} else {
+			b.Certificate = &cert
+		}
+	}
+	return b, errs
+}
+
+// resolveOff maps "off" to "" (off).
+func resolveOff(addr string) string {
+	if addr == off {
+		return ""
+	}
+	return addr
+}
+
+// parseLevel parses LOG_LEVEL.
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+}
+
+// checkRedisURL parses a REDIS_URL the way authstore.NewClient does, only
+// parsing: no client is created. The error names no password.
+func checkRedisURL(raw string) error {
+	if redisURLParses(raw) {
+		return nil
+	}
+	// authstore.NewClient refuses such a URL before it creates a client,
+	// with an error that hides the passwords (and is tested to).
+	rdb, err := authstore.NewClient(raw)
+	if err != nil {
+		return err
+	}
+	_ = rdb.Close() // not reached while redisURLParses follows NewClient
+	return fmt.Errorf("%s does not parse", authstore.RedactURL(raw))
+}
+
+// redisURLParses reports whether authstore.NewClient would accept raw: the
+// same dispatch (Sentinel with master_name, Cluster with cluster=true,
+// else one server) over go-redis's parsers.
+func redisURLParses(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	q := u.Query()
+	switch {
+	case q.Has("master_name"):
+		_, err := redis.ParseFailoverURL(raw)
+		return err == nil
+	case q.Has("cluster"):
+		cluster, err := strconv.ParseBool(q.Get("cluster"))
+		if err != nil {
+			return false
+		}
+		q.Del("cluster")
+		u.RawQuery = q.Encode()
+		if cluster {
+			_, err := redis.ParseClusterURL(u.String())
+			return err == nil
+		}
+	}
+	_, err = redis.ParseURL(u.String())
+	return err == nil
+}

@@ -1,0 +1,100 @@
+// Package transport terminates the transports devices connect over (TLS,
+// plain TCP for trusted networks) and says what is known about each
+// connection: its remote address and its TLS state. Every transport
+// yields the same Conn, so nothing downstream branches on the transport;
+// PROXY protocol and WebSocket become one more Terminator each.
+package transport
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"net"
+	"net/netip"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
+)
+
+// Info is what is known about a connection once its transport is
+// terminated.
+type Info struct {
+	Remote     netip.Addr // the device's address
+	RemotePort uint16
+	Transport  string // "tls" or "tcp"
+	TLSVersion uint16 // 0 without TLS
+	Resumed    bool   // the TLS session was resumed
+	// CertSHA256 is the SHA-256 of the verified client certificate's DER
+	// and CertCN its subject common name, when one was presented.
+	CertSHA256 []byte
+	CertCN     string
+}
+
+// Conn is a terminated connection.
+type Conn struct {
+	net.Conn          // carries the MQTT bytes
+	Raw      net.Conn // the socket under Conn: deadlines, close, readiness
+	// Kind says what Conn may hold in user space, for the relay.
+	Kind relay.Kind
+	Info Info
+}
+
+// Terminator terminates one listener's transport.
+type Terminator interface {
+	// Name is the transport's name in logs ("tls", "tcp").
+	Name() string
+	// Terminate completes the transport's handshake on c, the accepted
+	// socket, within ctx (the caller also sets c's deadline), and returns
+	// what carries the MQTT bytes. On error the caller closes c.
+	Terminate(ctx context.Context, c net.Conn) (Conn, error)
+}
+
+// Plain is TCP without TLS, for trusted networks.
+type Plain struct{}
+
+// Name is "tcp".
+func (Plain) Name() string { return "tcp" }
+
+// Terminate returns c as it is.
+func (Plain) Terminate(_ context.Context, c net.Conn) (Conn, error) {
+	return Conn{Conn: c, Raw: c, Kind: relay.Socket, Info: Info{Remote: AddrOf(c.RemoteAddr()), RemotePort: portOf(c.RemoteAddr()), Transport: "tcp"}}, nil
+}
+
+// Name is "tls".
+func (s *TLS) Name() string { return "tls" }
+
+// Terminate runs the TLS handshake.
+func (s *TLS) Terminate(ctx context.Context, c net.Conn) (Conn, error) {
+	tc := tls.Server(c, s.config)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return Conn{}, err
+	}
+	st := tc.ConnectionState()
+	info := Info{Remote: AddrOf(c.RemoteAddr()), RemotePort: portOf(c.RemoteAddr()), Transport: "tls",
+		TLSVersion: st.Version, Resumed: st.DidResume}
+	if len(st.PeerCertificates) > 0 {
+		sum := sha256.Sum256(st.PeerCertificates[0].Raw)
+		info.CertSHA256, info.CertCN = sum[:], st.PeerCertificates[0].Subject.CommonName
+	}
+	return Conn{Conn: tc, Raw: c, Kind: relay.Drainable, Info: info}, nil
+}
+
+// AddrOf is the IP address of a, unmapped (an IPv4-mapped IPv6 address is
+// its IPv4 address); the zero Addr when a has none.
+func AddrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+func portOf(a net.Addr) uint16 {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return uint16(ta.Port)
+	}
+	return 0
+}

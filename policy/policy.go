@@ -1,0 +1,117 @@
+// Package policy holds the decision's types, shared by the rule store
+// that makes decisions (authstore) and the proxy that enforces them: what a
+// CONNECT presents, the decision with its outcome and reason, the errors
+// that mean "cannot decide now", and the change notifications that make a
+// live session be decided again. It knows no Redis and no connection.
+package policy
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+)
+
+// Authenticator is the port the proxy uses: a denial is a Decision, an
+// infrastructure failure (store down, slow, malformed rule) is an error, and
+// the caller must refuse the connection on either.
+type Authenticator interface {
+	Authenticate(ctx context.Context, req Request) (Decision, error)
+}
+
+// Request is what a CONNECT presents.
+type Request struct {
+	Username    string
+	HasPassword bool   // the CONNECT's password flag
+	Password    string // never logged
+	ClientID    string
+	Protocol    packets.Level // packets.V31, V311 or V5
+	RemoteAddr  netip.Addr    // source address of the TCP connection
+	// CertSHA256 is the SHA-256 of the client certificate's DER, when the
+	// client presented one that verified; CertCN its subject common name.
+	CertSHA256 []byte
+	CertCN     string
+	// Verified, when set, re-decides a live session: it is the Credential of
+	// the decision that accepted the session's CONNECT. The stored
+	// credential is compared with it instead of verifying a password, so a
+	// re-decision never computes a hash and needs no password: a user that
+	// is gone, or whose password hash changed, is refused at once.
+	Verified *Credential
+}
+
+// Credential identifies the stored credential a decision accepted: a MAC,
+// under a key of this process, of the user's password field (or of its
+// absence, for a certificate-only user). It never holds the password.
+type Credential [32]byte
+
+// Outcome is a decision's result; it doubles as a metric label.
+type Outcome string
+
+// Outcomes. Every one but Accepted denies.
+const (
+	Accepted           Outcome = "accepted"
+	BadCredentials     Outcome = "bad_credentials"      // unknown user, wrong password, no matching cert for a cert-only user
+	Disabled           Outcome = "disabled"             // enabled=false
+	Expired            Outcome = "expired"              // not_after passed
+	CertNotAllowed     Outcome = "cert_not_allowed"     // certs set, none matches
+	AddressNotAllowed  Outcome = "address_not_allowed"  // cidrs set, none contains the source
+	ClientIDNotAllowed Outcome = "clientid_not_allowed" // clientids set, none matches
+)
+
+// Decision is the answer to a Request.
+type Decision struct {
+	Outcome Outcome
+	// Remembered: the password verification was served from the cache.
+	Remembered bool
+	// NotAfter is the user's not_after, zero when there is none: a live
+	// connection should be re-decided at that moment.
+	NotAfter time.Time
+	// Credential is set on an accepted decision: pass it as
+	// Request.Verified to decide the session again without a hash.
+	Credential Credential
+	// Reason is a one-line, human explanation of the outcome ("password
+	// does not match", "disabled"); it never holds a password.
+	Reason string
+}
+
+// Allowed reports whether the CONNECT may go on to the broker.
+func (d Decision) Allowed() bool { return d.Outcome == Accepted }
+
+// Code is the MQTT 5 reason code for the decision; packets.ReasonCode.V3
+// gives the 3.1/3.1.1 return code.
+func (d Decision) Code() packets.ReasonCode {
+	switch d.Outcome {
+	case Accepted:
+		return packets.Success
+	case BadCredentials:
+		return packets.BadUserNameOrPassword
+	case ClientIDNotAllowed:
+		return packets.ClientIdentifierNotValid
+	default:
+		return packets.NotAuthorized
+	}
+}
+
+// Errors. Test with errors.Is; all of them mean "server unavailable".
+var (
+	// ErrUnavailable: Redis failed or did not answer within the timeout.
+	ErrUnavailable = errors.New("rule store unavailable")
+	// ErrBusy: no slot to verify a password before the context ended.
+	ErrBusy = errors.New("too many password verifications in progress")
+)
+
+// ErrMalformedRule marks a field of a user's hash that cannot be read. It
+// never allows: the decision becomes an error (CONNACK "server unavailable").
+var ErrMalformedRule = errors.New("malformed rule")
+
+// Change is a notification that a user's rules may have changed.
+type Change struct {
+	Username string
+	// Kick asks to close the user's live connections without re-deciding.
+	Kick bool
+	// Resync: notifications may have been missed (the subscription was
+	// re-established after a Redis outage): re-decide every live connection.
+	Resync bool
+}

@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
+)
+
+// ListenAndServe opens the configured listeners (Listen with TLS,
+// PlainListen without) and serves them until Shutdown. It returns once the
+// listeners are open and serving; errors opening them are returned at
+// once. Addrs reports the bound addresses.
+func (p *Proxy) ListenAndServe() error {
+	type ln struct {
+		addr string
+		t    transport.Terminator
+	}
+	var want []ln
+	if p.cfg.Listen != "" {
+		want = append(want, ln{p.cfg.Listen, p.tls})
+	}
+	if p.cfg.PlainListen != "" {
+		want = append(want, ln{p.cfg.PlainListen, transport.Plain{}})
+	}
+	if len(want) == 0 {
+		return errors.New("proxy: no listener configured")
+	}
+	var opened []net.Listener
+	for _, w := range want {
+		// No TCP keepalive: MQTT has its own, which the broker enforces on
+		// the relayed session; the proxy closes the device's side with it.
+		l, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", w.addr)
+		if err != nil {
+			for _, o := range opened {
+				o.Close()
+			}
+			return fmt.Errorf("proxy: listen %s: %w", w.addr, err)
+		}
+		opened = append(opened, l)
+	}
+	for i, l := range opened {
+		go func() { _ = p.Serve(l, want[i].t) }()
+	}
+	return nil
+}
+
+// Serve accepts connections on l until l is closed or Shutdown is called,
+// terminating each with t. It always returns a non-nil error; after
+// Shutdown or l.Close it is net.ErrClosed.
+func (p *Proxy) Serve(l net.Listener, t transport.Terminator) error {
+	if t == nil || t == transport.Terminator((*transport.TLS)(nil)) {
+		l.Close()
+		return errors.New("proxy: listener without a transport")
+	}
+	if !p.addListener(l) {
+		return net.ErrClosed
+	}
+	defer p.wg.Done()
+	defer p.removeListener(l)
+	p.log.Info("listening", "addr", l.Addr().String(), "transport", t.Name())
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return net.ErrClosed
+			}
+			// Temporary errors (EMFILE, ECONNABORTED...): back off 5ms doubling to 1s.
+			backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
+			p.log.Warn("accept failed; backing off", "error", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-p.stop:
+				return net.ErrClosed
+			}
+			continue
+		}
+		backoff = 0
+		if pc := p.admit(c); pc != nil {
+			p.wg.Add(1)
+			go p.handle(c, t, pc)
+		}
+	}
+}
+
+// admit applies the budgets to an accepted connection, before any TLS
+// work: a slot under MaxConnections and a place in the pending set. It
+// closes the connection and returns nil when either is full.
+func (p *Proxy) admit(c net.Conn) *pendingConn {
+	if p.slots != nil {
+		select {
+		case p.slots <- struct{}{}:
+		default:
+			// At MAX_CONNECTIONS: close at once, so that the device retries later.
+			p.refuseAtAccept(c, outcomeLimit, "connection refused: MAX_CONNECTIONS reached", "max", cap(p.slots))
+			return nil
+		}
+	}
+	pc := p.pending.add(c, time.Now())
+	if pc == nil {
+		// As many connections as MaxPending are still to send their
+		// CONNECT, none of them for long.
+		p.releaseSlot()
+		p.refuseAtAccept(c, outcomePendingFull, "connection refused: too many connections still to send their CONNECT (MAX_PENDING)",
+			"max", p.cfg.MaxPending)
+		return nil
+	}
+	return pc
+}
+
+// refuseAtAccept closes c, counts the outcome and logs it (within the
+// log budget for refusals).
+func (p *Proxy) refuseAtAccept(c net.Conn, outcome, msg string, args ...any) {
+	p.metrics.Connects.WithLabelValues(outcome).Inc()
+	if p.logLimit.allow(outcome) {
+		p.log.Warn(msg, append([]any{"remote", c.RemoteAddr().String()}, args...)...)
+	}
+	c.Close()
+}
+
+func (p *Proxy) releaseSlot() {
+	if p.slots != nil {
+		<-p.slots
+	}
+}
+
+// addListener registers l, unless the proxy is shutting down (then l is
+// closed); the caller calls p.wg.Done when it stops serving l.
+func (p *Proxy) addListener(l net.Listener) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.stop:
+		l.Close()
+		return false
+	default:
+	}
+	p.listeners[l] = struct{}{}
+	p.wg.Add(1)
+	return true
+}
+
+func (p *Proxy) removeListener(l net.Listener) {
+	p.mu.Lock()
+	delete(p.listeners, l)
+	p.mu.Unlock()
+}
+
+// pendingMinAge is how long a connection must have been pending before a
+// new one may take its place in a full pending set.
+const pendingMinAge = time.Second

@@ -1,0 +1,73 @@
+package proxy
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+)
+
+// Outcomes the proxy adds to the policy's (metric label "outcome").
+const (
+	outcomeStoreUnavailable   = "store_unavailable"
+	outcomeBackendUnavailable = "backend_unavailable"
+	outcomeBrokerRefused      = "broker_refused"
+	outcomeMalformed          = "malformed"
+	outcomeProtocolVersion    = "unsupported_protocol"
+	outcomeTooLarge           = "too_large"
+	outcomeTimeout            = "timeout"
+	outcomeClosed             = "closed_before_connect"
+	outcomeTLSFailed          = "tls_handshake_failed"
+	outcomeShutdown           = "shutting_down"
+	outcomeLimit              = "max_connections"
+	outcomePendingFull        = "pending_full"
+	outcomeEvicted            = "pending_evicted"
+)
+
+// log writes the attempt's one line: what the device presented (its names
+// made safe to log), its transport, the outcome with its reason, and how
+// long it took. Never a password. Refusals past the log budget go to debug.
+func (a *attempt) log(l *slog.Logger, lim *logLimiter) {
+	var clientID, username string
+	if a.connect != nil {
+		clientID, username = a.connect.ClientID, a.connect.Username
+	}
+	info := a.conn.Info
+	attrs := []slog.Attr{
+		slog.String("remote", a.raw.RemoteAddr().String()),
+		slog.String("client_id", logsafe.String(clientID)),
+		slog.String("username", logsafe.String(username)),
+		slog.Int("protocol", int(a.level)),
+		slog.String("tls", a.tlsVersion()),
+		slog.Bool("resumed", info.Resumed),
+		slog.String("cert_sha256", hex.EncodeToString(info.CertSHA256)),
+		slog.String("outcome", a.outcome),
+		slog.Duration("duration", time.Since(a.start)),
+	}
+	if a.reason != "" {
+		attrs = append(attrs, slog.String("reason", a.reason))
+	}
+	level := slog.LevelInfo
+	if a.err != nil {
+		attrs = append(attrs, slog.String("error", logsafe.Error(a.err)))
+		if a.outcome == outcomeStoreUnavailable || a.outcome == outcomeBackendUnavailable {
+			level = slog.LevelWarn
+		}
+	}
+	if level == slog.LevelInfo && a.outcome != string(policy.Accepted) && !lim.allow(a.outcome) {
+		// A flood of refusals is summarised at info; each one is at debug.
+		level = slog.LevelDebug
+	}
+	l.LogAttrs(context.Background(), level, "connect", attrs...)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}

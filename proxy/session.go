@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"sync"
+	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
+	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+)
+
+// session is one authenticated client relayed to its own broker
+// connection. The relay owns the connections and their state (relaying,
+// ending, closed); the session adds what decides it again: the request
+// it was accepted with and its timers.
+type session struct {
+	p      *Proxy
+	relay  *relay.Session
+	remote string
+	// req is the CONNECT's request with Verified set and no password: the
+	// session is decided again against the credential it was accepted
+	// with, so a re-decision needs neither the password nor a hash.
+	req policy.Request
+
+	timerMu    sync.Mutex
+	notAfter   *time.Timer
+	retry      *time.Timer   // a re-decision after one that failed for want of the store
+	retryDelay time.Duration // its backoff
+}
+
+// kickGrace bounds how long a kick waits for a packet boundary before it
+// closes without DISCONNECT.
+const kickGrace = time.Second
+
+func newSession(p *Proxy, client transport.Conn, broker *brokerConn, req policy.Request, keepAlive uint16) *session {
+	s := &session{p: p, req: req, remote: client.Raw.RemoteAddr().String()}
+	s.relay = p.engine.NewSession(relay.Config{
+		Client:       relay.Endpoint{Conn: client.Conn, Raw: client.Raw, Kind: client.Kind},
+		Broker:       broker.Endpoint,
+		Early:        broker.early,
+		WriteTimeout: writeTimeoutFor(keepAlive),
+		Up:           p.metrics.bytesUp,
+		Down:         p.metrics.bytesDown,
+		OnEnd:        s.ended,
+	})
+	return s
+}
+
+// ended runs once when the relay has closed both connections: the
+// session's accounting, in one place.
+func (s *session) ended() {
+	s.p.removeSession(s)
+	s.stopTimers()
+	s.p.metrics.Active.Dec()
+	s.p.releaseSlot()
+	s.p.wg.Done()
+}
+
+// kick ends the session from the proxy's side. An MQTT 5 client first gets
+// a DISCONNECT with code, at a packet boundary (waiting up to kickGrace
+// for one); a 3.x client is closed. The broker connection is closed too.
+// Only the first kick takes effect and is counted under its cause.
+func (s *session) kick(code packets.ReasonCode, cause string) {
+	var final []byte
+	if s.req.Protocol == packets.V5 {
+		final = packets.AppendDisconnect(nil, packets.V5, code)
+	}
+	if s.relay.EndWith(final, kickGrace) {
+		s.p.metrics.Disconnects.WithLabelValues(cause).Inc()
+	}
+}
+
+// done reports whether the session has ended or is ending.
+func (s *session) done() bool { return s.relay.Ended() }
+
+// writeTimeoutFor is the write deadline of a session whose device asked for
+// keepAlive seconds: one and a half keepalives, as the broker allows a
+// silent device, and never less than minWriteTimeout; without a keepalive,
+// noKeepAliveWriteTimeout.
+func writeTimeoutFor(keepAlive uint16) time.Duration {
+	if keepAlive == 0 {
+		return noKeepAliveWriteTimeout
+	}
+	return max(time.Duration(keepAlive)*1500*time.Millisecond, minWriteTimeout)
+}
+
+const (
+	minWriteTimeout         = 5 * time.Second
+	noKeepAliveWriteTimeout = 5 * time.Minute
+)
