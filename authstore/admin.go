@@ -65,6 +65,9 @@ type User struct {
 	ClientIDs   []string   `json:"clientids,omitempty"`
 	Certs       []string   `json:"certs,omitempty"`
 	CIDRs       []string   `json:"cidrs,omitempty"`
+	Publish     []string   `json:"publish,omitempty"`
+	Subscribe   []string   `json:"subscribe,omitempty"`
+	Roles       []string   `json:"roles,omitempty"`
 	NotAfter    *time.Time `json:"not_after,omitempty"`
 	Extra       []string   `json:"extra_fields,omitempty"` // other fields present in the hash
 }
@@ -80,6 +83,9 @@ type Update struct {
 	Certs        *[]string
 	CIDRs        *[]string
 	NotAfter     *time.Time
+	Publish      *[]string // topic filters; %u and %c fill whole levels
+	Subscribe    *[]string
+	Roles        *[]string
 }
 
 // ErrNoSuchUser is returned by operator calls on a user that does not exist.
@@ -136,6 +142,17 @@ func (s *Store) SetUser(ctx context.Context, name string, u Update) error {
 		return err
 	}
 	if err := list(FieldCIDRs, u.CIDRs, func(v string) error { _, err := ParseCIDRs(v); return err }); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		field string
+		v     *[]string
+	}{{FieldPublish, u.Publish}, {FieldSubscribe, u.Subscribe}} {
+		if err := list(f.field, f.v, checkPatterns); err != nil {
+			return err
+		}
+	}
+	if err := list(FieldRoles, u.Roles, checkRoleNames); err != nil {
 		return err
 	}
 	if u.NotAfter != nil {
@@ -214,6 +231,12 @@ func (s *Store) GetUser(ctx context.Context, name string) (User, error) {
 			u.Certs = strings.Fields(v)
 		case FieldCIDRs:
 			u.CIDRs = strings.Fields(v)
+		case FieldPublish:
+			u.Publish = strings.Fields(v)
+		case FieldSubscribe:
+			u.Subscribe = strings.Fields(v)
+		case FieldRoles:
+			u.Roles = strings.Fields(v)
 		case FieldNotAfter:
 			if !r.notAfter.IsZero() {
 				t := r.notAfter
@@ -246,7 +269,13 @@ func hashFormat(v string) string {
 
 // ListUsers returns the names of all users, sorted, using SCAN (never KEYS).
 func (s *Store) ListUsers(ctx context.Context) ([]string, error) {
-	prefix := s.UserKey("")
+	return s.listKeys(ctx, s.UserKey(""))
+}
+
+// listKeys returns what follows prefix in the names of the keys that
+// start with it, sorted, using SCAN (never KEYS), on every master of a
+// Cluster.
+func (s *Store) listKeys(ctx context.Context, prefix string) ([]string, error) {
 	var names []string
 	scan := func(ctx context.Context, c *redis.Client) error {
 		it := c.Scan(ctx, 0, escapeGlob(prefix)+"*", 1000).Iterator()
@@ -267,7 +296,7 @@ func (s *Store) ListUsers(ctx context.Context) ([]string, error) {
 	case *redis.Client:
 		err = scan(ctx, c)
 	default:
-		return nil, fmt.Errorf("list users: unsupported client %T", s.rdb)
+		return nil, fmt.Errorf("list %s*: unsupported client %T", prefix, s.rdb)
 	}
 	slices.Sort(names)
 	return slices.Compact(names), err

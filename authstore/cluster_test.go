@@ -63,6 +63,12 @@ func TestClusterDecisionsAndChanges(t *testing.T) {
 		t.Fatalf("users on %d and %d of %d nodes", len(byNode), len(rawByNode), len(nodes))
 	}
 
+	if err := s.SetRole(ctx, "fleet", RoleUpdate{Publish: &[]string{"fleet/%u/#"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetRole(ctx, DefaultRole, RoleUpdate{Subscribe: &[]string{"public/#"}}); err != nil {
+		t.Fatal(err)
+	}
 	changes := watchChanges(t, ctx, s)
 	expect := func(what, user string) {
 		t.Helper()
@@ -79,6 +85,19 @@ func TestClusterDecisionsAndChanges(t *testing.T) {
 		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != policy.Accepted {
 			t.Fatalf("%s on %s: %+v %v", name, node, d, err)
 		}
+		// Topic rules from roles held on other nodes than the user: two
+		// round trips on a Cluster, and the same rules as anywhere.
+		if err := s.SetUser(ctx, name, Update{Roles: &[]string{"fleet"}}); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Topics == nil {
+			t.Fatalf("%s on %s with roles: %+v %v", name, node, d, err)
+		} else if _, ok := d.Topics.CanPublish("fleet/" + name + "/t"); !ok {
+			t.Fatalf("%s on %s: the fleet role's rule was not read", name, node)
+		} else if _, ok := d.Topics.CanSubscribe("public/x"); !ok {
+			t.Fatalf("%s on %s: the default role's rule was not read", name, node)
+		}
+
 		if err := s.SetEnabled(ctx, name, false); err != nil {
 			t.Fatal(err)
 		}

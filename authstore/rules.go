@@ -24,6 +24,9 @@ const (
 	FieldCerts     = "certs"
 	FieldNotAfter  = "not_after"
 	FieldCIDRs     = "cidrs"
+	FieldPublish   = "publish"
+	FieldSubscribe = "subscribe"
+	FieldRoles     = "roles"
 )
 
 // rules is one user's hash, parsed. A nil slice means "field absent".
@@ -217,4 +220,30 @@ func globMatch(pattern, s, username string) bool {
 		ti++
 	}
 	return ti == len(toks)
+}
+
+// compileTopics compiles the topic rules of a user's record for req: the
+// patterns of the user's hash, of the default role and of the roles it
+// names. It returns the role names a change to which must decide the
+// session again (the named ones, existing or not; the default role
+// concerns everyone).
+func compileTopics(rec userRecord, req policy.Request) (*policy.TopicRules, []string, error) {
+	var pub, sub []policy.Pattern
+	add := func(dst []policy.Pattern, field, source string) []policy.Pattern {
+		for _, f := range strings.Fields(field) {
+			dst = append(dst, policy.Pattern{Filter: f, Source: source})
+		}
+		return dst
+	}
+	pub = add(pub, rec.fields[FieldPublish], "user")
+	sub = add(sub, rec.fields[FieldSubscribe], "user")
+	for _, r := range rec.roles {
+		pub = add(pub, r.fields[FieldPublish], "role "+r.name)
+		sub = add(sub, r.fields[FieldSubscribe], "role "+r.name)
+	}
+	t, err := policy.CompileTopics(pub, sub, req.Username, req.ClientID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, roleNames(rec.fields[FieldRoles]), nil
 }

@@ -42,8 +42,11 @@ type Options struct {
 	// broker assigns one, where the protocol version lets it) is allowed
 	// under the default.
 	ClientIDsDefault []string
-	Logger           *slog.Logger
-	Now              func() time.Time
+	// NoTopicRules: the store reads no topic rules (publish, subscribe,
+	// roles); decisions carry none. For AUTHPROXY_ACL=off.
+	NoTopicRules bool
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 // DefaultClientIDs binds a device's client id to its username: a user may
@@ -67,6 +70,7 @@ type Store struct {
 	flight           singleflight.Group // one verification per (hash, password) at a time
 	dummy            string             // verified for unknown users so they cost like wrong passwords
 	clientIDsDefault []string
+	noTopics         bool
 }
 
 var _ policy.Authenticator = (*Store)(nil)
@@ -96,7 +100,7 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 		o.ClientIDsDefault = DefaultClientIDs
 	}
 	s := &Store{rdb: rdb, prefix: o.Prefix, timeout: o.Timeout, log: o.Logger, now: o.Now,
-		hashSem: make(chan struct{}, o.MaxHashes), clientIDsDefault: o.ClientIDsDefault}
+		hashSem: make(chan struct{}, o.MaxHashes), clientIDsDefault: o.ClientIDsDefault, noTopics: o.NoTopicRules}
 	if _, err := rand.Read(s.cacheKey[:]); err != nil {
 		panic("authstore: no randomness: " + err.Error())
 	}
@@ -105,61 +109,70 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 	return s
 }
 
-// Prefix is the key prefix of every key the store reads and writes.
-func (s *Store) Prefix() string { return s.prefix }
-
 // UserKey is the Redis key of a user's hash.
 func (s *Store) UserKey(username string) string { return s.prefix + "user:" + username }
 
 // Authenticate decides req against the user's rules, read fresh with one
-// HGETALL. Order: the credential first (unknown user, wrong password, a
-// disabled user with a wrong password and a user whose other rules cannot
-// be read answer alike, at the same cost), then enabled, not_after, certs,
-// cidrs, clientids. A rule that cannot be read is an error wrapping
-// policy.ErrMalformedRule once the credential is verified. With req.Verified set
-// (a live session decided again) no hash is computed.
+// round trip (the user's hash and its roles'). Order: the credential first
+// (unknown user, wrong password, a disabled user with a wrong password and
+// a user whose other rules cannot be read answer alike, at the same cost),
+// then enabled, not_after, certs, cidrs, clientids, and the will's topic
+// against the topic rules. A rule that cannot be read is an error wrapping
+// policy.ErrMalformedRule once the credential is verified. With
+// req.Verified set (a live session decided again) no hash is computed.
 func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.Decision, error) {
-	fields, err := s.lookup(ctx, req.Username)
+	rec, err := s.lookup(ctx, req.Username)
 	if err != nil {
 		return policy.Decision{}, err
 	}
-	if len(fields) == 0 {
+	if len(rec.fields) == 0 {
 		if req.Verified != nil {
 			return policy.Decision{Outcome: policy.BadCredentials, Reason: "user no longer exists"}, nil
 		}
 		// Unknown user (or no username): cost the same as a wrong password.
 		return s.denyAfterDummy(ctx, req.Password, "unknown user")
 	}
-	r, ruleErr := parseRules(fields)
+	r, ruleErr := parseRules(rec.fields)
 	d, err := s.checkCredential(ctx, req, r)
 	if err != nil || d.Outcome != "" {
 		return d, err
+	}
+	if ruleErr == nil && !s.noTopics {
+		d.Topics, d.Roles, ruleErr = compileTopics(rec, req)
 	}
 	if ruleErr != nil {
 		s.log.Warn("malformed rule refuses the user", "username", logsafe.String(req.Username), "error", ruleErr)
 		return policy.Decision{}, fmt.Errorf("authstore: user %s: %w", logsafe.String(req.Username), ruleErr)
 	}
 	d.NotAfter = r.notAfter
+	d.Outcome, d.Reason = s.judge(r, req, d.Topics)
+	return d, nil
+}
+
+// judge applies the rules after the credential, in order.
+func (s *Store) judge(r rules, req policy.Request, topics *policy.TopicRules) (policy.Outcome, string) {
 	switch {
 	case !r.enabled:
-		d.Outcome, d.Reason = policy.Disabled, "disabled"
+		return policy.Disabled, "disabled"
 	case !r.notAfter.IsZero() && !s.now().Before(r.notAfter):
-		d.Outcome, d.Reason = policy.Expired, "expired at "+r.notAfter.UTC().Format(time.RFC3339)
+		return policy.Expired, "expired at " + r.notAfter.UTC().Format(time.RFC3339)
 	case r.hasCerts && !certMatches(r.certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil):
-		d.Outcome, d.Reason = policy.CertNotAllowed, "client certificate does not match the user's certs"
 		if req.CertSHA256 == nil {
-			d.Reason = "no client certificate; the user's certs require one"
+			return policy.CertNotAllowed, "no client certificate; the user's certs require one"
 		}
+		return policy.CertNotAllowed, "client certificate does not match the user's certs"
 	case r.hasCIDRs && !addrAllowed(r.cidrs, req.RemoteAddr):
-		d.Outcome, d.Reason = policy.AddressNotAllowed, fmt.Sprintf("source address %s is not in the user's cidrs", req.RemoteAddr)
+		return policy.AddressNotAllowed, fmt.Sprintf("source address %s is not in the user's cidrs", req.RemoteAddr)
 	case !s.clientIDAllowed(r, req):
-		d.Outcome = policy.ClientIDNotAllowed
-		d.Reason = fmt.Sprintf("client id %s does not match %s", logsafe.String(req.ClientID),
+		return policy.ClientIDNotAllowed, fmt.Sprintf("client id %s does not match %s", logsafe.String(req.ClientID),
 			logsafe.String(strings.ReplaceAll(strings.Join(s.clientIDGlobs(r), " "), "%u", req.Username)))
-	default:
-		d.Outcome, d.Reason = policy.Accepted, "allowed"
 	}
-	return d, nil
+	if topics != nil && req.HasWill {
+		if _, ok := topics.CanPublish(req.WillTopic); !ok {
+			return policy.WillNotAllowed, fmt.Sprintf("will topic %s is not one the user may publish to", logsafe.String(req.WillTopic))
+		}
+	}
+	return policy.Accepted, "allowed"
 }
 
 // checkCredential authenticates req against the user's password or
@@ -261,20 +274,6 @@ func (s *Store) denyAfterDummy(ctx context.Context, password, reason string) (po
 		return policy.Decision{}, err
 	}
 	return policy.Decision{Outcome: policy.BadCredentials, Reason: reason}, nil
-}
-
-// lookup reads a user's hash with one round trip under the store timeout.
-func (s *Store) lookup(ctx context.Context, username string) (map[string]string, error) {
-	if username == "" {
-		return nil, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	fields, err := s.rdb.HGetAll(ctx, s.UserKey(username)).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("%w: %w", policy.ErrUnavailable, err)
-	}
-	return fields, nil
 }
 
 // checkPassword verifies password against stored, remembering a success

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -280,36 +281,72 @@ func TestUnknownUserCostsAHash(t *testing.T) {
 	}
 }
 
+// roundTrips counts what a go-redis client sends: one per command and one
+// per pipeline, each a round trip.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { r.n.Add(1); return next(ctx, cmd) }
+}
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { r.n.Add(1); return next(ctx, cmds) }
+}
+
+// TestOneRoundTripPerDecision: each decision is one round trip to Redis,
+// whatever the user's roles (a script reads the user, the default role
+// and the named roles together), and the server runs one script call.
 func TestOneRoundTripPerDecision(t *testing.T) {
-	s, admin, _ := realStore(t, Options{})
+	srv := testenv.Redis(t)
+	rdb, err := NewClient(testenv.RedisURL(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	trips := &roundTrips{}
+	rdb.AddHook(trips)
+	s := New(rdb, Options{Timeout: 300 * time.Millisecond})
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer admin.Close()
 	ctx := testenv.Context(t)
 	if err := s.SetUser(ctx, "carol", Update{Password: ptr("pw"), ClientIDs: &[]string{"%u-dev-*"}, CIDRs: &[]string{"192.0.2.0/24"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Authenticate(ctx, req("carol", "pw")); err != nil { // warm the connection pool
+	admin.HSet(ctx, "mqtt:user:carol", "roles", "ops fleet", "publish", "devices/%u/#")
+	admin.HSet(ctx, "mqtt:role:ops", "publish", "ops/#")
+	admin.HSet(ctx, "mqtt:role:default", "subscribe", "public/#")
+	if _, err := s.Authenticate(ctx, req("carol", "pw")); err != nil { // warm the pool and the script cache
 		t.Fatal(err)
 	}
-	stat := func() int {
-		info := admin.Info(ctx, "stats").Val()
+	evalsha := func() int {
+		info := admin.Info(ctx, "commandstats").Val()
 		for _, line := range strings.Split(info, "\r\n") {
-			if v, ok := strings.CutPrefix(line, "total_commands_processed:"); ok {
-				n, _ := strconv.Atoi(v)
+			if v, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
+				n, _ := strconv.Atoi(v[:strings.IndexByte(v, ',')])
 				return n
 			}
 		}
-		t.Fatal("no total_commands_processed")
 		return 0
 	}
 	const n = 50
-	before := stat()
+	before, scripts := trips.n.Load(), evalsha()
 	for range n {
-		if d, err := s.Authenticate(ctx, req("carol", "pw")); err != nil || !d.Allowed() {
+		d, err := s.Authenticate(ctx, req("carol", "pw"))
+		if err != nil || !d.Allowed() {
 			t.Fatal(d, err)
 		}
+		if _, ok := d.Topics.CanPublish("ops/x"); !ok {
+			t.Fatal("the role's rule was not read")
+		}
+		if _, ok := d.Topics.CanSubscribe("public/x"); !ok {
+			t.Fatal("the default role's rule was not read")
+		}
 	}
-	// The INFO call itself counts once.
-	if got := stat() - before - 1; got != n {
-		t.Fatalf("%d commands for %d decisions, want exactly 1 each", got, n)
+	if got := trips.n.Load() - before; got != n {
+		t.Fatalf("%d round trips for %d decisions, want exactly 1 each", got, n)
+	}
+	if got := evalsha() - scripts; got != n {
+		t.Fatalf("%d script calls for %d decisions", got, n)
 	}
 }
 

@@ -23,29 +23,36 @@ func (s *Store) Kick(ctx context.Context, name string) (int64, error) {
 	return s.rdb.Publish(ctx, s.KickChannel(), name).Result()
 }
 
-// keyspacePattern is the keyspace-notification pattern of user hashes in
-// the client's database.
-func (s *Store) keyspacePattern() (pattern, channelPrefix string) {
+// keyspacePrefix is the keyspace-notification channel of a key prefix in
+// the client's database, and the pattern that matches every key under it.
+func (s *Store) keyspacePrefix(keyPrefix string) (pattern, channelPrefix string) {
 	db := 0
 	if c, ok := s.rdb.(*redis.Client); ok {
 		db = c.Options().DB
 	}
-	channelPrefix = fmt.Sprintf("__keyspace@%d__:%s", db, s.UserKey(""))
+	channelPrefix = fmt.Sprintf("__keyspace@%d__:%s", db, keyPrefix)
 	return escapeGlob(channelPrefix) + "*", channelPrefix
 }
 
 // Watch delivers changes until ctx ends: usernames published on
-// ChangesChannel (by the operator calls), kick requests on KickChannel, and,
-// when Redis has keyspace notifications on (notify-keyspace-events with K,
-// g, h and x: NotifyFlags, "Kghx"), every write to a user's hash made by
+// ChangesChannel and role names on RoleChangesChannel (by the operator
+// calls), kick requests on KickChannel, and, when Redis has keyspace
+// notifications on (notify-keyspace-events with K, g, h and x:
+// NotifyFlags, "Kghx"), every write to a user's or a role's hash made by
 // anyone, such as redis-cli, and its expiry (every event of the key is
-// delivered, "expired" included; see CheckNotifications). A subscription is re-established after a Redis outage, and f
-// then gets a policy.Change with Resync set. With Redis Cluster, where keyspace
-// notifications stay on the node that holds the key, every master is
-// subscribed to (the masters are looked up again every few seconds). f is
-// called one change at a time and must not block for long.
+// delivered, "expired" included; see CheckNotifications). A subscription
+// is re-established after a Redis outage, and f then gets a policy.Change
+// with Resync set. With Redis Cluster, where keyspace notifications stay
+// on the node that holds the key, every master is subscribed to (the
+// masters are looked up again every few seconds). f is called one change
+// at a time and must not block for long.
 func (s *Store) Watch(ctx context.Context, f func(policy.Change)) error {
-	pattern, chPrefix := s.keyspacePattern()
+	userPattern, userChannel := s.keyspacePrefix(s.UserKey(""))
+	rolePattern, roleChannel := s.keyspacePrefix(s.RoleKey(""))
+	patterns := []string{userPattern}
+	if !s.noTopics {
+		patterns = append(patterns, rolePattern)
+	}
 	var mu sync.Mutex
 	deliver := func(c policy.Change) {
 		mu.Lock()
@@ -58,17 +65,23 @@ func (s *Store) Watch(ctx context.Context, f func(policy.Change)) error {
 			deliver(policy.Change{Username: m.Payload})
 		case m.Channel == s.KickChannel():
 			deliver(policy.Change{Username: m.Payload, Kick: true})
-		case m.Pattern == pattern:
-			if name, ok := strings.CutPrefix(m.Channel, chPrefix); ok && name != "" {
+		case m.Channel == s.RoleChangesChannel():
+			deliver(policy.Change{Role: m.Payload})
+		case m.Pattern == userPattern:
+			if name, ok := strings.CutPrefix(m.Channel, userChannel); ok && name != "" {
 				deliver(policy.Change{Username: name})
+			}
+		case m.Pattern == rolePattern:
+			if name, ok := strings.CutPrefix(m.Channel, roleChannel); ok && name != "" {
+				deliver(policy.Change{Role: name})
 			}
 		}
 	}
 	resync := func() { deliver(policy.Change{Resync: true}) }
-	channels := []string{s.ChangesChannel(), s.KickChannel()}
+	channels := []string{s.ChangesChannel(), s.KickChannel(), s.RoleChangesChannel()}
 	cc, cluster := s.rdb.(*redis.ClusterClient)
 	if !cluster {
-		return s.receive(ctx, s.rdb.Subscribe(ctx), channels, pattern, false, onMessage, resync)
+		return s.receive(ctx, s.rdb.Subscribe(ctx), channels, patterns, false, onMessage, resync)
 	}
 	// Channel messages reach every node of a cluster; keyspace
 	// notifications do not leave theirs.
@@ -76,9 +89,9 @@ func (s *Store) Watch(ctx context.Context, f func(policy.Change)) error {
 	defer func() { <-done }()
 	go func() {
 		defer close(done)
-		s.watchMasters(ctx, cc, pattern, onMessage, resync)
+		s.watchMasters(ctx, cc, patterns, onMessage, resync)
 	}()
-	return s.receive(ctx, cc.Subscribe(ctx), channels, "", false, onMessage, resync)
+	return s.receive(ctx, cc.Subscribe(ctx), channels, nil, false, onMessage, resync)
 }
 
 // clusterRefresh is how often Watch looks up a cluster's masters again.
@@ -88,7 +101,7 @@ const clusterRefresh = 5 * time.Second
 // cluster until ctx ends. A master that appears later (a promoted replica,
 // a new shard) asks for a resync once subscribed: changes made before may
 // have been missed.
-func (s *Store) watchMasters(ctx context.Context, cc *redis.ClusterClient, pattern string, onMessage func(*redis.Message), resync func()) {
+func (s *Store) watchMasters(ctx context.Context, cc *redis.ClusterClient, patterns []string, onMessage func(*redis.Message), resync func()) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	watching := map[string]context.CancelFunc{}
@@ -116,7 +129,7 @@ func (s *Store) watchMasters(ctx context.Context, cc *redis.ClusterClient, patte
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					_ = s.receive(nctx, node.Subscribe(nctx), nil, pattern, !first, onMessage, resync)
+					_ = s.receive(nctx, node.Subscribe(nctx), nil, patterns, !first, onMessage, resync)
 				}()
 			}
 			for addr, cancel := range watching {
@@ -134,11 +147,11 @@ func (s *Store) watchMasters(ctx context.Context, cc *redis.ClusterClient, patte
 	}
 }
 
-// receive subscribes ps to channels and pattern and hands what arrives to
+// receive subscribes ps to channels and patterns and hands what arrives to
 // onMessage until ctx ends, resubscribing after an outage (go-redis
 // re-sends the subscriptions on reconnect) and calling resync once it is
 // subscribed again; with startLost, also once it is first subscribed.
-func (s *Store) receive(ctx context.Context, ps *redis.PubSub, channels []string, pattern string, startLost bool,
+func (s *Store) receive(ctx context.Context, ps *redis.PubSub, channels []string, patterns []string, startLost bool,
 	onMessage func(*redis.Message), resync func()) error {
 	defer ps.Close()
 	// Receive does not return on ctx alone: closing the subscription ends it.
@@ -150,11 +163,11 @@ func (s *Store) receive(ctx context.Context, ps *redis.PubSub, channels []string
 	if len(channels) > 0 && ps.Subscribe(ctx, channels...) != nil {
 		lost = true
 	}
-	if pattern != "" && ps.PSubscribe(ctx, pattern) != nil {
+	if len(patterns) > 0 && ps.PSubscribe(ctx, patterns...) != nil {
 		lost = true
 	}
 	confirmation := "subscribe"
-	if pattern != "" {
+	if len(patterns) > 0 {
 		confirmation = "psubscribe"
 	}
 	var backoff time.Duration

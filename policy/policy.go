@@ -39,6 +39,10 @@ type Request struct {
 	// re-decision never computes a hash and needs no password: a user that
 	// is gone, or whose password hash changed, is refused at once.
 	Verified *Credential
+	// WillTopic is the CONNECT's will topic, when it has a will: the user
+	// must be allowed to publish to it.
+	HasWill   bool
+	WillTopic string
 }
 
 // Credential identifies the stored credential a decision accepted: a MAC,
@@ -58,6 +62,7 @@ const (
 	CertNotAllowed     Outcome = "cert_not_allowed"     // certs set, none matches
 	AddressNotAllowed  Outcome = "address_not_allowed"  // cidrs set, none contains the source
 	ClientIDNotAllowed Outcome = "clientid_not_allowed" // clientids set, none matches
+	WillNotAllowed     Outcome = "will_not_allowed"     // the will's topic is not one the user may publish to
 )
 
 // Decision is the answer to a Request.
@@ -74,6 +79,14 @@ type Decision struct {
 	// Reason is a one-line, human explanation of the outcome ("password
 	// does not match", "disabled"); it never holds a password.
 	Reason string
+	// Topics are the user's topic rules, compiled for the request's user
+	// name and client id; nil when the store does not read them (topic
+	// rules off).
+	Topics *TopicRules
+	// Roles are the roles whose rules the decision read (the default role
+	// included when it exists): a change to one of them decides the
+	// session again.
+	Roles []string
 }
 
 // Allowed reports whether the CONNECT may go on to the broker.
@@ -111,6 +124,10 @@ type Change struct {
 	Username string
 	// Kick asks to close the user's live connections without re-deciding.
 	Kick bool
+	// Role, when set, names a role whose rules may have changed: every
+	// session holding it (every session, for the default role) is decided
+	// again.
+	Role string
 	// Resync: notifications may have been missed (the subscription was
 	// re-established after a Redis outage): re-decide every live connection.
 	Resync bool

@@ -13,8 +13,8 @@ import (
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
-	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
@@ -89,7 +89,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer conn.Close()
-			if _, ack, err := testenv.Connect(conn, testenv.Creds(packets.V311, "u-bench", "u", "p")); err != nil || ack.Code != 0 {
+			if _, ack, err := mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "u-bench", "u", "p")); err != nil || ack.Code != 0 {
 				b.Fatal(ack, err)
 			}
 			chunk := make([]byte, 32<<10)

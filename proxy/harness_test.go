@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -303,15 +304,15 @@ func (h *harness) dialTLSTo(addr string, cfg *tls.Config) *tls.Conn {
 
 // connectRaw connects a raw v3.1/3.1.1/5 client over TLS and returns the
 // client, its CONNACK and whether the TLS session was resumed.
-func (h *harness) connectRaw(cfg *tls.Config, c packets.Connect) (*testenv.RawClient, packets.Connack, bool) {
+func (h *harness) connectRaw(cfg *tls.Config, c packets.Connect) (*mqtttest.Client, packets.Connack, bool) {
 	h.t.Helper()
 	return h.connectRawTo(h.addr, cfg, c)
 }
 
-func (h *harness) connectRawTo(addr string, cfg *tls.Config, c packets.Connect) (*testenv.RawClient, packets.Connack, bool) {
+func (h *harness) connectRawTo(addr string, cfg *tls.Config, c packets.Connect) (*mqtttest.Client, packets.Connack, bool) {
 	h.t.Helper()
 	conn := h.dialTLSTo(addr, cfg)
-	cl, ack, err := testenv.Connect(conn, c)
+	cl, ack, err := mqtttest.Connect(conn, c)
 	if err != nil {
 		h.t.Fatalf("CONNECT: %v", err)
 	}
@@ -360,7 +361,7 @@ func (h *harness) connectPaho(cfg *tls.Config, clientID, user, pass string, onMs
 
 // roundTrip subscribes with sub and checks that a message published by pub
 // arrives through the proxy.
-func roundTrip(t *testing.T, sub, pub *testenv.RawClient, topic string) {
+func roundTrip(t *testing.T, sub, pub *mqtttest.Client, topic string) {
 	t.Helper()
 	if err := sub.Subscribe(topic, 1); err != nil {
 		t.Fatalf("subscribe: %v", err)

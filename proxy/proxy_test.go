@@ -20,6 +20,7 @@ import (
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -47,7 +48,7 @@ func TestClientCertRemovedOnResumedSession(t *testing.T) {
 			h.setUser("certonly", authstore.Update{Certs: &[]string{"sha256:" + dev.SHA256()}})
 			cfg := h.clientTLS(tv.v)
 			cfg.Certificates = []tls.Certificate{dev.TLS()}
-			c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "carol-c7", "carol", "pw"))
+			c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "carol-c7", "carol", "pw"))
 			if ack.Code != 0 {
 				t.Fatalf("bound certificate: 0x%02X", ack.Code)
 			}
@@ -61,7 +62,7 @@ func TestClientCertRemovedOnResumedSession(t *testing.T) {
 
 			h.setUser("carol", authstore.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
 			h.setUser("certonly", authstore.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
-			_, ack, resumed = h.connectRaw(cfg, testenv.Creds(packets.V311, "carol-c7", "carol", "pw"))
+			_, ack, resumed = h.connectRaw(cfg, mqtttest.Creds(packets.V311, "carol-c7", "carol", "pw"))
 			if !resumed || ack.Code != 0x05 {
 				t.Fatalf("certificate removed, resumed session: 0x%02X resumed=%v, want 0x05", ack.Code, resumed)
 			}
@@ -79,9 +80,9 @@ func TestVersionsPublishSubscribe(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("dev", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	clients := map[packets.Level]*testenv.RawClient{}
+	clients := map[packets.Level]*mqtttest.Client{}
 	for _, lv := range []packets.Level{packets.V31, packets.V311, packets.V5} {
-		c, ack, _ := h.connectRaw(cfg, testenv.Creds(lv, fmt.Sprintf("dev-v%d", lv), "dev", "pw"))
+		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(lv, fmt.Sprintf("dev-v%d", lv), "dev", "pw"))
 		if ack.Code != 0 {
 			t.Fatalf("level %d: CONNACK 0x%02X", lv, ack.Code)
 		}
@@ -101,7 +102,7 @@ func TestVersionsPublishSubscribe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	pc, ack, err := testenv.Connect(conn, testenv.Creds(packets.V311, "dev-plain", "dev", "pw"))
+	pc, ack, err := mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "dev-plain", "dev", "pw"))
 	if err != nil || ack.Code != 0 {
 		t.Fatalf("plain listener: %v 0x%02X", err, ack.Code)
 	}
@@ -153,7 +154,7 @@ func TestStoreAndBrokerDown(t *testing.T) {
 	cfg := h.clientTLS(tls.VersionTLS13)
 	expect := func(level packets.Level, want byte) {
 		t.Helper()
-		c, ack, _ := h.connectRaw(cfg, testenv.Creds(level, "eve-e", "eve", "pw"))
+		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(level, "eve-e", "eve", "pw"))
 		if ack.Code != want {
 			t.Fatalf("level %d: CONNACK 0x%02X, want 0x%02X", level, ack.Code, want)
 		}
@@ -173,7 +174,7 @@ func TestStoreAndBrokerDown(t *testing.T) {
 	h.redis.Start()
 	h.setUser("eve", authstore.Update{Password: ptr("pw")}) // no persistence: the restart emptied it
 	testenv.WaitFor(t, 5*time.Second, "recovery after Redis restart", func() bool {
-		c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "eve-e", "eve", "pw"))
+		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "eve-e", "eve", "pw"))
 		c.Conn.Close()
 		return ack.Code == 0
 	})
@@ -264,7 +265,7 @@ func TestBadInputNeverReachesBroker(t *testing.T) {
 	}
 	// Wrong credentials never reach the broker either.
 	for _, lv := range []packets.Level{packets.V31, packets.V311, packets.V5} {
-		if _, ack, _ := h.connectRaw(cfg, testenv.Creds(lv, "fay-x", "fay", "nope")); ack.Code == 0 {
+		if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(lv, "fay-x", "fay", "nope")); ack.Code == 0 {
 			t.Fatal("wrong password accepted")
 		}
 	}
@@ -272,7 +273,7 @@ func TestBadInputNeverReachesBroker(t *testing.T) {
 		t.Fatalf("the broker saw %d connections from refused clients", n)
 	}
 	// And the proxy still serves.
-	c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "fay-ok", "fay", "pw"))
+	c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "fay-ok", "fay", "pw"))
 	if ack.Code != 0 {
 		t.Fatalf("after bad input: 0x%02X", ack.Code)
 	}
@@ -288,7 +289,7 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 	t.Run("backend password, device's user name kept", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{brokerUsers: map[string]string{"gus": "broker-secret"}, backendPass: "broker-secret"})
 		h.setUser("gus", authstore.Update{Password: ptr("device-secret")})
-		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS12), testenv.Creds(packets.V311, "gus-g1", "gus", "device-secret"))
+		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS12), mqtttest.Creds(packets.V311, "gus-g1", "gus", "device-secret"))
 		if ack.Code != 0 {
 			t.Fatalf("CONNACK 0x%02X: the broker refused the rewritten credentials", ack.Code)
 		}
@@ -308,7 +309,7 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 		// A client id that does not hold the user name, so that no byte of
 		// the device's user name may reach the broker.
 		h.setUser("hal", authstore.Update{Password: ptr("device-secret"), ClientIDs: &[]string{"h1"}})
-		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), testenv.Creds(packets.V5, "h1", "hal", "device-secret"))
+		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), mqtttest.Creds(packets.V5, "h1", "hal", "device-secret"))
 		if ack.Code != 0 {
 			t.Fatalf("CONNACK 0x%02X", ack.Code)
 		}
@@ -323,7 +324,7 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 	t.Run("no backend credentials: no password at all", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		h.setUser("ivy", authstore.Update{Password: ptr("device-secret")})
-		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), testenv.Creds(packets.V311, "ivy-i1", "ivy", "device-secret"))
+		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), mqtttest.Creds(packets.V311, "ivy-i1", "ivy", "device-secret"))
 		if ack.Code != 0 {
 			t.Fatalf("CONNACK 0x%02X", ack.Code)
 		}
@@ -360,7 +361,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 	h.setUser("jo", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	// Warm up: pools, the first handshake, Redis connections.
-	c, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "jo-w", "jo", "pw"))
+	c, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "jo-w", "jo", "pw"))
 	c.Disconnect()
 	testenv.WaitFor(t, 5*time.Second, "warm-up session to end", func() bool { return h.proxy.Sessions() == 0 })
 	settle := func() int {
@@ -388,7 +389,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			case 0: // accepted, clean DISCONNECT
 				c, err := tls.Dial("tcp", h.addr, cfg)
 				if err == nil {
-					if cl, ack, err := testenv.Connect(c, testenv.Creds(packets.V311, fmt.Sprint("jo-ok", i), "jo", "pw")); err == nil && ack.Code == 0 {
+					if cl, ack, err := mqtttest.Connect(c, mqtttest.Creds(packets.V311, fmt.Sprint("jo-ok", i), "jo", "pw")); err == nil && ack.Code == 0 {
 						cl.Disconnect()
 					}
 					c.Close()
@@ -396,13 +397,13 @@ func TestNoGoroutineLeak(t *testing.T) {
 			case 1: // accepted, then dropped without DISCONNECT
 				c, err := tls.Dial("tcp", h.addr, cfg)
 				if err == nil {
-					_, _, _ = testenv.Connect(c, testenv.Creds(packets.V5, fmt.Sprint("jo-drop", i), "jo", "pw"))
+					_, _, _ = mqtttest.Connect(c, mqtttest.Creds(packets.V5, fmt.Sprint("jo-drop", i), "jo", "pw"))
 					c.Close()
 				}
 			case 2: // wrong password
 				c, err := tls.Dial("tcp", h.addr, cfg)
 				if err == nil {
-					_, _, _ = testenv.Connect(c, testenv.Creds(packets.V311, "jo-bad", "jo", "x"))
+					_, _, _ = mqtttest.Connect(c, mqtttest.Creds(packets.V311, "jo-bad", "jo", "x"))
 					c.Close()
 				}
 			case 3: // garbage after TLS
@@ -443,8 +444,8 @@ func TestShutdown(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("kim", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	c5, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "kim-k5", "kim", "pw"))
-	c3, ack3, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "kim-k3", "kim", "pw"))
+	c5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "kim-k5", "kim", "pw"))
+	c3, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "kim-k3", "kim", "pw"))
 	if ack.Code != 0 || ack3.Code != 0 {
 		t.Fatal("connect failed")
 	}
@@ -473,7 +474,7 @@ func TestCertificateReload(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("lu", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	old, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "lu-l1", "lu", "pw"))
+	old, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "lu-l1", "lu", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("connect")
 	}
@@ -497,7 +498,7 @@ func TestCertificateReload(t *testing.T) {
 		t.Fatal("serials collide")
 	}
 	// The session opened before the reload still relays.
-	pub, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "lu-l2", "lu", "pw"))
+	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "lu-l2", "lu", "pw"))
 	roundTrip(t, old, pub, "reload/t")
 }
 
@@ -507,7 +508,7 @@ func TestMaxConnections(t *testing.T) {
 	h := newHarness(t, harnessOptions{maxConnections: 1})
 	h.setUser("mo", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	first, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "mo-m1", "mo", "pw"))
+	first, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "mo-m1", "mo", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("first")
 	}
@@ -523,7 +524,7 @@ func TestMaxConnections(t *testing.T) {
 			return false
 		}
 		defer c.Close()
-		_, ack, err := testenv.Connect(c, testenv.Creds(packets.V311, "mo-m2", "mo", "pw"))
+		_, ack, err := mqtttest.Connect(c, mqtttest.Creds(packets.V311, "mo-m2", "mo", "pw"))
 		return err == nil && ack.Code == 0
 	})
 }
@@ -576,13 +577,13 @@ func TestBackendTLS(t *testing.T) {
 			defer p.Shutdown(context.Background())
 			l, _ := net.Listen("tcp", "127.0.0.1:0")
 			go func() { _ = p.Serve(l, transport.Plain{}) }()
-			dial := func(id string) (*testenv.RawClient, packets.Connack) {
+			dial := func(id string) (*mqtttest.Client, packets.Connack) {
 				conn, err := net.Dial("tcp", l.Addr().String())
 				if err != nil {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { conn.Close() })
-				cl, ack, err := testenv.Connect(conn, testenv.Creds(packets.V311, id, "bt", "pw"))
+				cl, ack, err := mqtttest.Connect(conn, mqtttest.Creds(packets.V311, id, "bt", "pw"))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -639,23 +640,23 @@ func TestSharedTicketKeys(t *testing.T) {
 	a, b := h.proxyWith(withKeys), h.proxyWith(withKeys)
 	for _, v := range tlsVersions {
 		cfg := h.clientTLS(v.v)
-		c, ack, resumed := h.connectRawTo(a, cfg, testenv.Creds(packets.V311, "tk", "tk", "pw"))
+		c, ack, resumed := h.connectRawTo(a, cfg, mqtttest.Creds(packets.V311, "tk", "tk", "pw"))
 		if ack.Code != 0 || resumed {
 			t.Fatalf("%s: first connection 0x%02X resumed=%v", v.name, ack.Code, resumed)
 		}
 		c.Disconnect()
-		c, ack, resumed = h.connectRawTo(b, cfg, testenv.Creds(packets.V311, "tk", "tk", "pw"))
+		c, ack, resumed = h.connectRawTo(b, cfg, mqtttest.Creds(packets.V311, "tk", "tk", "pw"))
 		if ack.Code != 0 || !resumed {
 			t.Fatalf("%s: on the other replica: 0x%02X resumed=%v, want a resumed session", v.name, ack.Code, resumed)
 		}
 		c.Disconnect()
 		h.hset("tk", "enabled", "false")
-		if _, ack, resumed = h.connectRawTo(a, cfg, testenv.Creds(packets.V311, "tk", "tk", "pw")); ack.Code != 0x05 || !resumed {
+		if _, ack, resumed = h.connectRawTo(a, cfg, mqtttest.Creds(packets.V311, "tk", "tk", "pw")); ack.Code != 0x05 || !resumed {
 			t.Fatalf("%s: disabled, resumed: 0x%02X resumed=%v", v.name, ack.Code, resumed)
 		}
 		h.hset("tk", "enabled", "true")
 		// A replica with its own keys cannot resume the shared ones.
-		if _, _, resumed = h.connectRaw(cfg, testenv.Creds(packets.V311, "tk", "tk", "pw")); resumed {
+		if _, _, resumed = h.connectRaw(cfg, mqtttest.Creds(packets.V311, "tk", "tk", "pw")); resumed {
 			t.Fatalf("%s: resumed on a replica without the shared keys", v.name)
 		}
 	}

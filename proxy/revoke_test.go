@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
@@ -24,7 +25,7 @@ const revocationBound = time.Second
 // expectClosed reads what the proxy sends until the connection ends, within
 // the bound, and checks that the stream ends on a packet boundary; for MQTT
 // 5 the last packet must be DISCONNECT 0x98 (administrative action).
-func expectClosed(t *testing.T, c *testenv.RawClient, within time.Duration) {
+func expectClosed(t *testing.T, c *mqtttest.Client, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	_ = c.Conn.SetReadDeadline(deadline)
@@ -48,7 +49,7 @@ func expectClosed(t *testing.T, c *testenv.RawClient, within time.Duration) {
 }
 
 // stillUp checks that a connection relays: pub to sub on a fresh topic.
-func stillUp(t *testing.T, sub, pub *testenv.RawClient, topic string) {
+func stillUp(t *testing.T, sub, pub *mqtttest.Client, topic string) {
 	t.Helper()
 	payload := []byte("still here " + topic)
 	if err := pub.Publish(topic, payload, 1, false); err != nil {
@@ -96,10 +97,10 @@ func TestRevocationOnEveryReplica(t *testing.T) {
 			h.setUser("rev", authstore.Update{Password: ptr("pw")})
 			h.setUser("other", authstore.Update{Password: ptr("pw")})
 			cfg := h.clientTLS(tls.VersionTLS13)
-			v5, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "rev-5", "rev", "pw"))
-			v3, ack3, _ := h.connectRawTo(addr2, cfg, testenv.Creds(packets.V311, "rev-3", "rev", "pw"))
-			sub, ackS, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "other-sub", "other", "pw"))
-			pub, ackP, _ := h.connectRawTo(addr2, cfg, testenv.Creds(packets.V311, "other-pub", "other", "pw"))
+			v5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "rev-5", "rev", "pw"))
+			v3, ack3, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V311, "rev-3", "rev", "pw"))
+			sub, ackS, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "other-sub", "other", "pw"))
+			pub, ackP, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V311, "other-pub", "other", "pw"))
 			if ack.Code|ack3.Code|ackS.Code|ackP.Code != 0 {
 				t.Fatal("connect failed")
 			}
@@ -110,13 +111,13 @@ func TestRevocationOnEveryReplica(t *testing.T) {
 
 			how.revoke(h)
 			var wg sync.WaitGroup
-			for _, c := range []*testenv.RawClient{v5, v3} {
+			for _, c := range []*mqtttest.Client{v5, v3} {
 				wg.Add(1)
 				go func() { defer wg.Done(); expectClosed(t, c, revocationBound) }()
 			}
 			wg.Wait()
 			stillUp(t, sub, pub, "bystander/after")
-			if _, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "rev-5", "rev", "pw")); ack.Code == 0 {
+			if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "rev-5", "rev", "pw")); ack.Code == 0 {
 				t.Fatal("the revoked user connects again")
 			}
 		})
@@ -131,14 +132,14 @@ func TestRevocationMidFlood(t *testing.T) {
 	h.setUser("flood", authstore.Update{Password: ptr("pw")})
 	h.setUser("feeder", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	sub, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "flood-sub", "flood", "pw"))
+	sub, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "flood-sub", "flood", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("connect")
 	}
 	if err := sub.Subscribe("flood/t", 1); err != nil {
 		t.Fatal(err)
 	}
-	pub, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "feeder-flood-pub", "feeder", "pw"))
+	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "feeder-flood-pub", "feeder", "pw"))
 	stop := make(chan struct{})
 	var sent atomic.Int64
 	done := make(chan struct{})
@@ -183,8 +184,8 @@ func TestRedisOutageKeepsLiveConnections(t *testing.T) {
 	h := newHarness(t, harnessOptions{revalidate: 100 * time.Millisecond})
 	h.setUser("stay", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	sub, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "stay-sub", "stay", "pw"))
-	pub, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "stay-pub", "stay", "pw"))
+	sub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "stay-sub", "stay", "pw"))
+	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "stay-pub", "stay", "pw"))
 	if err := sub.Subscribe("stay/#", 1); err != nil {
 		t.Fatal(err)
 	}
@@ -198,12 +199,12 @@ func TestRedisOutageKeepsLiveConnections(t *testing.T) {
 		return testutil.ToFloat64(h.proxy.metrics.Revalidations.WithLabelValues("error")) >= errorsBefore+4
 	})
 	stillUp(t, sub, pub, "stay/during")
-	if _, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "stay-new", "stay", "pw")); ack.Code != 0x88 {
+	if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "stay-new", "stay", "pw")); ack.Code != 0x88 {
 		t.Fatalf("new CONNECT with Redis down: 0x%02X, want 0x88", ack.Code)
 	}
 	h.redis.Start()
 	testenv.WaitFor(t, 5*time.Second, "decisions to recover", func() bool {
-		c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "stay-probe", "stay", "pw"))
+		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "stay-probe", "stay", "pw"))
 		c.Conn.Close()
 		return ack.Code == 0
 	})
@@ -226,21 +227,21 @@ func TestKickAndNotAfter(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("k", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS12)
-	c1, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "k-k1", "k", "pw"))
-	c2, _, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "k-k2", "k", "pw"))
+	c1, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "k-k1", "k", "pw"))
+	c2, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "k-k2", "k", "pw"))
 	n, err := h.store.Kick(context.Background(), "k")
 	if err != nil || n < 1 {
 		t.Fatalf("kick reached %d proxies: %v", n, err)
 	}
 	expectClosed(t, c1, revocationBound)
 	expectClosed(t, c2, revocationBound)
-	if _, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "k-k3", "k", "pw")); ack.Code != 0 {
+	if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "k-k3", "k", "pw")); ack.Code != 0 {
 		t.Fatal("a kicked user may reconnect: the rules did not change")
 	}
 
 	na := time.Now().Add(1500 * time.Millisecond)
 	h.setUser("exp", authstore.Update{Password: ptr("pw"), NotAfter: &na})
-	c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "exp-e1", "exp", "pw"))
+	c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "exp-e1", "exp", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("connect before not_after")
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
@@ -50,12 +51,12 @@ func (h *harness) commandsProcessed() int {
 func TestFarFutureNotAfterIsQuiet(t *testing.T) {
 	h := newHarness(t, harnessOptions{revalidate: time.Hour})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	var clients []*testenv.RawClient
+	var clients []*mqtttest.Client
 	for i, na := range []string{"9999-12-31T23:59:59Z", "2400-01-01T00:00:00Z", "2318-01-01T00:00:00+14:00"} {
 		user := fmt.Sprintf("far%d", i)
 		h.setUser(user, authstore.Update{Password: ptr("pw")})
 		h.hset(user, "not_after", na)
-		c, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, user, user, "pw"))
+		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, user, user, "pw"))
 		if ack.Code != 0 {
 			t.Fatalf("not_after %s: CONNACK 0x%02X", na, ack.Code)
 		}
@@ -103,19 +104,19 @@ func TestMalformedRuleEndsLiveSession(t *testing.T) {
 			h := newHarness(t, harnessOptions{redisArgs: []string{"--notify-keyspace-events", "Kgh"}})
 			h.setUser("mal", authstore.Update{Password: ptr("pw")})
 			cfg := h.clientTLS(tls.VersionTLS13)
-			v5, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "mal-5", "mal", "pw"))
-			v3, ack3, _ := h.connectRaw(cfg, testenv.Creds(packets.V311, "mal-3", "mal", "pw"))
+			v5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal-5", "mal", "pw"))
+			v3, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "mal-3", "mal", "pw"))
 			if ack.Code|ack3.Code != 0 {
 				t.Fatal("connect failed")
 			}
 			h.hset("mal", bad...)
 			var wg sync.WaitGroup
-			for _, c := range []*testenv.RawClient{v5, v3} {
+			for _, c := range []*mqtttest.Client{v5, v3} {
 				wg.Add(1)
 				go func() { defer wg.Done(); expectClosed(t, c, revocationBound) }()
 			}
 			wg.Wait()
-			if _, ack, _ := h.connectRaw(cfg, testenv.Creds(packets.V5, "mal-5", "mal", "pw")); ack.Code == 0 {
+			if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal-5", "mal", "pw")); ack.Code == 0 {
 				t.Fatal("a user with a malformed rule connects")
 			}
 			if err := h.store.SetEnabled(context.Background(), "mal", false); err != nil {
@@ -135,7 +136,7 @@ func TestMalformedRuleEndsLiveSession(t *testing.T) {
 func TestRevocationDuringHashFlood(t *testing.T) {
 	h := newHarness(t, harnessOptions{redisTimeout: time.Second})
 	h.setUser("alice", authstore.Update{Password: ptr("pw")})
-	alice, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), testenv.Creds(packets.V5, "alice", "alice", "pw"))
+	alice, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), mqtttest.Creds(packets.V5, "alice", "alice", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("connect failed")
 	}
@@ -156,7 +157,7 @@ func TestRevocationDuringHashFlood(t *testing.T) {
 				if err != nil {
 					continue
 				}
-				_, _, _ = testenv.Connect(conn, testenv.Creds(packets.V311, "", fmt.Sprintf("nobody%d", i), fmt.Sprint("guess", i, "-", n)))
+				_, _, _ = mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "", fmt.Sprintf("nobody%d", i), fmt.Sprint("guess", i, "-", n)))
 				conn.Close()
 				attempts.Add(1)
 			}
@@ -253,7 +254,7 @@ func TestClientIDBoundToUserByDefault(t *testing.T) {
 	h.setUser("bob", authstore.Update{Password: ptr("b-pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	persistent := func(level packets.Level, id, user, pass string) packets.Connect {
-		c := testenv.Creds(level, id, user, pass)
+		c := mqtttest.Creds(level, id, user, pass)
 		c.CleanStart = false
 		return c
 	}
@@ -270,9 +271,9 @@ func TestClientIDBoundToUserByDefault(t *testing.T) {
 	if err := alice.Subscribe("alice/still-here", 0); err != nil {
 		t.Fatalf("alice lost her session: %v", err)
 	}
-	for _, c := range []packets.Connect{testenv.Creds(packets.V311, "bob", "bob", "b-pw"),
-		testenv.Creds(packets.V5, "bob-7", "bob", "b-pw"), testenv.Creds(packets.V5, "", "bob", "b-pw"),
-		testenv.Creds(packets.V311, "", "bob", "b-pw")} {
+	for _, c := range []packets.Connect{mqtttest.Creds(packets.V311, "bob", "bob", "b-pw"),
+		mqtttest.Creds(packets.V5, "bob-7", "bob", "b-pw"), mqtttest.Creds(packets.V5, "", "bob", "b-pw"),
+		mqtttest.Creds(packets.V311, "", "bob", "b-pw")} {
 		if _, ack, _ := h.connectRaw(cfg, c); ack.Code != 0 {
 			t.Fatalf("bob as %q (v%d): CONNACK 0x%02X", c.ClientID, c.ProtocolLevel, ack.Code)
 		}
@@ -317,7 +318,7 @@ func TestSilentConnectionsDoNotLockOut(t *testing.T) {
 			time.Sleep(100 * time.Millisecond) // a device's retry backoff
 			continue
 		}
-		_, ack, err := testenv.Connect(conn, testenv.Creds(packets.V311, "dev", "dev", "pw"))
+		_, ack, err := mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "dev", "dev", "pw"))
 		conn.Close()
 		if err == nil && ack.Code == 0 {
 			break
@@ -374,9 +375,9 @@ func TestStalledReaderEndsSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	c := testenv.Creds(packets.V311, "slow", "slow", "pw")
+	c := mqtttest.Creds(packets.V311, "slow", "slow", "pw")
 	c.KeepAlive = 2
-	slow, ack, err := testenv.Connect(conn, c)
+	slow, ack, err := mqtttest.Connect(conn, c)
 	if err != nil || ack.Code != 0 {
 		t.Fatal(ack, err)
 	}
@@ -389,7 +390,7 @@ func TestStalledReaderEndsSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fconn.Close()
-	feed, ack, err := testenv.Connect(fconn, testenv.Creds(packets.V311, "feed", "feed", "pw"))
+	feed, ack, err := mqtttest.Connect(fconn, mqtttest.Creds(packets.V311, "feed", "feed", "pw"))
 	if err != nil || ack.Code != 0 {
 		t.Fatal(ack, err)
 	}

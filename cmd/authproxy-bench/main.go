@@ -20,7 +20,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -36,6 +35,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
@@ -317,7 +317,6 @@ func (d *dialer) dial(ctx context.Context, clientID string, cache tls.ClientSess
 		}
 		c.Conn, c.resumed = tc, tc.ConnectionState().DidResume
 	}
-	c.r = bufio.NewReaderSize(c.Conn, 32<<10)
 	cp := packets.Connect{ProtocolName: "MQTT", ProtocolLevel: packets.Level(d.o.level), CleanStart: true, KeepAlive: 300, ClientID: clientID}
 	if d.o.user != "" {
 		cp.UsernameFlag, cp.Username = true, d.o.user
@@ -325,71 +324,31 @@ func (d *dialer) dial(ctx context.Context, clientID string, cache tls.ClientSess
 	if d.o.pass != "" {
 		cp.PasswordFlag, cp.Password = true, d.o.pass
 	}
-	out, _ := packets.AppendConnect(nil, &cp)
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(out); err != nil {
-		c.Close()
-		return nil, err
-	}
-	_, pkt, err := packets.ReadPacket(c.r, 1<<16)
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("CONNACK: %w", err)
-	}
-	ack, err := packets.DecodeConnack(pkt, packets.Level(d.o.level))
+	// Connect reads the CONNACK without reading past it: the buffered
+	// reader starts after it.
+	_, ack, err := mqtttest.Connect(c.Conn, cp)
 	if err != nil || !ack.Accepted() {
 		c.Close()
 		return nil, fmt.Errorf("CONNACK 0x%02X %v", ack.Code, err)
 	}
-	_ = c.SetDeadline(time.Time{})
+	c.r = bufio.NewReaderSize(c.Conn, 32<<10)
 	return c, nil
 }
 
 func (c *conn) disconnect() {
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = c.Write([]byte{0xE0, 0})
+	_, _ = c.Write(packets.AppendDisconnect(nil, c.level, packets.Success))
 	c.Close()
 }
 
-func mqttString(s string) []byte {
-	return append(binary.BigEndian.AppendUint16(nil, uint16(len(s))), s...)
-}
-
-func frame(first byte, body []byte) []byte { return packets.AppendPacket(nil, first, body) }
-
-func (c *conn) props() []byte {
-	if c.level == packets.V5 {
-		return []byte{0}
-	}
-	return nil
-}
-
 func (c *conn) subscribe(filter string, qos byte) error {
-	body := append(binary.BigEndian.AppendUint16(nil, 1), c.props()...)
-	body = append(append(body, mqttString(filter)...), qos)
-	if _, err := c.Write(frame(0x82, body)); err != nil {
+	if _, err := c.Write(mqtttest.AppendSubscribe(nil, c.level, 1, filter, qos)); err != nil {
 		return err
 	}
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	defer c.SetReadDeadline(time.Time{})
-	for {
-		h, _, err := packets.ReadPacket(c.r, 1<<16)
-		if err != nil {
-			return err
-		}
-		if h.Type == packets.SUBACK {
-			return nil
-		}
-	}
-}
-
-func (c *conn) publishFrame(topic string, payload []byte, qos byte, id uint16) []byte {
-	body := mqttString(topic)
-	if qos > 0 {
-		body = binary.BigEndian.AppendUint16(body, id)
-	}
-	body = append(append(body, c.props()...), payload...)
-	return frame(0x30|qos<<1, body)
+	_, _, err := mqtttest.ReadUntil(c.r, packets.SUBACK, 1<<16)
+	return err
 }
 
 // connectScenario: -n connections, each TCP + TLS + CONNECT/CONNACK +
@@ -418,7 +377,7 @@ func connectScenario(o options, d *dialer) (Result, error) {
 		if d.tls != nil && o.resume && d.o.tlsVersion == "1.3" {
 			// A TLS 1.3 ticket arrives after the handshake: read until the
 			// DISCONNECT closes the connection so that it is processed.
-			_, _ = c.Write([]byte{0xE0, 0})
+			_, _ = c.Write(packets.AppendDisconnect(nil, c.level, packets.Success))
 			_ = c.SetReadDeadline(time.Now().Add(time.Second))
 			_, _ = io.Copy(io.Discard, c.r)
 			c.Close()
@@ -472,7 +431,7 @@ func qos0Scenario(o options, d *dialer) (Result, error) {
 		}
 		defer c.Close()
 		// Batch several PUBLISH packets per write, as a busy client would.
-		one := c.publishFrame("bench/q0", payload, 0, 0)
+		one := mqtttest.AppendPublish(nil, c.level, "bench/q0", payload, 0, false, 0)
 		const perBatch = 16
 		batch := make([]byte, 0, perBatch*len(one))
 		for len(batch)+len(one) <= cap(batch) {
@@ -546,24 +505,21 @@ func qos1Scenario(o options, d *dialer) (Result, error) {
 		go func() {
 			defer wg.Done()
 			var mine []time.Duration
+			topic := fmt.Sprintf("bench/q1/%d", p)
+			var buf []byte // one PUBLISH, reused
 			for id := uint16(1); time.Now().Before(deadline); id++ {
 				if id == 0 {
 					id = 1
 				}
 				t := time.Now()
-				if _, err := c.Write(c.publishFrame(fmt.Sprintf("bench/q1/%d", p), payload, 1, id)); err != nil {
+				buf = mqtttest.AppendPublish(buf[:0], c.level, topic, payload, 1, false, id)
+				if _, err := c.Write(buf); err != nil {
 					errs.Add(1)
 					return
 				}
-				for {
-					h, _, err := packets.ReadPacket(c.r, 1<<16)
-					if err != nil {
-						errs.Add(1)
-						return
-					}
-					if h.Type == packets.PUBACK {
-						break
-					}
+				if _, _, err := mqtttest.ReadUntil(c.r, packets.PUBACK, 1<<16); err != nil {
+					errs.Add(1)
+					return
 				}
 				mine = append(mine, time.Since(t))
 				ops.Add(1)

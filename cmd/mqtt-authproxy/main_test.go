@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -311,14 +312,14 @@ func startBinAt(t *testing.T, bin string, env map[string]string, args ...string)
 	return p
 }
 
-func dialMQTT(t *testing.T, addr string, pool *tls.Config, c packets.Connect) (*testenv.RawClient, packets.Connack) {
+func dialMQTT(t *testing.T, addr string, pool *tls.Config, c packets.Connect) (*mqtttest.Client, packets.Connack) {
 	t.Helper()
 	conn, err := tls.Dial("tcp", addr, pool)
 	if err != nil {
 		t.Fatalf("TLS dial %s: %v", addr, err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	cl, ack, err := testenv.Connect(conn, c)
+	cl, ack, err := mqtttest.Connect(conn, c)
 	if err != nil {
 		t.Fatalf("CONNECT: %v", err)
 	}
@@ -348,17 +349,17 @@ func TestOperatorCLIChangesDecisions(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, `"action":"created"`) {
 		t.Fatalf("user set: %+v", r)
 	}
-	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "dev-1", "alice", "s3cret")); ack.Code != 0 {
+	if _, ack := dialMQTT(t, listen, tlsCfg, mqtttest.Creds(packets.V311, "dev-1", "alice", "s3cret")); ack.Code != 0 {
 		t.Fatalf("after user set: 0x%02X", ack.Code)
 	}
-	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "other", "alice", "s3cret")); ack.Code != 0x02 {
+	if _, ack := dialMQTT(t, listen, tlsCfg, mqtttest.Creds(packets.V311, "other", "alice", "s3cret")); ack.Code != 0x02 {
 		t.Fatalf("client id outside the globs: 0x%02X", ack.Code)
 	}
 	r = runBin(t, env, "", "user", "disable", "alice")
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "user alice disabled" {
 		t.Fatalf("disable: %+v", r)
 	}
-	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "dev-1", "alice", "s3cret")); ack.Code != 0x05 {
+	if _, ack := dialMQTT(t, listen, tlsCfg, mqtttest.Creds(packets.V311, "dev-1", "alice", "s3cret")); ack.Code != 0x05 {
 		t.Fatalf("after disable: 0x%02X, want 0x05", ack.Code)
 	}
 	r = runBin(t, env, "", "user", "show", "alice", "--json")
@@ -374,7 +375,7 @@ func TestOperatorCLIChangesDecisions(t *testing.T) {
 		t.Fatalf("show: %+v", r)
 	}
 	runBin(t, env, "", "user", "enable", "alice")
-	live, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V5, "dev-1", "alice", "s3cret"))
+	live, ack := dialMQTT(t, listen, tlsCfg, mqtttest.Creds(packets.V5, "dev-1", "alice", "s3cret"))
 	if ack.Code != 0 {
 		t.Fatalf("after enable: 0x%02X", ack.Code)
 	}
@@ -386,7 +387,7 @@ func TestOperatorCLIChangesDecisions(t *testing.T) {
 	if h, pkt, err := live.ReadPacket(5 * time.Second); err != nil || h.Type != packets.DISCONNECT || pkt[2] != 0x98 {
 		t.Fatalf("kicked connection got %x %v, want DISCONNECT 0x98", pkt, err)
 	}
-	live, ack = dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "dev-2", "alice", "s3cret"))
+	live, ack = dialMQTT(t, listen, tlsCfg, mqtttest.Creds(packets.V311, "dev-2", "alice", "s3cret"))
 	if ack.Code != 0 {
 		t.Fatalf("after kick: 0x%02X", ack.Code)
 	}
@@ -401,12 +402,12 @@ func TestOperatorCLIChangesDecisions(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &gen); err != nil || len(gen["password"]) < 20 {
 		t.Fatalf("--generate: %+v", r)
 	}
-	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "bob", "bob", gen["password"])); ack.Code != 0 {
+	if _, ack := dialMQTT(t, listen, tlsCfg, mqtttest.Creds(packets.V311, "bob", "bob", gen["password"])); ack.Code != 0 {
 		t.Fatalf("generated password: 0x%02X", ack.Code)
 	}
 	// Rotate: the old password stops working on the next CONNECT.
 	runBin(t, env, "n3w\n", "user", "set", "bob", "--password")
-	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "bob", "bob", gen["password"])); ack.Code != 0x04 {
+	if _, ack := dialMQTT(t, listen, tlsCfg, mqtttest.Creds(packets.V311, "bob", "bob", gen["password"])); ack.Code != 0x04 {
 		t.Fatalf("old password after rotation: 0x%02X", ack.Code)
 	}
 	r = runBin(t, env, "", "user", "list", "--json")
@@ -416,7 +417,7 @@ func TestOperatorCLIChangesDecisions(t *testing.T) {
 	if r = runBin(t, env, "", "user", "delete", "bob"); r.code != 0 {
 		t.Fatalf("delete: %+v", r)
 	}
-	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "bob", "bob", "n3w")); ack.Code != 0x04 {
+	if _, ack := dialMQTT(t, listen, tlsCfg, mqtttest.Creds(packets.V311, "bob", "bob", "n3w")); ack.Code != 0x04 {
 		t.Fatalf("deleted user: 0x%02X", ack.Code)
 	}
 	if r = runBin(t, env, "", "user", "delete", "bob"); r.code != 1 || !strings.Contains(r.stderr, "no such user") {
@@ -448,7 +449,7 @@ func TestOperatorCLIChangesDecisions(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stdout, "FAIL  redis") || !strings.Contains(r.stdout, "ok    backend") {
 		t.Fatalf("check with Redis down: %+v", r)
 	}
-	if _, ack := dialMQTT(t, listen, tlsCfg, testenv.Creds(packets.V311, "dev-1", "alice", "s3cret")); ack.Code != 0x03 {
+	if _, ack := dialMQTT(t, listen, tlsCfg, mqtttest.Creds(packets.V311, "dev-1", "alice", "s3cret")); ack.Code != 0x03 {
 		t.Fatalf("Redis down: 0x%02X, want 0x03", ack.Code)
 	}
 	rs.Start()
@@ -501,11 +502,11 @@ func TestDemo(t *testing.T) {
 	_, p2, _ := net.SplitHostPort(addr)
 	addr = net.JoinHostPort("127.0.0.1", p2)
 
-	sub, ack := dialMQTT(t, addr, tlsCfg, testenv.Creds(packets.V311, "demo-sub", user, password))
+	sub, ack := dialMQTT(t, addr, tlsCfg, mqtttest.Creds(packets.V311, "demo-sub", user, password))
 	if ack.Code != 0 {
 		t.Fatalf("seeded user: 0x%02X", ack.Code)
 	}
-	pub, ack := dialMQTT(t, addr, tlsCfg, testenv.Creds(packets.V5, "demo-pub", user, password))
+	pub, ack := dialMQTT(t, addr, tlsCfg, mqtttest.Creds(packets.V5, "demo-pub", user, password))
 	if ack.Code != 0 {
 		t.Fatalf("seeded user v5: 0x%02X", ack.Code)
 	}
@@ -535,7 +536,7 @@ func TestDemo(t *testing.T) {
 		t.Fatal("live v3.1.1 connection not closed after disable")
 	}
 	// ...and the reconnect is refused.
-	if _, ack := dialMQTT(t, addr, tlsCfg, testenv.Creds(packets.V311, "demo-sub", user, password)); ack.Code != 0x05 {
+	if _, ack := dialMQTT(t, addr, tlsCfg, mqtttest.Creds(packets.V311, "demo-sub", user, password)); ack.Code != 0x05 {
 		t.Fatalf("after disable: 0x%02X, want 0x05", ack.Code)
 	}
 	wants := []string{`authproxy_connects_total{outcome="accepted"} 2`, `authproxy_connects_total{outcome="disabled"} 1`,

@@ -142,8 +142,10 @@ func (s *Session) transfer(d *direction, block bool, wait time.Duration) (ok, mo
 		if off > 0 {
 			moved = true
 			d.counter.Add(float64(off))
-			if d.write(buf[:off]) != nil {
-				s.Close()
+			if err := d.deliver(buf[:off]); err != nil {
+				if err != errFilterEnded {
+					s.Close() // else the end's last packet, or its grace, closes
+				}
 				return false, moved
 			}
 		}

@@ -96,7 +96,20 @@ type Config struct {
 	// OnEnd is called once, when the session has ended and both
 	// connections are closed.
 	OnEnd func()
+	// Filter, when set, frames both directions and judges the client's
+	// packets (topic rules); nil relays the bytes opaquely, the fast path.
+	Filter Filter
+	// MaxPacket caps a packet the filter sees whole; default
+	// DefaultMaxPacket.
+	MaxPacket int
 }
+
+// DefaultMaxPacket is Config.MaxPacket's default.
+const DefaultMaxPacket = 1 << 20
+
+// endGrace bounds how long a session a filter ended waits for a boundary
+// of the client's stream to write its last packet.
+const endGrace = time.Second
 
 // Session is one relayed session. Its methods are safe for concurrent use.
 type Session struct {
@@ -130,10 +143,12 @@ const (
 	closed
 )
 
-// direction is one way of a session: from src to write.
+// direction is one way of a session: from src to deliver.
 type direction struct {
 	src     Endpoint
-	write   func([]byte) error
+	deliver func([]byte) error // what was read goes on: written, or framed and judged
+	framer  *framer            // with a filter
+	out     batch              // with a filter: what a chunk sends on
 	counter Counter
 	rc      syscall.RawConn // of src.Raw, for readiness; nil: no readiness waits
 	watch   *watch          // once parked in the reactor
@@ -145,8 +160,17 @@ type direction struct {
 func (e *Engine) NewSession(cfg Config) *Session {
 	s := &Session{e: e, cfg: cfg}
 	s.cond.L = &s.mu
-	s.up = direction{src: cfg.Client, write: s.writeBroker, counter: cfg.Up}
-	s.down = direction{src: cfg.Broker, write: s.writeClient, counter: cfg.Down}
+	s.up = direction{src: cfg.Client, deliver: s.writeBroker, counter: cfg.Up}
+	s.down = direction{src: cfg.Broker, deliver: s.writeClient, counter: cfg.Down}
+	if cfg.Filter != nil {
+		max := cfg.MaxPacket
+		if max <= 0 {
+			max = DefaultMaxPacket
+		}
+		s.up.framer = &framer{max: max, wantWhole: func(packets.Type) bool { return true }}
+		s.down.framer = &framer{max: max, wantWhole: cfg.Filter.WantsDown}
+		s.up.deliver, s.down.deliver = s.deliverUp, s.deliverDown
+	}
 	if e.reactor != nil {
 		for _, d := range []*direction{&s.up, &s.down} {
 			if d.src.Kind != Opaque {
@@ -176,7 +200,7 @@ func (s *Session) WriteFirst(pkt []byte) error {
 func (s *Session) Start() {
 	if len(s.cfg.Early) > 0 {
 		s.cfg.Down.Add(float64(len(s.cfg.Early)))
-		if s.writeClient(s.cfg.Early) != nil {
+		if s.down.deliver(s.cfg.Early) != nil {
 			s.Close()
 			return
 		}

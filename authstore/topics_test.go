@@ -1,0 +1,98 @@
+package authstore
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+)
+
+// TestTopicRulesFromUserAndRoles: a decision carries the union of the
+// user's publish/subscribe fields, its roles' and the default role's,
+// compiled for its user name and client id; nothing granted is nothing
+// allowed.
+func TestTopicRulesFromUserAndRoles(t *testing.T) {
+	s, admin, _ := realStore(t, Options{})
+	ctx := testenv.Context(t)
+	pw := HashPassword("pw")
+	admin.HSet(ctx, "mqtt:user:alice", "password", pw, "publish", "devices/%u/#", "subscribe", "devices/%u/#", "roles", "fleet missing")
+	admin.HSet(ctx, "mqtt:user:bob", "password", pw)
+	admin.HSet(ctx, "mqtt:role:fleet", "publish", "fleet/%c/status", "subscribe", "fleet/+/cmd")
+	decide := func(user string) policy.Decision {
+		t.Helper()
+		d, err := s.Authenticate(ctx, req(user, "pw"))
+		if err != nil || !d.Allowed() {
+			t.Fatalf("%s: %+v %v", user, d, err)
+		}
+		return d
+	}
+	d := decide("alice")
+	for topic, want := range map[string]string{"devices/alice/t": "user", "fleet/alice-dev-1/status": "role fleet", "devices/bob/t": "", "public/x": ""} {
+		g, ok := d.Topics.CanPublish(topic)
+		if ok != (want != "") || ok && g.Source != want {
+			t.Errorf("alice publish %s: %+v %v, want %q", topic, g, ok, want)
+		}
+	}
+	if _, ok := d.Topics.CanSubscribe("fleet/+/cmd"); !ok {
+		t.Error("the role's subscribe rule is missing")
+	}
+	if !slices.Equal(d.Roles, []string{"fleet", "missing"}) {
+		t.Errorf("roles %v", d.Roles)
+	}
+	// Deny by default: bob has no rules.
+	if _, ok := decide("bob").Topics.CanPublish("anything"); ok {
+		t.Error("a user with no rules may publish")
+	}
+	// The default role applies to everyone, at once.
+	admin.HSet(ctx, "mqtt:role:default", "publish", "public/#")
+	if g, ok := decide("bob").Topics.CanPublish("public/x"); !ok || g.Source != "role default" {
+		t.Errorf("the default role does not apply: %+v %v", g, ok)
+	}
+	// A role created after the user named it applies at the next decision.
+	admin.HSet(ctx, "mqtt:role:missing", "subscribe", "late/#")
+	if _, ok := decide("alice").Topics.CanSubscribe("late/x"); !ok {
+		t.Error("a role created later does not apply")
+	}
+	// A malformed pattern fails closed, like any rule that cannot be read,
+	// and only once the password is verified.
+	admin.HSet(ctx, "mqtt:role:fleet", "publish", "fleet/#/x")
+	if _, err := s.Authenticate(ctx, req("alice", "pw")); !errors.Is(err, policy.ErrMalformedRule) {
+		t.Errorf("malformed role pattern: %v", err)
+	}
+	if d, err := s.Authenticate(ctx, req("alice", "wrong")); err != nil || d.Outcome != policy.BadCredentials {
+		t.Errorf("malformed role pattern, wrong password: %+v %v", d, err)
+	}
+}
+
+// TestWillTopicMustBeAllowed: a will whose topic the user may not publish
+// to refuses the CONNECT (0x05 / 0x87).
+func TestWillTopicMustBeAllowed(t *testing.T) {
+	s, admin, _ := realStore(t, Options{})
+	ctx := testenv.Context(t)
+	admin.HSet(ctx, "mqtt:user:w", "password", HashPassword("pw"), "publish", "devices/%u/#")
+	r := req("w", "pw")
+	r.HasWill, r.WillTopic = true, "devices/w/lwt"
+	if d, err := s.Authenticate(ctx, r); err != nil || !d.Allowed() {
+		t.Fatalf("allowed will: %+v %v", d, err)
+	}
+	r.WillTopic = "devices/other/lwt"
+	d, err := s.Authenticate(ctx, r)
+	if v3, _ := d.Code().V3(); err != nil || d.Outcome != policy.WillNotAllowed || d.Code() != 0x87 || v3 != 0x05 {
+		t.Fatalf("denied will: %+v %v", d, err)
+	}
+}
+
+// TestNoTopicRules: with topic rules off, the store reads the user's hash
+// only, and decisions carry no topic rules, whatever the fields hold.
+func TestNoTopicRules(t *testing.T) {
+	s, admin, _ := realStore(t, Options{NoTopicRules: true})
+	ctx := testenv.Context(t)
+	admin.HSet(ctx, "mqtt:user:n", "password", HashPassword("pw"), "publish", "bad/#/pattern")
+	r := req("n", "pw")
+	r.HasWill, r.WillTopic = true, "anything"
+	if d, err := s.Authenticate(ctx, r); err != nil || !d.Allowed() || d.Topics != nil {
+		t.Fatalf("%+v %v", d, err)
+	}
+}

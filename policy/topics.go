@@ -1,0 +1,234 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Topic rules: which topics a user may publish to and which filters it may
+// subscribe to, compiled once per decision from the patterns of the user,
+// its roles and the default role. Matching follows MQTT's topic semantics
+// [MQTT-4.7]: '/' separates levels, '+' matches one whole level, '#' (last)
+// matches the parent level and any number below it, and a filter that
+// starts with a wildcard matches no topic that starts with '$'
+// [MQTT-4.7.2-1]. Everything here is pure: topic in, verdict out.
+
+// Access says what a topic rule grants.
+type Access int
+
+// Accesses.
+const (
+	Publish Access = iota
+	Subscribe
+)
+
+func (a Access) String() string {
+	if a == Publish {
+		return "publish"
+	}
+	return "subscribe"
+}
+
+// Pattern is one topic filter as an operator wrote it, with where it came
+// from ("user", "role ops", "role default"). %u and %c, each filling a
+// whole level, stand for the user name and the client id.
+type Pattern struct {
+	Filter string
+	Source string
+}
+
+// Grant is a compiled pattern: its filter with %u and %c filled in.
+type Grant struct {
+	Pattern
+	levels []string
+}
+
+// Filter is the grant's filter after substitution.
+func (g Grant) String() string { return strings.Join(g.levels, "/") }
+
+// TopicRules are a user's compiled publish and subscribe grants. The zero
+// value grants nothing (deny by default).
+type TopicRules struct {
+	publish, subscribe []Grant
+	// All grants everything (a superuser of another schema).
+	All bool
+	// Dropped are the patterns that match nothing for this session: %u or
+	// %c filled with a name holding '+', '#' or '/' (a name never injects
+	// a wildcard), or %c with an empty client id.
+	Dropped []Pattern
+}
+
+// CheckPattern reports whether a pattern is a well-formed topic filter in
+// which %u and %c fill whole levels.
+func CheckPattern(filter string) error {
+	if filter == "" {
+		return fmt.Errorf("%w: empty topic filter", ErrMalformedRule)
+	}
+	if !utf8.ValidString(filter) || strings.ContainsRune(filter, 0) {
+		return fmt.Errorf("%w: topic filter %q is not valid UTF-8 without U+0000", ErrMalformedRule, filter)
+	}
+	levels := strings.Split(filter, "/")
+	for i, l := range levels {
+		switch {
+		case l == "#" && i != len(levels)-1:
+			return fmt.Errorf("%w: topic filter %q: # must be the last level", ErrMalformedRule, filter)
+		case l != "#" && l != "+" && strings.ContainsAny(l, "+#"):
+			return fmt.Errorf("%w: topic filter %q: + and # must fill a whole level", ErrMalformedRule, filter)
+		case l != "%u" && l != "%c" && (strings.Contains(l, "%u") || strings.Contains(l, "%c")):
+			return fmt.Errorf("%w: topic filter %q: %%u and %%c must fill a whole level", ErrMalformedRule, filter)
+		}
+	}
+	return nil
+}
+
+// CompileTopics fills %u and %c of the publish and subscribe patterns with
+// username and clientID. A malformed pattern is an error wrapping
+// ErrMalformedRule (it never allows); a pattern whose name would hold a
+// wildcard or a level separator is dropped: it matches nothing.
+func CompileTopics(publish, subscribe []Pattern, username, clientID string) (*TopicRules, error) {
+	r := &TopicRules{}
+	var err error
+	if r.publish, err = r.compile(publish, username, clientID); err != nil {
+		return nil, err
+	}
+	if r.subscribe, err = r.compile(subscribe, username, clientID); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *TopicRules) compile(ps []Pattern, username, clientID string) ([]Grant, error) {
+	out := make([]Grant, 0, len(ps))
+next:
+	for _, p := range ps {
+		if err := CheckPattern(p.Filter); err != nil {
+			return nil, fmt.Errorf("%s: %w", p.Source, err)
+		}
+		levels := strings.Split(p.Filter, "/")
+		for i, l := range levels {
+			name, ok := "", false
+			switch l {
+			case "%u":
+				name, ok = username, true
+			case "%c":
+				name, ok = clientID, true
+			}
+			if !ok {
+				continue
+			}
+			if name == "" || strings.ContainsAny(name, "+#/") {
+				r.Dropped = append(r.Dropped, p)
+				continue next
+			}
+			if i == 0 {
+				levels = append([]string(nil), levels...)
+			}
+			levels[i] = name
+		}
+		out = append(out, Grant{Pattern: p, levels: levels})
+	}
+	return out, nil
+}
+
+// Grants returns the compiled grants for one access.
+func (r *TopicRules) Grants(a Access) []Grant {
+	if a == Publish {
+		return r.publish
+	}
+	return r.subscribe
+}
+
+// CanPublish reports whether topic, a topic name, may be published to, and
+// the grant that allows it.
+func (r *TopicRules) CanPublish(topic string) (Grant, bool) {
+	if r.All {
+		return Grant{Pattern: Pattern{Filter: "#", Source: "superuser"}}, true
+	}
+	for _, g := range r.publish {
+		if matchLevels(g.levels, topic) {
+			return g, true
+		}
+	}
+	return Grant{}, false
+}
+
+// CanSubscribe reports whether filter may be subscribed to: one grant must
+// cover it, matching every topic the filter can match. A shared
+// subscription $share/<group>/<filter> is judged by its filter.
+func (r *TopicRules) CanSubscribe(filter string) (Grant, bool) {
+	if r.All {
+		return Grant{Pattern: Pattern{Filter: "#", Source: "superuser"}}, true
+	}
+	if _, f, ok := splitShared(filter); ok {
+		filter = f
+	}
+	levels := strings.Split(filter, "/")
+	for _, g := range r.subscribe {
+		if covers(g.levels, levels) {
+			return g, true
+		}
+	}
+	return Grant{}, false
+}
+
+// splitShared splits $share/<group>/<filter>.
+func splitShared(filter string) (group, rest string, ok bool) {
+	after, ok := strings.CutPrefix(filter, "$share/")
+	if !ok {
+		return "", "", false
+	}
+	group, rest, ok = strings.Cut(after, "/")
+	return group, rest, ok && group != "" && rest != ""
+}
+
+// Matches reports whether topic, a topic name, matches filter [MQTT-4.7].
+func Matches(filter, topic string) bool { return matchLevels(strings.Split(filter, "/"), topic) }
+
+// matchLevels matches a topic name against a filter's levels without
+// allocating.
+func matchLevels(f []string, topic string) bool {
+	if len(f) > 0 && (f[0] == "+" || f[0] == "#") && strings.HasPrefix(topic, "$") {
+		return false // [MQTT-4.7.2-1]
+	}
+	rest, more := topic, true
+	for _, l := range f {
+		if l == "#" {
+			return true // the parent level and anything below [MQTT-4.7.1-2]
+		}
+		if !more {
+			return false // the topic has fewer levels
+		}
+		var level string
+		level, rest, more = strings.Cut(rest, "/")
+		if l != "+" && l != level {
+			return false
+		}
+	}
+	return !more
+}
+
+// Covers reports whether every topic filter f can match is matched by g.
+func Covers(g, f string) bool { return covers(strings.Split(g, "/"), strings.Split(f, "/")) }
+
+// covers: g covers f when every topic matching f matches g.
+func covers(g, f []string) bool {
+	// A filter starting with a wildcard matches no $-topic: g cannot cover
+	// an f whose first level is a literal $-level.
+	if len(g) > 0 && len(f) > 0 && (g[0] == "+" || g[0] == "#") && f[0] != "+" && f[0] != "#" && strings.HasPrefix(f[0], "$") {
+		return false
+	}
+	i := 0
+	for ; i < len(g); i++ {
+		if g[i] == "#" {
+			return true // any remainder of f, the parent level included
+		}
+		if i == len(f) || f[i] == "#" {
+			return false // f matches topics that end here, or go deeper, where g cannot
+		}
+		if g[i] != "+" && (f[i] == "+" || f[i] != g[i]) {
+			return false
+		}
+	}
+	return i == len(f)
+}
