@@ -36,6 +36,10 @@ type demoOptions struct {
 	listen, redis, broker, metrics, dir, user, logFormat string
 }
 
+// demoTopics is the topic filter the seeded user may publish and
+// subscribe to.
+const demoTopics = "demo/#"
+
 // demoShutdownGrace replaces SHUTDOWN_GRACE: Ctrl-C should not wait long.
 const demoShutdownGrace = 2 * time.Second
 
@@ -142,9 +146,12 @@ func runDemo(io stdio, o demoOptions) error {
 	if err != nil {
 		return err
 	}
-	// The seeded user.
+	// The seeded user, with the topics of the printed commands (topic rules
+	// are on by default: without them the user could do nothing).
 	password := "demo-" + strings.ToLower(rand.Text()[:10])
-	if err := a.Store().SetUser(context.Background(), o.user, authstore.Update{Password: &password}); err != nil {
+	topics := []string{demoTopics}
+	if err := a.Store().SetUser(context.Background(), o.user,
+		authstore.Update{Password: &password, Publish: &topics, Subscribe: &topics}); err != nil {
 		a.Stop()
 		return err
 	}
@@ -178,10 +185,11 @@ mqtt-authproxy demo is running.
   Redis:          %s (embedded; key prefix mqtt:)
   user:           %s
   password:       %s
+  topics:         %s (publish and subscribe)
   metrics:        http://%s/metrics
 
 Subscribe through the proxy (terminal 1):
-  mosquitto_sub -h localhost -p %s --cafile %s -u %s -P %s -i %s-sub -t 'demo/#' -v
+  mosquitto_sub -h localhost -p %s --cafile %s -u %s -P %s -i %s-sub -t '%s' -v
 
 Publish through the proxy (terminal 2):
   mosquitto_pub -h localhost -p %s --cafile %s -u %s -P %s -i %s-pub -t demo/hello -m 'hello through the proxy'
@@ -194,8 +202,8 @@ Publish again: the very next CONNECT is refused (Connection Refused: not authori
 Enable it again with "user enable %s" or "HSET mqtt:user:%s enabled true".
 
 Ctrl-C stops the demo.
-`, d.ca, d.port, d.redisAddr, d.user, d.password, d.metrics,
-		d.port, d.ca, d.user, d.password, d.user,
+`, d.ca, d.port, d.redisAddr, d.user, d.password, demoTopics, d.metrics,
+		d.port, d.ca, d.user, d.password, d.user, demoTopics,
 		d.port, d.ca, d.user, d.password, d.user,
 		d.redisAddr, self, d.user,
 		d.redisPort, d.user,

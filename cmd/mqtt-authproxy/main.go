@@ -75,7 +75,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.`,
 	root.SetErr(io.err)
 	root.SetIn(io.in)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usagef("%s%v", prefix(c), err) })
-	root.AddCommand(cmdServe(io), cmdDemo(io), cmdCheck(io), cmdUser(io), cmdHash(io), cmdHealthcheck(io), cmdVersion(io))
+	root.AddCommand(cmdServe(io), cmdDemo(io), cmdCheck(io), cmdUser(io), cmdRole(io), cmdHash(io), cmdHealthcheck(io), cmdVersion(io))
 	root.SetHelpCommand(&cobra.Command{
 		Use:   "help [command]",
 		Short: "Help about any command (on standard output)",
@@ -153,8 +153,13 @@ func group(use, short, long string, subs ...*cobra.Command) *cobra.Command {
 			return usagef("%sunknown subcommand %q", prefix(c), args[0])
 		}}
 	c.AddCommand(subs...)
-	// Cobra's usage would offer the group itself as runnable.
+	// Cobra's usage would offer the group itself as runnable. Its
+	// subcommands, which inherit this function, keep cobra's.
+	g, cobraUsage := c, (&cobra.Command{}).UsageFunc()
 	c.SetUsageFunc(func(c *cobra.Command) error {
+		if c != g {
+			return cobraUsage(c)
+		}
 		w := c.OutOrStderr()
 		fmt.Fprintf(w, "Usage:\n  %s COMMAND [flags]\n\nCommands:\n", c.CommandPath())
 		for _, sub := range c.Commands() {

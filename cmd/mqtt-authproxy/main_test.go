@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -524,6 +525,17 @@ func TestDemo(t *testing.T) {
 	cli := regexp.MustCompile(`(?m)^\s+AUTHPROXY_REDIS_URL=(\S+) \S+ user disable`).FindStringSubmatch(out)
 	if cli == nil {
 		t.Fatalf("no disable command printed:\n%s", out)
+	}
+	// The seeded user holds the topics of the printed commands (topic
+	// rules are on by default).
+	r := runBin(t, map[string]string{"AUTHPROXY_REDIS_URL": cli[1]}, "", "user", "show", user, "--json")
+	var seeded authstore.User
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &seeded) != nil ||
+		!slices.Equal(seeded.Publish, []string{"demo/#"}) || !slices.Equal(seeded.Subscribe, []string{"demo/#"}) {
+		t.Fatalf("seeded user: %+v", r)
+	}
+	if !strings.Contains(out, "-t 'demo/#'") || !strings.Contains(out, "-t demo/hello") {
+		t.Fatalf("printed commands use topics outside demo/#:\n%s", out)
 	}
 	if r := runBin(t, map[string]string{"AUTHPROXY_REDIS_URL": cli[1]}, "", "user", "disable", user); r.code != 0 {
 		t.Fatalf("user disable: %+v", r)

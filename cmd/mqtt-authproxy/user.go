@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -158,23 +159,41 @@ func printUser(io stdio, u authstore.User) {
 		na = u.NotAfter.Format(time.RFC3339)
 	}
 	line("not_after", na)
+	line("publish", none(u.Publish))
+	line("subscribe", none(u.Subscribe))
+	line("roles", none(u.Roles))
 	if len(u.Extra) > 0 {
 		line("other", strings.Join(u.Extra, " "))
 	}
 }
 
-// listFlag is a flag holding a list, space- or comma-separated; set means
-// it was given at all (an empty value removes the rule).
+// none is a list of topic filters or role names as printed: "none" when
+// there is none.
+func none(v []string) string {
+	if len(v) == 0 {
+		return "none"
+	}
+	return strings.Join(v, " ")
+}
+
+// listFlag is a flag holding a list: its values are separated by white
+// space or commas, and the flag may be repeated, each value adding to the
+// list. set means it was given at all: given only empty values, it removes
+// the rule. A list of topic filters (topics) is separated by white space
+// only, as a comma is a legal character of a topic.
 type listFlag struct {
-	set bool
-	v   []string
+	set    bool
+	topics bool
+	v      []string
 }
 
 func (l *listFlag) String() string { return strings.Join(l.v, " ") }
 func (l *listFlag) Type() string   { return "list" }
 func (l *listFlag) Set(s string) error {
 	l.set = true
-	l.v = strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' || r == '\n' })
+	l.v = append(l.v, strings.FieldsFunc(s, func(r rune) bool {
+		return unicode.IsSpace(r) || (r == ',' && !l.topics) // the store splits at white space as strings.Fields does
+	})...)
 	return nil
 }
 func (l *listFlag) ptr() *[]string {
@@ -211,8 +230,17 @@ line: it is read from standard input (first line) when that is not a
 terminal, or asked for twice without echo. A new user gets a password unless
 --no-password (certificate-only users) or --password-hash is given; an
 existing user keeps theirs unless --password or --generate is given.
-List flags take space- or comma-separated values; an empty value removes
-the rule. Flags and NAME may come in any order.`,
+List flags may be repeated and take values separated by white space or
+commas; --publish and --subscribe by white space only (a comma is a legal
+topic character). An empty value (--publish '') removes the rule. Flags and
+NAME may come in any order.
+
+--publish and --subscribe are MQTT topic filters (+ and # fill a whole
+level, # only the last); %u and %c filling a whole level stand for the user
+name and the client id: --publish 'devices/%u/#'. --roles names roles (see
+"mqtt-authproxy role --help"); the role "default" applies to every user
+anyway. With topic rules on (the default) a user may publish and subscribe
+only where its own filters, its roles and the default role allow.`,
 		Args: exactArgs(1, "one NAME"),
 	}
 	fs := c.Flags()
@@ -220,6 +248,10 @@ the rule. Flags and NAME may come in any order.`,
 	fs.Var(&o.clientIDs, "clientids", "client id globs (* and ?; %u is the user name)")
 	fs.Var(&o.certs, "certs", "sha256:<hex> or cn:<name> entries; a TLS client certificate must match one")
 	fs.Var(&o.cidrs, "cidrs", "source address CIDRs")
+	o.publish.topics, o.subscribe.topics = true, true
+	fs.Var(&o.publish, "publish", "topic filters the user may publish to (%u user name, %c client id)")
+	fs.Var(&o.subscribe, "subscribe", "topic filters the user may subscribe to (%u user name, %c client id)")
+	fs.Var(&o.roles, "roles", "role names whose topic rules the user gets")
 	fs.Var(&o.enabled, "enabled", "true or false (--enabled alone: true)")
 	fs.Lookup("enabled").NoOptDefVal = "true"
 	fs.StringVar(&o.notAfter, "not-after", "", "RFC 3339 time after which the user is refused; empty removes it")
@@ -237,13 +269,14 @@ the rule. Flags and NAME may come in any order.`,
 }
 
 type userSetOptions struct {
-	clientIDs, certs, cidrs listFlag
-	enabled                 optBool
-	notAfter                string
-	notAfterSet             bool
-	askPassword, generate   bool
-	hash                    string
-	noPassword, asJSON      bool
+	clientIDs, certs, cidrs   listFlag
+	publish, subscribe, roles listFlag
+	enabled                   optBool
+	notAfter                  string
+	notAfterSet               bool
+	askPassword, generate     bool
+	hash                      string
+	noPassword, asJSON        bool
 }
 
 func runUserSet(io stdio, name string, o userSetOptions) error {
@@ -256,7 +289,11 @@ func runUserSet(io stdio, name string, o userSetOptions) error {
 	if n > 1 {
 		return usagef("user set: give at most one of --password, --generate, --password-hash, --no-password")
 	}
-	u := authstore.Update{ClientIDs: o.clientIDs.ptr(), Certs: o.certs.ptr(), CIDRs: o.cidrs.ptr()}
+	if err := checkTopics("user set", &o.publish, &o.subscribe); err != nil {
+		return err
+	}
+	u := authstore.Update{ClientIDs: o.clientIDs.ptr(), Certs: o.certs.ptr(), CIDRs: o.cidrs.ptr(),
+		Publish: o.publish.ptr(), Subscribe: o.subscribe.ptr(), Roles: o.roles.ptr()}
 	if o.enabled.set {
 		u.Enabled = &o.enabled.v
 	}
