@@ -143,6 +143,7 @@ func (a *attempt) decide(ctx context.Context) bool {
 		Username: c.Username, HasPassword: c.PasswordFlag, Password: c.Password,
 		ClientID: c.ClientID, Protocol: c.ProtocolLevel, RemoteAddr: info.Remote,
 		CertSHA256: info.CertSHA256, CertCN: info.CertCN,
+		HasWill: c.WillFlag, WillTopic: c.WillTopic,
 	}
 	authStart := time.Now()
 	d, err := a.p.cfg.Auth.Authenticate(ctx, a.req)
@@ -196,7 +197,7 @@ func (a *attempt) dialBroker(ctx context.Context) bool {
 // owns both connections.
 func (a *attempt) handOff() bool {
 	changesBefore := a.p.changes.Load()
-	s := newSession(a.p, a.conn, a.broker, a.req, a.connect.KeepAlive)
+	s := newSession(a.p, a.conn, a.broker, a.req, a.connect.KeepAlive, a.decision)
 	if !a.p.addSession(s) {
 		a.broker.Conn.Close()
 		a.outcome = outcomeShutdown

@@ -129,6 +129,10 @@ type harnessOptions struct {
 	redisTimeout   time.Duration
 	redisArgs      []string      // extra redis-server options
 	revalidate     time.Duration // RevalidateInterval; 0: the default
+	// strictTopics: no default role. Otherwise the harness grants every
+	// user # (publish and subscribe) through the default role, so that
+	// tests of other rules run through the topic-rule relay, the default.
+	strictTopics bool
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -170,6 +174,11 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		o.redisTimeout = 300 * time.Millisecond
 	}
 	h.store = authstore.New(rdb, authstore.Options{Timeout: o.redisTimeout, Logger: logger})
+	if !o.strictTopics {
+		if err := h.admin.HSet(context.Background(), h.store.RoleKey(authstore.DefaultRole), "publish", "#", "subscribe", "#").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	h.ca, err = pki.NewCA("test CA")
 	if err != nil {

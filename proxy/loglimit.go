@@ -15,6 +15,7 @@ import (
 // outcome, and summary writes one info line with the counts every
 // logSummaryEvery while there are any.
 type logLimiter struct {
+	summary    string // the summary line's message
 	mu         sync.Mutex
 	tokens     float64
 	last       time.Time
@@ -28,8 +29,8 @@ const (
 	logSummaryEvery = 10 * time.Second
 )
 
-func newLogLimiter(now func() time.Time) *logLimiter {
-	return &logLimiter{tokens: logBurst, last: now(), suppressed: map[string]int{}, now: now}
+func newLogLimiter(summary string, now func() time.Time) *logLimiter {
+	return &logLimiter{summary: summary, tokens: logBurst, last: now(), suppressed: map[string]int{}, now: now}
 }
 
 // allow takes a token for one line of the given outcome; without one it
@@ -66,7 +67,7 @@ func (l *logLimiter) flush(log *slog.Logger) {
 		total += counts[k]
 	}
 	attrs = append(attrs, slog.Int("total", total))
-	log.LogAttrs(context.Background(), slog.LevelInfo, "refused connections not logged one by one (LOG_LEVEL=debug shows each)",
+	log.LogAttrs(context.Background(), slog.LevelInfo, l.summary,
 		slog.Any("by_outcome", slog.GroupValue(attrs...)))
 }
 

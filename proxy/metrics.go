@@ -14,6 +14,7 @@ type Metrics struct {
 	BackendDial   prometheus.Histogram
 	Disconnects   *prometheus.CounterVec // live connections closed by the proxy, by cause
 	Revalidations *prometheus.CounterVec // re-decisions of live connections, by result
+	ACLDenied     *prometheus.CounterVec // packets the topic rules refused, by action (publish, subscribe)
 	bytesUp       prometheus.Counter
 	bytesDown     prometheus.Counter
 	handshakeNew  prometheus.Counter
@@ -39,13 +40,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Live connections the proxy closed, by cause (shutdown, revoked, kicked)."}, []string{"cause"}),
 		Revalidations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authproxy_revalidations_total",
 			Help: "Live connections decided again after a change notification, a not_after or the periodic sweep, by result (allowed, revoked, error)."}, []string{"result"}),
+		ACLDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authproxy_acl_denied_total",
+			Help: "PUBLISH packets and SUBSCRIBE filters the topic rules refused, by action (publish, subscribe)."}, []string{"action"}),
 	}
 	m.bytesUp = m.Bytes.WithLabelValues("upstream")
 	m.bytesDown = m.Bytes.WithLabelValues("downstream")
 	m.handshakeNew = m.Handshakes.WithLabelValues("false")
 	m.handshakeResu = m.Handshakes.WithLabelValues("true")
 	if reg != nil {
-		reg.MustRegister(m.Active, m.Connects, m.AuthDuration, m.Handshakes, m.Bytes, m.BackendDial, m.Disconnects, m.Revalidations)
+		reg.MustRegister(m.Active, m.Connects, m.AuthDuration, m.Handshakes, m.Bytes, m.BackendDial, m.Disconnects, m.Revalidations, m.ACLDenied)
 	}
 	return m
 }

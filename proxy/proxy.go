@@ -53,6 +53,13 @@ type Config struct {
 	// again (spread evenly over the interval), the safety net for a missed
 	// change notification; default 60s, negative turns it off.
 	RevalidateInterval time.Duration
+	// DenyAction is what a PUBLISH the topic rules refuse costs the
+	// device (sessions whose decisions carry topic rules); default DenyDrop.
+	DenyAction DenyAction
+	// MaxPacketBytes caps a packet of a session with topic rules (it is
+	// read whole before it is judged); default relay.DefaultMaxPacket.
+	// Past it the session ends (MQTT 5: DISCONNECT 0x95).
+	MaxPacketBytes int
 
 	Logger  *slog.Logger
 	Metrics *Metrics // nil: a private, unregistered set
@@ -70,6 +77,7 @@ type Proxy struct {
 	pending  *pendingSet   // connections that have not yet sent their CONNECT
 	dialer   net.Dialer
 	logLimit *logLimiter // summarises refused connections at info level
+	aclLog   *logLimiter // and topic denials
 
 	ctx    context.Context // cancelled by Shutdown: aborts handshakes and CONNECTs in progress
 	cancel context.CancelFunc
@@ -114,8 +122,10 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.pending = newPendingSet(cfg.MaxPending, pendingMinAge)
 	p.engine = relay.NewEngine()
-	p.logLimit = newLogLimiter(time.Now)
+	p.logLimit = newLogLimiter("refused connections not logged one by one (LOG_LEVEL=debug shows each)", time.Now)
+	p.aclLog = newLogLimiter("topic denials not logged one by one (LOG_LEVEL=debug shows each)", time.Now)
 	go p.logLimit.summarise(p.log, p.stop)
+	go p.aclLog.summarise(p.log, p.stop)
 	if cfg.RevalidateInterval > 0 {
 		go p.sweep()
 	}

@@ -548,7 +548,7 @@ func TestBackendTLS(t *testing.T) {
 	rdb, _ := authstore.NewClient(testenv.RedisURL(rds))
 	defer rdb.Close()
 	store := authstore.New(rdb, authstore.Options{})
-	if err := store.SetUser(context.Background(), "bt", authstore.Update{Password: ptr("pw")}); err != nil {
+	if err := store.SetUser(context.Background(), "bt", authstore.Update{Password: ptr("pw"), Publish: &[]string{"%u/#"}, Subscribe: &[]string{"%u/#"}}); err != nil {
 		t.Fatal(err)
 	}
 	client, _ := ca.Client("mqtt-authproxy")

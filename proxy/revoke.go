@@ -18,9 +18,10 @@ type ChangeFeed interface {
 }
 
 // Follow applies rule changes to live connections until ctx ends: the
-// user's connections are decided again (and closed if now refused), a kick
-// closes them, a resync re-decides every connection. Run it on its own
-// goroutine.
+// user's connections are decided again (and closed if now refused), a
+// role's change re-decides the sessions holding it (every session for the
+// default role), a kick closes them, a resync re-decides every
+// connection. Run it on its own goroutine.
 func (p *Proxy) Follow(ctx context.Context, feed ChangeFeed) error {
 	return feed.Watch(ctx, func(c policy.Change) {
 		p.changes.Add(1)
@@ -29,6 +30,8 @@ func (p *Proxy) Follow(ctx context.Context, feed ChangeFeed) error {
 			go p.RevalidateAll()
 		case c.Kick:
 			go p.Kick(c.Username)
+		case c.Role != "":
+			go p.RevalidateRole(c.Role)
 		default:
 			go p.RevalidateUser(c.Username)
 		}
@@ -65,6 +68,19 @@ func (p *Proxy) RevalidateUser(username string) {
 	}
 }
 
+// RevalidateRole decides again the sessions whose rules come from the
+// role: every session for the default role.
+func (p *Proxy) RevalidateRole(role string) {
+	for _, s := range p.allSessions() {
+		if role == defaultRole || s.hasRole(role) {
+			p.revalidate(s, "role "+role+" changed")
+		}
+	}
+}
+
+// defaultRole is the role whose rules apply to every user.
+const defaultRole = "default"
+
 // RevalidateAll decides every live connection again.
 func (p *Proxy) RevalidateAll() {
 	for _, s := range p.allSessions() {
@@ -100,6 +116,16 @@ func (p *Proxy) revalidate(s *session, why string) {
 	case err == nil && d.Allowed():
 		p.metrics.Revalidations.WithLabelValues("allowed").Inc()
 		s.retried()
+		s.setRoles(d.Roles)
+		if s.acl != nil && d.Topics != nil {
+			if filter, ok := s.acl.update(d.Topics); !ok {
+				p.metrics.Revalidations.WithLabelValues("revoked").Inc()
+				p.log.Info("revoked: a live subscription is no longer allowed", "username", logsafe.String(s.req.Username),
+					"client_id", logsafe.String(s.req.ClientID), "remote", s.remote, "filter", logsafe.String(filter), "why", why)
+				s.kick(packets.NotAuthorized, "acl")
+				return
+			}
+		}
 		s.scheduleNotAfter(d.NotAfter)
 	case err == nil || errors.Is(err, policy.ErrMalformedRule):
 		outcome, reason := string(d.Outcome), d.Reason

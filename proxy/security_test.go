@@ -234,7 +234,7 @@ func pipeSession(t *testing.T, p *Proxy, req policy.Request) (*session, net.Conn
 	client, device := netPipe(t)
 	backend, _ := netPipe(t)
 	s := newSession(p, transport.Conn{Conn: client, Raw: client, Kind: relay.Opaque},
-		&brokerConn{Endpoint: relay.Endpoint{Conn: backend, Raw: backend, Kind: relay.Opaque}}, req, 60)
+		&brokerConn{Endpoint: relay.Endpoint{Conn: backend, Raw: backend, Kind: relay.Opaque}}, req, 60, policy.Decision{})
 	return s, device
 }
 
@@ -424,7 +424,7 @@ func TestStalledReaderEndsSession(t *testing.T) {
 // connections go to debug, and one info line counts them by outcome.
 func TestRefusalFloodIsSummarised(t *testing.T) {
 	now := time.Unix(0, 0)
-	l := newLogLimiter(func() time.Time { return now })
+	l := newLogLimiter("summary", func() time.Time { return now })
 	allowed := 0
 	for i := range 1000 {
 		if l.allow([]string{"bad_credentials", "timeout"}[i%2]) {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -22,8 +23,10 @@ type session struct {
 	// session is decided again against the credential it was accepted
 	// with, so a re-decision needs neither the password nor a hash.
 	req policy.Request
+	acl *aclFilter // nil without topic rules: the opaque relay
 
 	timerMu    sync.Mutex
+	roles      []string // the roles the last decision read (under timerMu)
 	notAfter   *time.Timer
 	retry      *time.Timer   // a re-decision after one that failed for want of the store
 	retryDelay time.Duration // its backoff
@@ -33,9 +36,16 @@ type session struct {
 // closes without DISCONNECT.
 const kickGrace = time.Second
 
-func newSession(p *Proxy, client transport.Conn, broker *brokerConn, req policy.Request, keepAlive uint16) *session {
-	s := &session{p: p, req: req, remote: client.Raw.RemoteAddr().String()}
+func newSession(p *Proxy, client transport.Conn, broker *brokerConn, req policy.Request, keepAlive uint16, d policy.Decision) *session {
+	s := &session{p: p, req: req, remote: client.Raw.RemoteAddr().String(), roles: d.Roles}
+	var filter relay.Filter
+	if d.Topics != nil {
+		s.acl = newACLFilter(s, d.Topics, broker.ack, p.cfg.DenyAction)
+		filter = s.acl
+	}
 	s.relay = p.engine.NewSession(relay.Config{
+		Filter:       filter,
+		MaxPacket:    p.cfg.MaxPacketBytes,
 		Client:       relay.Endpoint{Conn: client.Conn, Raw: client.Raw, Kind: client.Kind},
 		Broker:       broker.Endpoint,
 		Early:        broker.early,
@@ -69,6 +79,19 @@ func (s *session) kick(code packets.ReasonCode, cause string) {
 	if s.relay.EndWith(final, kickGrace) {
 		s.p.metrics.Disconnects.WithLabelValues(cause).Inc()
 	}
+}
+
+// hasRole reports whether the session's last decision read the role.
+func (s *session) hasRole(role string) bool {
+	s.timerMu.Lock()
+	defer s.timerMu.Unlock()
+	return slices.Contains(s.roles, role)
+}
+
+func (s *session) setRoles(roles []string) {
+	s.timerMu.Lock()
+	s.roles = roles
+	s.timerMu.Unlock()
 }
 
 // done reports whether the session has ended or is ending.

@@ -211,6 +211,9 @@ func TestBadConfigExits2NamingTheVariable(t *testing.T) {
 		{"negative pending", with("AUTHPROXY_MAX_PENDING", "-1"), "AUTHPROXY_MAX_PENDING:"},
 		{"pending over the cap", with("AUTHPROXY_MAX_CONNECTIONS", "10", "AUTHPROXY_MAX_PENDING", "11"), "AUTHPROXY_MAX_PENDING: 11 is out of range"},
 		{"no default client ids", with("AUTHPROXY_CLIENTIDS_DEFAULT", "  "), "AUTHPROXY_CLIENTIDS_DEFAULT: is empty"},
+		{"bad ACL", with("AUTHPROXY_ACL", "maybe"), "AUTHPROXY_ACL: \"maybe\" is not on or off"},
+		{"bad deny action", with("AUTHPROXY_ACL_DENY_ACTION", "kick"), "AUTHPROXY_ACL_DENY_ACTION: \"kick\" is not drop or disconnect"},
+		{"packet cap too small", with("AUTHPROXY_MAX_PACKET_BYTES", "10"), "AUTHPROXY_MAX_PACKET_BYTES:"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -167,7 +167,8 @@ func OpenStore(s StoreSettings, log *slog.Logger) (store *authstore.Store, close
 	if err != nil {
 		return nil, nil, cfgErr("REDIS_URL", "%v", err) // NewClient's errors hide the password
 	}
-	store = authstore.New(rdb, authstore.Options{Prefix: s.KeyPrefix, Timeout: s.Timeout, Logger: log, ClientIDsDefault: s.ClientIDsDefault})
+	store = authstore.New(rdb, authstore.Options{Prefix: s.KeyPrefix, Timeout: s.Timeout, Logger: log, ClientIDsDefault: s.ClientIDsDefault,
+		NoTopicRules: !s.TopicRules})
 	return store, rdb.Close, nil
 }
 

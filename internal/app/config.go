@@ -53,6 +53,9 @@ type Config struct {
 	HandshakeTimeout   time.Duration `env:"TLS_HANDSHAKE_TIMEOUT" envDefault:"5s"`
 	BackendDialTimeout time.Duration `env:"BACKEND_DIAL_TIMEOUT" envDefault:"5s"`
 	MaxConnectBytes    int           `env:"MAX_CONNECT_BYTES" envDefault:"65536"`
+	ACL                string        `env:"ACL" envDefault:"on"`                   // on: topic rules enforced; off: opaque relay
+	ACLDenyAction      string        `env:"ACL_DENY_ACTION" envDefault:"drop"`     // drop or disconnect
+	MaxPacketBytes     int           `env:"MAX_PACKET_BYTES" envDefault:"1048576"` // a packet of a session with topic rules
 	MaxConnections     int           `env:"MAX_CONNECTIONS" envDefault:"0"`
 	MaxPending         int           `env:"MAX_PENDING"` // 0: MAX_CONNECTIONS/4 (at least 16), or 1024 without a cap
 	ShutdownGrace      time.Duration `env:"SHUTDOWN_GRACE" envDefault:"10s"`

@@ -47,6 +47,7 @@ func startProxy(s Settings, store *authstore.Store, reg prometheus.Registerer, l
 		TLS: t, Backend: backend(s.Backend), Auth: store,
 		ConnectTimeout: s.ConnectTimeout, HandshakeTimeout: s.HandshakeTimeout, MaxConnectBytes: s.MaxConnectBytes,
 		MaxConnections: s.MaxConnections, MaxPending: s.MaxPending, ShutdownGrace: s.ShutdownGrace, RevalidateInterval: revalidate,
+		MaxPacketBytes: s.MaxPacketBytes, DenyAction: denyAction(s.DenyDisconnect),
 		Logger: log, Metrics: proxy.NewMetrics(reg),
 	})
 	if err != nil {
@@ -120,3 +121,11 @@ func loadCAPool(file string) (*x509.CertPool, error) {
 
 // defaultMaxPending is MAX_PENDING's default for a MAX_CONNECTIONS.
 func defaultMaxPending(maxConnections int) int { return proxy.DefaultMaxPending(maxConnections) }
+
+// denyAction maps ACL_DENY_ACTION to the proxy's.
+func denyAction(disconnect bool) proxy.DenyAction {
+	if disconnect {
+		return proxy.DenyDisconnect
+	}
+	return proxy.DenyDrop
+}

@@ -39,6 +39,8 @@ type Settings struct {
 	ShutdownGrace      time.Duration
 	RevalidateInterval time.Duration // 0: off
 	MaxConnectBytes    int
+	DenyDisconnect     bool // ACL_DENY_ACTION=disconnect
+	MaxPacketBytes     int
 	MaxConnections     int // 0: no cap
 	MaxPending         int // resolved: never 0
 }
@@ -49,6 +51,7 @@ type StoreSettings struct {
 	KeyPrefix        string
 	Timeout          time.Duration
 	ClientIDsDefault []string
+	TopicRules       bool // ACL=on
 }
 
 // LogSettings are LOG_LEVEL and LOG_FORMAT, parsed.
@@ -102,6 +105,7 @@ func (c Config) Validate() (Settings, error) {
 		Listen: resolveOff(c.Listen), PlainListen: c.PlainListen, AdminListen: resolveOff(c.MetricsListen), Pprof: c.Pprof,
 		ConnectTimeout: c.ConnectTimeout, HandshakeTimeout: c.HandshakeTimeout, ShutdownGrace: c.ShutdownGrace,
 		RevalidateInterval: c.RevalidateInterval, MaxConnectBytes: c.MaxConnectBytes, MaxConnections: c.MaxConnections,
+		DenyDisconnect: c.ACLDenyAction == "disconnect", MaxPacketBytes: c.MaxPacketBytes,
 		MaxPending: c.MaxPending}
 
 	if s.Listen == "" && s.PlainListen == "" {
@@ -134,6 +138,12 @@ func (c Config) Validate() (Settings, error) {
 	if c.RevalidateInterval < 0 {
 		add(cfgErr("REVALIDATE_INTERVAL", "must be positive (or 0 to turn it off), is %v", c.RevalidateInterval))
 	}
+	if c.ACLDenyAction != "drop" && c.ACLDenyAction != "disconnect" {
+		add(cfgErr("ACL_DENY_ACTION", "%q is not drop or disconnect", c.ACLDenyAction))
+	}
+	if c.MaxPacketBytes < 64 || c.MaxPacketBytes > packets.MaxRemainingLength+5 {
+		add(cfgErr("MAX_PACKET_BYTES", "%d is out of range 64..%d", c.MaxPacketBytes, packets.MaxRemainingLength+5))
+	}
 	if c.MaxConnectBytes < 16 || c.MaxConnectBytes > packets.MaxRemainingLength {
 		add(cfgErr("MAX_CONNECT_BYTES", "%d is out of range 16..%d", c.MaxConnectBytes, packets.MaxRemainingLength))
 	}
@@ -163,7 +173,11 @@ func (c Config) ValidateStore() (StoreSettings, error) {
 
 func (c Config) validateCommon() (StoreSettings, LogSettings, error) {
 	var errs []error
-	s := StoreSettings{RedisURL: c.RedisURL, KeyPrefix: c.RedisKeyPrefix, Timeout: c.RedisTimeout, ClientIDsDefault: strings.Fields(c.ClientIDsDefault)}
+	s := StoreSettings{RedisURL: c.RedisURL, KeyPrefix: c.RedisKeyPrefix, Timeout: c.RedisTimeout, ClientIDsDefault: strings.Fields(c.ClientIDsDefault),
+		TopicRules: c.ACL == "on"}
+	if c.ACL != "on" && c.ACL != "off" {
+		errs = append(errs, cfgErr("ACL", "%q is not on or off", c.ACL))
+	}
 	if err := checkRedisURL(c.RedisURL); err != nil {
 		errs = append(errs, cfgErr("REDIS_URL", "%v", err)) // the error hides the password
 	}
