@@ -51,6 +51,10 @@ func (g Grant) String() string { return strings.Join(g.levels, "/") }
 // value grants nothing (deny by default).
 type TopicRules struct {
 	publish, subscribe []Grant
+	// pubIndex lists, by first level, the publish grants that may match a
+	// topic starting with it; pubWild those starting with a wildcard.
+	pubIndex map[string][]int
+	pubWild  []int
 	// All grants everything (a superuser of another schema).
 	All bool
 	// Dropped are the patterns that match nothing for this session: %u or
@@ -94,6 +98,14 @@ func CompileTopics(publish, subscribe []Pattern, username, clientID string) (*To
 	}
 	if r.subscribe, err = r.compile(subscribe, username, clientID); err != nil {
 		return nil, err
+	}
+	r.pubIndex = map[string][]int{}
+	for i, g := range r.publish {
+		if first := g.levels[0]; first == "+" || first == "#" {
+			r.pubWild = append(r.pubWild, i)
+		} else {
+			r.pubIndex[first] = append(r.pubIndex[first], i)
+		}
 	}
 	return r, nil
 }
@@ -145,9 +157,19 @@ func (r *TopicRules) CanPublish(topic string) (Grant, bool) {
 	if r.All {
 		return Grant{Pattern: Pattern{Filter: "#", Source: "superuser"}}, true
 	}
-	for _, g := range r.publish {
-		if matchLevels(g.levels, topic) {
-			return g, true
+	// Only the grants whose first level can match the topic's are tried,
+	// in the order they were given: the first that matches decides.
+	first, _, _ := strings.Cut(topic, "/")
+	lit, wild := r.pubIndex[first], r.pubWild
+	for len(lit) > 0 || len(wild) > 0 {
+		var i int
+		if len(wild) == 0 || len(lit) > 0 && lit[0] < wild[0] {
+			i, lit = lit[0], lit[1:]
+		} else {
+			i, wild = wild[0], wild[1:]
+		}
+		if matchLevels(r.publish[i].levels, topic) {
+			return r.publish[i], true
 		}
 	}
 	return Grant{}, false

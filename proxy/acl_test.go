@@ -377,3 +377,48 @@ func expectClosedWith(t *testing.T, c *mqtttest.Client, within time.Duration, co
 		t.Fatalf("last packet %x, want DISCONNECT 0x%02X", last, code)
 	}
 }
+
+// TestMalformedAfterConnect: a packet that does not decode after the
+// CONNECT ends the session (MQTT 5: DISCONNECT 0x81 first) and never
+// reaches the broker.
+func TestMalformedAfterConnect(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.setUser("bad", authstore.Update{Password: ptr("pw")})
+	cfg := h.clientTLS(tls.VersionTLS13)
+	for i, c := range []struct {
+		level packets.Level
+		pkt   []byte
+		last  []byte // nil: closed without a packet
+	}{
+		{packets.V5, []byte{0x36, 0x0A, 0, 6, 'b', 'a', 'd', '/', 'q', '3', 0, 1, 0, 'x'}, []byte{0xE0, 1, 0x81}}, // QoS 3 [MQTT-3.3.1-4]
+		{packets.V5, []byte{0x80, 0x09, 0, 1, 0, 0, 3, 'b', 'a', 'd', 1}, []byte{0xE0, 1, 0x81}},                 // SUBSCRIBE flags 0 [MQTT-3.8.1-1]
+		{packets.V311, []byte{0x36, 0x09, 0, 6, 'b', 'a', 'd', '/', 'q', '3', 0, 1, 'x'}, nil},
+		{packets.V5, []byte{0x30, 0x80, 0x80, 0x80, 0x80, 0x01}, []byte{0xE0, 1, 0x81}}, // a fifth length byte
+	} {
+		cl, ack, _ := h.connectRaw(cfg, mqtttest.Creds(c.level, fmt.Sprintf("bad-%d", i), "bad", "pw"))
+		if ack.Code != 0 {
+			t.Fatal("connect")
+		}
+		if _, err := cl.Conn.Write(c.pkt); err != nil {
+			t.Fatal(err)
+		}
+		_ = cl.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var last []byte
+		for {
+			_, p, err := packets.ReadPacket(cl.Conn, 1<<16)
+			if err != nil {
+				if isTimeout(err) {
+					t.Fatalf("case %d: still open", i)
+				}
+				break
+			}
+			last = p
+		}
+		if !bytes.Equal(last, c.last) {
+			t.Fatalf("case %d: last packet %x, want %x", i, last, c.last)
+		}
+	}
+	if h.brokerSaw("bad/q3") {
+		t.Fatal("a malformed PUBLISH reached the broker")
+	}
+}

@@ -200,12 +200,12 @@ func (s *Session) deliverUp(chunk []byte) error {
 	d := &s.up
 	d.out.reset()
 	var replies [][]byte
-	var end *Verdict
+	var end Verdict
 	err := d.framer.process(chunk, nil, func(pkt []byte) error {
 		v := s.cfg.Filter.Up(pkt)
 		d.out.add(v.Broker)
 		if v.End {
-			end = &v
+			end = v
 			return errStop
 		}
 		if v.Client != nil {
@@ -214,8 +214,7 @@ func (s *Session) deliverUp(chunk []byte) error {
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {
-		v := s.cfg.Filter.Malformed(err)
-		end = &v
+		end = s.cfg.Filter.Malformed(err)
 	}
 	for _, seg := range d.out.segs {
 		if err := s.writeBroker(seg); err != nil {
@@ -227,7 +226,7 @@ func (s *Session) deliverUp(chunk []byte) error {
 			return err
 		}
 	}
-	if end != nil {
+	if end.End {
 		s.EndWith(end.Client, endGrace)
 		return errFilterEnded
 	}
