@@ -391,7 +391,7 @@ func TestMalformedAfterConnect(t *testing.T) {
 		last  []byte // nil: closed without a packet
 	}{
 		{packets.V5, []byte{0x36, 0x0A, 0, 6, 'b', 'a', 'd', '/', 'q', '3', 0, 1, 0, 'x'}, []byte{0xE0, 1, 0x81}}, // QoS 3 [MQTT-3.3.1-4]
-		{packets.V5, []byte{0x80, 0x09, 0, 1, 0, 0, 3, 'b', 'a', 'd', 1}, []byte{0xE0, 1, 0x81}},                 // SUBSCRIBE flags 0 [MQTT-3.8.1-1]
+		{packets.V5, []byte{0x80, 0x09, 0, 1, 0, 0, 3, 'b', 'a', 'd', 1}, []byte{0xE0, 1, 0x81}},                  // SUBSCRIBE flags 0 [MQTT-3.8.1-1]
 		{packets.V311, []byte{0x36, 0x09, 0, 6, 'b', 'a', 'd', '/', 'q', '3', 0, 1, 'x'}, nil},
 		{packets.V5, []byte{0x30, 0x80, 0x80, 0x80, 0x80, 0x01}, []byte{0xE0, 1, 0x81}}, // a fifth length byte
 	} {
