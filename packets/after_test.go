@@ -183,7 +183,7 @@ func TestDecodePublishFields(t *testing.T) {
 			t.Errorf("property 0x%02X: %+v %v, want %+v", byte(want.ID), got, ok, want)
 		}
 	}
-	if got := p.Properties.Properties().UserProperties(); !reflect.DeepEqual(got, [][2]string{{"k", "v"}, {"k", "v"}}) {
+	if got := p.Properties.Copy().UserProperties(); !reflect.DeepEqual(got, [][2]string{{"k", "v"}, {"k", "v"}}) {
 		t.Errorf("user properties %v", got)
 	}
 	if _, ok := p.Properties.Get(PropSessionExpiry); ok {
@@ -194,7 +194,7 @@ func TestDecodePublishFields(t *testing.T) {
 	if a, ok := p.TopicAlias(); err != nil || len(p.Topic) != 0 || !ok || a != 3 {
 		t.Fatalf("alias only: %+v %v", p, err)
 	}
-	if p, _ := DecodePublish(validPkt("PUBLISH 3.1.1 QoS 0"), V311); p.Properties != nil && len(p.Properties) != 0 {
+	if p, _ := DecodePublish(validPkt("PUBLISH 3.1.1 QoS 0"), V311); len(p.Properties) != 0 {
 		t.Fatal("3.1.1 PUBLISH has properties")
 	}
 	if _, ok := (&Publish{}).TopicAlias(); ok {
@@ -556,8 +556,8 @@ func TestRawProperties(t *testing.T) {
 	if got, ok := r.Get(PropSubscriptionID); !ok || got.Int != 300 {
 		t.Errorf("Get = %+v %v", got, ok)
 	}
-	if r.Properties() != p {
-		t.Error("Properties() differs")
+	if r.Copy() != p {
+		t.Error("Copy() differs")
 	}
 	// Garbage (never produced by a decoder) is not read past its end.
 	for _, g := range []RawProperties{{0x23, 0}, {0x26, 0, 5, 'a'}, {0x7F}, {0x0B, 0x80}, {0x26, 0, 0, 0}} {
@@ -813,6 +813,49 @@ func TestPublishRandomFields(t *testing.T) {
 		if got.Dup != p.Dup || got.QoS != p.QoS || got.Retain != p.Retain || got.PacketID != p.PacketID ||
 			!bytes.Equal(got.Topic, p.Topic) || !bytes.Equal(got.Properties, p.Properties) || !bytes.Equal(got.Payload, p.Payload) {
 			t.Fatalf("decode(encode(p)) != p\n got %+v\nwant %+v", got, p)
+		}
+	}
+}
+
+// The decoders allocate only what their results hold.
+func TestDecodeAllocations(t *testing.T) {
+	cases := []struct {
+		name  string
+		level Level
+		max   float64
+	}{
+		{"SUBSCRIBE 3.1.1 wildcards and shared", V311, 2}, // one copy of the filters, the list
+		{"SUBSCRIBE 5 options and properties", V5, 2},
+		{"UNSUBSCRIBE 5", V5, 2},
+		{"SUBACK 3.1.1", V311, 1},   // the code list
+		{"SUBACK 5", V5, 2},         // the code list, the properties
+		{"UNSUBACK 3.1.1", V311, 0}, // nothing to hold
+		{"PUBACK 5 code", V5, 0},    // no properties
+		{"PUBACK 5 code and properties", V5, 1},
+		{"DISCONNECT 5 with will", V5, 0},
+		{"DISCONNECT 5 properties", V5, 1},
+	}
+	for _, c := range cases {
+		pkt := validPkt(c.name)
+		var err error
+		allocs := testing.AllocsPerRun(50, func() {
+			switch Type(pkt[0] >> 4) {
+			case SUBSCRIBE:
+				_, err = DecodeSubscribe(pkt, c.level)
+			case UNSUBSCRIBE:
+				_, err = DecodeUnsubscribe(pkt, c.level)
+			case SUBACK:
+				_, err = DecodeSuback(pkt, c.level)
+			case UNSUBACK:
+				_, err = DecodeUnsuback(pkt, c.level)
+			case DISCONNECT:
+				_, err = DecodeDisconnect(pkt, c.level)
+			default:
+				_, err = DecodeAck(pkt, c.level)
+			}
+		})
+		if err != nil || allocs > c.max {
+			t.Errorf("%s: %v allocations (at most %v), %v", c.name, allocs, c.max, err)
 		}
 	}
 }

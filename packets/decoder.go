@@ -9,8 +9,10 @@ import (
 
 // Error is a decoding or validation failure. Code is the MQTT 5 reason code
 // a server answers it with (MalformedPacket, ProtocolError,
-// UnsupportedProtocolVersion, ClientIdentifierNotValid); for MQTT 3.1/3.1.1,
-// Code.V3 says whether a CONNACK is due or the connection is just closed.
+// UnsupportedProtocolVersion, ClientIdentifierNotValid; after CONNECT also
+// TopicNameInvalid, TopicAliasInvalid, and TopicFilterInvalid for one
+// filter); for MQTT 3.1/3.1.1, Code.V3 says whether a CONNACK is due or the
+// connection is just closed.
 // Rule names the normative statement of the specification that was broken.
 type Error struct {
 	Code ReasonCode

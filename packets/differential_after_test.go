@@ -56,7 +56,7 @@ func oursAfter(pkt []byte, level Level) verdict {
 		}
 		alias, _ := p.TopicAlias()
 		return verdict{ok: true, sum: fmt.Sprintf("PUBLISH dup=%v qos=%d retain=%v topic=%q id=%d alias=%d users=%s payload=%x",
-			p.Dup, p.QoS, p.Retain, p.Topic, p.PacketID, alias, users(p.Properties.Properties()), p.Payload)}
+			p.Dup, p.QoS, p.Retain, p.Topic, p.PacketID, alias, users(p.Properties.Copy()), p.Payload)}
 	case SUBSCRIBE:
 		s, err := DecodeSubscribe(pkt, level)
 		if err != nil {

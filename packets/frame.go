@@ -1,8 +1,10 @@
 // Package packets is the only place where mqtt-authproxy parses bytes that
 // come from devices. It frames MQTT packets with a caller-given size cap
 // (enforced before any allocation for the body), decodes and re-encodes
-// CONNECT for MQTT 3.1, 3.1.1 and 5, encodes CONNACK and DISCONNECT, and
-// scans a byte stream for packet boundaries without decoding packets.
+// CONNECT for MQTT 3.1, 3.1.1 and 5, encodes CONNACK, decodes and encodes
+// the packets after CONNECT that the relay judges (PUBLISH, SUBSCRIBE,
+// SUBACK, UNSUBSCRIBE, UNSUBACK, PUBACK to PUBCOMP, DISCONNECT), and scans
+// a byte stream for packet boundaries without decoding packets.
 //
 // Every decoder works on a []byte with explicit offsets and a bounds check on
 // every field. Validation follows what the MQTT 3.1.1 and 5.0 specifications

@@ -36,7 +36,7 @@ func (p *Publish) TopicAlias() (uint16, bool) { return p.Properties.TopicAlias()
 // an alias above the Topic Alias Maximum [MQTT-3.3.2-9], an empty topic
 // with an alias never set, a Subscription Identifier in a PUBLISH from a
 // client [MQTT-3.3.4-6], a payload that is not UTF-8 despite Payload
-// Format Indicator 1 [MQTT-3.3.2-4] (a receiver may check it).
+// Format Indicator 1 (3.3.2.3.2: a receiver may check it).
 func DecodePublish(pkt []byte, level Level) (Publish, error) {
 	var p Publish
 	if err := p.decode(pkt, level); err != nil {

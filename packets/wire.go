@@ -167,8 +167,9 @@ func (w *wire) checkFlags(flags byte) {
 
 // packetID reads a packet identifier, which must not be 0: SUBSCRIBE,
 // UNSUBSCRIBE and PUBLISH with QoS > 0 carry a non-zero one
-// [MQTT-2.2.1-3] ([MQTT-2.3.1-1] in 3.1.1), and the acknowledgements
-// repeat it [MQTT-2.2.1-5], [MQTT-2.2.1-6].
+// [MQTT-2.2.1-3] (a server's PUBLISH [MQTT-2.2.1-4]; [MQTT-2.3.1-1] in
+// 3.1.1), and the acknowledgements repeat it [MQTT-2.2.1-5],
+// [MQTT-2.2.1-6].
 func (w *wire) packetID() uint16 {
 	id := w.u16("packet identifier")
 	if w.err == nil && id == 0 {
@@ -333,7 +334,7 @@ func appendProperties(dst []byte, raw string) []byte {
 // its length prefix, that aliases the packet it was decoded from: the
 // zero-copy counterpart of Properties, used by Publish so that the relay
 // decodes a PUBLISH without allocating. It is valid while the packet's
-// bytes are; Properties makes an owned copy.
+// bytes are; Copy makes an owned one.
 type RawProperties []byte
 
 // propEnd returns where the property starting at off ends, or -1 when r
@@ -412,5 +413,5 @@ func (r RawProperties) Get(id PropertyID) (Property, bool) {
 	return p, true
 }
 
-// Properties returns an owned copy of r.
-func (r RawProperties) Properties() Properties { return Properties{raw: string(r)} }
+// Copy returns an owned copy of r.
+func (r RawProperties) Copy() Properties { return Properties{raw: string(r)} }

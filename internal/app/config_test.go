@@ -23,6 +23,7 @@ var documented = map[string]string{
 	"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_KEY_PREFIX": "mqtt:", "REDIS_TIMEOUT": "500ms", "CLIENTIDS_DEFAULT": "%u %u-*",
 	"CONNECT_TIMEOUT": "10s", "TLS_HANDSHAKE_TIMEOUT": "5s", "BACKEND_DIAL_TIMEOUT": "5s", "MAX_CONNECT_BYTES": "65536",
 	"MAX_CONNECTIONS": "0", "MAX_PENDING": "", "SHUTDOWN_GRACE": "10s", "REVALIDATE_INTERVAL": "60s",
+	"ACL": "on", "ACL_DENY_ACTION": "drop", "MAX_PACKET_BYTES": "1048576",
 	"METRICS_LISTEN": "127.0.0.1:9090", "PPROF": "", "LOG_LEVEL": "info", "LOG_FORMAT": "text",
 }
 
