@@ -132,3 +132,28 @@ type Change struct {
 	// re-established after a Redis outage): re-decide every live connection.
 	Resync bool
 }
+
+// Record is one entry of the decision log: a CONNECT decided, a live
+// session decided again and closed, a kick, a ban, a summary of topic
+// denials. It never holds a password.
+type Record struct {
+	Time       time.Time     `json:"time"`
+	Replica    string        `json:"replica"`
+	Kind       string        `json:"kind"` // connect, revalidate, kick, ban, acl
+	Remote     string        `json:"remote,omitempty"`
+	Username   string        `json:"username,omitempty"`
+	ClientID   string        `json:"client_id,omitempty"`
+	Protocol   int           `json:"protocol,omitempty"` // 3, 4 or 5
+	TLS        string        `json:"tls,omitempty"`      // "TLS 1.3", "none"
+	Resumed    bool          `json:"resumed"`
+	CertSHA256 string        `json:"cert_sha256,omitempty"`
+	Outcome    string        `json:"outcome"`
+	Reason     string        `json:"reason,omitempty"`
+	Duration   time.Duration `json:"duration_ns,omitempty"`
+}
+
+// Recorder takes decision log entries. Record must not block: an entry it
+// cannot keep is dropped (and counted), never delaying a decision.
+type Recorder interface {
+	Record(Record)
+}

@@ -61,7 +61,7 @@ func (a *attempt) terminate(ctx context.Context, t transport.Terminator) bool {
 	_ = a.raw.SetDeadline(hsDeadline)
 	hctx, cancel := context.WithDeadline(ctx, hsDeadline)
 	defer cancel()
-	conn, err := t.Terminate(hctx, a.raw)
+	conn, err := t.Terminate(hctx, a.raw, a.p.gate)
 	a.conn.Info = transport.Info{Remote: transport.AddrOf(a.raw.RemoteAddr())}
 	if err != nil {
 		a.outcome, a.err = outcomeTLSFailed, err

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -164,6 +165,9 @@ func withDefaults(cfg Config) Config {
 	}
 	return cfg
 }
+
+// gate judges a device's address before any TLS work.
+func (p *Proxy) gate(netip.Addr) error { return nil }
 
 // TLS is the proxy's TLS terminator (nil without a TLS configuration), for
 // Serve.

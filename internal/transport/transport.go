@@ -44,8 +44,22 @@ type Terminator interface {
 	Name() string
 	// Terminate completes the transport's handshake on c, the accepted
 	// socket, within ctx (the caller also sets c's deadline), and returns
-	// what carries the MQTT bytes. On error the caller closes c.
-	Terminate(ctx context.Context, c net.Conn) (Conn, error)
+	// what carries the MQTT bytes. Before any TLS work it asks gate
+	// about the device's address (the one a PROXY protocol header gives,
+	// when there is one); gate's error refuses the connection. On error
+	// the caller closes c.
+	Terminate(ctx context.Context, c net.Conn, gate Gate) (Conn, error)
+}
+
+// Gate judges a device's address before any TLS work (rate limits, bans);
+// an error refuses the connection. A nil Gate admits everyone.
+type Gate func(netip.Addr) error
+
+func (g Gate) check(a netip.Addr) error {
+	if g == nil {
+		return nil
+	}
+	return g(a)
 }
 
 // Plain is TCP without TLS, for trusted networks.
@@ -55,15 +69,22 @@ type Plain struct{}
 func (Plain) Name() string { return "tcp" }
 
 // Terminate returns c as it is.
-func (Plain) Terminate(_ context.Context, c net.Conn) (Conn, error) {
-	return Conn{Conn: c, Raw: c, Kind: relay.Socket, Info: Info{Remote: AddrOf(c.RemoteAddr()), RemotePort: portOf(c.RemoteAddr()), Transport: "tcp"}}, nil
+func (Plain) Terminate(_ context.Context, c net.Conn, gate Gate) (Conn, error) {
+	remote := AddrOf(c.RemoteAddr())
+	if err := gate.check(remote); err != nil {
+		return Conn{}, err
+	}
+	return Conn{Conn: c, Raw: c, Kind: relay.Socket, Info: Info{Remote: remote, RemotePort: portOf(c.RemoteAddr()), Transport: "tcp"}}, nil
 }
 
 // Name is "tls".
 func (s *TLS) Name() string { return "tls" }
 
 // Terminate runs the TLS handshake.
-func (s *TLS) Terminate(ctx context.Context, c net.Conn) (Conn, error) {
+func (s *TLS) Terminate(ctx context.Context, c net.Conn, gate Gate) (Conn, error) {
+	if err := gate.check(AddrOf(c.RemoteAddr())); err != nil {
+		return Conn{}, err
+	}
 	tc := tls.Server(c, s.config)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return Conn{}, err
