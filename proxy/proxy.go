@@ -62,6 +62,11 @@ type Config struct {
 	// Past it the session ends (MQTT 5: DISCONNECT 0x95).
 	MaxPacketBytes int
 
+	// Recorder takes the decision log's entries (nil: none are kept);
+	// ReplicaID names this proxy in them.
+	Recorder  policy.Recorder
+	ReplicaID string
+
 	Logger  *slog.Logger
 	Metrics *Metrics // nil: a private, unregistered set
 }
