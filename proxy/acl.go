@@ -353,6 +353,7 @@ func (f *aclFilter) update(rules *policy.TopicRules) (uncovered string, ok bool)
 // each, at info within the log budget, summarised past it.
 func (p *Proxy) aclDenied(action string, s *session, topic string) {
 	p.metrics.ACLDenied.WithLabelValues(action).Inc()
+	s.denied.add(action, topic)
 	level := slog.LevelDebug
 	if p.aclLog.allow(action) {
 		level = slog.LevelInfo

@@ -241,6 +241,7 @@ func (a *attempt) finish() {
 	}
 	a.p.metrics.Connects.WithLabelValues(a.outcome).Inc()
 	a.log(a.p.log, a.p.logLimit)
+	a.record()
 }
 
 // refuse answers a CONNECT with a CONNACK carrying code in the client's

@@ -135,6 +135,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.RevalidateInterval > 0 {
 		go p.sweep()
 	}
+	go p.summariseDenials()
 	return p, nil
 }
 

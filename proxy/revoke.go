@@ -122,6 +122,7 @@ func (p *Proxy) revalidate(s *session, why string) {
 				p.metrics.Revalidations.WithLabelValues("revoked").Inc()
 				p.log.Info("revoked: a live subscription is no longer allowed", "username", logsafe.String(s.req.Username),
 					"client_id", logsafe.String(s.req.ClientID), "remote", s.remote, "filter", logsafe.String(filter), "why", why)
+				s.record("revalidate", "subscription_not_allowed", "the live subscription "+logsafe.String(filter)+" is no longer allowed ("+why+")")
 				s.kick(packets.NotAuthorized, "acl")
 				return
 			}
@@ -135,6 +136,7 @@ func (p *Proxy) revalidate(s *session, why string) {
 		p.metrics.Revalidations.WithLabelValues("revoked").Inc()
 		p.log.Info("revoked", "username", logsafe.String(s.req.Username), "client_id", logsafe.String(s.req.ClientID),
 			"remote", s.remote, "outcome", outcome, "reason", reason, "why", why)
+		s.record("revalidate", outcome, reason+" (live session decided again: "+why+")")
 		s.kick(packets.AdministrativeAction, "revoked")
 	case p.ctx.Err() != nil:
 		// Shutting down.

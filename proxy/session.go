@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -23,7 +24,8 @@ type session struct {
 	// session is decided again against the credential it was accepted
 	// with, so a re-decision needs neither the password nor a hash.
 	req policy.Request
-	acl *aclFilter // nil without topic rules: the opaque relay
+	acl    *aclFilter // nil without topic rules: the opaque relay
+	denied denials    // topic denials since the last summary
 
 	timerMu    sync.Mutex
 	roles      []string // the roles the last decision read (under timerMu)
@@ -60,6 +62,7 @@ func newSession(p *Proxy, client transport.Conn, broker *brokerConn, req policy.
 // ended runs once when the relay has closed both connections: the
 // session's accounting, in one place.
 func (s *session) ended() {
+	s.flushDenials()
 	s.p.removeSession(s)
 	s.stopTimers()
 	s.p.metrics.Active.Dec()
@@ -78,6 +81,9 @@ func (s *session) kick(code packets.ReasonCode, cause string) {
 	}
 	if s.relay.EndWith(final, kickGrace) {
 		s.p.metrics.Disconnects.WithLabelValues(cause).Inc()
+		if cause == "kicked" || cause == "shutdown" {
+			s.record("kick", cause, fmt.Sprintf("closed by the proxy (%s), DISCONNECT 0x%02X for MQTT 5", cause, byte(code)))
+		}
 	}
 }
 

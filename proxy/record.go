@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+)
+
+// record hands an entry to the decision log, if there is one. It never
+// blocks: the log drops what it cannot keep.
+func (p *Proxy) record(r policy.Record) {
+	if p.cfg.Recorder == nil {
+		return
+	}
+	if r.Time.IsZero() {
+		r.Time = time.Now()
+	}
+	r.Replica = p.cfg.ReplicaID
+	p.cfg.Recorder.Record(r)
+}
+
+// recordAttempt logs how a connection attempt ended.
+func (a *attempt) record() {
+	info := a.conn.Info
+	r := policy.Record{Time: a.start, Kind: "connect", Remote: a.raw.RemoteAddr().String(), Protocol: int(a.level),
+		TLS: a.tlsVersion(), Resumed: info.Resumed, CertSHA256: hex.EncodeToString(info.CertSHA256),
+		Outcome: a.outcome, Reason: a.reason, Duration: time.Since(a.start)}
+	if a.connect != nil {
+		r.Username, r.ClientID = a.connect.Username, a.connect.ClientID
+	}
+	if r.Reason == "" && a.err != nil {
+		r.Reason = a.err.Error()
+	}
+	if info.Resumed {
+		r.Reason += "; resumed TLS session, decided afresh"
+	}
+	a.p.record(r)
+}
+
+// sessionRecord is an entry about a live session.
+func (s *session) record(kind, outcome, reason string) {
+	s.p.record(policy.Record{Kind: kind, Remote: s.remote, Username: s.req.Username, ClientID: s.req.ClientID,
+		Protocol: int(s.req.Protocol), Outcome: outcome, Reason: reason})
+}
+
+// denials counts a session's topic denials between two summaries: the
+// decision log gets one entry per session and interval, not one per
+// PUBLISH.
+type denials struct {
+	mu                 sync.Mutex
+	publish, subscribe int
+	topics             []string // the first few refused, for the reason
+}
+
+// maxDeniedTopics bounds the topics a denial summary names.
+const maxDeniedTopics = 3
+
+func (d *denials) add(action, topic string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if action == "publish" {
+		d.publish++
+	} else {
+		d.subscribe++
+	}
+	if len(d.topics) < maxDeniedTopics {
+		d.topics = append(d.topics, topic)
+	}
+}
+
+// take returns the summary since the last take, "" when nothing was denied.
+func (d *denials) take() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.publish+d.subscribe == 0 {
+		return ""
+	}
+	s := fmt.Sprintf("%d PUBLISH and %d SUBSCRIBE filters refused by the topic rules (%q", d.publish, d.subscribe, d.topics[0])
+	for _, t := range d.topics[1:] {
+		s += fmt.Sprintf(", %q", t)
+	}
+	if n := d.publish + d.subscribe - len(d.topics); n > 0 {
+		s += fmt.Sprintf(" and %d more", n)
+	}
+	d.publish, d.subscribe, d.topics = 0, 0, d.topics[:0]
+	return s + ")"
+}
+
+// denialSummaryEvery is how often sessions' topic denials are summarised
+// in the decision log.
+const denialSummaryEvery = 10 * time.Second
+
+// summariseDenials writes each session's denial summary every
+// denialSummaryEvery until the proxy stops.
+func (p *Proxy) summariseDenials() {
+	t := time.NewTicker(denialSummaryEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			for _, s := range p.allSessions() {
+				s.flushDenials()
+			}
+		}
+	}
+}
+
+func (s *session) flushDenials() {
+	if sum := s.denied.take(); sum != "" {
+		s.record("acl", "acl_denied", sum)
+	}
+}
