@@ -23,7 +23,7 @@ type session struct {
 	// req is the CONNECT's request with Verified set and no password: the
 	// session is decided again against the credential it was accepted
 	// with, so a re-decision needs neither the password nor a hash.
-	req policy.Request
+	req    policy.Request
 	acl    *aclFilter // nil without topic rules: the opaque relay
 	denied denials    // topic denials since the last summary
 
