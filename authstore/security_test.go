@@ -33,8 +33,10 @@ func TestReDecisionNeedsNoHash(t *testing.T) {
 	live.Verified = &d.Credential
 
 	// Every hash slot taken, as by a flood of unknown users.
-	s.hashSem <- struct{}{}
-	defer func() { <-s.hashSem }()
+	if err := s.slots.acquire(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	defer s.slots.release()
 	before := s.HashCount()
 	decide := func(what string) (policy.Decision, error) {
 		t.Helper()

@@ -37,6 +37,11 @@ type Options struct {
 	CacheSize int
 	// MaxHashes bounds concurrent hash computations, default GOMAXPROCS.
 	MaxHashes int
+	// MaxHashQueue bounds the verifications waiting for a slot, default
+	// 16 per slot: past it a verification fails at once with
+	// policy.ErrBusy (the device is told "server busy" rather than kept
+	// waiting until its CONNECT times out).
+	MaxHashQueue int
 	// ClientIDsDefault are the client id globs of a user whose hash has no
 	// clientids field; nil takes DefaultClientIDs. The empty client id (the
 	// broker assigns one, where the protocol version lets it) is allowed
@@ -45,8 +50,12 @@ type Options struct {
 	// NoTopicRules: the store reads no topic rules (publish, subscribe,
 	// roles); decisions carry none. For AUTHPROXY_ACL=off.
 	NoTopicRules bool
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// FailLimitUser and FailLimitIP bound failed attempts per user name
+	// and per address (zero: no limit); past them a CONNECT is refused
+	// without a hash.
+	FailLimitUser, FailLimitIP Limit
+	Logger                     *slog.Logger
+	Now                        func() time.Time
 }
 
 // DefaultClientIDs binds a device's client id to its username: a user may
@@ -65,12 +74,16 @@ type Store struct {
 
 	cacheKey         [32]byte // HMAC key for remembered verifications
 	cache            *lru.Cache[[32]byte, struct{}]
-	hashSem          chan struct{}
+	slots            *hashSlots
 	hashes           atomic.Int64
 	flight           singleflight.Group // one verification per (hash, password) at a time
 	dummy            string             // verified for unknown users so they cost like wrong passwords
 	clientIDsDefault []string
 	noTopics         bool
+	failLimitUser    Limit
+	failLimitIP      Limit
+	local            localCounts  // failed attempts counted in this process
+	remembered       atomic.Int64 // verifications served from the remembered ones
 }
 
 var _ policy.Authenticator = (*Store)(nil)
@@ -90,6 +103,9 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 	if o.MaxHashes <= 0 {
 		o.MaxHashes = runtime.GOMAXPROCS(0)
 	}
+	if o.MaxHashQueue <= 0 {
+		o.MaxHashQueue = 16 * o.MaxHashes
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -100,7 +116,8 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 		o.ClientIDsDefault = DefaultClientIDs
 	}
 	s := &Store{rdb: rdb, prefix: o.Prefix, timeout: o.Timeout, log: o.Logger, now: o.Now,
-		hashSem: make(chan struct{}, o.MaxHashes), clientIDsDefault: o.ClientIDsDefault, noTopics: o.NoTopicRules}
+		slots: newHashSlots(o.MaxHashes, o.MaxHashQueue), clientIDsDefault: o.ClientIDsDefault, noTopics: o.NoTopicRules,
+		failLimitUser: o.FailLimitUser, failLimitIP: o.FailLimitIP}
 	if _, err := rand.Read(s.cacheKey[:]); err != nil {
 		panic("authstore: no randomness: " + err.Error())
 	}
@@ -121,21 +138,34 @@ func (s *Store) UserKey(username string) string { return s.prefix + "user:" + us
 // policy.ErrMalformedRule once the credential is verified. With
 // req.Verified set (a live session decided again) no hash is computed.
 func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.Decision, error) {
-	rec, err := s.lookup(ctx, req.Username)
+	rec, err := s.lookup(ctx, req)
 	if err != nil {
 		return policy.Decision{}, err
+	}
+	if d, refused := s.refuseEarly(rec, req); refused {
+		return d, nil
 	}
 	if len(rec.fields) == 0 {
 		if req.Verified != nil {
 			return policy.Decision{Outcome: policy.BadCredentials, Reason: "user no longer exists"}, nil
 		}
 		// Unknown user (or no username): cost the same as a wrong password.
-		return s.denyAfterDummy(ctx, req.Password, "unknown user")
+		d, err := s.denyAfterDummy(ctx, req.Password, "unknown user")
+		if err == nil {
+			s.countFailure(ctx, req)
+		}
+		return d, err
 	}
 	r, ruleErr := parseRules(rec.fields)
-	d, err := s.checkCredential(ctx, req, r)
+	d, err := s.checkCredential(ctx, req, r, rec.knownAt > s.now().Add(-knownFor).Unix())
 	if err != nil || d.Outcome != "" {
+		if d.Outcome == policy.BadCredentials && req.Verified == nil {
+			s.countFailure(ctx, req)
+		}
 		return d, err
+	}
+	if req.Verified == nil {
+		s.noteSuccess(ctx, req, rec)
 	}
 	if ruleErr == nil && !s.noTopics {
 		d.Topics, d.Roles, ruleErr = compileTopics(rec, req)
@@ -182,7 +212,7 @@ func (s *Store) judge(r rules, req policy.Request, topics *policy.TopicRules) (p
 // without a matching certificate, a user with nothing to authenticate with
 // and a stored hash that cannot be read all cost one (shared) verification,
 // like an unknown user.
-func (s *Store) checkCredential(ctx context.Context, req policy.Request, r rules) (policy.Decision, error) {
+func (s *Store) checkCredential(ctx context.Context, req policy.Request, r rules, known bool) (policy.Decision, error) {
 	var d policy.Decision
 	stored := ""
 	if r.hasPassword {
@@ -212,7 +242,7 @@ func (s *Store) checkCredential(ctx context.Context, req policy.Request, r rules
 			s.log.Warn("malformed password hash refuses the user", "username", logsafe.String(req.Username), "error", err)
 			return s.denyAfterDummy(ctx, req.Password, "stored password hash cannot be read: "+err.Error())
 		}
-		ok, remembered, err := s.checkPassword(ctx, stored, req.Password)
+		ok, remembered, err := s.checkPassword(ctx, stored, req.Password, known)
 		if err != nil {
 			return policy.Decision{}, err
 		}
@@ -270,7 +300,7 @@ func (s *Store) clientIDAllowed(r rules, req policy.Request) bool {
 // hash, through the same shared verification as a real user's password, so
 // that the answer costs what a wrong password costs, alone or in a crowd.
 func (s *Store) denyAfterDummy(ctx context.Context, password, reason string) (policy.Decision, error) {
-	if _, _, err := s.checkPassword(ctx, s.dummy, password); errors.Is(err, policy.ErrBusy) {
+	if _, _, err := s.checkPassword(ctx, s.dummy, password, false); errors.Is(err, policy.ErrBusy) {
 		return policy.Decision{}, err
 	}
 	return policy.Decision{Outcome: policy.BadCredentials, Reason: reason}, nil
@@ -279,7 +309,7 @@ func (s *Store) denyAfterDummy(ctx context.Context, password, reason string) (po
 // checkPassword verifies password against stored, remembering a success
 // under HMAC(key, stored || 0 || password) so that a changed hash or
 // password never matches a remembered entry. Failures are never remembered.
-func (s *Store) checkPassword(ctx context.Context, stored, password string) (ok, remembered bool, err error) {
+func (s *Store) checkPassword(ctx context.Context, stored, password string, priority bool) (ok, remembered bool, err error) {
 	mac := hmac.New(sha256.New, s.cacheKey[:])
 	mac.Write([]byte(stored))
 	mac.Write([]byte{0})
@@ -287,12 +317,13 @@ func (s *Store) checkPassword(ctx context.Context, stored, password string) (ok,
 	var key [32]byte
 	mac.Sum(key[:0])
 	if s.cache.Contains(key) {
+		s.remembered.Add(1)
 		return true, true, nil
 	}
 	// Concurrent CONNECTs with the same hash and password (a fleet
 	// reconnecting at once) share one verification.
 	v, err, _ := s.flight.Do(string(key[:]), func() (any, error) {
-		ok, err := s.verify(ctx, stored, password)
+		ok, err := s.verify(ctx, stored, password, priority)
 		if ok && err == nil {
 			s.cache.Add(key, struct{}{})
 		}
@@ -303,19 +334,21 @@ func (s *Store) checkPassword(ctx context.Context, stored, password string) (ok,
 }
 
 // verify runs one hash computation under the concurrency bound.
-func (s *Store) verify(ctx context.Context, stored, password string) (bool, error) {
-	select {
-	case s.hashSem <- struct{}{}:
-	case <-ctx.Done():
-		return false, fmt.Errorf("%w: %w", policy.ErrBusy, ctx.Err())
+func (s *Store) verify(ctx context.Context, stored, password string, priority bool) (bool, error) {
+	if err := s.slots.acquire(ctx, priority); err != nil {
+		return false, err
 	}
-	defer func() { <-s.hashSem }()
+	defer s.slots.release()
 	s.hashes.Add(1)
 	return verifyPassword(stored, password, false)
 }
 
 // HashCount is the number of password hash computations so far.
 func (s *Store) HashCount() int64 { return s.hashes.Load() }
+
+// RememberedCount is the number of password verifications served from the
+// remembered ones, without a hash.
+func (s *Store) RememberedCount() int64 { return s.remembered.Load() }
 
 // Ping checks that Redis answers within the store timeout.
 func (s *Store) Ping(ctx context.Context) error {

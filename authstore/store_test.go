@@ -413,7 +413,7 @@ func TestHashConcurrencyBound(t *testing.T) {
 		defer close(held)
 		_, _ = s.Authenticate(ctx, req("slow", "x"))
 	}()
-	testenv.WaitFor(t, 5*time.Second, "the slot to be taken", func() bool { return len(s.hashSem) == 1 })
+	testenv.WaitFor(t, 5*time.Second, "the slot to be taken", func() bool { return s.slots.inUse() == 1 })
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
 	_, err := s.Authenticate(short, req("nobody", "x"))

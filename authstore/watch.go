@@ -67,6 +67,9 @@ func (s *Store) Watch(ctx context.Context, f func(policy.Change)) error {
 			deliver(policy.Change{Username: m.Payload, Kick: true})
 		case m.Channel == s.RoleChangesChannel():
 			deliver(policy.Change{Role: m.Payload})
+		case m.Channel == s.BanChangesChannel():
+			kind, value, _ := strings.Cut(m.Payload, " ")
+			deliver(policy.Change{BanKind: kind, BanValue: value})
 		case m.Pattern == userPattern:
 			if name, ok := strings.CutPrefix(m.Channel, userChannel); ok && name != "" {
 				deliver(policy.Change{Username: name})
@@ -78,7 +81,7 @@ func (s *Store) Watch(ctx context.Context, f func(policy.Change)) error {
 		}
 	}
 	resync := func() { deliver(policy.Change{Resync: true}) }
-	channels := []string{s.ChangesChannel(), s.KickChannel(), s.RoleChangesChannel()}
+	channels := []string{s.ChangesChannel(), s.KickChannel(), s.RoleChangesChannel(), s.BanChangesChannel()}
 	cc, cluster := s.rdb.(*redis.ClusterClient)
 	if !cluster {
 		return s.receive(ctx, s.rdb.Subscribe(ctx), channels, patterns, false, onMessage, resync)

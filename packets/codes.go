@@ -120,7 +120,7 @@ var reasons = map[ReasonCode]struct {
 	UseAnotherServer:                    {"use another server", 0x03, inConnack | inDisconnect},
 	ServerMoved:                         {"server moved", 0x03, inConnack | inDisconnect},
 	SharedSubscriptionsNotSupported:     {"shared subscriptions not supported", -1, inSuback | inDisconnect},
-	ConnectionRateExceeded:              {"connection rate exceeded", 0x03, inConnack | inDisconnect},
+	ConnectionRateExceeded:              {"connection rate exceeded", 0x05, inConnack | inDisconnect}, // too many failed attempts: "not authorized" rather than "come back soon"
 	MaximumConnectTime:                  {"maximum connect time", -1, inDisconnect},
 	SubscriptionIdentifiersNotSupported: {"subscription identifiers not supported", -1, inSuback | inDisconnect},
 	WildcardSubscriptionsNotSupported:   {"wildcard subscriptions not supported", -1, inSuback | inDisconnect},

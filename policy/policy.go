@@ -63,6 +63,8 @@ const (
 	AddressNotAllowed  Outcome = "address_not_allowed"  // cidrs set, none contains the source
 	ClientIDNotAllowed Outcome = "clientid_not_allowed" // clientids set, none matches
 	WillNotAllowed     Outcome = "will_not_allowed"     // the will's topic is not one the user may publish to
+	Banned             Outcome = "banned"               // the user name or the client id is banned
+	TooManyFailures    Outcome = "too_many_failures"    // past the failed-attempt limit of the user or the address
 )
 
 // Decision is the answer to a Request.
@@ -102,6 +104,8 @@ func (d Decision) Code() packets.ReasonCode {
 		return packets.BadUserNameOrPassword
 	case ClientIDNotAllowed:
 		return packets.ClientIdentifierNotValid
+	case TooManyFailures:
+		return packets.ConnectionRateExceeded
 	default:
 		return packets.NotAuthorized
 	}
@@ -124,6 +128,9 @@ type Change struct {
 	Username string
 	// Kick asks to close the user's live connections without re-deciding.
 	Kick bool
+	// BanKind and BanValue, when set, name a ban that was added or
+	// lifted ("ip", "user", "clientid").
+	BanKind, BanValue string
 	// Role, when set, names a role whose rules may have changed: every
 	// session holding it (every session, for the default role) is decided
 	// again.

@@ -64,9 +64,14 @@ func (a *attempt) terminate(ctx context.Context, t transport.Terminator) bool {
 	conn, err := t.Terminate(hctx, a.raw, a.p.gate)
 	a.conn.Info = transport.Info{Remote: transport.AddrOf(a.raw.RemoteAddr())}
 	if err != nil {
-		a.outcome, a.err = outcomeTLSFailed, err
-		if isTimeout(err) {
-			a.outcome = outcomeTimeout
+		var r *refusal
+		switch {
+		case errors.As(err, &r):
+			a.outcome, a.reason = r.outcome, r.msg
+		case isTimeout(err):
+			a.outcome, a.err = outcomeTimeout, err
+		default:
+			a.outcome, a.err = outcomeTLSFailed, err
 		}
 		return false
 	}
@@ -150,10 +155,14 @@ func (a *attempt) decide(ctx context.Context) bool {
 	a.p.metrics.AuthDuration.Observe(time.Since(authStart).Seconds())
 	if err != nil {
 		a.outcome, a.err = outcomeStoreUnavailable, err
-		if a.p.ctx.Err() != nil {
+		code := packets.ServerUnavailable
+		switch {
+		case a.p.ctx.Err() != nil:
 			a.outcome = outcomeShutdown
+		case errors.Is(err, policy.ErrBusy):
+			a.outcome, code = outcomeBusy, packets.ServerBusy
 		}
-		a.refuse(a.level, packets.ServerUnavailable)
+		a.refuse(a.level, code)
 		return false
 	}
 	a.decision, a.reason = d, d.Reason

@@ -217,6 +217,14 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 func (h *harness) startProxy(store *authstore.Store) *Proxy {
 	cfg := h.cfg
 	cfg.Auth = store
+	cfg.IPBans = func(ctx context.Context) ([]IPBan, error) {
+		bans, err := store.IPBans(ctx)
+		out := make([]IPBan, len(bans))
+		for i, b := range bans {
+			out[i] = IPBan{Prefix: b.Prefix, Until: b.Until, Reason: b.Reason}
+		}
+		return out, err
+	}
 	p, err := New(cfg)
 	if err != nil {
 		h.t.Fatal(err)
@@ -247,12 +255,26 @@ func (h *harness) proxyWith(change func(*Config)) string {
 // replica starts a second proxy on the same Redis and broker, with its own
 // store, as another instance would be.
 func (h *harness) replica() (*Proxy, string) {
+	return h.replicaWith(authstore.Options{}, nil)
+}
+
+// replicaWith is replica with store options and a configuration changed.
+func (h *harness) replicaWith(o authstore.Options, change func(*Config)) (*Proxy, string) {
 	rdb, err := authstore.NewClient(testenv.RedisURL(h.redis))
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { rdb.Close() })
-	p := h.startProxy(authstore.New(rdb, authstore.Options{Timeout: 300 * time.Millisecond, Logger: h.cfg.Logger}))
+	if o.Timeout == 0 {
+		o.Timeout = 300 * time.Millisecond
+	}
+	o.Logger = h.cfg.Logger
+	saved := h.cfg
+	if change != nil {
+		change(&h.cfg)
+	}
+	p := h.startProxy(authstore.New(rdb, o))
+	h.cfg = saved
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		h.t.Fatal(err)

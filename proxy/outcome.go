@@ -28,6 +28,9 @@ const (
 	outcomeLimit              = "max_connections"
 	outcomePendingFull        = "pending_full"
 	outcomeEvicted            = "pending_evicted"
+	outcomeRateLimited        = "rate_limited"
+	outcomeBannedIP           = "banned_ip"
+	outcomeBusy               = "busy"
 )
 
 // log writes the attempt's one line: what the device presented (its names

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +61,16 @@ type Config struct {
 	// Past it the session ends (MQTT 5: DISCONNECT 0x95).
 	MaxPacketBytes int
 
+	// ConnRatePerIP and ConnBurstPerIP bound new connections per source
+	// address (a token bucket; 0: no limit): past it a connection is
+	// closed before any TLS work.
+	ConnRatePerIP  float64
+	ConnBurstPerIP int
+	// IPBans reads the IP bans, refused before any TLS work; it is called
+	// at start, on every ban change notification and every 30 s (nil:
+	// none).
+	IPBans func(context.Context) ([]IPBan, error)
+
 	// Recorder takes the decision log's entries (nil: none are kept);
 	// ReplicaID names this proxy in them.
 	Recorder  policy.Recorder
@@ -82,8 +91,10 @@ type Proxy struct {
 	slots    chan struct{} // nil when MaxConnections is 0
 	pending  *pendingSet   // connections that have not yet sent their CONNECT
 	dialer   net.Dialer
-	logLimit *logLimiter // summarises refused connections at info level
-	aclLog   *logLimiter // and topic denials
+	connRate *rateLimiter            // nil without a per-address rate
+	ipBans   atomic.Pointer[[]IPBan] // the IP bans held
+	logLimit *logLimiter             // summarises refused connections at info level
+	aclLog   *logLimiter             // and topic denials
 
 	ctx    context.Context // cancelled by Shutdown: aborts handshakes and CONNECTs in progress
 	cancel context.CancelFunc
@@ -127,6 +138,10 @@ func New(cfg Config) (*Proxy, error) {
 		p.slots = make(chan struct{}, cfg.MaxConnections)
 	}
 	p.pending = newPendingSet(cfg.MaxPending, pendingMinAge)
+	p.ipBans.Store(&[]IPBan{})
+	if cfg.ConnRatePerIP > 0 {
+		p.connRate = newRateLimiter(cfg.ConnRatePerIP, max(cfg.ConnBurstPerIP, 1))
+	}
 	p.engine = relay.NewEngine()
 	p.logLimit = newLogLimiter("refused connections not logged one by one (LOG_LEVEL=debug shows each)", time.Now)
 	p.aclLog = newLogLimiter("topic denials not logged one by one (LOG_LEVEL=debug shows each)", time.Now)
@@ -136,6 +151,10 @@ func New(cfg Config) (*Proxy, error) {
 		go p.sweep()
 	}
 	go p.summariseDenials()
+	if cfg.IPBans != nil {
+		p.loadIPBans() // before the first connection is accepted
+		go p.followIPBans()
+	}
 	return p, nil
 }
 
@@ -171,9 +190,6 @@ func withDefaults(cfg Config) Config {
 	}
 	return cfg
 }
-
-// gate judges a device's address before any TLS work.
-func (p *Proxy) gate(netip.Addr) error { return nil }
 
 // TLS is the proxy's TLS terminator (nil without a TLS configuration), for
 // Serve.

@@ -32,6 +32,8 @@ func (p *Proxy) Follow(ctx context.Context, feed ChangeFeed) error {
 			go p.Kick(c.Username)
 		case c.Role != "":
 			go p.RevalidateRole(c.Role)
+		case c.BanKind != "":
+			go p.applyBan(c.BanKind, c.BanValue)
 		default:
 			go p.RevalidateUser(c.Username)
 		}

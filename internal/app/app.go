@@ -26,6 +26,8 @@ type App struct {
 
 	store      *authstore.Store
 	closeStore func() error
+	decisions  *authstore.DecisionLog // nil when DECISION_LOG=off
+	replicaID  string
 	proxy      device
 	admin      *admin.Server
 
@@ -104,9 +106,14 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 	a.store, a.closeStore = store, closeStore
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a.proxy, err = startProxy(s, store, reg, log, devices, &a.serving)
+	registerStoreMetrics(reg, store)
+	a.replicaID = replicaID(s.DecisionLog.ReplicaID)
+	s.DecisionLog.ReplicaID = a.replicaID
+	a.decisions = openDecisionLog(s.DecisionLog, a.replicaID, store, newDecisionLogDropped(reg), log)
+	a.proxy, err = startProxy(s, store, reg, log, devices, &a.serving, recorder(a.decisions))
 	if err != nil {
 		closeAll()
+		a.decisions.Close()
 		_ = closeStore()
 		return nil, err
 	}
@@ -143,6 +150,7 @@ func (a *App) Stop() {
 			cancel()
 		}
 		a.serving.Wait()
+		a.decisions.Close() // after the proxy's last decisions: what is queued is written
 		_ = a.closeStore()
 	})
 }
@@ -157,6 +165,13 @@ func (a *App) Addrs() Addrs { return a.addrs }
 // Store is the App's rule store.
 func (a *App) Store() *authstore.Store { return a.store }
 
+// DecisionLog is the App's decision log writer; nil when DECISION_LOG=off.
+func (a *App) DecisionLog() *authstore.DecisionLog { return a.decisions }
+
+// ReplicaID names this process in the decision log: REPLICA_ID, or the
+// host name plus a random suffix made at Start.
+func (a *App) ReplicaID() string { return a.replicaID }
+
 // ShutdownGrace is how long Stop lets relayed sessions run.
 func (a *App) ShutdownGrace() time.Duration { return a.grace }
 
@@ -168,7 +183,7 @@ func OpenStore(s StoreSettings, log *slog.Logger) (store *authstore.Store, close
 		return nil, nil, cfgErr("REDIS_URL", "%v", err) // NewClient's errors hide the password
 	}
 	store = authstore.New(rdb, authstore.Options{Prefix: s.KeyPrefix, Timeout: s.Timeout, Logger: log, ClientIDsDefault: s.ClientIDsDefault,
-		NoTopicRules: !s.TopicRules})
+		NoTopicRules: !s.TopicRules, FailLimitUser: s.FailLimitUser, FailLimitIP: s.FailLimitIP})
 	return store, rdb.Close, nil
 }
 

@@ -33,6 +33,12 @@ type Config struct {
 	TLS12CBC         bool   `env:"TLS12_CBC"` // also offer the ECDHE CBC-SHA suites in TLS 1.2
 	PlainListen      string `env:"PLAIN_LISTEN"`
 
+	// The secret the replicas' ticket keys are derived from (with salts
+	// in Redis), given itself or as a file; one of them, never with
+	// TLS_TICKET_KEY_FILE. Empty: per-process keys.
+	TLSTicketSecret     string `env:"TLS_TICKET_SECRET"`
+	TLSTicketSecretFile string `env:"TLS_TICKET_SECRET_FILE"`
+
 	BackendAddr          string `env:"BACKEND_ADDR"`
 	BackendTLS           bool   `env:"BACKEND_TLS"`
 	BackendTLSCAFile     string `env:"BACKEND_TLS_CA_FILE"`
@@ -57,9 +63,16 @@ type Config struct {
 	ACLDenyAction      string        `env:"ACL_DENY_ACTION" envDefault:"drop"`     // drop or disconnect
 	MaxPacketBytes     int           `env:"MAX_PACKET_BYTES" envDefault:"1048576"` // a packet of a session with topic rules
 	MaxConnections     int           `env:"MAX_CONNECTIONS" envDefault:"0"`
+	ConnRatePerIP      string        `env:"CONN_RATE_PER_IP" envDefault:"0"`         // N/s, burst N; 0: off
+	AuthFailLimitUser  string        `env:"AUTH_FAIL_LIMIT_USER" envDefault:"10/5m"` // N/window; 0: off
+	AuthFailLimitIP    string        `env:"AUTH_FAIL_LIMIT_IP" envDefault:"100/5m"`  // N/window; 0: off
 	MaxPending         int           `env:"MAX_PENDING"` // 0: MAX_CONNECTIONS/4 (at least 16), or 1024 without a cap
 	ShutdownGrace      time.Duration `env:"SHUTDOWN_GRACE" envDefault:"10s"`
 	RevalidateInterval time.Duration `env:"REVALIDATE_INTERVAL" envDefault:"60s"` // 0: off
+
+	DecisionLog       string `env:"DECISION_LOG" envDefault:"redis"`         // redis: every decision to <prefix>decisions; off
+	DecisionLogMaxLen int64  `env:"DECISION_LOG_MAXLEN" envDefault:"100000"` // the stream's cap (MAXLEN ~)
+	ReplicaID         string `env:"REPLICA_ID"`                              // empty: the host name plus a random suffix made at start
 
 	MetricsListen string `env:"METRICS_LISTEN" envDefault:"127.0.0.1:9090"` // loopback: deployments that scrape it set :9090; "off": none
 	Pprof         bool   `env:"PPROF"`

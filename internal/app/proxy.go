@@ -18,6 +18,7 @@ import (
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 	"github.com/mqtt-authproxy/mqtt-authproxy/proxy"
 )
 
@@ -33,11 +34,17 @@ type device struct{ p *proxy.Proxy }
 
 // startProxy builds the proxy from s and serves every listener on its own
 // goroutine, counted in serving; each returns once the proxy is shut down.
-func startProxy(s Settings, store *authstore.Store, reg prometheus.Registerer, log *slog.Logger, ls []deviceListener, serving *sync.WaitGroup) (device, error) {
+// rec (nil: none) takes the decision log's entries.
+func startProxy(s Settings, store *authstore.Store, reg prometheus.Registerer, log *slog.Logger, ls []deviceListener, serving *sync.WaitGroup,
+	rec policy.Recorder) (device, error) {
 	var t *transport.TLSConfig
 	if s.TLS != nil {
 		t = &transport.TLSConfig{CertFile: s.TLS.CertFile, KeyFile: s.TLS.KeyFile, ClientCAFile: s.TLS.ClientCAFile, ClientAuth: s.TLS.ClientAuth,
 			MinVersion: s.TLS.MinVersion, CipherSuites: s.TLS.CipherSuites, TicketKeyFile: s.TLS.TicketKeyFile}
+		if s.TLS.TicketSecret != nil {
+			t.TicketSecret, t.TicketStore = s.TLS.TicketSecret, store
+		}
+		logTicketMode(log, s.TLS)
 	}
 	revalidate := s.RevalidateInterval
 	if revalidate == 0 {
@@ -48,7 +55,9 @@ func startProxy(s Settings, store *authstore.Store, reg prometheus.Registerer, l
 		ConnectTimeout: s.ConnectTimeout, HandshakeTimeout: s.HandshakeTimeout, MaxConnectBytes: s.MaxConnectBytes,
 		MaxConnections: s.MaxConnections, MaxPending: s.MaxPending, ShutdownGrace: s.ShutdownGrace, RevalidateInterval: revalidate,
 		MaxPacketBytes: s.MaxPacketBytes, DenyAction: denyAction(s.DenyDisconnect),
+		ConnRatePerIP: float64(s.ConnRatePerIP), ConnBurstPerIP: s.ConnRatePerIP, IPBans: ipBans(store),
 		Logger: log, Metrics: proxy.NewMetrics(reg),
+		Recorder: rec, ReplicaID: s.DecisionLog.ReplicaID,
 	})
 	if err != nil {
 		return device{}, err
@@ -108,6 +117,24 @@ func cipherSuites(cbc bool) []uint16 {
 	return s
 }
 
+// minTicketSecret is the shortest TLS_TICKET_SECRET, in bytes.
+const minTicketSecret = transport.MinTicketSecret
+
+// logTicketMode says at start where the TLS session ticket keys come
+// from, and so whether a device resumes on any replica or on this one only.
+func logTicketMode(log *slog.Logger, t *TLSSettings) {
+	switch {
+	case t.TicketKeyFile != "":
+		log.Info("TLS session ticket keys from "+EnvPrefix+"TLS_TICKET_KEY_FILE; replicas given the same file resume each other's sessions", "file", t.TicketKeyFile)
+	case t.TicketSecret != nil:
+		log.Info("TLS session ticket keys shared through Redis: derived from "+EnvPrefix+"TLS_TICKET_SECRET and a salt per hour; a device resumes on any replica with the same secret_id",
+			"secret_id", transport.TicketSecretID(t.TicketSecret))
+	default:
+		log.Info("TLS session ticket keys are per process: a device resumes only on the replica that issued its ticket; set " + EnvPrefix +
+			"TLS_TICKET_SECRET_FILE (the same secret on every replica) to share them through Redis")
+	}
+}
+
 // checkTicketKeys parses a ticket key file as the proxy will.
 func checkTicketKeys(file string) error {
 	_, err := transport.LoadTicketKeys(file)
@@ -128,4 +155,26 @@ func denyAction(disconnect bool) proxy.DenyAction {
 		return proxy.DenyDisconnect
 	}
 	return proxy.DenyDrop
+}
+
+// ipBans reads the IP bans for the proxy.
+func ipBans(store *authstore.Store) func(context.Context) ([]proxy.IPBan, error) {
+	return func(ctx context.Context) ([]proxy.IPBan, error) {
+		bans, err := store.IPBans(ctx)
+		out := make([]proxy.IPBan, len(bans))
+		for i, b := range bans {
+			out[i] = proxy.IPBan{Prefix: b.Prefix, Until: b.Until, Reason: b.Reason}
+		}
+		return out, err
+	}
+}
+
+// registerStoreMetrics exports the store's counts:
+// authproxy_password_hashes_total{result="computed|remembered"}.
+func registerStoreMetrics(reg prometheus.Registerer, store *authstore.Store) {
+	help := "Password verifications: computed (a hash) or remembered (a success verified before, no hash)."
+	for result, f := range map[string]func() int64{"computed": store.HashCount, "remembered": store.RememberedCount} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authproxy_password_hashes_total", Help: help,
+			ConstLabels: prometheus.Labels{"result": result}}, func() float64 { return float64(f()) }))
+	}
 }

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +45,9 @@ type Settings struct {
 	MaxPacketBytes     int
 	MaxConnections     int // 0: no cap
 	MaxPending         int // resolved: never 0
+	ConnRatePerIP      int // CONN_RATE_PER_IP: connections a second (and burst) per address; 0: off
+
+	DecisionLog DecisionLogSettings
 }
 
 // StoreSettings is what every command that talks to Redis needs.
@@ -52,6 +57,8 @@ type StoreSettings struct {
 	Timeout          time.Duration
 	ClientIDsDefault []string
 	TopicRules       bool // ACL=on
+	// FailLimitUser and FailLimitIP are AUTH_FAIL_LIMIT_USER and _IP.
+	FailLimitUser, FailLimitIP authstore.Limit
 }
 
 // LogSettings are LOG_LEVEL and LOG_FORMAT, parsed.
@@ -70,6 +77,10 @@ type TLSSettings struct {
 	MinVersion        uint16
 	CipherSuites      []uint16 // TLS 1.2 suites offered
 	TicketKeyFile     string   // "": keys made and rotated in process
+	// TicketSecret (TLS_TICKET_SECRET or the content of _FILE) shares the
+	// rotating ticket keys between replicas through Redis; nil: per-process
+	// keys. Secret: never log it.
+	TicketSecret []byte
 }
 
 // BackendSettings is how the proxy reaches the broker, files loaded.
@@ -105,6 +116,7 @@ func (c Config) Validate() (Settings, error) {
 		Listen: resolveOff(c.Listen), PlainListen: c.PlainListen, AdminListen: resolveOff(c.MetricsListen), Pprof: c.Pprof,
 		ConnectTimeout: c.ConnectTimeout, HandshakeTimeout: c.HandshakeTimeout, ShutdownGrace: c.ShutdownGrace,
 		RevalidateInterval: c.RevalidateInterval, MaxConnectBytes: c.MaxConnectBytes, MaxConnections: c.MaxConnections,
+		ConnRatePerIP:  parseRate(c.ConnRatePerIP),
 		DenyDisconnect: c.ACLDenyAction == "disconnect", MaxPacketBytes: c.MaxPacketBytes,
 		MaxPending: c.MaxPending}
 
@@ -126,6 +138,9 @@ func (c Config) Validate() (Settings, error) {
 	b, backendErrs := c.validateBackend()
 	s.Backend = b
 	errs = append(errs, backendErrs...)
+	dl, dlErrs := c.validateDecisionLog()
+	s.DecisionLog = dl
+	errs = append(errs, dlErrs...)
 
 	for _, d := range []struct {
 		name string
@@ -153,6 +168,9 @@ func (c Config) Validate() (Settings, error) {
 	if c.MaxPending < 0 || c.MaxConnections > 0 && c.MaxPending > c.MaxConnections {
 		add(cfgErr("MAX_PENDING", "%d is out of range 0..%sMAX_CONNECTIONS (0 takes the default)", c.MaxPending, EnvPrefix))
 	}
+	if parseRate(c.ConnRatePerIP) < 0 {
+		add(cfgErr("CONN_RATE_PER_IP", "%q is not N/s (connections a second per address, burst N) or 0", c.ConnRatePerIP))
+	}
 	if s.MaxPending == 0 {
 		s.MaxPending = defaultMaxPending(c.MaxConnections)
 	}
@@ -177,6 +195,13 @@ func (c Config) validateCommon() (StoreSettings, LogSettings, error) {
 		TopicRules: c.ACL == "on"}
 	if c.ACL != "on" && c.ACL != "off" {
 		errs = append(errs, cfgErr("ACL", "%q is not on or off", c.ACL))
+	}
+	var err error
+	if s.FailLimitUser, err = authstore.ParseLimit(c.AuthFailLimitUser); err != nil {
+		errs = append(errs, cfgErr("AUTH_FAIL_LIMIT_USER", "%v", err))
+	}
+	if s.FailLimitIP, err = authstore.ParseLimit(c.AuthFailLimitIP); err != nil {
+		errs = append(errs, cfgErr("AUTH_FAIL_LIMIT_IP", "%v", err))
 	}
 	if err := checkRedisURL(c.RedisURL); err != nil {
 		errs = append(errs, cfgErr("REDIS_URL", "%v", err)) // the error hides the password
@@ -213,6 +238,11 @@ func (c Config) validateTLS(listen string) (*TLSSettings, []error) {
 			add(cfgErr("TLS_TICKET_KEY_FILE", "%v", err))
 		}
 	}
+	secret, err := c.ticketSecret()
+	if err != nil {
+		add(err)
+	}
+	t.TicketSecret = secret
 	switch {
 	case c.TLSCertFile == "":
 		add(cfgErr("TLS_CERT_FILE", "is required for the TLS listener %sLISTEN=%s", EnvPrefix, listen))
@@ -369,4 +399,46 @@ func redisURLParses(raw string) bool {
 	}
 	_, err = redis.ParseURL(u.String())
 	return err == nil
+}
+
+// parseRate reads CONN_RATE_PER_IP: "N/s" or "0"; -1 when it is neither.
+func parseRate(v string) int {
+	v = strings.TrimSpace(v)
+	if v == "0" {
+		return 0
+	}
+	n, ok := strings.CutSuffix(v, "/s")
+	r, err := strconv.Atoi(n)
+	if !ok || err != nil || r < 1 {
+		return -1
+	}
+	return r
+}
+
+// ticketSecret reads TLS_TICKET_SECRET or TLS_TICKET_SECRET_FILE (the
+// file's content without its trailing white space): nil when neither is
+// set. It must hold at least transport.MinTicketSecret bytes, and excludes
+// TLS_TICKET_KEY_FILE (two sources of keys).
+func (c Config) ticketSecret() ([]byte, error) {
+	name, secret := "TLS_TICKET_SECRET", []byte(c.TLSTicketSecret)
+	switch {
+	case c.TLSTicketSecret != "" && c.TLSTicketSecretFile != "":
+		return nil, cfgErr("TLS_TICKET_SECRET", "and %sTLS_TICKET_SECRET_FILE are both set: set one", EnvPrefix)
+	case c.TLSTicketSecretFile != "":
+		name = "TLS_TICKET_SECRET_FILE"
+		b, err := os.ReadFile(c.TLSTicketSecretFile)
+		if err != nil {
+			return nil, cfgErr(name, "cannot read: %v", unwrapAll(err))
+		}
+		secret = bytes.TrimRight(b, " \t\r\n")
+	case c.TLSTicketSecret == "":
+		return nil, nil
+	}
+	if c.TLSTicketKeyFile != "" {
+		return nil, cfgErr(name, "and %sTLS_TICKET_KEY_FILE are both set: ticket keys come from one of them", EnvPrefix)
+	}
+	if len(secret) < minTicketSecret {
+		return nil, cfgErr(name, "is %d bytes, at least %d are needed (openssl rand -hex 32 makes one)", len(secret), minTicketSecret)
+	}
+	return secret, nil
 }
