@@ -2,13 +2,15 @@ package transport
 
 import (
 	"bytes"
-	"crypto/rand"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,15 +29,39 @@ type TLSConfig struct {
 	// CipherSuites are the TLS 1.2 suites offered; nil means
 	// DefaultCipherSuites (AEAD only). TLS 1.3 suites are not configurable.
 	CipherSuites []uint16
-	// TicketKeyRotation is how often a new session ticket key is made;
-	// TicketKeysKept keys are accepted for resumption (default 1h and 24).
+	// TicketKeyRotation is the epoch of the session ticket keys: a new key
+	// seals tickets from each multiple of it (unix time / rotation), and
+	// the keys of the last TicketKeysKept epochs, the current one included,
+	// are accepted for resumption (default 1h and 25: a ticket resumes for
+	// at least 24 hours).
 	TicketKeyRotation time.Duration
 	TicketKeysKept    int
+	// TicketSecret, with TicketStore, shares the keys between replicas:
+	// the key of an epoch is derived (HKDF-SHA256) from the secret and a
+	// random salt that the first replica to ask stores for that epoch, so
+	// replicas with the same secret and store resume each other's sessions
+	// and no key is ever written anywhere. At least MinTicketSecret bytes.
+	// Without them each process makes its own random keys. While the store
+	// does not answer, known keys keep working and an epoch without a
+	// shared key gets a local one; TLS never waits for the store, except
+	// for one bounded attempt in NewTLS.
+	TicketSecret []byte
+	TicketStore  TicketSaltStore
+	// TicketKeyRefresh is how often the store is asked again between
+	// epochs, so that a replica converges after a store outage (default
+	// TicketKeyRotation/12, at most 5 minutes; every second while the store
+	// does not answer). A replica that finds no salt for the current or
+	// the next epoch proposes one only at its next refresh (within 10
+	// seconds), so that replicas that know the salts put back what a store
+	// lost first; on an empty store (a fleet's first start) new tickets
+	// are sealed with local keys until then.
+	TicketKeyRefresh time.Duration
 	// TicketKeyFile, when set, holds the session ticket keys instead: one
 	// per line, 64 hex digits (32 bytes), the first used for new tickets and
 	// all accepted. Replicas given the same file resume each other's
 	// sessions. It is reloaded with the certificate; there is no in-process
-	// rotation then: the operator rotates by adding a key in front.
+	// rotation then: the operator rotates by adding a key in front. It
+	// excludes TicketSecret.
 	TicketKeyFile string
 	// ReloadInterval is how often the certificate files are checked for
 	// changes (default 5s; negative disables the watcher; SIGHUP still works
@@ -131,7 +157,12 @@ type TLS struct {
 
 	mu       sync.Mutex
 	certStat []fileStamp // of watchedFiles, at the last load
-	keys     [][32]byte
+	keys     [][32]byte  // for SetSessionTicketKeys, the sealing key first
+	tickets  *ticketKeys // nil with TicketKeyFile
+	ticketSt TicketKeyState
+	// stopCtx ends the store's calls on Close.
+	stopCtx    context.Context
+	cancelStop context.CancelFunc
 
 	stop, done chan struct{}
 	closeOnce  sync.Once
@@ -150,7 +181,19 @@ func NewTLS(cfg TLSConfig, log *slog.Logger) (*TLS, error) {
 		cfg.TicketKeyRotation = time.Hour
 	}
 	if cfg.TicketKeysKept <= 0 {
-		cfg.TicketKeysKept = 24
+		cfg.TicketKeysKept = 25
+	}
+	if cfg.TicketKeyRefresh <= 0 {
+		cfg.TicketKeyRefresh = min(cfg.TicketKeyRotation/12, 5*time.Minute)
+	}
+	if cfg.TicketKeyFile != "" && cfg.TicketSecret != nil {
+		return nil, errors.New("ticket keys: a key file and a ticket secret exclude each other")
+	}
+	if cfg.TicketSecret != nil && len(cfg.TicketSecret) < MinTicketSecret {
+		return nil, fmt.Errorf("ticket secret: %d bytes, at least %d are needed", len(cfg.TicketSecret), MinTicketSecret)
+	}
+	if log == nil {
+		log = slog.Default()
 	}
 	if cfg.ReloadInterval == 0 {
 		cfg.ReloadInterval = 5 * time.Second
@@ -176,11 +219,14 @@ func NewTLS(cfg TLSConfig, log *slog.Logger) (*TLS, error) {
 		MinVersion:         cfg.MinVersion,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return s.current.Load(), nil },
 	}
-	if err := s.Reload(); err != nil {
-		return nil, err
-	}
+	s.stopCtx, s.cancelStop = context.WithCancel(context.Background())
 	if cfg.TicketKeyFile == "" {
-		s.rotateTicketKey()
+		s.tickets = newTicketKeys(cfg.TicketKeyRotation, cfg.TicketKeysKept, cfg.TicketSecret, cfg.TicketStore, log)
+		s.refreshTickets()
+	}
+	if err := s.Reload(); err != nil {
+		s.cancelStop()
+		return nil, err
 	}
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
 	go func() { defer close(s.done); s.run(s.stop) }()
@@ -190,8 +236,30 @@ func NewTLS(cfg TLSConfig, log *slog.Logger) (*TLS, error) {
 // Close stops the key rotation and the file watcher. Connections and
 // handshakes in progress are not affected.
 func (s *TLS) Close() {
-	s.closeOnce.Do(func() { close(s.stop) })
+	s.closeOnce.Do(func() { s.cancelStop(); close(s.stop) })
 	<-s.done
+}
+
+// TicketKeys describes the session ticket keys as of their last refresh.
+func (s *TLS) TicketKeys() TicketKeyState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tickets == nil {
+		return TicketKeyState{Mode: "file"}
+	}
+	st := s.ticketSt
+	st.Accepted = slices.Clone(st.Accepted)
+	return st
+}
+
+// refreshTickets brings the ticket keys to the current epoch and hands them
+// to new handshakes. Only NewTLS and the run goroutine call it.
+func (s *TLS) refreshTickets() {
+	keys := s.tickets.refresh(s.stopCtx, time.Now())
+	s.mu.Lock()
+	s.keys, s.ticketSt = keys, s.tickets.state()
+	s.mu.Unlock()
+	s.rebuild()
 }
 
 // rebuild makes the config handed to new handshakes from the template, the
@@ -304,26 +372,15 @@ func (s *TLS) changed() bool {
 	return false
 }
 
-// rotateTicketKey adds a fresh ticket key in front; the previous
-// TicketKeysKept-1 keys still decrypt tickets for resumption.
-func (s *TLS) rotateTicketKey() {
-	var k [32]byte
-	if _, err := rand.Read(k[:]); err != nil {
-		panic("proxy: no randomness: " + err.Error())
-	}
-	s.mu.Lock()
-	s.keys = append([][32]byte{k}, s.keys...)
-	if len(s.keys) > s.cfg.TicketKeysKept {
-		s.keys = s.keys[:s.cfg.TicketKeysKept]
-	}
-	s.mu.Unlock()
-	s.rebuild()
-}
-
 // run rotates ticket keys and reloads changed certificate files until stop closes.
 func (s *TLS) run(stop <-chan struct{}) {
-	rotate := time.NewTicker(s.cfg.TicketKeyRotation)
-	defer rotate.Stop()
+	var rotate <-chan time.Time
+	var rotateTimer *time.Timer
+	if s.tickets != nil {
+		rotateTimer = time.NewTimer(s.tickets.next(time.Now(), s.cfg.TicketKeyRefresh))
+		defer rotateTimer.Stop()
+		rotate = rotateTimer.C
+	}
 	var reload <-chan time.Time
 	if s.cfg.ReloadInterval > 0 {
 		t := time.NewTicker(s.cfg.ReloadInterval)
@@ -334,10 +391,9 @@ func (s *TLS) run(stop <-chan struct{}) {
 		select {
 		case <-stop:
 			return
-		case <-rotate.C:
-			if s.cfg.TicketKeyFile == "" {
-				s.rotateTicketKey()
-			}
+		case <-rotate:
+			s.refreshTickets()
+			rotateTimer.Reset(s.tickets.next(time.Now(), s.cfg.TicketKeyRefresh))
 		case <-reload:
 			if s.changed() {
 				if err := s.Reload(); err != nil {
