@@ -72,24 +72,43 @@ func addrKey(a netip.Addr) string {
 // guesses never end a session.
 func (s *Store) refuseEarly(rec userRecord, req policy.Request) (policy.Decision, bool) {
 	now := s.now()
-	if b, ok := parseBan(BanUser, req.Username, rec.banUser); ok && b.Active(now) && req.Username != "" {
-		return policy.Decision{Outcome: policy.Banned, Reason: banReason(b)}, true
-	}
-	if b, ok := parseBan(BanClientID, req.ClientID, rec.banClientID); ok && b.Active(now) && req.ClientID != "" {
-		return policy.Decision{Outcome: policy.Banned, Reason: banReason(b)}, true
+	e := req.Explain
+	for _, b := range []struct {
+		kind          BanKind
+		value, stored string
+	}{{BanUser, req.Username, rec.banUser}, {BanClientID, req.ClientID, rec.banClientID}} {
+		if ban, ok := parseBan(b.kind, b.value, b.stored); ok && ban.Active(now) && b.value != "" {
+			e.Add("ban "+string(b.kind), policy.Fail, banReason(ban))
+			return policy.Decision{Outcome: policy.Banned, Reason: banReason(ban)}, true
+		}
+		e.Add("ban "+string(b.kind), policy.Pass, "not banned")
 	}
 	if req.Verified != nil {
 		return policy.Decision{}, false
 	}
 	k := s.keysFor(req)
-	if l := s.failLimitIP; l.On() && max(rec.failAddr, s.local.get(k.failAddr, l.Window, now)) >= int64(l.N) {
-		return policy.Decision{Outcome: policy.TooManyFailures,
-			Reason: fmt.Sprintf("address %s: %d failed attempts or more within %v", k.addr, l.N, l.Window)}, true
+	if l := s.failLimitIP; l.On() {
+		n := max(rec.failAddr, s.local.get(k.failAddr, l.Window, now))
+		if n >= int64(l.N) {
+			reason := fmt.Sprintf("address %s: %d failed attempts or more within %v", k.addr, l.N, l.Window)
+			e.Add("failed attempts (address)", policy.Fail, reason)
+			return policy.Decision{Outcome: policy.TooManyFailures, Reason: reason}, true
+		}
+		e.Add("failed attempts (address)", policy.Pass, fmt.Sprintf("%d of %v", n, l))
 	}
 	known := rec.knownAt > now.Add(-knownFor).Unix()
-	if l := s.failLimitUser; l.On() && !known && max(rec.failUser, s.local.get(k.failUser, l.Window, now)) >= int64(l.N) {
-		return policy.Decision{Outcome: policy.TooManyFailures,
-			Reason: fmt.Sprintf("user %s: %d failed attempts or more within %v, and %s is not an address it authenticated from", logsafe.String(req.Username), l.N, l.Window, k.addr)}, true
+	if l := s.failLimitUser; l.On() {
+		n := max(rec.failUser, s.local.get(k.failUser, l.Window, now))
+		switch {
+		case n >= int64(l.N) && !known:
+			reason := fmt.Sprintf("user %s: %d failed attempts or more within %v, and %s is not an address it authenticated from", logsafe.String(req.Username), l.N, l.Window, k.addr)
+			e.Add("failed attempts (user)", policy.Fail, reason)
+			return policy.Decision{Outcome: policy.TooManyFailures, Reason: reason}, true
+		case n >= int64(l.N):
+			e.Add("failed attempts (user)", policy.Pass, fmt.Sprintf("%d of %v, but %s is an address the user authenticated from", n, l, k.addr))
+		default:
+			e.Add("failed attempts (user)", policy.Pass, fmt.Sprintf("%d of %v", n, l))
+		}
 	}
 	return policy.Decision{}, false
 }

@@ -145,64 +145,111 @@ func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.De
 	if d, refused := s.refuseEarly(rec, req); refused {
 		return d, nil
 	}
+	// An explanation leaves nothing behind: no count, no known address.
+	sideEffects := req.Verified == nil && req.Explain == nil
 	if len(rec.fields) == 0 {
+		req.Explain.Add("user", policy.Fail, "no user "+logsafe.String(req.Username))
 		if req.Verified != nil {
 			return policy.Decision{Outcome: policy.BadCredentials, Reason: "user no longer exists"}, nil
 		}
 		// Unknown user (or no username): cost the same as a wrong password.
 		d, err := s.denyAfterDummy(ctx, req.Password, "unknown user")
-		if err == nil {
+		if err == nil && sideEffects {
 			s.countFailure(ctx, req)
 		}
 		return d, err
 	}
+	req.Explain.Add("user", policy.Pass, "the user exists")
 	r, ruleErr := parseRules(rec.fields)
 	d, err := s.checkCredential(ctx, req, r, rec.knownAt > s.now().Add(-knownFor).Unix())
 	if err != nil || d.Outcome != "" {
-		if d.Outcome == policy.BadCredentials && req.Verified == nil {
+		if d.Outcome == policy.BadCredentials && sideEffects {
 			s.countFailure(ctx, req)
 		}
 		return d, err
 	}
-	if req.Verified == nil {
+	if sideEffects {
 		s.noteSuccess(ctx, req, rec)
 	}
 	if ruleErr == nil && !s.noTopics {
 		d.Topics, d.Roles, ruleErr = compileTopics(rec, req)
 	}
 	if ruleErr != nil {
+		req.Explain.Add("rules readable", policy.Fail, ruleErr.Error())
 		s.log.Warn("malformed rule refuses the user", "username", logsafe.String(req.Username), "error", ruleErr)
 		return policy.Decision{}, fmt.Errorf("authstore: user %s: %w", logsafe.String(req.Username), ruleErr)
 	}
+	req.Explain.Add("rules readable", policy.Pass, "")
 	d.NotAfter = r.notAfter
 	d.Outcome, d.Reason = s.judge(r, req, d.Topics)
 	return d, nil
 }
 
-// judge applies the rules after the credential, in order.
+// judge applies the rules after the credential, in order: the outcome
+// is the first that fails. With an explanation every rule is reported,
+// those after the first failure included.
 func (s *Store) judge(r rules, req policy.Request, topics *policy.TopicRules) (policy.Outcome, string) {
-	switch {
-	case !r.enabled:
-		return policy.Disabled, "disabled"
-	case !r.notAfter.IsZero() && !s.now().Before(r.notAfter):
-		return policy.Expired, "expired at " + r.notAfter.UTC().Format(time.RFC3339)
-	case r.hasCerts && !certMatches(r.certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil):
-		if req.CertSHA256 == nil {
-			return policy.CertNotAllowed, "no client certificate; the user's certs require one"
-		}
-		return policy.CertNotAllowed, "client certificate does not match the user's certs"
-	case r.hasCIDRs && !addrAllowed(r.cidrs, req.RemoteAddr):
-		return policy.AddressNotAllowed, fmt.Sprintf("source address %s is not in the user's cidrs", req.RemoteAddr)
-	case !s.clientIDAllowed(r, req):
-		return policy.ClientIDNotAllowed, fmt.Sprintf("client id %s does not match %s", logsafe.String(req.ClientID),
-			logsafe.String(strings.ReplaceAll(strings.Join(s.clientIDGlobs(r), " "), "%u", req.Username)))
+	type check struct {
+		name    string
+		applies bool
+		ok      func() bool
+		outcome policy.Outcome
+		detail  func(ok bool) string
 	}
-	if topics != nil && req.HasWill {
-		if _, ok := topics.CanPublish(req.WillTopic); !ok {
-			return policy.WillNotAllowed, fmt.Sprintf("will topic %s is not one the user may publish to", logsafe.String(req.WillTopic))
+	now := s.now()
+	checks := []check{
+		{"enabled", true, func() bool { return r.enabled }, policy.Disabled,
+			func(ok bool) string { return map[bool]string{true: "enabled", false: "disabled"}[ok] }},
+		{"not_after", !r.notAfter.IsZero(), func() bool { return now.Before(r.notAfter) }, policy.Expired,
+			func(ok bool) string {
+				return map[bool]string{true: "valid until ", false: "expired at "}[ok] + r.notAfter.UTC().Format(time.RFC3339)
+			}},
+		{"certs", r.hasCerts, func() bool { return certMatches(r.certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil) }, policy.CertNotAllowed,
+			func(ok bool) string {
+				switch {
+				case ok:
+					return "the client certificate matches the user's certs"
+				case req.CertSHA256 == nil:
+					return "no client certificate; the user's certs require one"
+				}
+				return "client certificate does not match the user's certs"
+			}},
+		{"cidrs", r.hasCIDRs, func() bool { return addrAllowed(r.cidrs, req.RemoteAddr) }, policy.AddressNotAllowed,
+			func(ok bool) string {
+				return fmt.Sprintf("source address %s is %sin the user's cidrs", req.RemoteAddr, map[bool]string{true: "", false: "not "}[ok])
+			}},
+		{"clientids", true, func() bool { return s.clientIDAllowed(r, req) }, policy.ClientIDNotAllowed,
+			func(ok bool) string {
+				return fmt.Sprintf("client id %s %s %s", logsafe.String(req.ClientID), map[bool]string{true: "matches", false: "does not match"}[ok],
+					logsafe.String(strings.ReplaceAll(strings.Join(s.clientIDGlobs(r), " "), "%u", req.Username)))
+			}},
+		{"will topic", topics != nil && req.HasWill, func() bool { _, ok := topics.CanPublish(req.WillTopic); return ok }, policy.WillNotAllowed,
+			func(ok bool) string {
+				return fmt.Sprintf("will topic %s is %sone the user may publish to", logsafe.String(req.WillTopic), map[bool]string{true: "", false: "not "}[ok])
+			}},
+	}
+	outcome, reason := policy.Accepted, "allowed"
+	for _, c := range checks {
+		if !c.applies {
+			req.Explain.Add(c.name, policy.NotApplied, "")
+			continue
+		}
+		if c.name == "cidrs" && req.Explain != nil && !req.RemoteAddr.IsValid() {
+			req.Explain.Add(c.name, policy.NotChecked, "no source address given to explain (--ip)")
+			continue
+		}
+		ok := c.ok()
+		if req.Explain != nil {
+			req.Explain.Add(c.name, map[bool]string{true: policy.Pass, false: policy.Fail}[ok], c.detail(ok))
+		}
+		if !ok && outcome == policy.Accepted {
+			outcome, reason = c.outcome, c.detail(false)
+			if req.Explain == nil {
+				break
+			}
 		}
 	}
-	return policy.Accepted, "allowed"
+	return outcome, reason
 }
 
 // checkCredential authenticates req against the user's password or
@@ -234,33 +281,51 @@ func (s *Store) checkCredential(ctx context.Context, req policy.Request, r rules
 		return d, nil
 	}
 	switch {
+	case r.hasPassword && req.Explain != nil && req.Explain.NoPassword:
+		req.Explain.Add("password", policy.NotChecked, "no password given to explain (--password-stdin); the checks below assume it matches")
 	case r.hasPassword:
-		if !req.HasPassword {
-			return s.denyAfterDummy(ctx, "", "no password given")
+		d, err := s.checkStoredPassword(ctx, req, stored, known)
+		if err != nil || d.Outcome != "" {
+			req.Explain.Add("password", policy.Fail, d.Reason)
+			return d, err
 		}
-		if err := CheckHashFormat(stored); err != nil {
-			s.log.Warn("malformed password hash refuses the user", "username", logsafe.String(req.Username), "error", err)
-			return s.denyAfterDummy(ctx, req.Password, "stored password hash cannot be read: "+err.Error())
-		}
-		ok, remembered, err := s.checkPassword(ctx, stored, req.Password, known)
-		if err != nil {
-			return policy.Decision{}, err
-		}
-		if !ok {
-			return policy.Decision{Outcome: policy.BadCredentials, Reason: "password does not match"}, nil
-		}
-		d.Remembered = remembered
+		req.Explain.Add("password", policy.Pass, "the password matches")
+		d.Credential = s.credential(true, stored)
+		return d, nil
 	case r.hasCerts:
 		// Certificate-only user: the certificate is the credential.
 		if !certMatches(r.certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil) {
+			req.Explain.Add("certificate", policy.Fail, "certificate-only user without a matching client certificate")
 			return s.denyAfterDummy(ctx, req.Password, "certificate-only user without a matching client certificate")
 		}
+		req.Explain.Add("certificate", policy.Pass, "the client certificate is the credential and matches")
 	default:
 		// Neither password nor certs: nothing to authenticate with.
+		req.Explain.Add("credential", policy.Fail, "user has neither password nor certs")
 		s.log.Warn("user has neither password nor certs: refused", "username", logsafe.String(req.Username))
 		return s.denyAfterDummy(ctx, req.Password, "user has neither password nor certs")
 	}
 	return d, nil
+}
+
+// checkStoredPassword verifies the CONNECT's password against the user's
+// stored hash; a refusal has an Outcome.
+func (s *Store) checkStoredPassword(ctx context.Context, req policy.Request, stored string, known bool) (policy.Decision, error) {
+	if !req.HasPassword {
+		return s.denyAfterDummy(ctx, "", "no password given")
+	}
+	if err := CheckHashFormat(stored); err != nil {
+		s.log.Warn("malformed password hash refuses the user", "username", logsafe.String(req.Username), "error", err)
+		return s.denyAfterDummy(ctx, req.Password, "stored password hash cannot be read: "+err.Error())
+	}
+	ok, remembered, err := s.checkPassword(ctx, stored, req.Password, known)
+	if err != nil {
+		return policy.Decision{}, err
+	}
+	if !ok {
+		return policy.Decision{Outcome: policy.BadCredentials, Reason: "password does not match"}, nil
+	}
+	return policy.Decision{Remembered: remembered}, nil
 }
 
 // credential is the MAC a session keeps of the stored password field it

@@ -43,6 +43,8 @@ type Request struct {
 	// must be allowed to publish to it.
 	HasWill   bool
 	WillTopic string
+	// Explain, when set, receives every check's verdict (explain).
+	Explain *Explanation
 }
 
 // Credential identifies the stored credential a decision accepted: a MAC,
@@ -163,4 +165,38 @@ type Record struct {
 // cannot keep is dropped (and counted), never delaying a decision.
 type Recorder interface {
 	Record(Record)
+}
+
+// Explanation collects, in order, the verdict of every check a decision
+// makes, for `mqtt-authproxy explain`. Give it in Request.Explain: the
+// decision is then made by the same code as a CONNECT's, but leaves
+// nothing behind (no failed attempt counted, no address remembered).
+type Explanation struct {
+	// NoPassword: the operator gave no password; the password check is
+	// reported as not made, and the checks after it are made as if it
+	// had passed.
+	NoPassword bool
+	Steps      []Step
+}
+
+// Step is one check of a decision.
+type Step struct {
+	Check   string `json:"check"`
+	Verdict string `json:"verdict"` // "pass", "fail", "not checked", "n/a"
+	Detail  string `json:"detail,omitempty"`
+}
+
+// Verdicts of a Step.
+const (
+	Pass       = "pass"
+	Fail       = "fail"
+	NotChecked = "not checked"
+	NotApplied = "n/a"
+)
+
+// Add records a step (e is nil outside explain).
+func (e *Explanation) Add(check, verdict, detail string) {
+	if e != nil {
+		e.Steps = append(e.Steps, Step{Check: check, Verdict: verdict, Detail: detail})
+	}
 }

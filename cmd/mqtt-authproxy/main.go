@@ -75,7 +75,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.`,
 	root.SetErr(io.err)
 	root.SetIn(io.in)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usagef("%s%v", prefix(c), err) })
-	root.AddCommand(cmdServe(io), cmdDemo(io), cmdCheck(io), cmdUser(io), cmdRole(io), cmdBan(io), cmdDecisions(io), cmdHash(io), cmdHealthcheck(io), cmdVersion(io))
+	root.AddCommand(cmdServe(io), cmdDemo(io), cmdCheck(io), cmdUser(io), cmdRole(io), cmdBan(io), cmdExplain(io), cmdDecisions(io), cmdHash(io), cmdHealthcheck(io), cmdVersion(io))
 	root.SetHelpCommand(&cobra.Command{
 		Use:   "help [command]",
 		Short: "Help about any command (on standard output)",
@@ -97,6 +97,10 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.`,
 func exitCode(err error, cmd *cobra.Command, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
+	}
+	var quiet *quietError
+	if errors.As(err, &quiet) {
+		return exitFailure // the command's output said why
 	}
 	fmt.Fprintln(stderr, "mqtt-authproxy:", err)
 	var ue *usageError
