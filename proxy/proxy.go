@@ -110,6 +110,16 @@ type Proxy struct {
 	// changes counts change notifications; a session decided before a
 	// notification and registered after it is decided again at once.
 	changes atomic.Uint64
+	// lastChange is when the last change notification came (unix ns).
+	lastChange atomic.Int64
+}
+
+// LastChange is when the last change notification came; zero if none has.
+func (p *Proxy) LastChange() time.Time {
+	if n := p.lastChange.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // New validates cfg, fills in its defaults and loads the certificates.

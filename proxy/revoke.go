@@ -25,6 +25,7 @@ type ChangeFeed interface {
 func (p *Proxy) Follow(ctx context.Context, feed ChangeFeed) error {
 	return feed.Watch(ctx, func(c policy.Change) {
 		p.changes.Add(1)
+		p.lastChange.Store(time.Now().UnixNano())
 		switch {
 		case c.Resync:
 			go p.RevalidateAll()

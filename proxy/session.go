@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
@@ -25,7 +27,11 @@ type session struct {
 	// with, so a re-decision needs neither the password nor a hash.
 	req    policy.Request
 	acl    *aclFilter // nil without topic rules: the opaque relay
-	denied denials    // topic denials since the last summary
+	info   transport.Info
+	since  time.Time
+	up     byteCounter // bytes device to broker
+	down   byteCounter // bytes broker to device
+	denied denials     // topic denials since the last summary
 
 	timerMu    sync.Mutex
 	roles      []string // the roles the last decision read (under timerMu)
@@ -39,7 +45,8 @@ type session struct {
 const kickGrace = time.Second
 
 func newSession(p *Proxy, client transport.Conn, broker *brokerConn, req policy.Request, keepAlive uint16, d policy.Decision) *session {
-	s := &session{p: p, req: req, remote: client.Raw.RemoteAddr().String(), roles: d.Roles}
+	s := &session{p: p, req: req, remote: client.Raw.RemoteAddr().String(), roles: d.Roles, info: client.Info, since: time.Now()}
+	s.up.total, s.down.total = p.metrics.bytesUp, p.metrics.bytesDown
 	var filter relay.Filter
 	if d.Topics != nil {
 		s.acl = newACLFilter(s, d.Topics, broker.ack, p.cfg.DenyAction)
@@ -52,8 +59,8 @@ func newSession(p *Proxy, client transport.Conn, broker *brokerConn, req policy.
 		Broker:       broker.Endpoint,
 		Early:        broker.early,
 		WriteTimeout: writeTimeoutFor(keepAlive),
-		Up:           p.metrics.bytesUp,
-		Down:         p.metrics.bytesDown,
+		Up:           &s.up,
+		Down:         &s.down,
 		OnEnd:        s.ended,
 	})
 	return s
@@ -118,3 +125,45 @@ const (
 	minWriteTimeout         = 5 * time.Second
 	noKeepAliveWriteTimeout = 5 * time.Minute
 )
+
+// byteCounter counts a session's bytes one way, and the process's.
+type byteCounter struct {
+	n     atomic.Int64
+	total relay.Counter
+}
+
+func (c *byteCounter) Add(f float64) {
+	c.n.Add(int64(f))
+	c.total.Add(f)
+}
+
+// SessionInfo is a live session as the status page shows it.
+type SessionInfo struct {
+	Username   string    `json:"username"`
+	ClientID   string    `json:"client_id"`
+	Remote     string    `json:"remote"`
+	Since      time.Time `json:"since"`
+	Protocol   int       `json:"protocol"`
+	TLS        string    `json:"tls"`
+	Resumed    bool      `json:"resumed"`
+	TopicRules bool      `json:"topic_rules"`
+	BytesUp    int64     `json:"bytes_up"`
+	BytesDown  int64     `json:"bytes_down"`
+}
+
+// Snapshot lists the live sessions, oldest first.
+func (p *Proxy) Snapshot() []SessionInfo {
+	ss := p.allSessions()
+	out := make([]SessionInfo, 0, len(ss))
+	for _, s := range ss {
+		tlsName := "none"
+		if s.info.TLSVersion != 0 {
+			tlsName = tls.VersionName(s.info.TLSVersion)
+		}
+		out = append(out, SessionInfo{Username: s.req.Username, ClientID: s.req.ClientID, Remote: s.remote, Since: s.since,
+			Protocol: int(s.req.Protocol), TLS: tlsName, Resumed: s.info.Resumed, TopicRules: s.acl != nil,
+			BytesUp: s.up.n.Load(), BytesDown: s.down.n.Load()})
+	}
+	slices.SortFunc(out, func(a, b SessionInfo) int { return a.Since.Compare(b.Since) })
+	return out
+}
