@@ -132,6 +132,7 @@ func TestDecisionLogRoundTrip(t *testing.T) {
 		{"since and outcome", DecisionFilter{Since: base.Add(30 * time.Second), Outcome: "accepted"},
 			pick(func(r policy.Record) bool { return !r.Time.Before(base.Add(30*time.Second)) && r.Outcome == "accepted" }, 0)},
 		{"nobody", DecisionFilter{User: "nobody"}, nil},
+		{"negative limit", DecisionFilter{Limit: -1}, nil},
 		{"scan bound", DecisionFilter{MaxScan: 5}, want[n-5:]},
 	} {
 		got, err := s.ReadDecisions(ctx, c.f)
@@ -201,6 +202,9 @@ func TestDecisionLogCapped(t *testing.T) {
 	}
 }
 
+// blockedRE matches CLIENT LIST's flags of a blocked client.
+var blockedRE = regexp.MustCompile(`\bflags=\S*b`)
+
 // writerStuck reports whether a client of Redis is blocked in an XADD:
 // the writer, held by CLIENT PAUSE WRITE.
 func writerStuck(ctx context.Context, admin *redis.Client) bool {
@@ -209,7 +213,7 @@ func writerStuck(ctx context.Context, admin *redis.Client) bool {
 		return false
 	}
 	for line := range strings.SplitSeq(list, "\n") {
-		if regexp.MustCompile(`\bflags=\S*b`).MatchString(line) && strings.Contains(line, " cmd=xadd ") {
+		if blockedRE.MatchString(line) && strings.Contains(line, " cmd=xadd ") {
 			return true
 		}
 	}

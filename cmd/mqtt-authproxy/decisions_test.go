@@ -162,6 +162,13 @@ func TestDecisionsCommand(t *testing.T) {
 		t.Errorf("no match: %+v", r)
 	}
 
+	r = runBin(t, env, "", "decisions", "--help")
+	for _, want := range []string{"mqtt-authproxy decisions [flags]", "--user", "--client-id", "--outcome", "--since", "--follow", "--json", "--limit"} {
+		if r.code != 0 || !strings.Contains(r.stderr, want) {
+			t.Errorf("decisions --help: exit %d, lacks %s", r.code, want)
+		}
+	}
+
 	// Bad usage: exit 2.
 	for _, args := range [][]string{{"--since", "soon"}, {"--since", "-5m"}, {"--limit", "-1"}, {"--limit", "0"}, {"sensor-1"}, {"--bogus"}} {
 		if r := runBin(t, env, "", append([]string{"decisions"}, args...)...); r.code != 2 || r.stdout != "" {
