@@ -248,6 +248,7 @@ func TestTicketsResumeOnEveryReplica(t *testing.T) {
 // window on every replica they no longer resume, and the full handshake
 // that replaces the resumption succeeds (CONNACK 0).
 func TestTicketRotationAcrossReplicas(t *testing.T) {
+	t.Parallel() // mostly waiting for the clock
 	const period, kept = 2 * time.Second, 3
 	h := newHarness(t, harnessOptions{})
 	h.setUser("dev", authstore.Update{Password: ptr("pw")})
@@ -316,6 +317,7 @@ func TestTicketRotationAcrossReplicas(t *testing.T) {
 // deploy/; the replicas that put back what a Redis without persistence lost
 // are tested in internal/transport (TestTicketKeysStoreLosesData).
 func TestTicketsWithRedisStopped(t *testing.T) {
+	t.Parallel() // mostly waiting for timeouts
 	h := newHarness(t, harnessOptions{redisArgs: []string{"--appendonly", "yes"}})
 	h.setUser("dev", authstore.Update{Password: ptr("pw")})
 	tc := h.sharedTLS()

@@ -69,16 +69,16 @@ type ticketKeys struct {
 	store  TicketSaltStore // nil: local mode
 	log    *slog.Logger
 
-	keys    []ticketKey        // accepted; in shared mode the last salt the store gave for an epoch comes first among that epoch's keys
-	epoch   int64              // of the last refresh
-	storeOK bool               // the last refresh reached the store
-	asked   bool               // the store was asked at least once
+	keys    []ticketKey // accepted, newest epoch first
+	epoch   int64       // of the last refresh
+	storeOK bool        // the last refresh reached the store
+	asked   bool        // the store was asked at least once
 	// missed are the current and next epochs for which the store had no
 	// salt at the last refresh: only then does this replica propose a
 	// fresh one, a refresh later, so that after the store lost its data
 	// the replicas that know the salts (they propose them at once) win
 	// over a new one that knows none.
-	missed map[int64]bool
+	missed  map[int64]bool
 	sealing map[int64][32]byte // per epoch: the key that seals new tickets in it
 }
 
@@ -105,9 +105,10 @@ func (k *ticketKeys) startOf(e int64) time.Time {
 func (k *ticketKeys) shared() bool { return k.secret != nil && k.store != nil }
 
 // refresh brings the keys to the epoch of now: in shared mode it asks the
-// store for the salts of the kept epochs and the next one (proposing a
-// fresh salt for the current and next epochs, and the salts it knows for
-// the others, so that a store that lost its data is filled again), drops
+// store for the salts of the kept epochs and the next one (proposing the
+// salts it knows, so that a store that lost its data is filled again, and
+// a fresh one for the current or next epoch the store had none for at the
+// previous refresh), drops
 // keys older than the kept window and picks the sealing key. It returns
 // the keys for tls.Config.SetSessionTicketKeys, the sealing key first.
 func (k *ticketKeys) refresh(ctx context.Context, now time.Time) [][32]byte {

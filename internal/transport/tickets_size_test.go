@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -309,8 +308,8 @@ func TestTicketSizes(t *testing.T) {
 			if d := resumed.sent - small.sent; d != int64(ticket-32) {
 				t.Errorf("%s %s: a resumption sends %d bytes more with the stateless ticket, want the ticket's difference %d", dev.name, tls.VersionName(v), d, ticket-32)
 			}
-			t.Log(fmt.Sprintf("| %s (%d B chain) | %s | %d | %d | %d / %d | %d / %d | %d / %d |", dev.name, chain, tls.VersionName(v)[4:], ticket, z.Len(),
-				full.sent, full.received, resumed.sent, resumed.received, small.sent, small.received))
+			t.Logf("| %s (%d B chain) | %s | %d | %d | %d / %d | %d / %d | %d / %d |", dev.name, chain, tls.VersionName(v)[4:], ticket, z.Len(),
+				full.sent, full.received, resumed.sent, resumed.received, small.sent, small.received)
 		}
 	}
 }

@@ -347,4 +347,3 @@ func TestSharedKeysResumeAcrossTerminators(t *testing.T) {
 		}
 	}
 }
-

@@ -265,13 +265,16 @@ func (s *TLS) refreshTickets() {
 // rebuild makes the config handed to new handshakes from the template, the
 // current CA pool and the current ticket keys.
 func (s *TLS) rebuild() {
+	// Under the mutex from reading the state to storing the config, so
+	// that a rebuild from older keys (a Reload on SIGHUP racing a rotation)
+	// never replaces a newer one.
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	c := s.template.Clone()
 	c.ClientCAs = s.pool.Load()
-	s.mu.Lock()
 	if len(s.keys) > 0 {
 		c.SetSessionTicketKeys(s.keys)
 	}
-	s.mu.Unlock()
 	s.current.Store(c)
 }
 
