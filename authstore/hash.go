@@ -1,12 +1,15 @@
 package authstore
 
 import (
+	"crypto/md5"
 	"crypto/pbkdf2"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -87,6 +90,8 @@ func verifyPassword(stored, password string, parseOnly bool) (bool, error) {
 		return err == nil, nil
 	case strings.HasPrefix(stored, "PBKDF2$"):
 		return verifyPBKDF2(stored, password, parseOnly)
+	case strings.HasPrefix(stored, emqxHashPrefix):
+		return verifyEMQX(stored, password, parseOnly)
 	}
 	return false, fmt.Errorf("%w: unknown format (want $argon2id$, $2a$/$2b$/$2y$ or PBKDF2$)", ErrMalformedHash)
 }
@@ -169,4 +174,207 @@ func verifyPBKDF2(stored, password string, parseOnly bool) (bool, error) {
 // decodeB64 accepts the PHC string's unpadded base64, and padded too.
 func decodeB64(s string) ([]byte, error) {
 	return base64.RawStdEncoding.DecodeString(strings.TrimRight(s, "="))
+}
+
+// emqxHashPrefix starts the form in which the emqx schema hands a user's
+// password_hash and salt, with the configured algorithm, to verifyPassword:
+//
+//	$emqx$<algorithm>$<parameters>$<base64url salt>$<password_hash as stored>
+//
+// algorithm plain, md5, sha, sha256 or sha512 with parameters prefix,
+// suffix or disable (the salt's position); pbkdf2 with
+// <mac_fun>,<iterations>,<dk_length> (dk_length 0: the MAC's size); bcrypt
+// with none (the stored bcrypt string carries its salt). It exists only
+// in memory: the native schema refuses it (Store.checkStoredPassword).
+const emqxHashPrefix = "$emqx$"
+
+// emqxHash is that form.
+func emqxHash(algorithm, params, salt, stored string) string {
+	return emqxHashPrefix + algorithm + "$" + params + "$" + base64.RawURLEncoding.EncodeToString([]byte(salt)) + "$" + stored
+}
+
+// emqxDigests are the MACs and digests EMQX names, by its names.
+var emqxDigests = map[string]func() hash.Hash{
+	"md5": md5.New, "sha": sha1.New, "sha224": sha256.New224, "sha256": sha256.New, "sha384": sha512.New384, "sha512": sha512.New,
+}
+
+// maxDKLength bounds a PBKDF2 derived key.
+const maxDKLength = 1024
+
+// verifyEMQX checks password as EMQX's Redis authenticator does: a simple
+// hash is the lowercase hex digest of the salted password (plain: the
+// salted password itself, compared with case), pbkdf2 the hex of the
+// derived key, both compared in constant time and, but for plain, without
+// regard to case; bcrypt is the stored bcrypt string's own check.
+func verifyEMQX(stored, password string, parseOnly bool) (bool, error) {
+	parts := strings.SplitN(stored[len(emqxHashPrefix):], "$", 4)
+	if len(parts) != 4 {
+		return false, fmt.Errorf("%w: emqx: want $emqx$algorithm$parameters$salt$hash", ErrMalformedHash)
+	}
+	algorithm, params, want := parts[0], parts[1], parts[3]
+	salt, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		return false, fmt.Errorf("%w: emqx: salt is not base64url", ErrMalformedHash)
+	}
+	switch algorithm {
+	case "bcrypt":
+		if !strings.HasPrefix(want, "$2a$") && !strings.HasPrefix(want, "$2b$") && !strings.HasPrefix(want, "$2y$") {
+			return false, fmt.Errorf("%w: emqx: password_hash is not a bcrypt hash ($2a$, $2b$, $2y$)", ErrMalformedHash)
+		}
+		return verifyPassword(want, password, parseOnly)
+	case "pbkdf2":
+		mac, iter, dkLen, err := emqxPBKDF2Params(params)
+		if err != nil {
+			return false, err
+		}
+		if !isHex(want, 2*dkLen) {
+			return false, fmt.Errorf("%w: emqx: password_hash is not %d hex digits (pbkdf2 %s, dk_length %d)", ErrMalformedHash, 2*dkLen, params, dkLen)
+		}
+		if parseOnly {
+			return false, nil
+		}
+		key, err := pbkdf2.Key(emqxDigests[mac], password, salt, iter, dkLen)
+		if err != nil {
+			return false, fmt.Errorf("%w: emqx pbkdf2: %v", ErrMalformedHash, err)
+		}
+		return subtle.ConstantTimeCompare([]byte(hex.EncodeToString(key)), []byte(strings.ToLower(want))) == 1, nil
+	}
+	var salted string
+	switch params {
+	case "prefix":
+		salted = string(salt) + password
+	case "suffix":
+		salted = password + string(salt)
+	case "disable":
+		salted = password
+	default:
+		return false, fmt.Errorf("%w: emqx: salt position %q (want prefix, suffix or disable)", ErrMalformedHash, params)
+	}
+	if algorithm == "plain" {
+		if parseOnly {
+			return false, nil
+		}
+		return subtle.ConstantTimeCompare([]byte(salted), []byte(want)) == 1, nil
+	}
+	h, ok := emqxDigests[algorithm]
+	if !ok || algorithm == "sha224" || algorithm == "sha384" {
+		return false, fmt.Errorf("%w: emqx: algorithm %q", ErrMalformedHash, algorithm)
+	}
+	d := h()
+	if !isHex(want, 2*d.Size()) {
+		return false, fmt.Errorf("%w: emqx: password_hash is not a %s hex digest (%d hex digits)", ErrMalformedHash, algorithm, 2*d.Size())
+	}
+	if parseOnly {
+		return false, nil
+	}
+	d.Write([]byte(salted))
+	return subtle.ConstantTimeCompare([]byte(hex.EncodeToString(d.Sum(nil))), []byte(strings.ToLower(want))) == 1, nil
+}
+
+// emqxPBKDF2Params reads <mac_fun>,<iterations>,<dk_length>.
+func emqxPBKDF2Params(params string) (mac string, iter, dkLen int, err error) {
+	f := strings.Split(params, ",")
+	if len(f) != 3 {
+		return "", 0, 0, fmt.Errorf("%w: emqx pbkdf2 parameters %q", ErrMalformedHash, params)
+	}
+	mac = f[0]
+	h, ok := emqxDigests[mac]
+	iter, err1 := strconv.Atoi(f[1])
+	dkLen, err2 := strconv.Atoi(f[2])
+	if !ok || err1 != nil || err2 != nil || iter < 1 || iter > maxPBKDF2Iter || dkLen < 0 || dkLen > maxDKLength {
+		return "", 0, 0, fmt.Errorf("%w: emqx pbkdf2 parameters %q", ErrMalformedHash, params)
+	}
+	if dkLen == 0 {
+		dkLen = h().Size()
+	}
+	return mac, iter, dkLen, nil
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// dummyLike names what a stored hash's verification costs, its shape (its
+// format and cost parameters with the lengths of its salt and key,
+// nothing secret), and makes a hash of that shape with a salt and key of
+// fill's bytes (randomBytes: it never matches) without computing
+// anything: verifying a password against it costs what verifying against
+// stored costs. ok is false for a format it does not know.
+func dummyLike(stored string, fill func(n int) []byte) (shape, dummy string, ok bool) {
+	switch {
+	case strings.HasPrefix(stored, "$argon2id$"):
+		return dummySaltKey(stored, 6, base64.RawStdEncoding, fill)
+	case strings.HasPrefix(stored, "$2a$"), strings.HasPrefix(stored, "$2b$"), strings.HasPrefix(stored, "$2y$"):
+		if len(stored) != 60 {
+			return "", "", false
+		}
+		const alphabet = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+		b := fill(53)
+		for i := range b {
+			b[i] = alphabet[int(b[i])%len(alphabet)]
+		}
+		return stored[:7], stored[:7] + string(b), true // $2b$NN$: the cost
+	case strings.HasPrefix(stored, "PBKDF2$"):
+		return dummySaltKey(stored, 5, base64.StdEncoding, fill)
+	case strings.HasPrefix(stored, emqxHashPrefix):
+		p := strings.SplitN(stored[len(emqxHashPrefix):], "$", 4)
+		if len(p) != 4 {
+			return "", "", false
+		}
+		salt, err := base64.RawURLEncoding.DecodeString(p[2])
+		if err != nil {
+			return "", "", false
+		}
+		head := emqxHashPrefix + p[0] + "$" + p[1] + "$"
+		var innerShape, inner string
+		switch p[0] {
+		case "bcrypt":
+			if innerShape, inner, ok = dummyLike(p[3], fill); !ok {
+				return "", "", false
+			}
+		case "plain":
+			innerShape, inner = strconv.Itoa(len(p[3])), base64.RawURLEncoding.EncodeToString(fill(len(p[3])))[:len(p[3])]
+		default:
+			innerShape, inner = strconv.Itoa(len(p[3])), hex.EncodeToString(fill(len(p[3])/2))
+		}
+		return fmt.Sprintf("%s%d,%s", head, len(salt), innerShape), head + base64.RawURLEncoding.EncodeToString(fill(len(salt))) + "$" + inner, true
+	}
+	return "", "", false
+}
+
+// dummySaltKey is dummyLike for the formats whose last two '$'-separated
+// fields, of n, are the salt and the key in enc.
+func dummySaltKey(stored string, n int, enc *base64.Encoding, fill func(int) []byte) (shape, dummy string, ok bool) {
+	p := strings.Split(stored, "$")
+	if len(p) != n {
+		return "", "", false
+	}
+	decode := func(s string) ([]byte, error) {
+		if enc == base64.RawStdEncoding {
+			s = strings.TrimRight(s, "=") // the PHC string's padding, accepted as decodeB64 does
+		}
+		return enc.DecodeString(s)
+	}
+	salt, err1 := decode(p[n-2])
+	key, err2 := decode(p[n-1])
+	if err1 != nil || err2 != nil {
+		return "", "", false
+	}
+	head := strings.Join(p[:n-2], "$") + "$"
+	return fmt.Sprintf("%s%d,%d", head, len(salt), len(key)), head + enc.EncodeToString(fill(len(salt))) + "$" + enc.EncodeToString(fill(len(key))), true
+}
+
+// zeroBytes fills nothing: dummyLike for the shape alone.
+func zeroBytes(n int) []byte { return make([]byte, n) }
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("authstore: no randomness: " + err.Error())
+	}
+	return b
 }

@@ -33,6 +33,9 @@ type userRecord struct {
 	knownAt     int64
 	banUser     string // the ban's stored value, "" when none
 	banClientID string
+	// schema is the user as another schema keeps it (fields is its
+	// fields); nil in the native schema.
+	schema *schemaUser
 }
 
 type roleRecord struct {
@@ -95,23 +98,29 @@ const scriptHeader = 6
 
 // lookup reads a decision's record under the store timeout: one round trip
 // (a script), or on a Cluster two (the first a parallel pipeline over the
-// nodes that hold the keys, the second the named roles).
+// nodes that hold the keys, the second the named roles). Another schema
+// reads with one pipeline (lookupSchema): one round trip, on a Cluster
+// sent to the nodes in parallel.
 func (s *Store) lookup(ctx context.Context, req policy.Request) (userRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	k := s.keysFor(req)
 	var rec userRecord
 	var err error
-	if c, ok := s.rdb.(*redis.ClusterClient); ok {
+	c, cluster := s.rdb.(*redis.ClusterClient)
+	switch {
+	case s.schema != nil:
+		rec, err = s.lookupSchema(ctx, k, req)
+	case cluster:
 		rec, err = s.lookupCluster(ctx, c, k)
-	} else {
+	default:
 		rec, err = s.lookupScripted(ctx, k)
 	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return userRecord{}, fmt.Errorf("%w: %w", policy.ErrUnavailable, err)
 	}
 	if req.Username == "" {
-		rec.fields = nil // no user: nothing to read, but the address's count counts
+		rec.fields, rec.schema = nil, nil // no user: nothing to read, but the address's count counts
 	}
 	return rec, nil
 }

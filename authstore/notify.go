@@ -18,10 +18,14 @@ const NotifyFlags = "Kghx"
 // NotificationsMissing returns the classes of NotifyFlags that a
 // notify-keyspace-events value lacks, in NotifyFlags' order ("" when none
 // is). A stands for g$lshzxetd, as in Redis.
-func NotificationsMissing(flags string) string {
+func NotificationsMissing(flags string) string { return missingFlags(NotifyFlags, flags) }
+
+// missingFlags returns the classes of want that flags lacks, in want's
+// order.
+func missingFlags(want, flags string) string {
 	flags = strings.ReplaceAll(flags, "A", "g$lshzxetd")
 	var missing strings.Builder
-	for _, f := range NotifyFlags {
+	for _, f := range want {
 		if !strings.ContainsRune(flags, f) {
 			missing.WriteRune(f)
 		}
@@ -30,7 +34,8 @@ func NotificationsMissing(flags string) string {
 }
 
 // CheckNotifications reads notify-keyspace-events (CONFIG GET) and returns
-// the classes of NotifyFlags it lacks; without them, changes made with
+// the classes of NotifyFlags (of the store's schema: Store.NotifyFlags) it
+// lacks; without them, changes made with
 // plain redis-cli reach live connections only at the periodic
 // re-validation. On a Redis Cluster every master is read, and a class
 // missing on any of them is reported. An error means it could not be
@@ -45,7 +50,7 @@ func (s *Store) CheckNotifications(ctx context.Context) (missing string, err err
 		if err != nil {
 			return "", err
 		}
-		return NotificationsMissing(flags), nil
+		return missingFlags(s.NotifyFlags(), flags), nil
 	}
 	var mu sync.Mutex
 	var lacking string
@@ -55,7 +60,7 @@ func (s *Store) CheckNotifications(ctx context.Context) (missing string, err err
 			return fmt.Errorf("%s: %w", node.Options().Addr, err)
 		}
 		mu.Lock()
-		lacking += NotificationsMissing(flags)
+		lacking += missingFlags(s.NotifyFlags(), flags)
 		mu.Unlock()
 		return nil
 	})
@@ -63,12 +68,12 @@ func (s *Store) CheckNotifications(ctx context.Context) (missing string, err err
 		return "", err
 	}
 	// The union, in NotifyFlags' order.
-	return NotificationsMissing(strings.Map(func(r rune) rune {
+	return missingFlags(s.NotifyFlags(), strings.Map(func(r rune) rune {
 		if strings.ContainsRune(lacking, r) {
 			return -1
 		}
 		return r
-	}, NotifyFlags)), nil
+	}, s.NotifyFlags())), nil
 }
 
 // notifyFlags reads one server's notify-keyspace-events.

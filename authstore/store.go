@@ -54,8 +54,11 @@ type Options struct {
 	// and per address (zero: no limit); past them a CONNECT is refused
 	// without a hash.
 	FailLimitUser, FailLimitIP Limit
-	Logger                     *slog.Logger
-	Now                        func() time.Time
+	// Schema reads users and topic rules laid out by another product
+	// (NewEMQXSchema, NewGoAuthSchema); nil: the native layout.
+	Schema Schema
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // DefaultClientIDs binds a device's client id to its username: a user may
@@ -84,12 +87,15 @@ type Store struct {
 	failLimitIP      Limit
 	local            localCounts  // failed attempts counted in this process
 	remembered       atomic.Int64 // verifications served from the remembered ones
+	schema           Schema       // nil: the native layout
+	schemaDummy      *atomic.Pointer[dummyHash]
 }
 
 var _ policy.Authenticator = (*Store)(nil)
 
 // New returns a Store over rdb. It computes one argon2id hash for the
-// unknown-user path, so it takes a few tens of milliseconds.
+// unknown-user path, so it takes a few tens of milliseconds (with another
+// schema, none: the dummy takes the shape of that layout's hashes).
 func New(rdb redis.UniversalClient, o Options) *Store {
 	if o.Prefix == "" {
 		o.Prefix = "mqtt:"
@@ -117,12 +123,16 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 	}
 	s := &Store{rdb: rdb, prefix: o.Prefix, timeout: o.Timeout, log: o.Logger, now: o.Now,
 		slots: newHashSlots(o.MaxHashes, o.MaxHashQueue), clientIDsDefault: o.ClientIDsDefault, noTopics: o.NoTopicRules,
-		failLimitUser: o.FailLimitUser, failLimitIP: o.FailLimitIP}
+		failLimitUser: o.FailLimitUser, failLimitIP: o.FailLimitIP, schema: o.Schema}
 	if _, err := rand.Read(s.cacheKey[:]); err != nil {
 		panic("authstore: no randomness: " + err.Error())
 	}
 	s.cache, _ = lru.New[[32]byte, struct{}](o.CacheSize)
-	s.dummy = HashPassword(rand.Text())
+	if s.schema != nil {
+		s.schemaDummy = newSchemaDummy(s.schema)
+	} else {
+		s.dummy = HashPassword(rand.Text())
+	}
 	return s
 }
 
@@ -148,7 +158,7 @@ func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.De
 	// An explanation leaves nothing behind: no count, no known address.
 	sideEffects := req.Verified == nil && req.Explain == nil
 	if len(rec.fields) == 0 {
-		req.Explain.Add("user", policy.Fail, "no user "+logsafe.String(req.Username))
+		req.Explain.Add("user", policy.Fail, "no user "+logsafe.String(req.Username)+s.whereUser(rec))
 		if req.Verified != nil {
 			return policy.Decision{Outcome: policy.BadCredentials, Reason: "user no longer exists"}, nil
 		}
@@ -159,7 +169,7 @@ func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.De
 		}
 		return d, err
 	}
-	req.Explain.Add("user", policy.Pass, "the user exists")
+	req.Explain.Add("user", policy.Pass, "the user exists"+s.whereUser(rec))
 	r, ruleErr := parseRules(rec.fields)
 	d, err := s.checkCredential(ctx, req, r, rec.knownAt > s.now().Add(-knownFor).Unix())
 	if err != nil || d.Outcome != "" {
@@ -171,7 +181,11 @@ func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.De
 	if sideEffects {
 		s.noteSuccess(ctx, req, rec)
 	}
-	if ruleErr == nil && !s.noTopics {
+	switch {
+	case ruleErr != nil || s.noTopics:
+	case rec.schema != nil:
+		d.Topics, ruleErr = schemaTopics(rec.schema, req.Explain)
+	default:
 		d.Topics, d.Roles, ruleErr = compileTopics(rec, req)
 	}
 	if ruleErr != nil {
@@ -181,14 +195,15 @@ func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.De
 	}
 	req.Explain.Add("rules readable", policy.Pass, "")
 	d.NotAfter = r.notAfter
-	d.Outcome, d.Reason = s.judge(r, req, d.Topics)
+	d.Outcome, d.Reason = s.judge(r, req, d.Topics, rec.schema == nil)
 	return d, nil
 }
 
 // judge applies the rules after the credential, in order: the outcome
 // is the first that fails. With an explanation every rule is reported,
-// those after the first failure included.
-func (s *Store) judge(r rules, req policy.Request, topics *policy.TopicRules) (policy.Outcome, string) {
+// those after the first failure included. Another schema's layout has no
+// enabled, not_after, certs or cidrs: they do not apply (native false).
+func (s *Store) judge(r rules, req policy.Request, topics *policy.TopicRules, native bool) (policy.Outcome, string) {
 	type check struct {
 		name    string
 		applies bool
@@ -198,7 +213,7 @@ func (s *Store) judge(r rules, req policy.Request, topics *policy.TopicRules) (p
 	}
 	now := s.now()
 	checks := []check{
-		{"enabled", true, func() bool { return r.enabled }, policy.Disabled,
+		{"enabled", native, func() bool { return r.enabled }, policy.Disabled,
 			func(ok bool) string { return map[bool]string{true: "enabled", false: "disabled"}[ok] }},
 		{"not_after", !r.notAfter.IsZero(), func() bool { return now.Before(r.notAfter) }, policy.Expired,
 			func(ok bool) string {
@@ -231,7 +246,11 @@ func (s *Store) judge(r rules, req policy.Request, topics *policy.TopicRules) (p
 	outcome, reason := policy.Accepted, "allowed"
 	for _, c := range checks {
 		if !c.applies {
-			req.Explain.Add(c.name, policy.NotApplied, "")
+			detail := ""
+			if !native && c.name != "will topic" {
+				detail = "not part of the " + s.layout() + " layout"
+			}
+			req.Explain.Add(c.name, policy.NotApplied, detail)
 			continue
 		}
 		if c.name == "cidrs" && req.Explain != nil && !req.RemoteAddr.IsValid() {
@@ -314,10 +333,15 @@ func (s *Store) checkStoredPassword(ctx context.Context, req policy.Request, sto
 	if !req.HasPassword {
 		return s.denyAfterDummy(ctx, "", "no password given")
 	}
-	if err := CheckHashFormat(stored); err != nil {
+	err := CheckHashFormat(stored)
+	if err == nil && s.schema == nil && strings.HasPrefix(stored, emqxHashPrefix) {
+		err = fmt.Errorf("%w: unknown format (want $argon2id$, $2a$/$2b$/$2y$ or PBKDF2$)", ErrMalformedHash)
+	}
+	if err != nil {
 		s.log.Warn("malformed password hash refuses the user", "username", logsafe.String(req.Username), "error", err)
 		return s.denyAfterDummy(ctx, req.Password, "stored password hash cannot be read: "+err.Error())
 	}
+	s.adoptShape(stored)
 	ok, remembered, err := s.checkPassword(ctx, stored, req.Password, known)
 	if err != nil {
 		return policy.Decision{}, err
@@ -365,7 +389,7 @@ func (s *Store) clientIDAllowed(r rules, req policy.Request) bool {
 // hash, through the same shared verification as a real user's password, so
 // that the answer costs what a wrong password costs, alone or in a crowd.
 func (s *Store) denyAfterDummy(ctx context.Context, password, reason string) (policy.Decision, error) {
-	if _, _, err := s.checkPassword(ctx, s.dummy, password, false); errors.Is(err, policy.ErrBusy) {
+	if _, _, err := s.checkPassword(ctx, s.dummyFor(), password, false); errors.Is(err, policy.ErrBusy) {
 		return policy.Decision{}, err
 	}
 	return policy.Decision{Outcome: policy.BadCredentials, Reason: reason}, nil

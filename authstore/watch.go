@@ -46,12 +46,32 @@ func (s *Store) keyspacePrefix(keyPrefix string) (pattern, channelPrefix string)
 // on the node that holds the key, every master is subscribed to (the
 // masters are looked up again every few seconds). f is called one change
 // at a time and must not block for long.
+//
+// With another schema, the keyspace notifications watched are those of
+// the schema's keys instead (Store.NotifyFlags names the classes they
+// need), each mapped to the user it concerns, or to every session for a
+// key every decision reads (mosquitto-go-auth's common:* sets, a key
+// template that does not name the user): a policy.Change of the default
+// role.
 func (s *Store) Watch(ctx context.Context, f func(policy.Change)) error {
 	userPattern, userChannel := s.keyspacePrefix(s.UserKey(""))
 	rolePattern, roleChannel := s.keyspacePrefix(s.RoleKey(""))
 	patterns := []string{userPattern}
 	if !s.noTopics {
 		patterns = append(patterns, rolePattern)
+	}
+	schemaPatterns := map[string]bool{}
+	_, keyspace := s.keyspacePrefix("")
+	if s.schema != nil {
+		patterns = nil
+		for _, w := range distinctWatched(s.schema.watched()) {
+			p, ch := s.keyspacePrefix(w.key)
+			if !w.prefix {
+				p = escapeGlob(ch)
+			}
+			patterns = append(patterns, p)
+			schemaPatterns[p] = true
+		}
 	}
 	var mu sync.Mutex
 	deliver := func(c policy.Change) {
@@ -61,6 +81,12 @@ func (s *Store) Watch(ctx context.Context, f func(policy.Change)) error {
 	}
 	onMessage := func(m *redis.Message) {
 		switch {
+		case schemaPatterns[m.Pattern]:
+			if key, ok := strings.CutPrefix(m.Channel, keyspace); ok {
+				for _, c := range s.schema.changes(key) {
+					deliver(c)
+				}
+			}
 		case m.Channel == s.ChangesChannel():
 			deliver(policy.Change{Username: m.Payload})
 		case m.Channel == s.KickChannel():
@@ -207,4 +233,24 @@ func (s *Store) receive(ctx context.Context, ps *redis.PubSub, channels []string
 			onMessage(m)
 		}
 	}
+}
+
+// distinctWatched leaves out the watched keys another one's prefix
+// already covers, so that no write is delivered twice.
+func distinctWatched(ws []watchedKey) []watchedKey {
+	var out []watchedKey
+	for i, w := range ws {
+		covered := false
+		for j, o := range ws {
+			same := o.key == w.key && o.prefix == w.prefix
+			if i != j && (same && j < i || !same && o.prefix && strings.HasPrefix(w.key, o.key)) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out = append(out, w)
+		}
+	}
+	return out
 }

@@ -38,10 +38,25 @@ type Pattern struct {
 	Source string
 }
 
+// Expanded is a pattern whose placeholders a reader of another schema
+// has filled in itself (EMQX's ${username}, mosquitto-go-auth's %u
+// anywhere in a level), under the same rule as %u and %c: a name holding
+// '+', '#' or '/' fills nothing (the reader leaves such a pattern out).
+// Pattern.Filter is the rule as the operator wrote it.
+type Expanded struct {
+	Pattern
+	// As is the filter to match; %u and %c in it are plain text.
+	As string
+	// Exact: the grant matches its own filter only, character for
+	// character, wildcards taken literally (EMQX's "eq t/#" rules).
+	Exact bool
+}
+
 // Grant is a compiled pattern: its filter with %u and %c filled in.
 type Grant struct {
 	Pattern
 	levels []string
+	exact  string // the whole filter of an Exact grant, "" otherwise
 }
 
 // Filter is the grant's filter after substitution.
@@ -65,7 +80,15 @@ type TopicRules struct {
 
 // CheckPattern reports whether a pattern is a well-formed topic filter in
 // which %u and %c fill whole levels.
-func CheckPattern(filter string) error {
+func CheckPattern(filter string) error { return checkFilter(filter, true) }
+
+// CheckFilter reports whether filter is a well-formed topic filter, %u and
+// %c being plain text (an Expanded pattern's As).
+func CheckFilter(filter string) error { return checkFilter(filter, false) }
+
+// checkFilter checks a topic filter; with placeholders, %u and %c must
+// fill whole levels.
+func checkFilter(filter string, placeholders bool) error {
 	if filter == "" {
 		return fmt.Errorf("%w: empty topic filter", ErrMalformedRule)
 	}
@@ -79,7 +102,7 @@ func CheckPattern(filter string) error {
 			return fmt.Errorf("%w: topic filter %q: # must be the last level", ErrMalformedRule, filter)
 		case l != "#" && l != "+" && strings.ContainsAny(l, "+#"):
 			return fmt.Errorf("%w: topic filter %q: + and # must fill a whole level", ErrMalformedRule, filter)
-		case l != "%u" && l != "%c" && (strings.Contains(l, "%u") || strings.Contains(l, "%c")):
+		case placeholders && l != "%u" && l != "%c" && (strings.Contains(l, "%u") || strings.Contains(l, "%c")):
 			return fmt.Errorf("%w: topic filter %q: %%u and %%c must fill a whole level", ErrMalformedRule, filter)
 		}
 	}
@@ -99,6 +122,42 @@ func CompileTopics(publish, subscribe []Pattern, username, clientID string) (*To
 	if r.subscribe, err = r.compile(subscribe, username, clientID); err != nil {
 		return nil, err
 	}
+	r.index()
+	return r, nil
+}
+
+// CompileExpanded compiles patterns another schema's reader has expanded;
+// a malformed filter is an error wrapping ErrMalformedRule.
+func CompileExpanded(publish, subscribe []Expanded) (*TopicRules, error) {
+	r := &TopicRules{}
+	var err error
+	if r.publish, err = compileExpanded(publish); err != nil {
+		return nil, err
+	}
+	if r.subscribe, err = compileExpanded(subscribe); err != nil {
+		return nil, err
+	}
+	r.index()
+	return r, nil
+}
+
+func compileExpanded(es []Expanded) ([]Grant, error) {
+	out := make([]Grant, 0, len(es))
+	for _, e := range es {
+		if err := checkFilter(e.As, false); err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Source, err)
+		}
+		g := Grant{Pattern: e.Pattern, levels: strings.Split(e.As, "/")}
+		if e.Exact {
+			g.exact = e.As
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+// index lists the publish grants by first level.
+func (r *TopicRules) index() {
 	r.pubIndex = map[string][]int{}
 	for i, g := range r.publish {
 		if first := g.levels[0]; first == "+" || first == "#" {
@@ -107,7 +166,6 @@ func CompileTopics(publish, subscribe []Pattern, username, clientID string) (*To
 			r.pubIndex[first] = append(r.pubIndex[first], i)
 		}
 	}
-	return r, nil
 }
 
 func (r *TopicRules) compile(ps []Pattern, username, clientID string) ([]Grant, error) {
@@ -143,6 +201,14 @@ next:
 	return out, nil
 }
 
+// matchTopic reports whether the grant matches a topic name.
+func (g *Grant) matchTopic(topic string) bool {
+	if g.exact != "" {
+		return topic == g.exact
+	}
+	return matchLevels(g.levels, topic)
+}
+
 // Grants returns the compiled grants for one access.
 func (r *TopicRules) Grants(a Access) []Grant {
 	if a == Publish {
@@ -168,7 +234,7 @@ func (r *TopicRules) CanPublish(topic string) (Grant, bool) {
 		} else {
 			i, wild = wild[0], wild[1:]
 		}
-		if matchLevels(r.publish[i].levels, topic) {
+		if r.publish[i].matchTopic(topic) {
 			return r.publish[i], true
 		}
 	}
@@ -187,7 +253,7 @@ func (r *TopicRules) CanSubscribe(filter string) (Grant, bool) {
 	}
 	levels := strings.Split(filter, "/")
 	for _, g := range r.subscribe {
-		if covers(g.levels, levels) {
+		if g.exact != "" && filter == g.exact || g.exact == "" && covers(g.levels, levels) {
 			return g, true
 		}
 	}
@@ -253,4 +319,37 @@ func covers(g, f []string) bool {
 		}
 	}
 	return i == len(f)
+}
+
+// Intersect returns the filter that matches exactly the topics both a and
+// b match, when there is such a topic: where one has '#' the other's
+// remainder, where one has '+' the other's level, equal levels as they
+// are. A filter starting with a wildcard matches no '$'-topic
+// [MQTT-4.7.2-1], so it meets nothing of a filter starting with a
+// '$'-level.
+func Intersect(a, b string) (string, bool) {
+	fa, fb := strings.Split(a, "/"), strings.Split(b, "/")
+	wild := func(l string) bool { return l == "+" || l == "#" }
+	if wild(fa[0]) && !wild(fb[0]) && strings.HasPrefix(fb[0], "$") || wild(fb[0]) && !wild(fa[0]) && strings.HasPrefix(fa[0], "$") {
+		return "", false
+	}
+	out := make([]string, 0, max(len(fa), len(fb)))
+	for i := 0; ; i++ {
+		switch {
+		case i < len(fa) && fa[i] == "#":
+			return strings.Join(append(out, fb[i:]...), "/"), true
+		case i < len(fb) && fb[i] == "#":
+			return strings.Join(append(out, fa[i:]...), "/"), true
+		case i == len(fa) && i == len(fb):
+			return strings.Join(out, "/"), true
+		case i == len(fa) || i == len(fb):
+			return "", false // one ends here, the other goes deeper
+		case fa[i] == "+":
+			out = append(out, fb[i])
+		case fb[i] == "+" || fa[i] == fb[i]:
+			out = append(out, fa[i])
+		default:
+			return "", false
+		}
+	}
 }

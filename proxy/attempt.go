@@ -68,6 +68,11 @@ func (a *attempt) terminate(ctx context.Context, t transport.Terminator) bool {
 		switch {
 		case errors.As(err, &r):
 			a.outcome, a.reason = r.outcome, r.msg
+		case errors.Is(err, transport.ErrProxyHeaderMissing), errors.Is(err, transport.ErrProxyHeaderUntrusted),
+			errors.Is(err, transport.ErrProxyHeaderNoAddress), errors.Is(err, transport.ErrProxyLocal):
+			a.outcome, a.err = outcomeProxyProtocol, err
+		case errors.Is(err, transport.ErrUpgradeRefused):
+			a.outcome, a.err = outcomeUpgradeRefused, err
 		case isTimeout(err):
 			a.outcome, a.err = outcomeTimeout, err
 		default:

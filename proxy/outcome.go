@@ -31,6 +31,8 @@ const (
 	outcomeRateLimited        = "rate_limited"
 	outcomeBannedIP           = "banned_ip"
 	outcomeBusy               = "busy"
+	outcomeProxyProtocol      = "proxy_protocol_refused"
+	outcomeUpgradeRefused     = "websocket_refused"
 )
 
 // log writes the attempt's one line: what the device presented (its names
@@ -43,7 +45,7 @@ func (a *attempt) log(l *slog.Logger, lim *logLimiter) {
 	}
 	info := a.conn.Info
 	attrs := []slog.Attr{
-		slog.String("remote", a.raw.RemoteAddr().String()),
+		slog.String("remote", a.remote()),
 		slog.String("client_id", logsafe.String(clientID)),
 		slog.String("username", logsafe.String(username)),
 		slog.Int("protocol", int(a.level)),

@@ -25,7 +25,7 @@ func (p *Proxy) record(r policy.Record) {
 // recordAttempt logs how a connection attempt ended.
 func (a *attempt) record() {
 	info := a.conn.Info
-	r := policy.Record{Time: a.start, Kind: "connect", Remote: a.raw.RemoteAddr().String(), Protocol: int(a.level),
+	r := policy.Record{Time: a.start, Kind: "connect", Remote: a.remote(), Protocol: int(a.level),
 		TLS: a.tlsVersion(), Resumed: info.Resumed, CertSHA256: hex.EncodeToString(info.CertSHA256),
 		Outcome: a.outcome, Reason: a.reason, Duration: time.Since(a.start)}
 	if a.connect != nil {

@@ -45,7 +45,7 @@ type session struct {
 const kickGrace = time.Second
 
 func newSession(p *Proxy, client transport.Conn, broker *brokerConn, req policy.Request, keepAlive uint16, d policy.Decision) *session {
-	s := &session{p: p, req: req, remote: client.Raw.RemoteAddr().String(), roles: d.Roles, info: client.Info, since: time.Now()}
+	s := &session{p: p, req: req, remote: client.RemoteAddr().String(), roles: d.Roles, info: client.Info, since: time.Now()}
 	s.up.total, s.down.total = p.metrics.bytesUp, p.metrics.bytesDown
 	var filter relay.Filter
 	if d.Topics != nil {

@@ -10,6 +10,8 @@
 //	authproxy-bench -scenario qos0 -addr ... -publishers 4 -size 1024 -rate 120000
 //	authproxy-bench -scenario qos1 -addr ... -publishers 8 -duration 10s
 //	authproxy-bench -scenario idle -addr ... -n 9000 -hold 10s -watch proxy=12345
+//	authproxy-bench -scenario idle -addr ... -tls -ws /mqtt -n 9000     (MQTT over WebSocket)
+//	authproxy-bench -scenario idle -addr ... -tls -proxy-v2 -n 9000     (a PROXY v2 header first)
 //	authproxy-bench -scenario storm -addr ... -n 2000
 //
 // Output is one JSON object per run on stdout (-json) or a line of text.
@@ -26,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -34,6 +37,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/coder/websocket"
+	"github.com/pires/go-proxyproto"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -62,6 +68,8 @@ type options struct {
 	asJSON      bool
 	label       string
 	pq          bool
+	wsPath      string
+	proxyV2     bool
 }
 
 func main() {
@@ -88,6 +96,8 @@ func main() {
 	flag.StringVar(&o.watch, "watch", "", "processes to sample: name=pid[,name=pid...] (CPU seconds and RSS)")
 	flag.BoolVar(&o.asJSON, "json", false, "print the result as JSON")
 	flag.StringVar(&o.label, "label", "", "label copied into the result")
+	flag.StringVar(&o.wsPath, "ws", "", "MQTT over WebSocket at this path (wss:// with -tls, else ws://), subprotocol mqtt")
+	flag.BoolVar(&o.proxyV2, "proxy-v2", false, "send a PROXY protocol v2 header first, with a made-up source address in 198.18.0.0/15 (as a load balancer does)")
 	flag.BoolVar(&o.pq, "pq", false, "offer the post-quantum hybrid X25519MLKEM768 key exchange (default: X25519 and P-256, as typical device TLS stacks do)")
 	flag.Parse()
 	res, err := run(o)
@@ -249,6 +259,7 @@ type dialer struct {
 	tls   *tls.Config
 	next  atomic.Uint64
 	local bool
+	ws    *http.Client // with -ws: its transport dials through rawDial
 }
 
 func newDialer(o options) (*dialer, error) {
@@ -280,7 +291,51 @@ func newDialer(o options) (*dialer, error) {
 			d.tls.RootCAs = pool
 		}
 	}
+	if o.wsPath != "" {
+		d.ws = &http.Client{Transport: &http.Transport{TLSClientConfig: d.tls, ForceAttemptHTTP2: false,
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.rawDial(ctx) }}}
+	}
 	return d, nil
+}
+
+// rawDial opens a TCP connection to the target from the next source
+// address and, with -proxy-v2, writes a PROXY v2 header first.
+func (d *dialer) rawDial(ctx context.Context) (net.Conn, error) {
+	nd := net.Dialer{Timeout: 10 * time.Second}
+	i := d.next.Add(1)
+	if d.local {
+		nd.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%uint64(d.o.sources)))}
+	}
+	raw, err := nd.DialContext(ctx, "tcp", d.o.addr)
+	if err != nil {
+		return nil, err
+	}
+	if d.o.proxyV2 {
+		src := &net.TCPAddr{IP: net.IPv4(198, 18+byte(i>>16&1), byte(i>>8), byte(i)), Port: 1024 + int(i%60000)}
+		h, err := proxyproto.HeaderProxyFromAddrs(2, src, raw.RemoteAddr()).Format()
+		if err == nil {
+			_, err = raw.Write(h)
+		}
+		if err != nil {
+			raw.Close()
+			return nil, err
+		}
+	}
+	return raw, nil
+}
+
+// dialWS upgrades to a WebSocket (over TLS with -tls) and returns the
+// connection carrying the MQTT bytes.
+func (d *dialer) dialWS(ctx context.Context) (net.Conn, error) {
+	scheme := "ws://"
+	if d.tls != nil {
+		scheme = "wss://"
+	}
+	ws, _, err := websocket.Dial(ctx, scheme+d.o.addr+d.o.wsPath, &websocket.DialOptions{HTTPClient: d.ws, Subprotocols: []string{"mqtt"}})
+	if err != nil {
+		return nil, err
+	}
+	return websocket.NetConn(context.Background(), ws, websocket.MessageBinary), nil
 }
 
 // conn is one MQTT client connection.
@@ -294,17 +349,19 @@ type conn struct {
 // dial connects and completes CONNECT/CONNACK. cache, when set, is the
 // TLS session cache to resume from.
 func (d *dialer) dial(ctx context.Context, clientID string, cache tls.ClientSessionCache) (*conn, error) {
-	nd := net.Dialer{Timeout: 10 * time.Second}
-	if d.local {
-		i := d.next.Add(1)
-		nd.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%uint64(d.o.sources)))}
-	}
-	raw, err := nd.DialContext(ctx, "tcp", d.o.addr)
-	if err != nil {
+	var c *conn
+	if d.ws != nil {
+		wc, err := d.dialWS(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c = &conn{Conn: wc, level: packets.Level(d.o.level)}
+	} else if raw, err := d.rawDial(ctx); err != nil {
 		return nil, err
+	} else {
+		c = &conn{Conn: raw, level: packets.Level(d.o.level)}
 	}
-	c := &conn{Conn: raw, level: packets.Level(d.o.level)}
-	if d.tls != nil {
+	if raw := c.Conn; d.tls != nil && d.ws == nil {
 		cfg := d.tls
 		if cache != nil {
 			cfg = d.tls.Clone()

@@ -1,5 +1,6 @@
 // Package admin is the proxy's admin HTTP endpoint: /metrics (Prometheus),
-// /healthz, /readyz and, when enabled, Go's /debug/pprof/. It is given
+// /healthz, /readyz and, when enabled, the status page (/status,
+// /status.json) and Go's /debug/pprof/. It is given
 // what it serves as values and functions (a metrics gatherer, probes, a
 // logger) and knows nothing of the proxy's internals.
 package admin
@@ -36,6 +37,7 @@ type Options struct {
 	Gatherer prometheus.Gatherer // served on /metrics; nil: no /metrics
 	Checks   []Check             // /readyz's; none: /readyz is always 200
 	Pprof    bool                // serve /debug/pprof/ (keep the listener private)
+	Status   *StatusOptions      // serve /status and /status.json; nil: not served
 	Logger   *slog.Logger        // nil: slog.Default()
 }
 
@@ -66,6 +68,11 @@ func New(o Options) *Server {
 	}
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("/readyz", s.readyz)
+	if o.Status != nil {
+		h := newStatusHandler(*o.Status, s.ready)
+		s.mux.HandleFunc("GET /status", h.page)
+		s.mux.HandleFunc("GET /status.json", h.json)
+	}
 	if o.Pprof {
 		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
 		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

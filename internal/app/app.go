@@ -39,7 +39,7 @@ type App struct {
 
 // Addrs are the bound addresses of an App's listeners; nil when off.
 type Addrs struct {
-	TLS, Plain, Admin net.Addr
+	TLS, Plain, WS, Admin net.Addr
 }
 
 // Start wires the store, the proxy, the change feed (rule changes reach
@@ -77,7 +77,7 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		if err != nil {
 			return nil, err
 		}
-		devices = append(devices, deviceListener{l, true})
+		devices = append(devices, deviceListener{l, tlsDevice})
 		a.addrs.TLS = l.Addr()
 	}
 	if s.PlainListen != "" {
@@ -85,8 +85,16 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		if err != nil {
 			return nil, err
 		}
-		devices = append(devices, deviceListener{l, false})
+		devices = append(devices, deviceListener{l, plainDevice})
 		a.addrs.Plain = l.Addr()
+	}
+	if s.Edge.WSListen != "" {
+		l, err := listen("WS_LISTEN", s.Edge.WSListen, deviceLC)
+		if err != nil {
+			return nil, err
+		}
+		devices = append(devices, deviceListener{l, wsDevice})
+		a.addrs.WS = l.Addr()
 	}
 	var adminLn net.Listener
 	if s.AdminListen != "" {
@@ -128,9 +136,12 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		a.admin = admin.New(admin.Options{Gatherer: reg, Pprof: s.Pprof, Logger: log, Checks: []admin.Check{
 			{Name: "redis", Target: authstore.RedactURL(s.Store.RedisURL), Probe: store.Ping},
 			{Name: "backend", Target: s.Backend.Addr, Probe: backendProbe(s.Backend)},
-		}})
+		}, Status: statusOptions(s.Status, a.replicaID, a.proxy, store, reg)})
 		a.serving.Go(func() { _ = a.admin.Serve(adminLn) })
 		log.Info("metrics and health", "addr", adminLn.Addr().String())
+		if s.Status.On {
+			log.Info("status page on /status", "url", "http://"+adminLn.Addr().String()+"/status", "token_required", s.Status.Token != "")
+		}
 	}
 	return a, nil
 }

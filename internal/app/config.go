@@ -33,6 +33,15 @@ type Config struct {
 	TLS12CBC         bool   `env:"TLS12_CBC"` // also offer the ECDHE CBC-SHA suites in TLS 1.2
 	PlainListen      string `env:"PLAIN_LISTEN"`
 
+	// Edge listeners: MQTT over WebSocket over TLS (the TLS listener's
+	// certificate and ticket keys), and the load balancers trusted to send
+	// a PROXY protocol header on every device listener.
+	WSListen          string        `env:"WS_LISTEN"`                         // empty: off
+	WSPath            string        `env:"WS_PATH" envDefault:"/mqtt"`        // the upgrade's path
+	WSOrigins         string        `env:"WS_ORIGINS"`                        // allowed browser origins, space-separated; * any; empty: none
+	WSPingInterval    time.Duration `env:"WS_PING_INTERVAL" envDefault:"30s"` // 0: no pings
+	ProxyProtocolFrom string        `env:"PROXY_PROTOCOL_FROM"`               // space-separated CIDRs; empty: off
+
 	// The secret the replicas' ticket keys are derived from (with salts
 	// in Redis), given itself or as a file; one of them, never with
 	// TLS_TICKET_KEY_FILE. Empty: per-process keys.
@@ -66,7 +75,7 @@ type Config struct {
 	ConnRatePerIP      string        `env:"CONN_RATE_PER_IP" envDefault:"0"`         // N/s, burst N; 0: off
 	AuthFailLimitUser  string        `env:"AUTH_FAIL_LIMIT_USER" envDefault:"10/5m"` // N/window; 0: off
 	AuthFailLimitIP    string        `env:"AUTH_FAIL_LIMIT_IP" envDefault:"100/5m"`  // N/window; 0: off
-	MaxPending         int           `env:"MAX_PENDING"` // 0: MAX_CONNECTIONS/4 (at least 16), or 1024 without a cap
+	MaxPending         int           `env:"MAX_PENDING"`                             // 0: MAX_CONNECTIONS/4 (at least 16), or 1024 without a cap
 	ShutdownGrace      time.Duration `env:"SHUTDOWN_GRACE" envDefault:"10s"`
 	RevalidateInterval time.Duration `env:"REVALIDATE_INTERVAL" envDefault:"60s"` // 0: off
 
@@ -76,6 +85,8 @@ type Config struct {
 
 	MetricsListen string `env:"METRICS_LISTEN" envDefault:"127.0.0.1:9090"` // loopback: deployments that scrape it set :9090; "off": none
 	Pprof         bool   `env:"PPROF"`
+	Status        bool   `env:"STATUS"`      // /status and /status.json on METRICS_LISTEN
+	AdminToken    string `env:"ADMIN_TOKEN"` // the status page's bearer token; required unless METRICS_LISTEN is loopback
 	LogLevel      string `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat     string `env:"LOG_FORMAT" envDefault:"text"`
 }

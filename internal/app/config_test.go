@@ -18,6 +18,7 @@ import (
 var documented = map[string]string{
 	"LISTEN": ":8883", "TLS_CERT_FILE": "", "TLS_KEY_FILE": "", "TLS_CLIENT_CA_FILE": "", "TLS_CLIENT_AUTH": "",
 	"TLS_MIN_VERSION": "1.2", "TLS_TICKET_KEY_FILE": "", "TLS12_CBC": "", "PLAIN_LISTEN": "",
+	"WS_LISTEN": "", "WS_PATH": "/mqtt", "WS_ORIGINS": "", "WS_PING_INTERVAL": "30s", "PROXY_PROTOCOL_FROM": "",
 	"TLS_TICKET_SECRET": "", "TLS_TICKET_SECRET_FILE": "",
 	"BACKEND_ADDR": "", "BACKEND_TLS": "", "BACKEND_TLS_CA_FILE": "", "BACKEND_TLS_SERVER_NAME": "",
 	"BACKEND_TLS_CERT_FILE": "", "BACKEND_TLS_KEY_FILE": "", "BACKEND_USERNAME": "", "BACKEND_PASSWORD": "",
@@ -27,7 +28,7 @@ var documented = map[string]string{
 	"ACL": "on", "ACL_DENY_ACTION": "drop", "MAX_PACKET_BYTES": "1048576",
 	"CONN_RATE_PER_IP": "0", "AUTH_FAIL_LIMIT_USER": "10/5m", "AUTH_FAIL_LIMIT_IP": "100/5m",
 	"DECISION_LOG": "redis", "DECISION_LOG_MAXLEN": "100000", "REPLICA_ID": "",
-	"METRICS_LISTEN": "127.0.0.1:9090", "PPROF": "", "LOG_LEVEL": "info", "LOG_FORMAT": "text",
+	"METRICS_LISTEN": "127.0.0.1:9090", "PPROF": "", "STATUS": "", "ADMIN_TOKEN": "", "LOG_LEVEL": "info", "LOG_FORMAT": "text",
 }
 
 // TestDefaultsAreTheDocumentedOnes: every variable keeps its name and

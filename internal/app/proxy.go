@@ -13,20 +13,22 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/admin"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 	"github.com/mqtt-authproxy/mqtt-authproxy/proxy"
 )
 
-// deviceListener is an open device-facing listener and whether the proxy
-// terminates TLS on it.
+// deviceListener is an open device-facing listener and the transport the
+// proxy terminates on it.
 type deviceListener struct {
 	net.Listener
-	tls bool
+	kind deviceKind
 }
 
 // device is a running proxy.
@@ -63,10 +65,7 @@ func startProxy(s Settings, store *authstore.Store, reg prometheus.Registerer, l
 		return device{}, err
 	}
 	for _, l := range ls {
-		var t transport.Terminator = transport.Plain{}
-		if l.tls {
-			t = p.TLS()
-		}
+		t := deviceTerminator(l.kind, p.TLS(), s.Edge)
 		serving.Go(func() { _ = p.Serve(l.Listener, t) })
 	}
 	return device{p}, nil
@@ -81,6 +80,20 @@ func (d device) shutdown() { d.p.Shutdown(context.Background()) }
 
 // reloadCertificates re-reads the listener's files.
 func (d device) reloadCertificates() error { return d.p.ReloadCertificates() }
+
+// sessions are the live sessions, as the status page shows them.
+func (d device) sessions() []admin.Session {
+	snap := d.p.Snapshot()
+	out := make([]admin.Session, len(snap))
+	for i, s := range snap {
+		out[i] = admin.Session{Username: s.Username, ClientID: s.ClientID, Remote: s.Remote, Since: s.Since, Protocol: s.Protocol,
+			TLS: s.TLS, Resumed: s.Resumed, TopicRules: s.TopicRules, BytesUp: s.BytesUp, BytesDown: s.BytesDown}
+	}
+	return out
+}
+
+// lastChange is when the last change notification came; zero if none has.
+func (d device) lastChange() time.Time { return d.p.LastChange() }
 
 // backend is the proxy's view of the broker.
 func backend(b BackendSettings) proxy.Backend {

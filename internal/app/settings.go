@@ -23,16 +23,20 @@ import (
 // Settings is a validated configuration with what validation derived:
 // listener addresses with "off" resolved to "", the TLS and backend
 // settings with their files loaded or checked, the effective MAX_PENDING.
-// Make it with Config.Validate. It holds BACKEND_PASSWORD: never log it.
+// Make it with Config.Validate. It holds BACKEND_PASSWORD and ADMIN_TOKEN:
+// never log it.
 type Settings struct {
 	Store StoreSettings
 	Log   LogSettings
 
 	Listen      string       // TLS listener; "" off
 	PlainListen string       // listener without TLS; "" off
-	TLS         *TLSSettings // nil when Listen is off
+	TLS         *TLSSettings // nil when Listen and WS_LISTEN are off
+	Edge        EdgeSettings // WS_LISTEN and PROXY_PROTOCOL_FROM
 	AdminListen string       // METRICS_LISTEN: /metrics, /healthz, /readyz; "" off
 	Pprof       bool         // /debug/pprof/ on AdminListen
+	// Status is STATUS and ADMIN_TOKEN: the status page on AdminListen.
+	Status StatusSettings
 
 	Backend BackendSettings
 
@@ -120,9 +124,12 @@ func (c Config) Validate() (Settings, error) {
 		DenyDisconnect: c.ACLDenyAction == "disconnect", MaxPacketBytes: c.MaxPacketBytes,
 		MaxPending: c.MaxPending}
 
-	if s.Listen == "" && s.PlainListen == "" {
-		add(cfgErr("LISTEN", "is off and %sPLAIN_LISTEN is empty: nothing to serve", EnvPrefix))
+	if s.Listen == "" && s.PlainListen == "" && c.WSListen == "" {
+		add(cfgErr("LISTEN", "is off and %sPLAIN_LISTEN and %sWS_LISTEN are empty: nothing to serve", EnvPrefix, EnvPrefix))
 	}
+	edge, edgeErrs := c.validateEdge()
+	s.Edge = edge
+	errs = append(errs, edgeErrs...)
 	for _, v := range []struct{ name, addr string }{{"LISTEN", s.Listen}, {"PLAIN_LISTEN", s.PlainListen}, {"METRICS_LISTEN", s.AdminListen}} {
 		if v.addr != "" {
 			if _, _, err := net.SplitHostPort(v.addr); err != nil {
@@ -130,14 +137,17 @@ func (c Config) Validate() (Settings, error) {
 			}
 		}
 	}
-	if s.Listen != "" {
-		t, tlsErrs := c.validateTLS(s.Listen)
+	if s.Listen != "" || c.WSListen != "" {
+		t, tlsErrs := c.validateTLS(tlsListeners(s.Listen, c.WSListen))
 		s.TLS = t
 		errs = append(errs, tlsErrs...)
 	}
 	b, backendErrs := c.validateBackend()
 	s.Backend = b
 	errs = append(errs, backendErrs...)
+	st, stErrs := c.validateStatus(s.AdminListen)
+	s.Status = st
+	errs = append(errs, stErrs...)
 	dl, dlErrs := c.validateDecisionLog()
 	s.DecisionLog = dl
 	errs = append(errs, dlErrs...)
@@ -228,7 +238,7 @@ func (c Config) validateCommon() (StoreSettings, LogSettings, error) {
 }
 
 // validateTLS checks the TLS listener's variables and files.
-func (c Config) validateTLS(listen string) (*TLSSettings, []error) {
+func (c Config) validateTLS(listeners string) (*TLSSettings, []error) {
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	t := &TLSSettings{CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, ClientCAFile: c.TLSClientCAFile, TicketKeyFile: c.TLSTicketKeyFile,
@@ -245,9 +255,9 @@ func (c Config) validateTLS(listen string) (*TLSSettings, []error) {
 	t.TicketSecret = secret
 	switch {
 	case c.TLSCertFile == "":
-		add(cfgErr("TLS_CERT_FILE", "is required for the TLS listener %sLISTEN=%s", EnvPrefix, listen))
+		add(cfgErr("TLS_CERT_FILE", "is required for %s", listeners))
 	case c.TLSKeyFile == "":
-		add(cfgErr("TLS_KEY_FILE", "is required for the TLS listener %sLISTEN=%s", EnvPrefix, listen))
+		add(cfgErr("TLS_KEY_FILE", "is required for %s", listeners))
 	default:
 		// Checked only: the proxy loads (and reloads) the files itself.
 		if _, err := LoadKeyPair("TLS_CERT_FILE", "TLS_KEY_FILE", c.TLSCertFile, c.TLSKeyFile); err != nil {

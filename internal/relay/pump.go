@@ -40,12 +40,10 @@ const activeWait = 50 * time.Millisecond
 // d has been parked in the reactor.
 func (s *Session) run(d *direction) {
 	if d.rc == nil {
-		// No readiness: a blocking read at a time, holding a buffer.
-		for {
-			if ok, _ := s.transfer(d, true, 0); !ok {
-				return
-			}
+		// No readiness: a blocking read at a time.
+		for s.transferBlocking(d) {
 		}
+		return
 	}
 	for {
 		_ = d.src.Raw.SetReadDeadline(time.Now().Add(idleAfter))
@@ -162,6 +160,47 @@ func (s *Session) transfer(d *direction, block bool, wait time.Duration) (ok, mo
 			return true, moved
 		}
 	}
+}
+
+// smallRead is the buffer a blocking reader waits with: an idle session
+// (a WebSocket's, or any on the portable path) must not pin a pooled
+// relayBufSize buffer while nothing comes.
+const smallRead = 1024
+
+// transferBlocking moves what one blocking read brings. While the
+// direction is quiet it waits with its own small buffer; a read that
+// fills it means data is flowing, and the next read takes a pooled buffer.
+// It reports false when the session has ended.
+func (s *Session) transferBlocking(d *direction) bool {
+	if d.hot {
+		d.hot = false
+		ok, _ := s.transfer(d, true, 0)
+		return ok
+	}
+	if d.small == nil {
+		d.small = make([]byte, smallRead)
+	}
+	n, err := d.src.Conn.Read(d.small)
+	if n > 0 {
+		d.counter.Add(float64(n))
+		if derr := d.deliver(d.small[:n]); derr != nil {
+			if derr != errFilterEnded {
+				s.Close()
+			}
+			return false
+		}
+		d.hot = n == len(d.small)
+	}
+	if err != nil {
+		if d == &s.up {
+			s.mu.Lock()
+			s.clientDone = true
+			s.mu.Unlock()
+		}
+		s.Close()
+		return false
+	}
+	return true
 }
 
 // isTimeout reports whether err is a passed deadline.

@@ -153,6 +153,8 @@ type direction struct {
 	rc      syscall.RawConn // of src.Raw, for readiness; nil: no readiness waits
 	watch   *watch          // once parked in the reactor
 	wdl     time.Time       // the destination's write deadline as last set (broker side)
+	small   []byte          // a blocking reader's buffer while the direction is quiet
+	hot     bool            // the last blocking read filled small: data is flowing
 }
 
 // NewSession prepares a session; WriteFirst writes the CONNACK, Start

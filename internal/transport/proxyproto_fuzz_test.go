@@ -24,10 +24,12 @@ func (c *bytesConn) Read(p []byte) (int, error) {
 	c.read += n
 	return n, err
 }
-func (c *bytesConn) Write(p []byte) (int, error)      { return len(p), nil }
-func (c *bytesConn) Close() error                     { return nil }
-func (c *bytesConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8883} }
-func (c *bytesConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000} }
+func (c *bytesConn) Write(p []byte) (int, error) { return len(p), nil }
+func (c *bytesConn) Close() error                { return nil }
+func (c *bytesConn) LocalAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8883} }
+func (c *bytesConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+}
 func (c *bytesConn) SetDeadline(time.Time) error      { return nil }
 func (c *bytesConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *bytesConn) SetWriteDeadline(time.Time) error { return nil }

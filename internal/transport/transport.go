@@ -20,7 +20,7 @@ import (
 type Info struct {
 	Remote     netip.Addr // the device's address
 	RemotePort uint16
-	Transport  string // "tls" or "tcp"
+	Transport  string // "tls", "tcp", or "wss" (WebSocket over TLS)
 	TLSVersion uint16 // 0 without TLS
 	Resumed    bool   // the TLS session was resumed
 	// CertSHA256 is the SHA-256 of the verified client certificate's DER
