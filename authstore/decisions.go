@@ -483,6 +483,9 @@ func (s *Store) readDecisions(ctx context.Context, f DecisionFilter) ([]policy.R
 	start, scanned := newest, 0
 	for len(out) < limit && scanned < maxScan {
 		n := min(decisionPage, maxScan-scanned)
+		if f.User == "" && f.ClientID == "" && f.Outcome == "" {
+			n = min(n, limit-len(out)) // unfiltered: no more than wanted
+		}
 		msgs, err := s.rdb.XRevRangeN(ctx, key, start, stop, int64(n)).Result()
 		if err != nil {
 			return nil, "", fmt.Errorf("read the decision log %s: %w", key, err)
