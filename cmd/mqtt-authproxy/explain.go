@@ -101,29 +101,26 @@ Exit codes: 0 allowed (and every topic given allowed), 1 refused, 2 bad usage.`,
 		}
 		x.CONNACK = connackFor(x.Code, req.Protocol, x.Allowed)
 		refused := !x.Allowed
-		for _, t := range *publish {
-			v := topicVerdict{Action: "publish", Topic: t}
-			if d.Topics == nil {
-				v.Verdict = "not checked: topic rules are off (AUTHPROXY_ACL=off) or the CONNECT is refused"
-			} else if g, ok := d.Topics.CanPublish(t); ok {
-				v.Allowed, v.Verdict = true, fmt.Sprintf("allowed by %s (%s)", g.Filter, g.Source)
-			} else {
-				v.Verdict = "refused: no publish rule matches it"
+		for _, q := range []struct {
+			action  string
+			topics  []string
+			check   func(*policy.TopicRules, string) (policy.Grant, bool)
+			allowed string
+			denied  string
+		}{
+			{"publish", *publish, (*policy.TopicRules).CanPublish, "allowed by %s (%s)", "refused: no publish rule matches it"},
+			{"subscribe", *subscribe, (*policy.TopicRules).CanSubscribe, "allowed: covered by %s (%s)", "refused: no subscribe rule covers every topic it can match"},
+		} {
+			for _, t := range q.topics {
+				v := topicVerdict{Action: q.action, Topic: t, Verdict: q.denied}
+				if d.Topics == nil {
+					v.Verdict = "not checked: topic rules are off (AUTHPROXY_ACL=off) or the CONNECT is refused"
+				} else if g, ok := q.check(d.Topics, t); ok {
+					v.Allowed, v.Verdict = true, fmt.Sprintf(q.allowed, g.Filter, g.Source)
+				}
+				refused = refused || !v.Allowed
+				x.Topics = append(x.Topics, v)
 			}
-			refused = refused || !v.Allowed
-			x.Topics = append(x.Topics, v)
-		}
-		for _, f := range *subscribe {
-			v := topicVerdict{Action: "subscribe", Topic: f}
-			if d.Topics == nil {
-				v.Verdict = "not checked: topic rules are off (AUTHPROXY_ACL=off) or the CONNECT is refused"
-			} else if g, ok := d.Topics.CanSubscribe(f); ok {
-				v.Allowed, v.Verdict = true, fmt.Sprintf("allowed: covered by %s (%s)", g.Filter, g.Source)
-			} else {
-				v.Verdict = "refused: no subscribe rule covers every topic it can match"
-			}
-			refused = refused || !v.Allowed
-			x.Topics = append(x.Topics, v)
 		}
 		if *asJSON {
 			if err := printJSON(io.out, x); err != nil {

@@ -139,21 +139,12 @@ func (s *Session) transfer(d *direction, block bool, wait time.Duration) (ok, mo
 		}
 		if off > 0 {
 			moved = true
-			d.counter.Add(float64(off))
-			if err := d.deliver(buf[:off]); err != nil {
-				if err != errFilterEnded {
-					s.Close() // else the end's last packet, or its grace, closes
-				}
+			if !s.pass(d, buf[:off]) {
 				return false, moved
 			}
 		}
 		if err != nil {
-			if d == &s.up {
-				s.mu.Lock()
-				s.clientDone = true
-				s.mu.Unlock()
-			}
-			s.Close()
+			s.readFailed(d)
 			return false, moved
 		}
 		if drained {
@@ -182,25 +173,42 @@ func (s *Session) transferBlocking(d *direction) bool {
 	}
 	n, err := d.src.Conn.Read(d.small)
 	if n > 0 {
-		d.counter.Add(float64(n))
-		if derr := d.deliver(d.small[:n]); derr != nil {
-			if derr != errFilterEnded {
-				s.Close()
-			}
+		if !s.pass(d, d.small[:n]) {
 			return false
 		}
 		d.hot = n == len(d.small)
 	}
 	if err != nil {
-		if d == &s.up {
-			s.mu.Lock()
-			s.clientDone = true
-			s.mu.Unlock()
-		}
-		s.Close()
+		s.readFailed(d)
 		return false
 	}
 	return true
+}
+
+// pass counts and delivers what d read; false when the session has ended
+// (closed here, unless a filter ended it: its last packet, or its grace,
+// closes it).
+func (s *Session) pass(d *direction, b []byte) bool {
+	d.counter.Add(float64(len(b)))
+	if err := d.deliver(b); err != nil {
+		if err != errFilterEnded {
+			s.Close()
+		}
+		return false
+	}
+	return true
+}
+
+// readFailed ends the session after a read from d's source failed (an
+// EOF, a reset, a close_notify): no close_notify goes to a client that
+// ended its side.
+func (s *Session) readFailed(d *direction) {
+	if d == &s.up {
+		s.mu.Lock()
+		s.clientDone = true
+		s.mu.Unlock()
+	}
+	s.Close()
 }
 
 // isTimeout reports whether err is a passed deadline.
