@@ -34,13 +34,12 @@ func missingFlags(want, flags string) string {
 }
 
 // CheckNotifications reads notify-keyspace-events (CONFIG GET) and returns
-// the classes of NotifyFlags (of the store's schema: Store.NotifyFlags) it
-// lacks; without them, changes made with
-// plain redis-cli reach live connections only at the periodic
-// re-validation. On a Redis Cluster every master is read, and a class
-// missing on any of them is reported. An error means it could not be
-// checked: Redis is unreachable, or CONFIG is not allowed (managed Redis
-// services often rename or forbid it).
+// the classes of Store.NotifyFlags (NotifyFlags for the native schema) it
+// lacks; without them, changes made with plain redis-cli reach live
+// connections only at the periodic re-validation. On a Redis Cluster
+// every master is read, and a class missing on any of them is reported.
+// An error means it could not be checked: Redis is unreachable, or CONFIG
+// is not allowed (managed Redis services often rename or forbid it).
 func (s *Store) CheckNotifications(ctx context.Context) (missing string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()

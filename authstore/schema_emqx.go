@@ -134,7 +134,7 @@ func NewEMQXSchema(o EMQXOptions) (Schema, error) {
 		if o.PBKDF2DKLength < 0 || o.PBKDF2DKLength > maxDKLength {
 			bad("PBKDF2DKLength", "%d is out of range 0..%d (0: the MAC's size)", o.PBKDF2DKLength, maxDKLength)
 		}
-		if h := emqxDigests[mac]; h != nil {
+		if h := emqxDigests[mac]; h != nil && o.PBKDF2DKLength >= 0 && o.PBKDF2DKLength <= maxDKLength {
 			dk := o.PBKDF2DKLength
 			if dk == 0 {
 				dk = h().Size()
@@ -156,14 +156,13 @@ func (e *emqxSchema) parseAuthn(cmd string) error {
 	if err != nil {
 		return err
 	}
-	if len(args) < 3 {
-		return fmt.Errorf("%q: want HMGET <key> <fields> (EMQX's default: %s)", cmd, DefaultEMQXAuthnCmd)
-	}
-	switch name := strings.ToUpper(args[0]); {
+	switch name := strings.ToUpper(append(args, "")[0]); {
+	case name != "HGET" && name != "HMGET":
+		return fmt.Errorf("%q: the command is HGET or HMGET (EMQX's default: %s)", cmd, DefaultEMQXAuthnCmd)
+	case len(args) < 3:
+		return fmt.Errorf("%q: want %s <key> <fields> (EMQX's default: %s)", cmd, name, DefaultEMQXAuthnCmd)
 	case name == "HGET" && len(args) != 3:
 		return fmt.Errorf("%q: HGET reads one field (HMGET reads several)", cmd)
-	case name != "HGET" && name != "HMGET":
-		return fmt.Errorf("%q: the command is HGET or HMGET", cmd)
 	}
 	hasPassword := false
 	for _, f := range args[2:] {
@@ -557,8 +556,9 @@ func (e *emqxSchema) changes(key string) []policy.Change {
 		var c policy.Change
 		switch prefix, suffix, ok := t.only("username"); {
 		case ok:
-			name, ok := strings.CutPrefix(key, prefix)
-			if name, ok = strings.CutSuffix(name, suffix); !ok || name == "" {
+			rest, hasPrefix := strings.CutPrefix(key, prefix)
+			name, hasSuffix := strings.CutSuffix(rest, suffix)
+			if !hasPrefix || !hasSuffix || name == "" {
 				continue
 			}
 			c = policy.Change{Username: name}

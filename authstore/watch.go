@@ -82,7 +82,9 @@ func (s *Store) Watch(ctx context.Context, f func(policy.Change)) error {
 	onMessage := func(m *redis.Message) {
 		switch {
 		case schemaPatterns[m.Pattern]:
-			if key, ok := strings.CutPrefix(m.Channel, keyspace); ok {
+			// The proxy's own keys (failed-attempt counts, known
+			// addresses, bans, the decision log) are not the schema's.
+			if key, ok := strings.CutPrefix(m.Channel, keyspace); ok && !strings.HasPrefix(key, s.prefix) {
 				for _, c := range s.schema.changes(key) {
 					deliver(c)
 				}

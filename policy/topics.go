@@ -326,8 +326,14 @@ func covers(g, f []string) bool {
 // remainder, where one has '+' the other's level, equal levels as they
 // are. A filter starting with a wildcard matches no '$'-topic
 // [MQTT-4.7.2-1], so it meets nothing of a filter starting with a
-// '$'-level.
+// '$'-level; and no topic is empty [MQTT-4.7.3-1] ("+" and "/#" meet in
+// none).
 func Intersect(a, b string) (string, bool) {
+	x, ok := intersect(a, b)
+	return x, ok && x != ""
+}
+
+func intersect(a, b string) (string, bool) {
 	fa, fb := strings.Split(a, "/"), strings.Split(b, "/")
 	wild := func(l string) bool { return l == "+" || l == "#" }
 	if wild(fa[0]) && !wild(fb[0]) && strings.HasPrefix(fb[0], "$") || wild(fb[0]) && !wild(fa[0]) && strings.HasPrefix(fa[0], "$") {

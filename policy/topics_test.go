@@ -279,3 +279,78 @@ func BenchmarkCanPublish(b *testing.B) {
 		}
 	}
 }
+
+// TestIntersectAgainstBruteForce is the property: Intersect(a, b) matches
+// exactly the generated topics both a and b match, and says there is none
+// exactly when no generated topic matches both.
+func TestIntersectAgainstBruteForce(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	topics := allTopics()
+	met := 0
+	for range 3000 {
+		a, b := randomFilter(r, true), randomFilter(r, true)
+		x, ok := Intersect(a, b)
+		if ok {
+			met++
+			if err := CheckFilter(x); err != nil {
+				t.Fatalf("Intersect(%q, %q) = %q: %v", a, b, x, err)
+			}
+		}
+		for _, topic := range topics {
+			if topic == "" {
+				continue // no topic name is empty [MQTT-4.7.3-1]
+			}
+			both := Matches(a, topic) && Matches(b, topic)
+			if both && !ok {
+				t.Fatalf("Intersect(%q, %q) says none, but %q matches both", a, b, topic)
+			}
+			if ok && Matches(x, topic) != both {
+				t.Fatalf("Intersect(%q, %q) = %q, which matches %q: %v; both: %v", a, b, x, topic, !both, both)
+			}
+		}
+	}
+	if met < 200 {
+		t.Fatalf("only %d of 3000 pairs met: the generator tests too little", met)
+	}
+	for _, c := range []struct{ a, b, want string }{
+		{"a/#", "a", "a"}, {"a/#", "+/b/#", "a/b/#"}, {"#", "$SYS/x", ""}, {"+/x", "$s/x", ""}, {"$s/#", "$s/+", "$s/+"}, {"a/b", "a/c", ""},
+	} {
+		if got, ok := Intersect(c.a, c.b); got != c.want || ok != (c.want != "") {
+			t.Errorf("Intersect(%q, %q) = %q %v, want %q", c.a, c.b, got, ok, c.want)
+		}
+	}
+}
+
+// TestCompileExpanded: patterns another schema's reader expanded are
+// matched as they are (%u is text), an Exact one only as itself, and a
+// malformed one is an error naming its source.
+func TestCompileExpanded(t *testing.T) {
+	e := func(filter, as string, exact bool) Expanded {
+		return Expanded{Pattern: Pattern{Filter: filter, Source: "mqtt_acl:alice"}, As: as, Exact: exact}
+	}
+	r, err := CompileExpanded(
+		[]Expanded{e("users/${username}/#", "users/alice/#", false), e("lit/%u", "lit/%u", false), e("eq t/+", "t/+", true), e("eq p/q", "p/q", true)},
+		[]Expanded{e("eq exact/#", "exact/#", true), e("dev-${username}/+", "dev-alice/+", false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for topic, want := range map[string]bool{"users/alice/x": true, "users/bob/x": false, "lit/%u": true, "lit/alice": false, "t/x": false, "p/q": true, "p/q/r": false} {
+		if g, ok := r.CanPublish(topic); ok != want || ok && g.Source != "mqtt_acl:alice" {
+			t.Errorf("CanPublish(%q) = %+v %v, want %v", topic, g, ok, want)
+		}
+	}
+	for filter, want := range map[string]bool{"exact/#": true, "exact/x": false, "exact/+": false, "$share/g/exact/#": true, "dev-alice/x": true, "dev-alice/#": false} {
+		if _, ok := r.CanSubscribe(filter); ok != want {
+			t.Errorf("CanSubscribe(%q) = %v, want %v", filter, ok, want)
+		}
+	}
+	if g, _ := r.CanPublish("users/alice/x"); g.Filter != "users/${username}/#" || g.String() != "users/alice/#" {
+		t.Errorf("the grant is %q as written, %q as matched", g.Filter, g.String())
+	}
+	if _, err := CompileExpanded(nil, []Expanded{e("x", "a/#/b", false)}); !errors.Is(err, ErrMalformedRule) || !strings.Contains(err.Error(), "mqtt_acl:alice") {
+		t.Errorf("a malformed expanded pattern: %v", err)
+	}
+	if CheckFilter("dev-%u/x") != nil || CheckPattern("dev-%u/x") == nil {
+		t.Error("CheckFilter reads %u as text, CheckPattern as a placeholder")
+	}
+}

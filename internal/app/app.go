@@ -112,6 +112,9 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.store, a.closeStore = store, closeStore
+	if s.Store.Schema != nil {
+		log.Info("users and topic rules are read in another product's layout", "schema", store.SchemaName())
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerStoreMetrics(reg, store)
@@ -194,7 +197,7 @@ func OpenStore(s StoreSettings, log *slog.Logger) (store *authstore.Store, close
 		return nil, nil, cfgErr("REDIS_URL", "%v", err) // NewClient's errors hide the password
 	}
 	store = authstore.New(rdb, authstore.Options{Prefix: s.KeyPrefix, Timeout: s.Timeout, Logger: log, ClientIDsDefault: s.ClientIDsDefault,
-		NoTopicRules: !s.TopicRules, FailLimitUser: s.FailLimitUser, FailLimitIP: s.FailLimitIP})
+		NoTopicRules: !s.TopicRules, FailLimitUser: s.FailLimitUser, FailLimitIP: s.FailLimitIP, Schema: s.Schema})
 	return store, rdb.Close, nil
 }
 
@@ -209,7 +212,7 @@ func checkNotifications(ctx context.Context, store *authstore.Store, revalidate 
 	if ctx.Err() != nil && err != nil {
 		return // stopping, or Redis never answered: the other logs say so
 	}
-	want := authstore.NotifyFlags
+	want := store.NotifyFlags()
 	switch {
 	case err != nil:
 		log.Info("Redis keyspace notifications could not be checked (CONFIG GET not allowed?); set notify-keyspace-events "+want+
@@ -236,6 +239,8 @@ var notifyClassCost = map[rune]string{
 	'g': "g: DEL, RENAME, EXPIRE of a user",
 	'h': "h: HSET, HDEL of a user's fields",
 	'x': "x: a user hash reaching its EXPIRE time",
+	'$': "$: SET of a user's password or :su key (mosquitto-go-auth)",
+	's': "s: SADD, SREM of a user's or the common ACL sets (mosquitto-go-auth)",
 }
 
 // trimAfterParks is how many relay directions gone idle (each gave up its

@@ -64,6 +64,22 @@ type Config struct {
 	// clientids field: bound to the user name unless widened on purpose.
 	ClientIDsDefault string `env:"CLIENTIDS_DEFAULT" envDefault:"%u %u-*"`
 
+	// Schema is the layout of users and topic rules in Redis: native, or
+	// another product's (README "Migrating from EMQX", "Migrating from
+	// mosquitto-go-auth"), configured under that product's names.
+	Schema                     string `env:"SCHEMA" envDefault:"native"`
+	EMQXAuthnCmd               string `env:"EMQX_AUTHN_CMD" envDefault:"HMGET mqtt_user:${username} password_hash salt is_superuser"`
+	EMQXAuthzCmd               string `env:"EMQX_AUTHZ_CMD" envDefault:"HGETALL mqtt_acl:${username}"`
+	EMQXPasswordHash           string `env:"EMQX_PASSWORD_HASH" envDefault:"sha256"`
+	EMQXSaltPosition           string `env:"EMQX_SALT_POSITION" envDefault:"prefix"`
+	EMQXAllowPlain             bool   `env:"EMQX_ALLOW_PLAIN"`
+	EMQXPBKDF2MacFun           string `env:"EMQX_PBKDF2_MAC_FUN"`
+	EMQXPBKDF2Iterations       int    `env:"EMQX_PBKDF2_ITERATIONS"`
+	EMQXPBKDF2DKLength         int    `env:"EMQX_PBKDF2_DK_LENGTH"` // 0: the MAC's size
+	EMQXAuthzCompatibilityMode string `env:"EMQX_AUTHZ_COMPATIBILITY_MODE" envDefault:"disabled"`
+	GoAuthDisableSuperuser     bool   `env:"GOAUTH_DISABLE_SUPERUSER"`
+	GoAuthSaltEncoding         string `env:"GOAUTH_SALT_ENCODING" envDefault:"base64"`
+
 	ConnectTimeout     time.Duration `env:"CONNECT_TIMEOUT" envDefault:"10s"`
 	HandshakeTimeout   time.Duration `env:"TLS_HANDSHAKE_TIMEOUT" envDefault:"5s"`
 	BackendDialTimeout time.Duration `env:"BACKEND_DIAL_TIMEOUT" envDefault:"5s"`

@@ -23,6 +23,9 @@ var documented = map[string]string{
 	"BACKEND_ADDR": "", "BACKEND_TLS": "", "BACKEND_TLS_CA_FILE": "", "BACKEND_TLS_SERVER_NAME": "",
 	"BACKEND_TLS_CERT_FILE": "", "BACKEND_TLS_KEY_FILE": "", "BACKEND_USERNAME": "", "BACKEND_PASSWORD": "",
 	"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_KEY_PREFIX": "mqtt:", "REDIS_TIMEOUT": "500ms", "CLIENTIDS_DEFAULT": "%u %u-*",
+	"SCHEMA": "native", "EMQX_AUTHN_CMD": "HMGET mqtt_user:${username} password_hash salt is_superuser", "EMQX_AUTHZ_CMD": "HGETALL mqtt_acl:${username}",
+	"EMQX_PASSWORD_HASH": "sha256", "EMQX_SALT_POSITION": "prefix", "EMQX_ALLOW_PLAIN": "", "EMQX_PBKDF2_MAC_FUN": "", "EMQX_PBKDF2_ITERATIONS": "",
+	"EMQX_PBKDF2_DK_LENGTH": "", "EMQX_AUTHZ_COMPATIBILITY_MODE": "disabled", "GOAUTH_DISABLE_SUPERUSER": "", "GOAUTH_SALT_ENCODING": "base64",
 	"CONNECT_TIMEOUT": "10s", "TLS_HANDSHAKE_TIMEOUT": "5s", "BACKEND_DIAL_TIMEOUT": "5s", "MAX_CONNECT_BYTES": "65536",
 	"MAX_CONNECTIONS": "0", "MAX_PENDING": "", "SHUTDOWN_GRACE": "10s", "REVALIDATE_INTERVAL": "60s",
 	"ACL": "on", "ACL_DENY_ACTION": "drop", "MAX_PACKET_BYTES": "1048576",
@@ -257,5 +260,65 @@ func TestRedisURLCheckAgreesWithNewClient(t *testing.T) {
 	var ce *ConfigError
 	if _, err := c.ValidateStore(); !errors.As(err, &ce) || ce.Var != "AUTHPROXY_REDIS_URL" || strings.Contains(err.Error(), "SECRET") {
 		t.Fatalf("bad REDIS_URL: %v", err)
+	}
+}
+
+// TestSchemaVariables: SCHEMA picks the layout, and each of the other
+// schemas' variables that cannot be used is a ConfigError naming it; the
+// defaults are EMQX's documented ones.
+func TestSchemaVariables(t *testing.T) {
+	load := func(env ...string) (StoreSettings, error) {
+		t.Helper()
+		c, err := Load(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.ValidateStore()
+	}
+	for env, want := range map[string]string{
+		"AUTHPROXY_SCHEMA=native":            "native",
+		"AUTHPROXY_SCHEMA=emqx":              "emqx",
+		"AUTHPROXY_SCHEMA=mosquitto-go-auth": "mosquitto-go-auth",
+	} {
+		s, err := load(env)
+		if err != nil {
+			t.Fatalf("%s: %v", env, err)
+		}
+		if got := "native"; s.Schema != nil {
+			got = s.Schema.Name()
+			if got != want {
+				t.Errorf("%s: schema %s", env, got)
+			}
+		} else if want != "native" {
+			t.Errorf("%s: the native schema", env)
+		}
+	}
+	for _, c := range []struct {
+		env     []string
+		wantVar string
+	}{
+		{[]string{"AUTHPROXY_SCHEMA=emq"}, "SCHEMA"},
+		{[]string{"AUTHPROXY_SCHEMA=emqx", "AUTHPROXY_EMQX_AUTHN_CMD=GET mqtt_user:${username}"}, "EMQX_AUTHN_CMD"},
+		{[]string{"AUTHPROXY_SCHEMA=emqx", "AUTHPROXY_EMQX_AUTHZ_CMD=HGETALL acl:${zone}"}, "EMQX_AUTHZ_CMD"},
+		{[]string{"AUTHPROXY_SCHEMA=emqx", "AUTHPROXY_EMQX_PASSWORD_HASH=plain"}, "EMQX_PASSWORD_HASH"},
+		{[]string{"AUTHPROXY_SCHEMA=emqx", "AUTHPROXY_EMQX_SALT_POSITION=both"}, "EMQX_SALT_POSITION"},
+		{[]string{"AUTHPROXY_SCHEMA=emqx", "AUTHPROXY_EMQX_PASSWORD_HASH=pbkdf2", "AUTHPROXY_EMQX_PBKDF2_ITERATIONS=1000"}, "EMQX_PBKDF2_MAC_FUN"},
+		{[]string{"AUTHPROXY_SCHEMA=emqx", "AUTHPROXY_EMQX_PASSWORD_HASH=pbkdf2", "AUTHPROXY_EMQX_PBKDF2_MAC_FUN=sha256"}, "EMQX_PBKDF2_ITERATIONS"},
+		{[]string{"AUTHPROXY_SCHEMA=emqx", "AUTHPROXY_EMQX_PASSWORD_HASH=pbkdf2", "AUTHPROXY_EMQX_PBKDF2_MAC_FUN=sha256", "AUTHPROXY_EMQX_PBKDF2_ITERATIONS=1", "AUTHPROXY_EMQX_PBKDF2_DK_LENGTH=-1"}, "EMQX_PBKDF2_DK_LENGTH"},
+		{[]string{"AUTHPROXY_SCHEMA=emqx", "AUTHPROXY_EMQX_AUTHZ_COMPATIBILITY_MODE=v5"}, "EMQX_AUTHZ_COMPATIBILITY_MODE"},
+		{[]string{"AUTHPROXY_SCHEMA=mosquitto-go-auth", "AUTHPROXY_GOAUTH_SALT_ENCODING=hex"}, "GOAUTH_SALT_ENCODING"},
+	} {
+		_, err := load(c.env...)
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Var != EnvPrefix+c.wantVar {
+			t.Errorf("%v: %v; want a ConfigError naming %s%s", c.env, err, EnvPrefix, c.wantVar)
+		}
+	}
+	// The emqx variables are read with SCHEMA=emqx only.
+	if _, err := load("AUTHPROXY_EMQX_PASSWORD_HASH=plain"); err != nil {
+		t.Fatalf("an emqx variable refused the native schema: %v", err)
+	}
+	if s, err := load("AUTHPROXY_SCHEMA=emqx", "AUTHPROXY_EMQX_PASSWORD_HASH=plain", "AUTHPROXY_EMQX_ALLOW_PLAIN=true"); err != nil || s.Schema == nil {
+		t.Fatalf("plain with ALLOW_PLAIN: %v", err)
 	}
 }

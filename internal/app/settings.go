@@ -63,6 +63,8 @@ type StoreSettings struct {
 	TopicRules       bool // ACL=on
 	// FailLimitUser and FailLimitIP are AUTH_FAIL_LIMIT_USER and _IP.
 	FailLimitUser, FailLimitIP authstore.Limit
+	// Schema reads another product's layout (SCHEMA); nil: native.
+	Schema authstore.Schema
 }
 
 // LogSettings are LOG_LEVEL and LOG_FORMAT, parsed.
@@ -206,6 +208,9 @@ func (c Config) validateCommon() (StoreSettings, LogSettings, error) {
 	if c.ACL != "on" && c.ACL != "off" {
 		errs = append(errs, cfgErr("ACL", "%q is not on or off", c.ACL))
 	}
+	var schemaErrs []error
+	s.Schema, schemaErrs = c.schema()
+	errs = append(errs, schemaErrs...)
 	var err error
 	if s.FailLimitUser, err = authstore.ParseLimit(c.AuthFailLimitUser); err != nil {
 		errs = append(errs, cfgErr("AUTH_FAIL_LIMIT_USER", "%v", err))
@@ -451,4 +456,53 @@ func (c Config) ticketSecret() ([]byte, error) {
 		return nil, cfgErr(name, "is %d bytes, at least %d are needed (openssl rand -hex 32 makes one)", len(secret), minTicketSecret)
 	}
 	return secret, nil
+}
+
+// schemaVars name the variable of each option of the other schemas.
+var schemaVars = map[string]string{
+	"AuthnCmd": "EMQX_AUTHN_CMD", "AuthzCmd": "EMQX_AUTHZ_CMD", "PasswordHash": "EMQX_PASSWORD_HASH",
+	"SaltPosition": "EMQX_SALT_POSITION", "PBKDF2MacFun": "EMQX_PBKDF2_MAC_FUN", "PBKDF2Iterations": "EMQX_PBKDF2_ITERATIONS",
+	"PBKDF2DKLength": "EMQX_PBKDF2_DK_LENGTH", "AuthzCompatibilityMode": "EMQX_AUTHZ_COMPATIBILITY_MODE",
+	"SaltEncoding": "GOAUTH_SALT_ENCODING",
+}
+
+// schema makes the SCHEMA's reader from its variables (nil for native);
+// each option it cannot use is a ConfigError naming its variable.
+func (c Config) schema() (authstore.Schema, []error) {
+	var sc authstore.Schema
+	var err error
+	switch c.Schema {
+	case "native":
+		return nil, nil
+	case "emqx":
+		sc, err = authstore.NewEMQXSchema(authstore.EMQXOptions{AuthnCmd: c.EMQXAuthnCmd, AuthzCmd: c.EMQXAuthzCmd,
+			PasswordHash: c.EMQXPasswordHash, SaltPosition: c.EMQXSaltPosition, AllowPlain: c.EMQXAllowPlain,
+			PBKDF2MacFun: c.EMQXPBKDF2MacFun, PBKDF2Iterations: c.EMQXPBKDF2Iterations, PBKDF2DKLength: c.EMQXPBKDF2DKLength,
+			AuthzCompatibilityMode: c.EMQXAuthzCompatibilityMode})
+	case "mosquitto-go-auth":
+		sc, err = authstore.NewGoAuthSchema(authstore.GoAuthOptions{DisableSuperuser: c.GoAuthDisableSuperuser, SaltEncoding: c.GoAuthSaltEncoding})
+	default:
+		return nil, []error{cfgErr("SCHEMA", "%q is not native, emqx or mosquitto-go-auth", c.Schema)}
+	}
+	var errs []error
+	for _, e := range unjoin(err) {
+		var oe *authstore.OptionError
+		if errors.As(e, &oe) && schemaVars[oe.Option] != "" {
+			errs = append(errs, cfgErr(schemaVars[oe.Option], "%s", oe.Msg))
+		} else {
+			errs = append(errs, cfgErr("SCHEMA", "%v", e))
+		}
+	}
+	return sc, errs
+}
+
+// unjoin is the errors an errors.Join holds (err itself otherwise).
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
