@@ -3,6 +3,8 @@ package authstore
 import (
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -147,5 +149,25 @@ func TestRefusalsCostAlike(t *testing.T) {
 		if got := s.HashCount() - before; got < 1 || got > 2 {
 			t.Errorf("%s: 20 concurrent identical attempts computed %d hashes, want 1 (shared)", user, got)
 		}
+	}
+}
+
+// Machine-generated passwords get light argon2id parameters; they verify,
+// a wrong password does not, and the PHC string says what was used, so a
+// later verification needs no configuration.
+func TestHashGenerated(t *testing.T) {
+	h := HashGenerated("RANDOMRANDOMRANDOMRANDOM12")
+	want := fmt.Sprintf("$argon2id$v=19$m=%d,t=%d,p=1$", GeneratedArgon2Memory, GeneratedArgon2Time)
+	if !strings.HasPrefix(h, want) {
+		t.Fatalf("hash %q, want prefix %q", h, want)
+	}
+	if ok, err := verifyPassword(h, "RANDOMRANDOMRANDOMRANDOM12", false); !ok || err != nil {
+		t.Fatalf("right password: %v %v", ok, err)
+	}
+	if ok, err := verifyPassword(h, "RANDOMRANDOMRANDOMRANDOM13", false); ok || err != nil {
+		t.Fatalf("wrong password: %v %v", ok, err)
+	}
+	if HashGenerated("x") == HashGenerated("x") {
+		t.Fatal("no fresh salt")
 	}
 }

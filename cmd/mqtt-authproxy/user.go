@@ -329,7 +329,8 @@ func runUserSet(io stdio, name string, o userSetOptions) error {
 	switch {
 	case o.generate:
 		generated = rand.Text() // 26 base32 characters, 130 bits
-		u.Password = &generated
+		h := authstore.HashGenerated(generated)
+		u.PasswordHash = &h
 	case o.askPassword || (!exists && !o.noPassword && o.hash == ""):
 		pw, err := readPassword(io)
 		if err != nil {
@@ -356,7 +357,7 @@ func runUserSet(io stdio, name string, o userSetOptions) error {
 	}
 	fmt.Fprintf(io.out, "user %s %s\n", name, action)
 	if generated != "" {
-		fmt.Fprintf(io.out, "password: %s\n(shown once; it is stored only as an argon2id hash)\n", generated)
+		fmt.Fprintf(io.out, "password: %s\n(shown once; it is stored only as an argon2id hash, with light parameters: a random secret needs no slow hash)\n", generated)
 	}
 	return nil
 }
