@@ -528,7 +528,12 @@ func TestWebSocketPaho(t *testing.T) {
 	}
 	// authproxy_tls_handshakes_total counts the connections whose transport
 	// was terminated: the upgraded one, not the one refused at its upgrade.
-	if n := e.handshakes(); n != handshakes+1 {
+	// The server counts after it has sent 101, so the count is awaited.
+	n := e.handshakes()
+	for deadline := time.Now().Add(5 * time.Second); n < handshakes+1 && time.Now().Before(deadline); n = e.handshakes() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n != handshakes+1 {
 		t.Errorf("handshakes %d -> %d, want one more", handshakes, n)
 	}
 }
