@@ -22,9 +22,9 @@ second. They use the same Redis as serve (AUTHPROXY_REDIS_URL,
 AUTHPROXY_REDIS_KEY_PREFIX). Every subcommand takes --json for output a
 script can parse, and --help.`,
 		cmdRoleSet(io),
-		cmdRoleSimple(io, "show", "Print the role's topic rules"),
-		cmdRoleSimple(io, "delete", "Remove the role (users that name it keep the name: it grants nothing until it exists again)"),
-		cmdRoleSimple(io, "list", "Print all role names (SCAN, never KEYS)"),
+		cmdSimple(io, "show", "Print the role's topic rules", runRoleSimple),
+		cmdSimple(io, "delete", "Remove the role (users that name it keep the name: it grants nothing until it exists again)", runRoleSimple),
+		cmdSimple(io, "list", "Print all role names (SCAN, never KEYS)", runRoleSimple),
 	)
 }
 
@@ -123,18 +123,6 @@ func checkTopics(cmd string, publish, subscribe *listFlag) error {
 	return nil
 }
 
-// cmdRoleSimple is one of the subcommands that take NAME (list: nothing)
-// and --json.
-func cmdRoleSimple(io stdio, sub, short string) *cobra.Command {
-	c := &cobra.Command{Use: sub + " NAME", Short: short, Args: exactArgs(1, "one NAME")}
-	if sub == "list" {
-		c.Use, c.Args = "list", exactArgs(0, "no argument")
-	}
-	asJSON := jsonFlag(c.Flags())
-	c.RunE = func(_ *cobra.Command, args []string) error { return runRoleSimple(io, sub, args, *asJSON) }
-	return c
-}
-
 func runRoleSimple(io stdio, sub string, args []string, asJSON bool) error {
 	store, ctx, done, err := storeFromEnv()
 	if err != nil {
@@ -148,30 +136,11 @@ func runRoleSimple(io stdio, sub string, args []string, asJSON bool) error {
 		if err != nil {
 			return err
 		}
-		if asJSON {
-			if names == nil {
-				names = []string{}
-			}
-			return printJSON(io.out, names)
-		}
-		for _, n := range names {
-			fmt.Fprintln(io.out, n)
-		}
-		return nil
+		return printNames(io, names, asJSON)
 	case "show":
 		r, err := store.GetRole(ctx, args[0])
-		if err != nil && !errors.Is(err, policy.ErrMalformedRule) {
-			return err
-		}
 		slices.Sort(r.Extra)
-		if asJSON {
-			if jerr := printJSON(io.out, r); jerr != nil {
-				return jerr
-			}
-		} else {
-			printRole(io, r)
-		}
-		return err // a malformed rule is reported after what could be shown
+		return printShown(io, r, err, asJSON, func() { printRole(io, r) })
 	}
 	if err := store.DeleteRole(ctx, args[0]); err != nil {
 		return err

@@ -24,12 +24,12 @@ func cmdUser(io stdio) *cobra.Command {
 (AUTHPROXY_REDIS_URL, AUTHPROXY_REDIS_KEY_PREFIX). Every subcommand takes
 --json for output a script can parse, and --help.`,
 		cmdUserSet(io),
-		cmdUserSimple(io, "enable", "Allow the user again"),
-		cmdUserSimple(io, "disable", "Refuse the user's next CONNECT (0x05 / 0x87) and close its live connections"),
-		cmdUserSimple(io, "delete", "Remove the user (its live connections are closed)"),
-		cmdUserSimple(io, "kick", "Close the user's live connections on every proxy, rules unchanged"),
-		cmdUserSimple(io, "show", "Print the user's rules (never the hash)"),
-		cmdUserSimple(io, "list", "Print all user names (SCAN, never KEYS)"),
+		cmdSimple(io, "enable", "Allow the user again", runUserSimple),
+		cmdSimple(io, "disable", "Refuse the user's next CONNECT (0x05 / 0x87) and close its live connections", runUserSimple),
+		cmdSimple(io, "delete", "Remove the user (its live connections are closed)", runUserSimple),
+		cmdSimple(io, "kick", "Close the user's live connections on every proxy, rules unchanged", runUserSimple),
+		cmdSimple(io, "show", "Print the user's rules (never the hash)", runUserSimple),
+		cmdSimple(io, "list", "Print all user names (SCAN, never KEYS)", runUserSimple),
 	)
 }
 
@@ -53,16 +53,48 @@ func storeFromEnv() (*authstore.Store, context.Context, func(), error) {
 	return store, ctx, func() { cancel(); _ = closeStore() }, nil
 }
 
-// cmdUserSimple is one of the subcommands that take NAME (list: nothing)
-// and --json.
-func cmdUserSimple(io stdio, sub, short string) *cobra.Command {
+// cmdSimple is one of the user or role subcommands that take NAME (list:
+// nothing) and --json, run by run.
+func cmdSimple(io stdio, sub, short string, run func(io stdio, sub string, args []string, asJSON bool) error) *cobra.Command {
 	c := &cobra.Command{Use: sub + " NAME", Short: short, Args: exactArgs(1, "one NAME")}
 	if sub == "list" {
 		c.Use, c.Args = "list", exactArgs(0, "no argument")
 	}
 	asJSON := jsonFlag(c.Flags())
-	c.RunE = func(_ *cobra.Command, args []string) error { return runUserSimple(io, sub, args, *asJSON) }
+	c.RunE = func(_ *cobra.Command, args []string) error { return run(io, sub, args, *asJSON) }
 	return c
+}
+
+// printShown prints what a show subcommand read, as JSON or as text; a
+// malformed rule is reported after what could be shown, any other error
+// instead of it.
+func printShown(io stdio, v any, err error, asJSON bool, text func()) error {
+	if err != nil && !errors.Is(err, policy.ErrMalformedRule) {
+		return err
+	}
+	if asJSON {
+		if jerr := printJSON(io.out, v); jerr != nil {
+			return jerr
+		}
+	} else {
+		text()
+	}
+	return err
+}
+
+// printNames prints the names of a list subcommand: one a line, or a JSON
+// array (never null).
+func printNames(io stdio, names []string, asJSON bool) error {
+	if asJSON {
+		if names == nil {
+			names = []string{}
+		}
+		return printJSON(io.out, names)
+	}
+	for _, n := range names {
+		fmt.Fprintln(io.out, n)
+	}
+	return nil
 }
 
 func runUserSimple(io stdio, sub string, args []string, asJSON bool) error {
@@ -78,29 +110,10 @@ func runUserSimple(io stdio, sub string, args []string, asJSON bool) error {
 		if err != nil {
 			return err
 		}
-		if asJSON {
-			if names == nil {
-				names = []string{}
-			}
-			return printJSON(io.out, names)
-		}
-		for _, n := range names {
-			fmt.Fprintln(io.out, n)
-		}
-		return nil
+		return printNames(io, names, asJSON)
 	case "show":
 		u, err := store.GetUser(ctx, args[0])
-		if err != nil && !errors.Is(err, policy.ErrMalformedRule) {
-			return err
-		}
-		if asJSON {
-			if jerr := printJSON(io.out, u); jerr != nil {
-				return jerr
-			}
-		} else {
-			printUser(io, u)
-		}
-		return err // a malformed rule is reported after what could be shown
+		return printShown(io, u, err, asJSON, func() { printUser(io, u) })
 	}
 	name := args[0]
 	switch sub {
