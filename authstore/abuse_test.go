@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -232,4 +233,67 @@ func TestHashQueueBound(t *testing.T) {
 		t.Fatal("an ended waiter stayed queued")
 	}
 	s.slots.release()
+}
+
+// TestHashQueueExpectedWait: a waiter is admitted only if its turn can be
+// expected within the wait budget and its own deadline, judged from the
+// recent computations' average time; cheaper computations admit more.
+func TestHashQueueExpectedWait(t *testing.T) {
+	h := newHashSlots(1, 1000, 100*time.Millisecond)
+	ctx := testenv.Context(t)
+	if err := h.acquire(ctx, false); err != nil { // the one slot taken
+		t.Fatal(err)
+	}
+	// Three computations of 40 ms or so: 2 waiters fit in 100 ms, not 3.
+	for range 50 {
+		h.took(40 * time.Millisecond)
+	}
+	waiters := func(ctx context.Context, n int) (admitted int, refused error) {
+		t.Helper()
+		errs := make(chan error, n)
+		for i := range n {
+			go func() { errs <- h.acquire(ctx, false) }()
+			// Each waiter is queued (or refused) before the next comes.
+			testenv.WaitFor(t, 5*time.Second, "queued or refused", func() bool { return h.waiting()+len(errs) == i+1 })
+		}
+		admitted = h.waiting()
+		if len(errs) > 0 {
+			refused = <-errs
+		}
+		return admitted, refused
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	n, err := waiters(wctx, 3)
+	if n != 2 || !errors.Is(err, policy.ErrBusy) || !strings.Contains(err.Error(), "budget 100ms") {
+		t.Fatalf("40 ms computations, 100 ms budget: %d admitted, %v", n, err)
+	}
+	cancel()
+	testenv.WaitFor(t, 5*time.Second, "the waiters gone", func() bool { return h.waiting() == 0 })
+
+	// A deadline closer than the budget bounds the wait too: a waiter
+	// that expects its turn in 40 ms is queued with 60 ms left (and
+	// leaves at its deadline, the slot still taken), refused with 30.
+	short, cancelShort := context.WithTimeout(ctx, 60*time.Millisecond)
+	if err := h.acquire(short, false); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("40 ms expected, 60 ms deadline: %v, want a wait until the deadline", err)
+	}
+	cancelShort()
+	short, cancelShort = context.WithTimeout(ctx, 30*time.Millisecond)
+	if err := h.acquire(short, false); !errors.Is(err, policy.ErrBusy) || !strings.Contains(err.Error(), "budget") {
+		t.Fatalf("40 ms expected, 30 ms deadline: %v, want refused at once", err)
+	}
+	cancelShort()
+
+	// Computations of 1 ms: the same budget admits about 100.
+	for range 100 {
+		h.took(time.Millisecond)
+	}
+	wctx, cancel = context.WithCancel(ctx)
+	n, err = waiters(wctx, 101)
+	cancel()
+	if n < 90 || n > 100 || err == nil {
+		t.Fatalf("1 ms computations, 100 ms budget: %d admitted, %v", n, err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the waiters gone", func() bool { return h.waiting() == 0 })
+	h.release()
 }

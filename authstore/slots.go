@@ -5,27 +5,40 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
 // hashSlots bounds the hash computations running at once, and the ones
-// waiting: past maxQueue waiters a verification fails at once with
-// policy.ErrBusy. Waiters with priority (a device at an address where its
-// user authenticated before) get a freed slot ahead of the others, so that
-// a flood of guesses from elsewhere delays known devices as little as it
-// can.
+// waiting. A waiter is admitted only if it can expect its turn within the
+// wait budget (maxWait, and never past its context's deadline), judged
+// from the average time of the recent computations: with the OWASP
+// parameters (25 ms or so) a few dozen waiters per slot, with the light
+// parameters of generated passwords (1 ms or so) up to maxQueue. Past that
+// a verification fails at once with policy.ErrBusy, so the device hears
+// "server busy" now instead of a timeout later, and a fleet reconnecting
+// with cheap hashes waits its turn instead of retrying. Waiters with
+// priority (a device at an address where its user authenticated before)
+// get a freed slot ahead of the others, so that a flood of guesses from
+// elsewhere delays known devices as little as it can.
 type hashSlots struct {
 	mu       sync.Mutex
 	slots    int
 	free     int
-	maxQueue int
-	high     list.List // of chan struct{}: waiters with priority
+	maxQueue int           // per class, whatever the expected wait
+	maxWait  time.Duration // expected wait beyond which a waiter is refused
+	avg      time.Duration // moving average of a computation's time
+	high     list.List     // of chan struct{}: waiters with priority
 	low      list.List
 }
 
-func newHashSlots(slots, maxQueue int) *hashSlots {
-	return &hashSlots{slots: slots, free: slots, maxQueue: maxQueue}
+// initialHashTime is the average assumed before any computation was
+// timed: the default parameters' cost on a slow core.
+const initialHashTime = 40 * time.Millisecond
+
+func newHashSlots(slots, maxQueue int, maxWait time.Duration) *hashSlots {
+	return &hashSlots{slots: slots, free: slots, maxQueue: maxQueue, maxWait: maxWait, avg: initialHashTime}
 }
 
 // acquire takes a slot, waiting in its class's queue while ctx allows.
@@ -37,12 +50,22 @@ func (h *hashSlots) acquire(ctx context.Context, priority bool) error {
 		return nil
 	}
 	q := &h.low
+	ahead := h.high.Len() + h.low.Len() // a low waiter waits for both queues
 	if priority {
-		q = &h.high
+		q, ahead = &h.high, h.high.Len()
 	}
-	if q.Len() >= h.maxQueue {
+	if n := q.Len(); n >= h.maxQueue {
 		h.mu.Unlock()
-		return fmt.Errorf("%w: %d verifications already waiting", policy.ErrBusy, h.maxQueue)
+		return fmt.Errorf("%w: %d verifications already waiting", policy.ErrBusy, n)
+	}
+	budget := h.maxWait
+	if d, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(d))
+	}
+	if expect := time.Duration(ahead+1) * h.avg / time.Duration(h.slots); expect > budget {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: %d verifications waiting, about %v before this one's turn (budget %v)",
+			policy.ErrBusy, ahead, expect.Round(time.Millisecond), budget.Round(time.Millisecond))
 	}
 	ready := make(chan struct{})
 	e := q.PushBack(ready)
@@ -61,6 +84,13 @@ func (h *hashSlots) acquire(ctx context.Context, priority bool) error {
 		}
 		return fmt.Errorf("%w: %w", policy.ErrBusy, ctx.Err())
 	}
+}
+
+// took records how long one computation took, for the expected waits.
+func (h *hashSlots) took(d time.Duration) {
+	h.mu.Lock()
+	h.avg += (d - h.avg) / 8
+	h.mu.Unlock()
 }
 
 // release gives a slot back, to a waiter with priority first.

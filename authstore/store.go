@@ -37,11 +37,15 @@ type Options struct {
 	CacheSize int
 	// MaxHashes bounds concurrent hash computations, default GOMAXPROCS.
 	MaxHashes int
-	// MaxHashQueue bounds the verifications waiting for a slot, default
-	// 16 per slot: past it a verification fails at once with
-	// policy.ErrBusy (the device is told "server busy" rather than kept
-	// waiting until its CONNECT times out).
+	// MaxHashQueue bounds the verifications waiting for a slot (per
+	// class: known addresses, others), default 512 per slot, and
+	// MaxHashWait the wait a verification may expect before its turn
+	// (from the recent computations' average time), default 2s, never
+	// past the CONNECT's deadline. Past either, a verification fails at
+	// once with policy.ErrBusy: the device is told "server busy" rather
+	// than kept waiting until its CONNECT times out.
 	MaxHashQueue int
+	MaxHashWait  time.Duration
 	// ClientIDsDefault are the client id globs of a user whose hash has no
 	// clientids field; nil takes DefaultClientIDs. The empty client id (the
 	// broker assigns one, where the protocol version lets it) is allowed
@@ -110,7 +114,10 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 		o.MaxHashes = runtime.GOMAXPROCS(0)
 	}
 	if o.MaxHashQueue <= 0 {
-		o.MaxHashQueue = 16 * o.MaxHashes
+		o.MaxHashQueue = 512 * o.MaxHashes
+	}
+	if o.MaxHashWait <= 0 {
+		o.MaxHashWait = 2 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -122,7 +129,7 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 		o.ClientIDsDefault = DefaultClientIDs
 	}
 	s := &Store{rdb: rdb, prefix: o.Prefix, timeout: o.Timeout, log: o.Logger, now: o.Now,
-		slots: newHashSlots(o.MaxHashes, o.MaxHashQueue), clientIDsDefault: o.ClientIDsDefault, noTopics: o.NoTopicRules,
+		slots: newHashSlots(o.MaxHashes, o.MaxHashQueue, o.MaxHashWait), clientIDsDefault: o.ClientIDsDefault, noTopics: o.NoTopicRules,
 		failLimitUser: o.FailLimitUser, failLimitIP: o.FailLimitIP, schema: o.Schema}
 	if _, err := rand.Read(s.cacheKey[:]); err != nil {
 		panic("authstore: no randomness: " + err.Error())
@@ -429,7 +436,10 @@ func (s *Store) verify(ctx context.Context, stored, password string, priority bo
 	}
 	defer s.slots.release()
 	s.hashes.Add(1)
-	return verifyPassword(stored, password, false)
+	start := time.Now()
+	ok, err := verifyPassword(stored, password, false)
+	s.slots.took(time.Since(start))
+	return ok, err
 }
 
 // HashCount is the number of password hash computations so far.
