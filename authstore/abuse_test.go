@@ -236,17 +236,17 @@ func TestHashQueueBound(t *testing.T) {
 }
 
 // TestHashQueueExpectedWait: a waiter is admitted only if its turn can be
-// expected within the wait budget and its own deadline, judged from the
-// recent computations' average time; cheaper computations admit more.
+// expected within the wait budget and half its own deadline, judged from
+// the recent computations' average time; cheaper computations admit more.
 func TestHashQueueExpectedWait(t *testing.T) {
-	h := newHashSlots(1, 1000, 100*time.Millisecond)
+	h := newHashSlots(1, 1000, 10*time.Second)
 	ctx := testenv.Context(t)
 	if err := h.acquire(ctx, false); err != nil { // the one slot taken
 		t.Fatal(err)
 	}
-	// Three computations of 40 ms or so: 2 waiters fit in 100 ms, not 3.
+	// Computations of 4 s or so: 2 waiters fit in 10 s, not 3.
 	for range 50 {
-		h.took(40 * time.Millisecond)
+		h.took(4 * time.Second)
 	}
 	waiters := func(ctx context.Context, n int) (admitted int, refused error) {
 		t.Helper()
@@ -264,36 +264,77 @@ func TestHashQueueExpectedWait(t *testing.T) {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	n, err := waiters(wctx, 3)
-	if n != 2 || !errors.Is(err, policy.ErrBusy) || !strings.Contains(err.Error(), "budget 100ms") {
-		t.Fatalf("40 ms computations, 100 ms budget: %d admitted, %v", n, err)
+	if n != 2 || !errors.Is(err, policy.ErrBusy) || !strings.Contains(err.Error(), "budget 10s") {
+		t.Fatalf("4 s computations, 10 s budget: %d admitted, %v", n, err)
 	}
 	cancel()
 	testenv.WaitFor(t, 5*time.Second, "the waiters gone", func() bool { return h.waiting() == 0 })
 
-	// A deadline closer than the budget bounds the wait too: a waiter
-	// that expects its turn in 40 ms is queued with 60 ms left (and
-	// leaves at its deadline, the slot still taken), refused with 30.
-	short, cancelShort := context.WithTimeout(ctx, 60*time.Millisecond)
-	if err := h.acquire(short, false); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("40 ms expected, 60 ms deadline: %v, want a wait until the deadline", err)
-	}
-	cancelShort()
-	short, cancelShort = context.WithTimeout(ctx, 30*time.Millisecond)
-	if err := h.acquire(short, false); !errors.Is(err, policy.ErrBusy) || !strings.Contains(err.Error(), "budget") {
-		t.Fatalf("40 ms expected, 30 ms deadline: %v, want refused at once", err)
-	}
-	cancelShort()
-
-	// Computations of 1 ms: the same budget admits about 100.
+	// Computations of 100 ms: the same budget admits about 100.
 	for range 100 {
-		h.took(time.Millisecond)
+		h.took(100 * time.Millisecond)
 	}
 	wctx, cancel = context.WithCancel(ctx)
 	n, err = waiters(wctx, 101)
 	cancel()
 	if n < 90 || n > 100 || err == nil {
-		t.Fatalf("1 ms computations, 100 ms budget: %d admitted, %v", n, err)
+		t.Fatalf("100 ms computations, 10 s budget: %d admitted, %v", n, err)
 	}
 	testenv.WaitFor(t, 5*time.Second, "the waiters gone", func() bool { return h.waiting() == 0 })
+	h.release()
+}
+
+// TestHashQueueWaitBounded: the budget bounds the wait itself, not only
+// the admission: when the average misled (every slot stays taken), an
+// admitted waiter hears "busy" at the end of its budget, and a deadline
+// leaves half its time to what follows the hash.
+func TestHashQueueWaitBounded(t *testing.T) {
+	h := newHashSlots(1, 1000, 100*time.Millisecond)
+	ctx := testenv.Context(t)
+	if err := h.acquire(ctx, false); err != nil { // the one slot taken, for good
+		t.Fatal(err)
+	}
+	for range 50 {
+		h.took(40 * time.Millisecond)
+	}
+	start := time.Now()
+	err := h.acquire(ctx, false)
+	if !errors.Is(err, policy.ErrBusy) || !strings.Contains(err.Error(), "no slot within 100ms") {
+		t.Fatalf("admitted, no slot freed: %v, want busy after the 100 ms budget", err)
+	}
+	if waited := time.Since(start); waited < 100*time.Millisecond {
+		t.Fatalf("left after %v, before its budget", waited)
+	}
+	if h.waiting() != 0 {
+		t.Fatal("a waiter past its budget stayed queued")
+	}
+	// 150 ms left: admitted (40 ms expected), gone after 75 ms, before its
+	// deadline.
+	short, cancelShort := context.WithTimeout(ctx, 150*time.Millisecond)
+	err = h.acquire(short, false)
+	if !errors.Is(err, policy.ErrBusy) || errors.Is(err, context.DeadlineExceeded) || short.Err() != nil {
+		t.Fatalf("150 ms deadline: %v (context: %v), want busy within half of it", err, short.Err())
+	}
+	cancelShort()
+	// 60 ms left: half of it is less than the 40 ms expected: refused at once.
+	short, cancelShort = context.WithTimeout(ctx, 60*time.Millisecond)
+	defer cancelShort()
+	if err := h.acquire(short, false); !errors.Is(err, policy.ErrBusy) || !strings.Contains(err.Error(), "budget") {
+		t.Fatalf("40 ms expected, 60 ms deadline: %v, want refused at once", err)
+	}
+	// A slot freed within the budget is taken.
+	h = newHashSlots(1, 1000, 10*time.Second)
+	if err := h.acquire(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for h.waiting() != 1 {
+			time.Sleep(time.Millisecond)
+		}
+		h.release()
+	}()
+	if err := h.acquire(ctx, false); err != nil {
+		t.Fatalf("a slot freed in time: %v", err)
+	}
 	h.release()
 }

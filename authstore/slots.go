@@ -58,9 +58,14 @@ func (h *hashSlots) acquire(ctx context.Context, priority bool) error {
 		h.mu.Unlock()
 		return fmt.Errorf("%w: %d verifications already waiting", policy.ErrBusy, n)
 	}
+	// The budget is also the longest a waiter waits: when the average
+	// misled (the computations slowed down under load), it hears "busy"
+	// and retries instead of spending its CONNECT's whole deadline here.
+	// Half the time left at most, so that what follows the hash (the
+	// broker's dial) still has time.
 	budget := h.maxWait
 	if d, ok := ctx.Deadline(); ok {
-		budget = min(budget, time.Until(d))
+		budget = min(budget, time.Until(d)/2)
 	}
 	if expect := time.Duration(ahead+1) * h.avg / time.Duration(h.slots); expect > budget {
 		h.mu.Unlock()
@@ -70,20 +75,26 @@ func (h *hashSlots) acquire(ctx context.Context, priority bool) error {
 	ready := make(chan struct{})
 	e := q.PushBack(ready)
 	h.mu.Unlock()
+	timer := time.NewTimer(budget)
+	defer timer.Stop()
+	var why error
 	select {
 	case <-ready:
 		return nil
 	case <-ctx.Done():
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		select {
-		case <-ready: // handed a slot meanwhile: pass it on
-			h.releaseLocked()
-		default:
-			q.Remove(e)
-		}
-		return fmt.Errorf("%w: %w", policy.ErrBusy, ctx.Err())
+		why = ctx.Err()
+	case <-timer.C:
+		why = fmt.Errorf("no slot within %v", budget.Round(time.Millisecond))
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-ready: // handed a slot meanwhile: pass it on
+		h.releaseLocked()
+	default:
+		q.Remove(e)
+	}
+	return fmt.Errorf("%w: %w", policy.ErrBusy, why)
 }
 
 // took records how long one computation took, for the expected waits.

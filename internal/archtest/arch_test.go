@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -114,8 +113,13 @@ func TestCrossBuild(t *testing.T) {
 	}
 }
 
+// goTool is the go command running the tests: go test puts its GOROOT/bin
+// first in PATH.
 func goTool() string {
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return "go"
 }
 
 func goList(t *testing.T, args ...string) []byte {
