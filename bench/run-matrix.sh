@@ -1,179 +1,338 @@
 #!/usr/bin/env bash
-# Runs authproxy-bench's scenarios against, side by side in one run:
-#   direct   mosquitto, plain TCP
-#   mqtts    mosquitto's own TLS listener
-#   proxy    mqtt-authproxy (TLS, Redis auth with the verification remembered) -> mosquitto
-#   haproxy  HAProxy terminating TLS -> mosquitto (when haproxy is installed)
-# and prints one Markdown table with ratios. Servers are pinned to the last
-# CPU, the load generator to CPU 0. Every load is bounded in count and time
-# and targets loopback only.
-#   bench/run-matrix.sh [quick]      (quick: shorter runs, fewer connections)
-# ONLY=connect,qos0,qos1,idle,storm (any subset) runs only those groups.
+# The benchmark matrix (issue 21): every system measured interleaved with
+# the others, over ROUNDS rounds, reported as medians with [min-max] and
+# ratios that this machine's noise cannot fake.
+#
+# Systems (all in front of, or being, the same Mosquitto):
+#   direct         mosquitto, plain TCP
+#   mqtts          mosquitto's own TLS listener
+#   proxy          mqtt-authproxy, topic rules on (the default), the user
+#                  with 20 rules, the matching one last
+#   proxy-acl-off  mqtt-authproxy with AUTHPROXY_ACL=off (opaque relay)
+#   proxy-v2       the proxy behind a PROXY v2 header (PROXY_PROTOCOL_FROM)
+#   proxy-ws       the proxy's MQTT over WebSocket over TLS (WS_LISTEN)
+#   haproxy        HAProxy 2.6 terminating TLS in front of mosquitto
+# Groups (ONLY=idle,connect,qos0,qos1,storm, any subset; default all):
+#   idle     N_IDLE idle connections held HOLD: RSS per connection
+#            (proxy, proxy-acl-off, proxy-v2, proxy-ws, haproxy)
+#   connect  N_CONN connects, TLS 1.2 and 1.3, full and resumed: server CPU
+#            per connect (mqtts, proxy + Redis beside it, haproxy)
+#   qos0     1 KiB, 4 publishers, flooding (delivered msgs/s) and paced at
+#            PACED_RATE msgs/s (server CPU per message)
+#   qos1     64 B, 1 and 8 publishers, each waiting for its PUBACK
+#   storm    cold reconnect storm of K distinct users (bench/storm-users.py):
+#            a) proxy, default argon2id; b) proxy, `user set --generate`
+#            hashes; c) HAProxy -> mosquitto with its own password file
+# Every round starts every server fresh (Mosquitto, Redis, the proxies,
+# HAProxy), runs every selected case on every system, the order of the
+# systems reversed every other round, and stops them; the storm's cases
+# then run, each on processes of its own started fresh (cold).
+#
+#   bench/run-matrix.sh [quick]      (quick: shorter runs, fewer connections, 2 rounds)
+# Environment: ROUNDS (5; quick 2), PIN (1: servers on the last CPU, the
+# load generator on CPU 0; 0: unpinned, all share every CPU), ONLY, DUR
+# (throughput run, 5s), N_CONN (2000), N_IDLE (9000), HOLD (15s), K (2000),
+# PACED_RATE (60000), STORM_BOUND (300s), STORM_MAX_PENDING (empty: the
+# proxy's default), OUT (a directory for results.jsonl,
+# logs, metrics and the table; default a new /tmp/authproxy-matrix.*),
+# STORM_CACHE (a directory: storm users made once are kept there, per K,
+# and reused by later runs), SLOW_SHARE (0.75: bench/matrix-report.py flags
+# a throughput run slow when Mosquitto's CPU share fell under this times its
+# median over the rounds). The tables: bench/matrix-report.py OUT.
+#
+# Every load is bounded in count and time and targets loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
-QUICK=${1:-}
+MODE=${1:-full}
+PIN=${PIN:-1}
 ONLY=${ONLY:-idle,connect,qos0,qos1,storm}
+if [ "$MODE" = quick ]; then
+  : "${ROUNDS:=2}" "${DUR:=2s}" "${N_CONN:=400}" "${N_IDLE:=1000}" "${HOLD:=3s}" "${K:=300}"
+else
+  : "${ROUNDS:=5}" "${DUR:=5s}" "${N_CONN:=2000}" "${N_IDLE:=9000}" "${HOLD:=15s}" "${K:=2000}"
+fi
+PACED_RATE=${PACED_RATE:-60000}
+STORM_BOUND=${STORM_BOUND:-300s}
+# The storm's proxy runs with the product's defaults. STORM_MAX_PENDING=N
+# sets AUTHPROXY_MAX_PENDING (default 1024 without MAX_CONNECTIONS: past
+# it a connection is closed before TLS and the device retries; raising it
+# above K lets all K into their TLS handshake at once, which was not
+# faster in a trial: more Redis lookups then miss REDIS_TIMEOUT).
+STORM_MAX_PENDING=${STORM_MAX_PENDING:-}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
-DUR=10s; N_CONN=3000; N_IDLE=9000; N_STORM=2000
-# The offered load of the paced QoS 0 run: about what the direct broker
-# delivered in PERFORMANCE.md's reference measurement (124k msgs/s).
-PACED_RATE=${PACED_RATE:-120000}
-if [ "$QUICK" = quick ]; then DUR=3s; N_CONN=600; N_IDLE=1000; N_STORM=300; fi
-ncpu=$(nproc)
-SRV_CPU=$((ncpu - 1)); LOAD_CPU=0
-pin_srv=(taskset -c "$SRV_CPU"); pin_load=(taskset -c "$LOAD_CPU")
-[ "$ncpu" -ge 2 ] || { pin_srv=(); pin_load=(); }
 
-work=$(mktemp -d /tmp/authproxy-matrix.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-ulimit -Hn 65536 2>/dev/null || true; ulimit -n "$(ulimit -Hn)"
+for tool in mosquitto mosquitto_passwd redis-server redis-cli haproxy python3 jq curl; do
+  command -v "$tool" >/dev/null || { echo "run-matrix.sh needs $tool" >&2; exit 2; }
+done
+ncpu=$(nproc)
+pin_srv=(); pin_load=()
+if [ "$PIN" = 1 ] && [ "$ncpu" -ge 2 ]; then
+  pin_srv=(taskset -c "$((ncpu - 1))"); pin_load=(taskset -c 0)
+fi
+
+OUT=${OUT:-$(mktemp -d /tmp/authproxy-matrix.XXXXXX)}
+mkdir -p "$OUT/logs" "$OUT/metrics" "$OUT/run"
+BIN=$OUT/bin CERTS=$OUT/certs RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+ulimit -n "$(ulimit -Hn)"
+
+declare -A PID=()
+start() { # NAME command...: started in the background, its pid kept
+  local name=$1; shift
+  "$@" >>"$OUT/logs/$name.log" 2>&1 &
+  PID[$name]=$!
+}
+stop() { # NAME...
+  local n p
+  for n in "$@"; do
+    p=${PID[$n]:-}
+    [ -n "$p" ] || continue
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    unset "PID[$n]"
+  done
+}
+stop_all() { [ ${#PID[@]} -eq 0 ] || stop "${!PID[@]}"; }
+trap stop_all EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; cat "$work"/*.log >&2 2>/dev/null; exit 1; }
+wait_port() { # PORT NAME
+  for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "port $1 ($2) never opened; its log:" >&2; tail -20 "$OUT/logs/$2.log" >&2; exit 1
+}
+wait_redis() { # PORT: answers PONG once its data is loaded
+  for _ in $(seq 1 200); do [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0; sleep 0.05; done
+  echo "redis on $1 never answered" >&2; exit 1
+}
 
-go build -o "$work/mqtt-authproxy" ./cmd/mqtt-authproxy
-go build -o "$work/bench" ./cmd/authproxy-bench
-bash deploy/gen-certs.sh "$work/certs" localhost 127.0.0.1 >/dev/null 2>&1
-cat "$work/certs/server.pem" "$work/certs/server-key.pem" > "$work/certs/combined.pem"
+mkdir -p "$BIN"
+go build -o "$BIN/mqtt-authproxy" ./cmd/mqtt-authproxy
+go build -o "$BIN/bench" ./cmd/authproxy-bench
+bash deploy/gen-certs.sh "$CERTS" localhost 127.0.0.1 >/dev/null 2>&1
+cat "$CERTS/server.pem" "$CERTS/server-key.pem" > "$CERTS/combined.pem"
 
-P_DIRECT=$(port); P_MQTTS=$(port); P_PROXY=$(port); P_HAPROXY=$(port); P_REDIS=$(port)
-cat > "$work/mosquitto.conf" <<CONF
-user root
-persistence false
-log_dest none
-max_queued_messages 100000
-listener $P_DIRECT 127.0.0.1
-allow_anonymous true
-listener $P_MQTTS 127.0.0.1
-certfile $work/certs/server.pem
-keyfile $work/certs/server-key.pem
-CONF
-"${pin_srv[@]}" mosquitto -c "$work/mosquitto.conf" & pids+=($!); MOSQ_PID=$!
-"${pin_srv[@]}" redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null & pids+=($!)
-wait_port "$P_DIRECT"; wait_port "$P_MQTTS"; wait_port "$P_REDIS"
+declare -A PORT=()
+for s in direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws haproxy redis storm-broker storm-term; do PORT[$s]=$(port); done
+declare -A MPORT=()
+for s in proxy proxy-acl-off proxy-v2 proxy-ws storm-term; do MPORT[$s]=$(port); done
+REDIS_URL="redis://127.0.0.1:${PORT[redis]}/0"
 
-export AUTHPROXY_REDIS_URL="redis://127.0.0.1:$P_REDIS/0"
-echo bench-password | "$work/mqtt-authproxy" user set bench >/dev/null
-AUTHPROXY_LISTEN="127.0.0.1:$P_PROXY" AUTHPROXY_TLS_CERT_FILE="$work/certs/server.pem" AUTHPROXY_TLS_KEY_FILE="$work/certs/server-key.pem" \
-AUTHPROXY_BACKEND_ADDR="127.0.0.1:$P_DIRECT" AUTHPROXY_METRICS_LISTEN=off AUTHPROXY_LOG_FORMAT=json \
-  "${pin_srv[@]}" "$work/mqtt-authproxy" serve 2>"$work/proxy.log" & pids+=($!); PROXY_PID=$!
-wait_port "$P_PROXY"
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "command: ROUNDS=$ROUNDS PIN=$PIN ONLY=$ONLY DUR=$DUR N_CONN=$N_CONN N_IDLE=$N_IDLE HOLD=$HOLD K=$K PACED_RATE=$PACED_RATE STORM_BOUND=$STORM_BOUND bash bench/run-matrix.sh $MODE"
+  echo "commit: $(git log -1 --format='%h %s' 2>/dev/null | cut -c1-100)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
+  echo "machine: $ncpu CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB, kernel $(uname -r), open files $(ulimit -n)"
+  echo "pinning: $([ ${#pin_srv[@]} -gt 0 ] && echo "servers on CPU $((ncpu - 1)), load generator on CPU 0" || echo "none (every process may run on every CPU)")"
+  echo "storm: K=$K, proxy with AUTHPROXY_MAX_PENDING=${STORM_MAX_PENDING:-default}, otherwise defaults (CONN_RATE_PER_IP off, AUTH_FAIL_LIMIT_USER 10/5m, AUTH_FAIL_LIMIT_IP 100/5m, the hash queue of the commit above); devices retry after 100 ms doubling to 2 s, with jitter, keeping their TLS session; bound $STORM_BOUND"
+  echo "versions: $(mosquitto -h 2>/dev/null | head -1 | xargs); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(redis-server --version | cut -d' ' -f1-3); $(go version | cut -d' ' -f3)"
+} > "$OUT/info.txt"
+cat "$OUT/info.txt" >&2
 
-HAPROXY_PID=""
-if command -v haproxy >/dev/null; then
-  cat > "$work/haproxy.cfg" <<CONF
+# --- Redis seed: the bench user, and the storm's users (made once) --------
+# The bench user has 20 topic rules: 19 that do not match the bench's
+# topics (10 under bench/ so that the first-level index does not skip
+# them, 9 with a wildcard first level) and '#', the one that matches, last.
+RULES="$(for i in $(seq 1 10); do printf 'bench/%%u/r%d/# ' "$i"; done)$(for i in $(seq 1 9); do printf '+/d%d/# ' "$i"; done)#"
+SEED=$OUT/seed
+mkdir -p "$SEED"
+STORM_DIR=$OUT/storm
+cached=""
+if want storm && [ -n "${STORM_CACHE:-}" ] && [ -f "$STORM_CACHE/k$K/dump.rdb" ]; then
+  cached=$STORM_CACHE/k$K
+  cp "$cached/dump.rdb" "$SEED/dump.rdb"
+  mkdir -p "$STORM_DIR"; cp "$cached"/*.txt "$STORM_DIR/"
+fi
+start seed-redis "${pin_srv[@]}" redis-server --port "${PORT[redis]}" --bind 127.0.0.1 --save "" --appendonly no --notify-keyspace-events Kghx --dir "$SEED" --dbfilename dump.rdb
+wait_redis "${PORT[redis]}"
+echo bench-password | AUTHPROXY_REDIS_URL=$REDIS_URL "$BIN/mqtt-authproxy" user set bench --publish "$RULES" --subscribe "$RULES" >/dev/null
+n_rules=$(AUTHPROXY_REDIS_URL=$REDIS_URL "$BIN/mqtt-authproxy" user show bench --json | jq '.publish | length')
+[ "$n_rules" = 20 ] || { echo "the bench user has $n_rules publish rules, not 20" >&2; exit 1; }
+if want storm && [ -z "$cached" ]; then
+  echo "making $K storm users (argon2id default and user set --generate) ..." >&2
+  t0=$(date +%s)
+  python3 bench/storm-users.py "$BIN/mqtt-authproxy" "$K" "$REDIS_URL" "$STORM_DIR"
+  echo "  took $(( $(date +%s) - t0 )) s" >&2
+fi
+redis-cli -p "${PORT[redis]}" save >/dev/null
+if want storm && [ -z "$cached" ] && [ -n "${STORM_CACHE:-}" ]; then
+  mkdir -p "$STORM_CACHE/k$K"; cp "$SEED/dump.rdb" "$STORM_DIR"/*.txt "$STORM_CACHE/k$K/"
+fi
+stop seed-redis
+if want storm; then
+  cp "$STORM_DIR/mosquitto-passwd.txt" "$OUT/run/mosquitto-passwd"
+  mosquitto_passwd -U "$OUT/run/mosquitto-passwd"
+fi
+
+# --- servers ---------------------------------------------------------------
+start_redis() { # NAME: a fresh redis-server with the seed's data
+  local d=$OUT/run/$1
+  rm -rf "$d"; mkdir -p "$d"; cp "$SEED/dump.rdb" "$d/"
+  start "$1" "${pin_srv[@]}" redis-server --port "${PORT[redis]}" --bind 127.0.0.1 --save "" --appendonly no --notify-keyspace-events Kghx --dir "$d" --dbfilename dump.rdb
+  wait_redis "${PORT[redis]}"
+}
+start_mosquitto() { # NAME PORT [password file]: plain listener (and, for the matrix, the TLS one)
+  local conf=$OUT/run/$1.conf
+  {
+    echo "user root"; echo "persistence false"; echo "log_dest stderr"; echo "log_type error"
+    echo "max_queued_messages 100000"; echo "per_listener_settings true"
+    echo "listener $2 127.0.0.1"
+    if [ -n "${3:-}" ]; then echo "allow_anonymous false"; echo "password_file $3"; else echo "allow_anonymous true"; fi
+    if [ "$1" = mosquitto ]; then
+      echo "listener ${PORT[mqtts]} 127.0.0.1"; echo "allow_anonymous true"
+      echo "certfile $CERTS/server.pem"; echo "keyfile $CERTS/server-key.pem"
+    fi
+  } > "$conf"
+  start "$1" "${pin_srv[@]}" mosquitto -c "$conf"
+  wait_port "$2" "$1"
+}
+start_proxy() { # NAME LISTEN-PORT METRICS-PORT BROKER-PORT [VAR=value...]
+  local name=$1 p=$2 pm=$3 pb=$4; shift 4
+  start "$name" "${pin_srv[@]}" env AUTHPROXY_LISTEN="127.0.0.1:$p" AUTHPROXY_TLS_CERT_FILE="$CERTS/server.pem" \
+    AUTHPROXY_TLS_KEY_FILE="$CERTS/server-key.pem" AUTHPROXY_BACKEND_ADDR="127.0.0.1:$pb" AUTHPROXY_REDIS_URL="$REDIS_URL" \
+    AUTHPROXY_METRICS_LISTEN="127.0.0.1:$pm" AUTHPROXY_LOG_FORMAT=json AUTHPROXY_SHUTDOWN_GRACE=1s "$@" \
+    "$BIN/mqtt-authproxy" serve
+  wait_port "$p" "$name"
+}
+start_haproxy() { # NAME PORT BROKER-PORT
+  cat > "$OUT/run/$1.cfg" <<CONF
 global
   maxconn 9800
   nbthread 1
-  tune.ssl.default-dh-param 2048
 defaults
   mode tcp
   timeout connect 5s
   timeout client 1h
   timeout server 1h
 frontend mqtts
-  bind 127.0.0.1:$P_HAPROXY ssl crt $work/certs/combined.pem
+  bind 127.0.0.1:$2 ssl crt $CERTS/combined.pem
   default_backend mosquitto
 backend mosquitto
-  server m1 127.0.0.1:$P_DIRECT
+  server m1 127.0.0.1:$3
 CONF
-  "${pin_srv[@]}" haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 & pids+=($!); HAPROXY_PID=$!
-  wait_port "$P_HAPROXY"
-fi
-
-declare -A ADDR=([direct]="127.0.0.1:$P_DIRECT" [mqtts]="127.0.0.1:$P_MQTTS" [proxy]="127.0.0.1:$P_PROXY" [haproxy]="127.0.0.1:$P_HAPROXY")
-declare -A TLSF=([direct]="" [mqtts]="-tls" [proxy]="-tls" [haproxy]="-tls")
-declare -A WATCH=([direct]="mosquitto=$MOSQ_PID" [mqtts]="mosquitto=$MOSQ_PID" [proxy]="proxy=$PROXY_PID,mosquitto=$MOSQ_PID" [haproxy]="haproxy=$HAPROXY_PID,mosquitto=$MOSQ_PID")
-targets=(direct mqtts proxy)
-[ -n "$HAPROXY_PID" ] && targets+=(haproxy)
-
-results="$work/results.jsonl"
-bench() { # target label scenario args...
-  local t=$1 label=$2; shift 2
-  "${pin_load[@]}" "$work/bench" -json -label "$t/$label" -addr "${ADDR[$t]}" ${TLSF[$t]} -ca "$work/certs/ca.pem" \
-    -user bench -pass bench-password -watch "${WATCH[$t]}" "$@" >> "$results" || echo "  $t/$label failed" >&2
+  start "$1" "${pin_srv[@]}" haproxy -f "$OUT/run/$1.cfg" -db
+  wait_port "$2" "$1"
 }
-echo "running the matrix (${DUR} per throughput run) ..." >&2
-# Idle first, on fresh processes, so that the RSS before is a clean baseline;
-# held 20 s, as idle devices stay connected for hours.
-want idle && for t in mqtts proxy haproxy; do
-  [[ " ${targets[*]} " == *" $t "* ]] || continue
-  bench "$t" idle -scenario idle -n "$N_IDLE" -c 32 -hold 20s
-done
-want connect && for t in mqtts proxy haproxy; do
-  [[ " ${targets[*]} " == *" $t "* ]] || continue
-  bench "$t" connect-tls13-full -scenario connect -tls-version 1.3 -n "$N_CONN" -c 8 -duration 120s
-  bench "$t" connect-tls12-resumed -scenario connect -tls-version 1.2 -resume -n "$N_CONN" -c 8 -duration 120s
-  bench "$t" connect-tls13-resumed -scenario connect -tls-version 1.3 -resume -n "$N_CONN" -c 8 -duration 120s
-done
-for t in "${targets[@]}"; do
-  want qos0 && bench "$t" qos0-1k -scenario qos0 -publishers 4 -size 1024 -duration "$DUR"
-  want qos0 && bench "$t" qos0-64 -scenario qos0 -publishers 4 -size 64 -duration "$DUR"
-  want qos0 && bench "$t" qos0-1k-paced -scenario qos0 -publishers 4 -size 1024 -rate "$PACED_RATE" -duration "$DUR"
-  want qos1 && bench "$t" qos1-8pub -scenario qos1 -publishers 8 -size 64 -duration "$DUR"
-done
-want storm && for t in mqtts proxy haproxy; do
-  [[ " ${targets[*]} " == *" $t "* ]] || continue
-  bench "$t" storm -scenario storm -n "$N_STORM" -c 64
-done
+scrape() { # NAME METRICS-PORT TAG: the proxy's own series, kept for the report
+  curl -s "http://127.0.0.1:$2/metrics" | grep '^authproxy_' | sed "s/^/$3 $1 /" >> "$OUT/metrics/all.txt" || true
+}
 
-python3 - "$results" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-R = {r["label"]: r for r in rows}
-def g(label): return R.get(label)
-def cpu(label, proc):
-    r = g(label); return r and r.get("cpu_per_op_us", {}).get(proc)
-print(f"Machine: {sys.argv[2]} CPUs ({sys.argv[3]}); servers pinned to the last CPU, load to CPU 0.\n")
-print("| figure | mosquitto TLS | mqtt-authproxy | HAProxy | proxy / HAProxy | proxy / direct |")
-print("|---|---|---|---|---|---|")
-def fmt(v, unit=""):
-    return "n/a" if v is None else (f"{v:,.0f}{unit}" if v >= 100 else f"{v:,.2f}{unit}")
-for label, what in [("connect-tls13-full", "server CPU per full TLS 1.3 connect (us)"),
-                    ("connect-tls12-resumed", "server CPU per resumed TLS 1.2 connect (us)"),
-                    ("connect-tls13-resumed", "server CPU per resumed TLS 1.3 connect (us)")]:
-    m, p, h = cpu(f"mqtts/{label}", "mosquitto"), cpu(f"proxy/{label}", "proxy"), cpu(f"haproxy/{label}", "haproxy")
-    ratio = f"{p/h:.2f}" if p and h else "n/a"
-    print(f"| {what} | {fmt(m)} | {fmt(p)} (proxy only) | {fmt(h)} | {ratio} | |")
-    rr = g(f"proxy/{label}")
-    if rr and "resumed" in label:
-        print(f"| resumption ratio, {label} | {g(f'mqtts/{label}') and g(f'mqtts/{label}').get('resumed_ratio',0):.2f} | {rr.get('resumed_ratio',0):.2f} | {g(f'haproxy/{label}') and g(f'haproxy/{label}').get('resumed_ratio',0) or 0:.2f} | | |")
-for label, what, key in [("qos0-1k", "QoS 0 1 KiB delivered msgs/s", "rate_per_s"), ("qos0-64", "QoS 0 64 B delivered msgs/s", "rate_per_s"),
-                         ("qos1-8pub", "QoS 1 acks/s, 8 publishers", "rate_per_s")]:
-    d = g(f"direct/{label}"); m = g(f"mqtts/{label}"); p = g(f"proxy/{label}"); h = g(f"haproxy/{label}")
-    v = lambda r: r and r[key]
-    ph = f"{v(p)/v(h):.2f}" if v(p) and v(h) else "n/a"
-    pd = f"{v(p)/v(d):.2f}" if v(p) and v(d) else "n/a"
-    print(f"| {what} (direct {fmt(v(d))}) | {fmt(v(m))} | {fmt(v(p))} | {fmt(v(h))} | {ph} | {pd} |")
-    if label == "qos1-8pub":
-        lat = lambda r: r and f"{r['p50_ms']:.3f} / {r['p99_ms']:.3f}"
-        print(f"| QoS 1 p50 / p99 ms (direct {lat(d)}) | {lat(m)} | {lat(p)} | {lat(h) or 'n/a'} | | |")
-    if label == "qos0-1k":
-        mb = lambda r: r and r.get("mb_per_s")
-        print(f"| QoS 0 1 KiB MB/s (direct {fmt(mb(d))}) | {fmt(mb(m))} | {fmt(mb(p))} | {fmt(mb(h))} | | |")
-d, m, p, h = (g(f"{t}/qos0-1k-paced") for t in ("direct", "mqtts", "proxy", "haproxy"))
-if p:
-    dl = lambda r: r and r.get("offered_per_s") and r["rate_per_s"] / r["offered_per_s"]
-    ph = f"{dl(p)/dl(h):.2f}" if dl(p) and dl(h) else "n/a"
-    pd = f"{dl(p)/dl(d):.2f}" if dl(p) and dl(d) else "n/a"
-    print(f"| QoS 0 1 KiB at {p.get('offered_per_s', 0):,.0f} msgs/s offered: delivered / offered (direct {fmt(dl(d))}) | {fmt(dl(m))} | {fmt(dl(p))} | {fmt(dl(h))} | {ph} | {pd} |")
-    cm, cp, ch = cpu("mqtts/qos0-1k-paced", "mosquitto"), cpu("proxy/qos0-1k-paced", "proxy"), cpu("haproxy/qos0-1k-paced", "haproxy")
-    ratio = f"{cp/ch:.2f}" if cp and ch else "n/a"
-    print(f"| server CPU per message at that load (us; mosquitto TLS: the whole broker) | {fmt(cm)} | {fmt(cp)} (proxy only) | {fmt(ch)} | {ratio} | |")
-for label, what in [("storm", "reconnect storm: seconds until all are back")]:
-    m, p, h = g(f"mqtts/{label}"), g(f"proxy/{label}"), g(f"haproxy/{label}")
-    s = lambda r: r and r["seconds"]
-    n = (p or m or {}).get("ops", 0)
-    ratio = f"{s(p)/s(h):.2f}" if s(p) and s(h) else "n/a"
-    print(f"| {what} ({n} devices) | {fmt(s(m))} | {fmt(s(p))} | {fmt(s(h))} | {ratio} | |")
-m, p, h = g("mqtts/idle"), g("proxy/idle"), g("haproxy/idle")
-rss = lambda r, proc: r and r.get("rss_per_conn_kib", {}).get(proc)
-ratio = f"{rss(p,'proxy')/rss(h,'haproxy'):.2f}" if rss(p,'proxy') and rss(h,'haproxy') else "n/a"
-held = (p or {}).get("held", 0)
-print(f"| RSS per idle TLS connection, {held} connections (KiB) | {fmt(rss(m,'mosquitto'))} | {fmt(rss(p,'proxy'))} (proxy only) | {fmt(rss(h,'haproxy'))} | {ratio} | |")
-errs = [(r['label'], r['errors']) for r in rows if r.get('errors')]
-if errs: print("\nerrors:", errs)
-PY
+MATRIX_PROXIES=(proxy proxy-acl-off proxy-v2 proxy-ws)
+start_matrix() {
+  start_redis redis
+  start_mosquitto mosquitto "${PORT[direct]}"
+  wait_port "${PORT[mqtts]}" mosquitto
+  start_proxy proxy "${PORT[proxy]}" "${MPORT[proxy]}" "${PORT[direct]}"
+  start_proxy proxy-acl-off "${PORT[proxy-acl-off]}" "${MPORT[proxy-acl-off]}" "${PORT[direct]}" AUTHPROXY_ACL=off
+  start_proxy proxy-v2 "${PORT[proxy-v2]}" "${MPORT[proxy-v2]}" "${PORT[direct]}" AUTHPROXY_PROXY_PROTOCOL_FROM=127.0.0.0/8
+  start "proxy-ws" "${pin_srv[@]}" env AUTHPROXY_LISTEN=off AUTHPROXY_WS_LISTEN="127.0.0.1:${PORT[proxy-ws]}" \
+    AUTHPROXY_TLS_CERT_FILE="$CERTS/server.pem" AUTHPROXY_TLS_KEY_FILE="$CERTS/server-key.pem" \
+    AUTHPROXY_BACKEND_ADDR="127.0.0.1:${PORT[direct]}" AUTHPROXY_REDIS_URL="$REDIS_URL" \
+    AUTHPROXY_METRICS_LISTEN="127.0.0.1:${MPORT[proxy-ws]}" AUTHPROXY_LOG_FORMAT=json AUTHPROXY_SHUTDOWN_GRACE=1s \
+    "$BIN/mqtt-authproxy" serve
+  wait_port "${PORT[proxy-ws]}" proxy-ws
+  start_haproxy haproxy "${PORT[haproxy]}" "${PORT[direct]}"
+}
+
+declare -A TLSF=([direct]="" [mqtts]="-tls" [proxy]="-tls" [proxy-acl-off]="-tls" [proxy-v2]="-tls -proxy-v2"
+                 [proxy-ws]="-tls -ws /mqtt" [haproxy]="-tls")
+watch_of() { # SYSTEM: term = the terminator (mosquitto itself for direct and mqtts)
+  case $1 in
+    direct|mqtts) echo "term=${PID[mosquitto]},mosquitto=${PID[mosquitto]}" ;;
+    haproxy) echo "term=${PID[haproxy]},mosquitto=${PID[mosquitto]}" ;;
+    *) echo "term=${PID[$1]},mosquitto=${PID[mosquitto]},redis=${PID[redis]}" ;;
+  esac
+}
+round=0
+bench() { # SYSTEM CASE bench-args...
+  local sys=$1 cs=$2 out; shift 2
+  # shellcheck disable=SC2086 # TLSF holds several flags
+  if out=$("${pin_load[@]}" "$BIN/bench" -json -label "$round|$PIN|$sys|$cs" -addr "127.0.0.1:${PORT[$sys]}" ${TLSF[$sys]} \
+      -ca "$CERTS/ca.pem" -user bench -pass bench-password -watch "$(watch_of "$sys")" "$@" 2>>"$OUT/logs/bench.log"); then
+    echo "$out" >> "$RESULTS"
+    echo "$out" | jq -r '"  \(.label): \(.ops) ops \(.errors) errors \(.rate_per_s|floor)/s term \(.cpu_per_op_us.term // 0 | .*10|floor/10) us/op mosquitto \(.cpu_share.mosquitto // 0 | .*100|floor)% \(if .rss_per_conn_kib then "rss/conn \(.rss_per_conn_kib.term|.*100|floor/100) KiB" else "" end)"' >&2
+  else
+    echo "  round $round $sys/$cs FAILED (see $OUT/logs/bench.log)" >&2
+    echo "{\"label\":\"$round|$PIN|$sys|$cs\",\"failed\":true}" >> "$RESULTS"
+  fi
+}
+ordered() { # SYSTEM...: in this order in odd rounds, reversed in even ones
+  if (( round % 2 )); then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi
+}
+
+IDLE_SYS=(proxy proxy-acl-off proxy-v2 proxy-ws haproxy)
+CONNECT_SYS=(mqtts proxy haproxy)
+QOS0_SYS=(direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws haproxy)
+QOS1_SYS=(direct mqtts proxy proxy-acl-off haproxy)
+
+matrix_round() {
+  start_matrix
+  local s
+  # Idle first, on fresh processes, so that the RSS before is a clean baseline.
+  if want idle; then
+    for s in $(ordered "${IDLE_SYS[@]}"); do bench "$s" idle -scenario idle -n "$N_IDLE" -c 32 -hold "$HOLD"; done
+  fi
+  if want connect; then
+    for s in $(ordered "${CONNECT_SYS[@]}"); do
+      bench "$s" tls12-full -scenario connect -tls-version 1.2 -n "$N_CONN" -c 8 -duration 120s
+      bench "$s" tls12-resumed -scenario connect -tls-version 1.2 -resume -n "$N_CONN" -c 8 -duration 120s
+      bench "$s" tls13-full -scenario connect -tls-version 1.3 -n "$N_CONN" -c 8 -duration 120s
+      bench "$s" tls13-resumed -scenario connect -tls-version 1.3 -resume -n "$N_CONN" -c 8 -duration 120s
+    done
+  fi
+  if want qos0; then
+    for s in $(ordered "${QOS0_SYS[@]}"); do
+      bench "$s" qos0-flood -scenario qos0 -publishers 4 -size 1024 -duration "$DUR"
+      bench "$s" qos0-paced -scenario qos0 -publishers 4 -size 1024 -rate "$PACED_RATE" -duration "$DUR"
+    done
+  fi
+  if want qos1; then
+    for s in $(ordered "${QOS1_SYS[@]}"); do
+      bench "$s" qos1-1pub -scenario qos1 -publishers 1 -size 64 -duration "$DUR"
+      bench "$s" qos1-8pub -scenario qos1 -publishers 8 -size 64 -duration "$DUR"
+    done
+  fi
+  for s in "${MATRIX_PROXIES[@]}"; do scrape "$s" "${MPORT[$s]}" "$round|$PIN"; done
+  stop_all
+}
+
+# The storm: each case on processes of its own, started fresh.
+STORM_PROXY_ENV=(AUTHPROXY_LOG_LEVEL=info)
+[ -z "$STORM_MAX_PENDING" ] || STORM_PROXY_ENV+=(AUTHPROXY_MAX_PENDING="$STORM_MAX_PENDING")
+storm_case() { # a|b|c
+  local c=$1 pw=$STORM_DIR/pw-a.txt
+  if [ "$c" = c ]; then
+    start_mosquitto storm-broker "${PORT[storm-broker]}" "$OUT/run/mosquitto-passwd"
+    start_haproxy storm-term "${PORT[storm-term]}" "${PORT[storm-broker]}"
+    watch="term=${PID[storm-term]},mosquitto=${PID[storm-broker]}"
+  else
+    [ "$c" = b ] && pw=$STORM_DIR/pw-b.txt
+    start_redis storm-redis
+    start_mosquitto storm-broker "${PORT[storm-broker]}"
+    start_proxy storm-term "${PORT[storm-term]}" "${MPORT[storm-term]}" "${PORT[storm-broker]}" \
+      AUTHPROXY_REDIS_KEY_PREFIX="s$c:" "${STORM_PROXY_ENV[@]}"
+    watch="term=${PID[storm-term]},mosquitto=${PID[storm-broker]},redis=${PID[storm-redis]}"
+  fi
+  local out
+  if out=$("${pin_load[@]}" "$BIN/bench" -json -label "$round|$PIN|storm-$c|storm" -scenario storm -cold -addr "127.0.0.1:${PORT[storm-term]}" \
+      -tls -ca "$CERTS/ca.pem" -n "$K" -users "$K" -user bench -pass-file "$pw" -duration "$STORM_BOUND" -watch "$watch" 2>>"$OUT/logs/bench.log"); then
+    echo "$out" >> "$RESULTS"
+    echo "$out" | jq -r '"  \(.label): \(.ops) connected in \(.seconds*100|floor/100) s, \(.attempts) attempts, \(.unconnected // 0) unconnected, CONNACK \(.connack), failures \(.failures // {}), term cpu \(.cpu_s.term*100|floor/100) s"' >&2
+  else
+    echo "  round $round storm-$c FAILED (see $OUT/logs/bench.log)" >&2
+  fi
+  [ "$c" = c ] || scrape "storm-$c" "${MPORT[storm-term]}" "$round|$PIN"
+  stop_all
+}
+
+t_start=$(date +%s)
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round of $ROUNDS ($(( $(date +%s) - t_start )) s so far) ..." >&2
+  if want idle || want connect || want qos0 || want qos1; then matrix_round; fi
+  if want storm; then
+    for c in $(ordered a b c); do storm_case "$c"; done
+  fi
+done
+echo "done in $(( $(date +%s) - t_start )) s; results in $OUT" >&2
+echo "wall: $(( $(date +%s) - t_start )) s for the rounds" >> "$OUT/info.txt"
+python3 bench/matrix-report.py "$OUT" | tee "$OUT/table.md"

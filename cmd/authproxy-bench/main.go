@@ -13,6 +13,18 @@
 //	authproxy-bench -scenario idle -addr ... -tls -ws /mqtt -n 9000     (MQTT over WebSocket)
 //	authproxy-bench -scenario idle -addr ... -tls -proxy-v2 -n 9000     (a PROXY v2 header first)
 //	authproxy-bench -scenario storm -addr ... -n 2000
+//	authproxy-bench -scenario storm -cold -addr ... -n 2000 -users 2000 -pass-file pw.txt -duration 300s
+//
+// A storm retries a device whose connect failed (closed, refused, a
+// CONNACK other than 0: 0x03/0x89 "busy" when the proxy's hash queue is
+// full) after an exponential back-off with jitter (-retry-min, -retry-max),
+// keeping the TLS session it was given, as a device stack does, until the
+// -duration bound. With -cold the measured phase is the first connect of
+// all -n devices at once (to a freshly started server: nothing
+// remembered); without it all connect first, drop, and the reconnect is
+// measured. -users K gives device i the user <-user>-(i mod K) (default
+// prefix bench) with that name as client id, and the password from line
+// (i mod K) of -pass-file, or -pass with %d replaced by i mod K.
 //
 // Output is one JSON object per run on stdout (-json) or a line of text.
 package main
@@ -27,6 +39,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -70,6 +84,11 @@ type options struct {
 	pq          bool
 	wsPath      string
 	proxyV2     bool
+	users       int
+	passFile    string
+	cold        bool
+	retryMin    time.Duration
+	retryMax    time.Duration
 }
 
 func main() {
@@ -85,11 +104,11 @@ func main() {
 	flag.StringVar(&o.pass, "pass", "", "MQTT password (a benchmark account's, never a real one)")
 	flag.IntVar(&o.level, "mqtt", 4, "MQTT protocol level: 4 (3.1.1) or 5")
 	flag.IntVar(&o.n, "n", 1000, "connect/storm: connections; idle: connections held")
-	flag.IntVar(&o.concurrency, "c", 8, "connect/storm: concurrent workers")
+	flag.IntVar(&o.concurrency, "c", 8, "connect/storm: concurrent workers (storm -cold: all -n at once)")
 	flag.IntVar(&o.publishers, "publishers", 4, "qos0/qos1: publishers")
 	flag.IntVar(&o.size, "size", 1024, "qos0/qos1: payload bytes")
 	flag.IntVar(&o.rate, "rate", 0, "qos0: offered messages/s over all publishers (0: as fast as they can)")
-	flag.DurationVar(&o.duration, "duration", 10*time.Second, "qos0/qos1: measured time; connect: time bound")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "qos0/qos1: measured time; connect/storm: time bound")
 	flag.DurationVar(&o.hold, "hold", 5*time.Second, "idle: how long the connections are held before sampling")
 	flag.IntVar(&o.sources, "sources", 50, "spread client source addresses over 127.0.0.1..127.0.0.N")
 	flag.BoolVar(&o.allowRemote, "allow-remote", false, "allow a non-loopback target")
@@ -98,6 +117,11 @@ func main() {
 	flag.StringVar(&o.label, "label", "", "label copied into the result")
 	flag.StringVar(&o.wsPath, "ws", "", "MQTT over WebSocket at this path (wss:// with -tls, else ws://), subprotocol mqtt")
 	flag.BoolVar(&o.proxyV2, "proxy-v2", false, "send a PROXY protocol v2 header first, with a made-up source address in 198.18.0.0/15 (as a load balancer does)")
+	flag.IntVar(&o.users, "users", 0, "distinct users: device i is <-user>-(i mod K) (prefix bench if -user is empty), its client id the same name; 0: every device is -user")
+	flag.StringVar(&o.passFile, "pass-file", "", "with -users: line k is the password of user k (a benchmark account's, never a real one)")
+	flag.BoolVar(&o.cold, "cold", false, "storm: measure the first connect of all -n devices at once (start the server fresh: nothing remembered)")
+	flag.DurationVar(&o.retryMin, "retry-min", 100*time.Millisecond, "storm: first back-off after a failed connect (doubled per failure, with jitter)")
+	flag.DurationVar(&o.retryMax, "retry-max", 2*time.Second, "storm: largest back-off")
 	flag.BoolVar(&o.pq, "pq", false, "offer the post-quantum hybrid X25519MLKEM768 key exchange (default: X25519 and P-256, as typical device TLS stacks do)")
 	flag.Parse()
 	res, err := run(o)
@@ -130,7 +154,14 @@ type Result struct {
 	RSSKiB     map[string]float64 `json:"rss_kib,omitempty"`        // RSS at the end of the run
 	RSSBefore  map[string]float64 `json:"rss_before_kib,omitempty"` // RSS before the run
 	CPUPerOpUs map[string]float64 `json:"cpu_per_op_us,omitempty"`
+	CPUShare   map[string]float64 `json:"cpu_share,omitempty"` // CPU seconds per second of the measured window (1.0: a whole core)
 	RSSPerConn map[string]float64 `json:"rss_per_conn_kib,omitempty"`
+	// Storm: connect attempts, CONNACK codes seen ("0x00" accepted),
+	// failed attempts by kind, devices never connected within the bound.
+	Attempts    int64            `json:"attempts,omitempty"`
+	Connack     map[string]int64 `json:"connack,omitempty"`
+	Failures    map[string]int64 `json:"failures,omitempty"`
+	Unconnected int              `json:"unconnected,omitempty"`
 }
 
 func (r Result) String() string {
@@ -148,8 +179,20 @@ func (r Result) String() string {
 	if r.P50ms > 0 {
 		fmt.Fprintf(&b, ", p50 %.3fms p99 %.3fms", r.P50ms, r.P99ms)
 	}
+	if r.Attempts > 0 {
+		fmt.Fprintf(&b, ", %d attempts, %d unconnected", r.Attempts, r.Unconnected)
+		for _, code := range sortedKeys(r.Connack) {
+			fmt.Fprintf(&b, ", CONNACK %s x%d", code, r.Connack[code])
+		}
+		for _, kind := range sortedKeys(r.Failures) {
+			fmt.Fprintf(&b, ", %s x%d", kind, r.Failures[kind])
+		}
+	}
 	for _, name := range sortedKeys(r.CPU) {
 		fmt.Fprintf(&b, ", %s cpu %.2fs", name, r.CPU[name])
+		if v, ok := r.CPUShare[name]; ok {
+			fmt.Fprintf(&b, " (%.0f%% of a core)", 100*v)
+		}
 		if v, ok := r.CPUPerOpUs[name]; ok {
 			fmt.Fprintf(&b, " (%.0fus/op)", v)
 		}
@@ -160,7 +203,7 @@ func (r Result) String() string {
 	return b.String()
 }
 
-func sortedKeys(m map[string]float64) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	var ks []string
 	for k := range m {
 		ks = append(ks, k)
@@ -177,8 +220,9 @@ func run(o options) (Result, error) {
 	if ip := net.ParseIP(host); !o.allowRemote && (ip == nil || !ip.IsLoopback()) && host != "localhost" {
 		return Result{}, fmt.Errorf("-addr %s is not a loopback address; load may only target loopback (use -allow-remote for your own test hosts)", o.addr)
 	}
-	if o.duration > 10*time.Minute || o.n > 200000 || o.hold > 10*time.Minute || o.rate < 0 || o.rate > 10_000_000 {
-		return Result{}, errors.New("bounds: -duration and -hold at most 10m, -n at most 200000, -rate 0 to 10000000")
+	if o.duration > 10*time.Minute || o.n > 200000 || o.hold > 10*time.Minute || o.rate < 0 || o.rate > 10_000_000 ||
+		o.users < 0 || o.users > 200000 || o.retryMin <= 0 || o.retryMax < o.retryMin || o.retryMax > time.Minute {
+		return Result{}, errors.New("bounds: -duration and -hold at most 10m, -n and -users at most 200000, -rate 0 to 10000000, 0 < -retry-min <= -retry-max <= 1m")
 	}
 	if err := raiseNoFile(o); err != nil {
 		return Result{}, err
@@ -192,28 +236,31 @@ func run(o options) (Result, error) {
 		return Result{}, err
 	}
 	quiesce(watched)
-	before := sample(watched)
+	m := &meter{watched: watched}
+	m.begin()
 	start := time.Now()
 	var r Result
 	switch o.scenario {
 	case "connect":
 		r, err = connectScenario(o, d)
 	case "qos0":
-		r, err = qos0Scenario(o, d)
+		r, err = qos0Scenario(o, d, m)
 	case "qos1":
-		r, err = qos1Scenario(o, d)
+		r, err = qos1Scenario(o, d, m)
 	case "idle":
-		r, err = idleScenario(o, d, watched, before)
+		r, err = idleScenario(o, d, watched, m.s0)
 		return r, err
 	case "storm":
-		r, err = stormScenario(o, d)
+		r, err = stormScenario(o, d, m)
 	default:
 		return Result{}, fmt.Errorf("unknown -scenario %q", o.scenario)
 	}
 	if err != nil {
 		return r, err
 	}
-	after := sample(watched)
+	if !m.done {
+		m.end()
+	}
 	r.Label, r.Scenario = o.label, o.scenario
 	if r.Seconds == 0 {
 		r.Seconds = time.Since(start).Seconds()
@@ -221,16 +268,35 @@ func run(o options) (Result, error) {
 	if r.Rate == 0 && r.Seconds > 0 {
 		r.Rate = float64(r.Ops) / r.Seconds
 	}
-	r.CPU, r.CPUPerOpUs = map[string]float64{}, map[string]float64{}
+	r.CPU, r.CPUPerOpUs, r.CPUShare = map[string]float64{}, map[string]float64{}, map[string]float64{}
+	window := m.t1.Sub(m.t0).Seconds()
 	for name := range watched {
-		cpu := after[name].cpu - before[name].cpu
+		cpu := m.s1[name].cpu - m.s0[name].cpu
 		r.CPU[name] = cpu
 		if r.Ops > 0 {
 			r.CPUPerOpUs[name] = cpu / float64(r.Ops) * 1e6
 		}
+		if window > 0 {
+			r.CPUShare[name] = cpu / window
+		}
 	}
 	return r, nil
 }
+
+// meter samples the watched processes at the start and the end of the
+// measured window: the whole run, unless a scenario marks a window of its
+// own (qos0 after its warm-up, qos1 once its publishers are connected, the
+// reconnect of a warm storm), so that CPU per message and the CPU share
+// count only what the figure counts.
+type meter struct {
+	watched map[string]int
+	t0, t1  time.Time
+	s0, s1  map[string]procSample
+	done    bool
+}
+
+func (m *meter) begin() { m.s0, m.t0 = sample(m.watched), time.Now() }
+func (m *meter) end()   { m.s1, m.t1, m.done = sample(m.watched), time.Now(), true }
 
 // raiseNoFile lifts the open-file limit to its hard maximum and says
 // clearly when that is still too low for the connections asked for.
@@ -255,11 +321,78 @@ func raiseNoFile(o options) error {
 // dialer opens MQTT connections, spreading source addresses over 127.0.0.x
 // so that tens of thousands of connections do not exhaust ephemeral ports.
 type dialer struct {
-	o     options
-	tls   *tls.Config
-	next  atomic.Uint64
-	local bool
-	ws    *http.Client // with -ws: its transport dials through rawDial
+	o         options
+	tls       *tls.Config
+	next      atomic.Uint64
+	local     bool
+	ws        *http.Client // with -ws: its transport dials through rawDial
+	passwords []string     // -pass-file, one per user
+}
+
+// creds are what one device presents.
+type creds struct{ user, pass, clientID string }
+
+// creds of device i: with -users, user <prefix>-(i mod K) with its own
+// password and its name as client id; else -user and -pass with the
+// scenario's client id.
+func (d *dialer) creds(i int, clientID string) creds {
+	if d.o.users <= 0 {
+		return creds{d.o.user, d.o.pass, clientID}
+	}
+	k := i % d.o.users
+	prefix := d.o.user
+	if prefix == "" {
+		prefix = "bench"
+	}
+	c := creds{user: fmt.Sprintf("%s-%d", prefix, k), pass: d.o.pass}
+	c.clientID = c.user
+	switch {
+	case d.passwords != nil:
+		c.pass = d.passwords[k]
+	case strings.Contains(d.o.pass, "%d"):
+		c.pass = strings.ReplaceAll(d.o.pass, "%d", strconv.Itoa(k))
+	}
+	return c
+}
+
+// connackError is a CONNACK that refused.
+type connackError struct{ code byte }
+
+func (e connackError) Error() string { return fmt.Sprintf("CONNACK 0x%02X", e.code) }
+
+// stageError is a connect that failed before a CONNACK: in the TCP dial,
+// the PROXY header, the WebSocket upgrade, the TLS handshake or the
+// CONNECT/CONNACK exchange.
+type stageError struct {
+	stage string
+	err   error
+}
+
+func (e stageError) Error() string { return e.stage + ": " + e.err.Error() }
+func (e stageError) Unwrap() error { return e.err }
+
+// failureKind names a failed connect for the storm's counts: "connack
+// 0x03", or the stage and what happened ("tls closed", "dial timeout").
+func failureKind(err error) string {
+	var ce connackError
+	if errors.As(err, &ce) {
+		return fmt.Sprintf("connack 0x%02X", ce.code)
+	}
+	stage := "other"
+	var se stageError
+	if errors.As(err, &se) {
+		stage = se.stage
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return stage + " timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return stage + " closed"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return stage + " refused"
+	}
+	return stage + " error"
 }
 
 func newDialer(o options) (*dialer, error) {
@@ -290,6 +423,18 @@ func newDialer(o options) (*dialer, error) {
 			}
 			d.tls.RootCAs = pool
 		}
+	}
+	if o.users > 0 && o.passFile != "" {
+		b, err := os.ReadFile(o.passFile)
+		if err != nil {
+			return nil, err
+		}
+		d.passwords = strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		if len(d.passwords) < o.users {
+			return nil, fmt.Errorf("-pass-file %s: %d passwords for %d users", o.passFile, len(d.passwords), o.users)
+		}
+	} else if o.passFile != "" {
+		return nil, errors.New("-pass-file needs -users")
 	}
 	if o.wsPath != "" {
 		d.ws = &http.Client{Transport: &http.Transport{TLSClientConfig: d.tls, ForceAttemptHTTP2: false,
@@ -346,18 +491,18 @@ type conn struct {
 	level   packets.Level
 }
 
-// dial connects and completes CONNECT/CONNACK. cache, when set, is the
-// TLS session cache to resume from.
-func (d *dialer) dial(ctx context.Context, clientID string, cache tls.ClientSessionCache) (*conn, error) {
+// dial connects as cr and completes CONNECT/CONNACK. cache, when set, is
+// the TLS session cache to resume from.
+func (d *dialer) dial(ctx context.Context, cr creds, cache tls.ClientSessionCache) (*conn, error) {
 	var c *conn
 	if d.ws != nil {
 		wc, err := d.dialWS(ctx)
 		if err != nil {
-			return nil, err
+			return nil, stageError{"websocket", err}
 		}
 		c = &conn{Conn: wc, level: packets.Level(d.o.level)}
 	} else if raw, err := d.rawDial(ctx); err != nil {
-		return nil, err
+		return nil, stageError{"dial", err}
 	} else {
 		c = &conn{Conn: raw, level: packets.Level(d.o.level)}
 	}
@@ -370,23 +515,27 @@ func (d *dialer) dial(ctx context.Context, clientID string, cache tls.ClientSess
 		tc := tls.Client(raw, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			raw.Close()
-			return nil, err
+			return nil, stageError{"tls", err}
 		}
 		c.Conn, c.resumed = tc, tc.ConnectionState().DidResume
 	}
-	cp := packets.Connect{ProtocolName: "MQTT", ProtocolLevel: packets.Level(d.o.level), CleanStart: true, KeepAlive: 300, ClientID: clientID}
-	if d.o.user != "" {
-		cp.UsernameFlag, cp.Username = true, d.o.user
+	cp := packets.Connect{ProtocolName: "MQTT", ProtocolLevel: packets.Level(d.o.level), CleanStart: true, KeepAlive: 300, ClientID: cr.clientID}
+	if cr.user != "" {
+		cp.UsernameFlag, cp.Username = true, cr.user
 	}
-	if d.o.pass != "" {
-		cp.PasswordFlag, cp.Password = true, d.o.pass
+	if cr.pass != "" {
+		cp.PasswordFlag, cp.Password = true, cr.pass
 	}
 	// Connect reads the CONNACK without reading past it: the buffered
 	// reader starts after it.
 	_, ack, err := mqtttest.Connect(c.Conn, cp)
-	if err != nil || !ack.Accepted() {
+	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("CONNACK 0x%02X %v", ack.Code, err)
+		return nil, stageError{"mqtt", err}
+	}
+	if !ack.Accepted() {
+		c.Close()
+		return nil, connackError{byte(ack.Code)}
 	}
 	c.r = bufio.NewReaderSize(c.Conn, 32<<10)
 	return c, nil
@@ -423,7 +572,7 @@ func connectScenario(o options, d *dialer) (Result, error) {
 	}
 	start := time.Now()
 	parallel(ctx, o.concurrency, o.n, func(w, i int) {
-		c, err := d.dial(ctx, fmt.Sprintf("bench-c-%d", i), caches[w])
+		c, err := d.dial(ctx, d.creds(i, fmt.Sprintf("bench-c-%d", i)), caches[w])
 		if err != nil {
 			errs.Add(1)
 			return
@@ -453,9 +602,9 @@ func connectScenario(o options, d *dialer) (Result, error) {
 // qos0Scenario: -publishers publish -size payloads at QoS 0 for -duration,
 // as fast as they can or, with -rate, at that many messages per second in
 // all; one subscriber counts what it receives.
-func qos0Scenario(o options, d *dialer) (Result, error) {
+func qos0Scenario(o options, d *dialer, m *meter) (Result, error) {
 	ctx := context.Background()
-	sub, err := d.dial(ctx, "bench-sub", nil)
+	sub, err := d.dial(ctx, d.creds(0, "bench-sub"), nil)
 	if err != nil {
 		return Result{}, fmt.Errorf("subscriber: %w", err)
 	}
@@ -482,7 +631,7 @@ func qos0Scenario(o options, d *dialer) (Result, error) {
 	var errs atomic.Int64
 	perPublisher := float64(o.rate) / float64(o.publishers)
 	for p := 0; p < o.publishers; p++ {
-		c, err := d.dial(ctx, fmt.Sprintf("bench-pub-%d", p), nil)
+		c, err := d.dial(ctx, d.creds(p+1, fmt.Sprintf("bench-pub-%d", p)), nil)
 		if err != nil {
 			return Result{}, fmt.Errorf("publisher: %w", err)
 		}
@@ -528,9 +677,11 @@ func qos0Scenario(o options, d *dialer) (Result, error) {
 	}
 	// Warm up, then measure.
 	time.Sleep(500 * time.Millisecond)
+	m.begin()
 	r0, b0, s0, t0 := received.Load(), bytesIn.Load(), sent.Load(), time.Now()
 	time.Sleep(o.duration)
 	r1, b1, s1, t1 := received.Load(), bytesIn.Load(), sent.Load(), time.Now()
+	m.end()
 	close(stop)
 	wg.Wait()
 	secs := t1.Sub(t0).Seconds()
@@ -543,21 +694,26 @@ func qos0Scenario(o options, d *dialer) (Result, error) {
 
 // qos1Scenario: -publishers each publish at QoS 1 and wait for the PUBACK
 // before the next (a round trip), for -duration.
-func qos1Scenario(o options, d *dialer) (Result, error) {
+func qos1Scenario(o options, d *dialer, m *meter) (Result, error) {
 	ctx := context.Background()
 	payload := make([]byte, o.size)
 	var mu sync.Mutex
 	var lat []time.Duration
 	var ops, errs atomic.Int64
-	deadline := time.Now().Add(o.duration)
 	var wg sync.WaitGroup
-	start := time.Now()
-	for p := 0; p < o.publishers; p++ {
-		c, err := d.dial(ctx, fmt.Sprintf("bench-q1-%d", p), nil)
+	conns := make([]*conn, o.publishers)
+	for p := range conns {
+		c, err := d.dial(ctx, d.creds(p, fmt.Sprintf("bench-q1-%d", p)), nil)
 		if err != nil {
 			return Result{}, fmt.Errorf("publisher: %w", err)
 		}
 		defer c.Close()
+		conns[p] = c
+	}
+	m.begin()
+	start := time.Now()
+	deadline := start.Add(o.duration)
+	for p, c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -587,6 +743,7 @@ func qos1Scenario(o options, d *dialer) (Result, error) {
 		}()
 	}
 	wg.Wait()
+	m.end()
 	r := Result{Ops: ops.Load(), Errors: errs.Load(), Seconds: time.Since(start).Seconds()}
 	if len(lat) > 0 {
 		slices.Sort(lat)
@@ -610,7 +767,7 @@ func idleScenario(o options, d *dialer, watched map[string]int, before map[strin
 	var errs atomic.Int64
 	start := time.Now()
 	parallel(ctx, o.concurrency, o.n, func(_, i int) {
-		c, err := d.dial(ctx, fmt.Sprintf("bench-idle-%d", i), nil)
+		c, err := d.dial(ctx, d.creds(i, fmt.Sprintf("bench-idle-%d", i)), nil)
 		if err != nil {
 			errs.Add(1)
 			return
@@ -638,40 +795,137 @@ func idleScenario(o options, d *dialer, watched map[string]int, before map[strin
 	return r, nil
 }
 
-// stormScenario: -n devices connected; all drop at once and reconnect at
-// once (-c at a time): the time until all are connected again.
-func stormScenario(o options, d *dialer) (Result, error) {
-	ctx := context.Background()
-	conns := make([]*conn, o.n)
-	var errs atomic.Int64
-	connect := func(_, i int) {
-		for try := 0; try < 5; try++ {
-			c, err := d.dial(ctx, fmt.Sprintf("bench-storm-%d", i), nil)
-			if err == nil {
-				conns[i] = c
-				return
-			}
-			errs.Add(1)
-			time.Sleep(time.Duration(10*(try+1)) * time.Millisecond)
-		}
+// stormScenario: -n devices connect at once (-c at a time; -cold: all
+// of them) and the time until all are connected is measured: with -cold
+// their first connect to a freshly started server, else their reconnect
+// after all connected and dropped at once. A failed connect is retried
+// after a back-off until the -duration bound.
+func stormScenario(o options, d *dialer, m *meter) (Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), o.duration)
+	defer cancel()
+	devices := make([]stormDevice, o.n)
+	for i := range devices {
+		devices[i].cache = tls.NewLRUClientSessionCache(1)
 	}
-	parallel(ctx, o.concurrency, o.n, connect)
-	for _, c := range conns {
-		if c != nil {
-			c.Close() // no DISCONNECT: a network drop
+	workers := o.concurrency
+	if o.cold {
+		workers = o.n
+	}
+	var st stormStats
+	if !o.cold {
+		warm := &stormStats{start: time.Now()}
+		parallel(ctx, workers, o.n, func(_, i int) { devices[i].connect(ctx, o, d, i, warm) })
+		for i := range devices {
+			if c := devices[i].c; c != nil {
+				c.Close() // no DISCONNECT: a network drop
+				devices[i].c = nil
+			}
 		}
+		m.begin()
 	}
 	start := time.Now()
-	parallel(ctx, o.concurrency, o.n, connect)
+	st.start = start
+	parallel(ctx, workers, o.n, func(_, i int) { devices[i].connect(ctx, o, d, i, &st) })
 	secs := time.Since(start).Seconds()
-	ok := 0
-	for _, c := range conns {
-		if c != nil {
-			ok++
+	m.end()
+	r := Result{Seconds: secs, Attempts: st.attempts.Load(), Errors: st.failed.Load(), Connack: map[string]int64{}, Failures: map[string]int64{}}
+	var took []time.Duration
+	for i := range devices {
+		if c := devices[i].c; c != nil {
+			r.Ops++
+			took = append(took, devices[i].took)
 			c.Close()
+		} else {
+			r.Unconnected++
 		}
 	}
-	return Result{Ops: int64(ok), Errors: errs.Load(), Seconds: secs}, nil
+	if len(took) > 0 {
+		slices.Sort(took)
+		r.P50ms = float64(took[len(took)/2]) / 1e6
+		r.P99ms = float64(took[len(took)*99/100]) / 1e6
+		r.Seconds = took[len(took)-1].Seconds() // until the last device was in
+	}
+	if r.Unconnected > 0 {
+		r.Seconds = secs
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	maps.Copy(r.Connack, st.connack)
+	maps.Copy(r.Failures, st.failures)
+	if st.accepted > 0 {
+		r.Connack["0x00"] = st.accepted
+	}
+	return r, nil
+}
+
+// stormStats counts a storm's attempts and their outcomes.
+type stormStats struct {
+	start            time.Time
+	attempts, failed atomic.Int64
+	mu               sync.Mutex
+	accepted         int64
+	connack          map[string]int64 // refusals by code
+	failures         map[string]int64 // failed attempts by kind
+}
+
+func (st *stormStats) note(err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.connack == nil {
+		st.connack, st.failures = map[string]int64{}, map[string]int64{}
+	}
+	if err == nil {
+		st.accepted++
+		return
+	}
+	var ce connackError
+	if errors.As(err, &ce) {
+		st.connack[fmt.Sprintf("0x%02X", ce.code)]++
+	}
+	st.failures[failureKind(err)]++
+}
+
+// stormDevice is one device of a storm: its TLS session survives its
+// attempts, as a device stack keeps it.
+type stormDevice struct {
+	cache tls.ClientSessionCache
+	c     *conn
+	took  time.Duration // from the storm's start until connected
+}
+
+// attemptTimeout bounds one connect attempt (the proxy's CONNECT_TIMEOUT
+// is 10 s by default).
+const attemptTimeout = 15 * time.Second
+
+// connect tries until connected or ctx ends, backing off exponentially
+// from -retry-min to -retry-max with jitter (half of it random).
+func (dv *stormDevice) connect(ctx context.Context, o options, d *dialer, i int, st *stormStats) {
+	backoff := o.retryMin
+	cr := d.creds(i, fmt.Sprintf("bench-storm-%d", i))
+	for ctx.Err() == nil {
+		st.attempts.Add(1)
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		c, err := d.dial(actx, cr, dv.cache)
+		cancel()
+		if err == nil && ctx.Err() == nil {
+			st.note(nil)
+			dv.c, dv.took = c, time.Since(st.start)
+			return
+		}
+		if err == nil {
+			c.Close()
+			return
+		}
+		st.failed.Add(1)
+		st.note(err)
+		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, o.retryMax)
+	}
 }
 
 // parallel runs f(worker, i) for every i in [0, n) on workers goroutines,
