@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -39,6 +40,12 @@ type aclFilter struct {
 	aliasMax uint16            // the broker's Topic Alias Maximum; 0: none allowed
 	aliases  map[uint16]*alias // the device's aliases
 	withheld map[uint16]bool   // QoS 2 packet ids whose PUBLISH the broker never saw
+	// The last topic the rules let the device publish to, and those rules:
+	// a device publishing to the same topic again (the common case) is
+	// judged by one comparison. A rule change stores new rules, so the
+	// next PUBLISH is judged afresh; a denial is never remembered.
+	allowedTopic []byte
+	allowedBy    *policy.TopicRules
 
 	mu      sync.Mutex
 	pending map[uint16]pendingSub // SUBSCRIBE packet id -> what the SUBACK must say
@@ -120,7 +127,7 @@ func (f *aclFilter) publish(pkt []byte) relay.Verdict {
 	if v != nil {
 		return *v
 	}
-	if _, ok := f.rules.Load().CanPublish(string(topic)); !ok {
+	if !f.mayPublish(topic) {
 		if a != nil && len(p.Topic) > 0 {
 			a.synced = false // the broker keeps its older mapping
 		}
@@ -143,6 +150,20 @@ func (f *aclFilter) publish(pkt []byte) relay.Verdict {
 	}
 	a.synced = true
 	return relay.Verdict{Broker: out}
+}
+
+// mayPublish reports whether the current rules let the device publish to
+// topic.
+func (f *aclFilter) mayPublish(topic []byte) bool {
+	rules := f.rules.Load()
+	if f.allowedBy == rules && f.allowedTopic != nil && bytes.Equal(f.allowedTopic, topic) {
+		return true
+	}
+	if _, ok := rules.CanPublish(string(topic)); !ok {
+		return false
+	}
+	f.allowedBy, f.allowedTopic = rules, append(f.allowedTopic[:0], topic...)
+	return true
 }
 
 // resolveAlias returns the topic a PUBLISH means and its alias, if it uses

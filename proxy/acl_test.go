@@ -13,6 +13,7 @@ import (
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
 // subscribeCodes sends one SUBSCRIBE with filters (QoS 1 each) and returns
@@ -306,6 +307,13 @@ func TestTopicRulesChangeLive(t *testing.T) {
 	}
 	h.hset("live", "publish", "devices/%u/in devices/%u/out")
 	waitPublishAllowed(t, a, "devices/live/out")
+	// And taken back: the topic just allowed (and remembered as allowed)
+	// is refused on the next PUBLISH after the change.
+	h.hset("live", "publish", "devices/%u/in")
+	waitPublishRefused(t, a, "devices/live/out")
+	if ack := publishAck(t, a, 3, "devices/live/in", 1, nil); ack.Code != 0 {
+		t.Fatalf("the remaining grant: 0x%02X", ack.Code)
+	}
 	// Subscribe rights removed: both sessions end with 0x87.
 	start := time.Now()
 	if err := h.admin.HDel(context.Background(), h.store.UserKey("live"), "subscribe").Err(); err != nil {
@@ -354,6 +362,59 @@ func waitPublishAllowed(t *testing.T, c *mqtttest.Client, topic string) {
 			t.Fatalf("publish to %s still refused after %v", topic, revocationBound)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitPublishRefused publishes to topic (QoS 1) until the PUBACK says
+// 0x87: the rule change is applied within the revocation bound.
+func waitPublishRefused(t *testing.T, c *mqtttest.Client, topic string) {
+	t.Helper()
+	deadline := time.Now().Add(revocationBound)
+	for id := uint16(1000); ; id++ {
+		if a := publishAck(t, c, id, topic, 1, nil); a.Code == packets.NotAuthorized {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("publish to %s still allowed after %v", topic, revocationBound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPublishVerdictRemembered: the last allowed topic is judged by one
+// comparison, and only under the rules that allowed it.
+func TestPublishVerdictRemembered(t *testing.T) {
+	compile := func(publish ...string) *policy.TopicRules {
+		var ps []policy.Pattern
+		for _, f := range publish {
+			ps = append(ps, policy.Pattern{Filter: f, Source: "user"})
+		}
+		r, err := policy.CompileTopics(ps, nil, "u", "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	f := &aclFilter{}
+	f.rules.Store(compile("a/#"))
+	for range 2 {
+		if !f.mayPublish([]byte("a/b")) {
+			t.Fatal("a/b under a/#")
+		}
+	}
+	if f.mayPublish([]byte("a")) == false || f.mayPublish([]byte("b/a")) {
+		t.Fatal("a under a/# is allowed, b/a is not")
+	}
+	if f.mayPublish([]byte("b/a")) {
+		t.Fatal("a denial was remembered as allowed")
+	}
+	f.mayPublish([]byte("a/b"))
+	f.rules.Store(compile("c/#")) // a rule change
+	if f.mayPublish([]byte("a/b")) {
+		t.Fatal("allowed under the rules before the change")
+	}
+	if !f.mayPublish([]byte("c/d")) || f.mayPublish([]byte("c/")) == false {
+		t.Fatal("c/# grants")
 	}
 }
 
