@@ -514,3 +514,51 @@ func TestPreviousStreamID(t *testing.T) {
 		}
 	}
 }
+
+// pipelineCounter counts the pipelines a client sends.
+type pipelineCounter struct{ n atomic.Int64 }
+
+func (*pipelineCounter) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (*pipelineCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (c *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// TestDecisionLogLinger: entries that come a little apart (as CONNECTs
+// under load do) share a pipeline when the writer lingers; without the
+// linger each costs a round trip of its own.
+func TestDecisionLogLinger(t *testing.T) {
+	srv := testenv.Redis(t)
+	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	const n = 20
+	for _, linger := range []time.Duration{time.Second, -1} {
+		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+		t.Cleanup(func() { rdb.Close() })
+		var pipelines pipelineCounter
+		rdb.AddHook(&pipelines)
+		l := NewDecisionLog(rdb, DecisionLogOptions{Prefix: fmt.Sprintf("linger%d:", linger), Linger: linger})
+		for i := range n {
+			l.Record(sampleRecord(base, i))
+			if linger < 0 {
+				awaitWritten(t, l, uint64(i+1)) // each written before the next comes
+			} else {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		awaitWritten(t, l, n)
+		l.Close()
+		got := pipelines.n.Load()
+		switch {
+		case linger > 0 && got > 3:
+			t.Fatalf("linger %v: %d pipelines for %d entries 1 ms apart", linger, got, n)
+		case linger < 0 && got < n:
+			t.Fatalf("no linger: %d pipelines for %d entries, want one each (and the connection's own)", got, n)
+		}
+		if l.Dropped() != 0 {
+			t.Fatalf("%d dropped", l.Dropped())
+		}
+	}
+}
