@@ -81,6 +81,7 @@ type Store struct {
 
 	cacheKey         [32]byte // HMAC key for remembered verifications
 	cache            *lru.Cache[[32]byte, struct{}]
+	compiled         *lru.Cache[string, *policy.TopicRules] // see compileTopics
 	slots            *hashSlots
 	hashes           atomic.Int64
 	flight           singleflight.Group // one verification per (hash, password) at a time
@@ -135,6 +136,7 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 		panic("authstore: no randomness: " + err.Error())
 	}
 	s.cache, _ = lru.New[[32]byte, struct{}](o.CacheSize)
+	s.compiled, _ = lru.New[string, *policy.TopicRules](compiledRulesCacheSize)
 	if s.schema != nil {
 		s.schemaDummy = newSchemaDummy(s.schema)
 	} else {
@@ -193,7 +195,7 @@ func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.De
 	case rec.schema != nil:
 		d.Topics, ruleErr = schemaTopics(rec.schema, req.Explain)
 	default:
-		d.Topics, d.Roles, ruleErr = compileTopics(rec, req)
+		d.Topics, d.Roles, ruleErr = s.compileTopics(rec, req)
 	}
 	if ruleErr != nil {
 		req.Explain.Add("rules readable", policy.Fail, ruleErr.Error())

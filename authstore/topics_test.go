@@ -96,3 +96,55 @@ func TestNoTopicRules(t *testing.T) {
 		t.Fatalf("%+v %v", d, err)
 	}
 }
+
+// TestCompiledRulesKept: compiled rules are shared by the decisions they
+// are the same for (the same user and rules; the same client id too when
+// a rule names it) and never by others; a changed rule compiles anew.
+func TestCompiledRulesKept(t *testing.T) {
+	s, admin, _ := realStore(t, Options{})
+	ctx := testenv.Context(t)
+	pw := HashPassword("pw")
+	admin.HSet(ctx, "mqtt:user:alice", "password", pw, "publish", "devices/%u/#", "roles", "fleet")
+	admin.HSet(ctx, "mqtt:user:bob", "password", pw, "publish", "devices/%u/#", "roles", "fleet")
+	admin.HSet(ctx, "mqtt:role:fleet", "subscribe", "fleet/#")
+	decide := func(user, clientID string) *policy.TopicRules {
+		t.Helper()
+		r := req(user, "pw")
+		r.ClientID = clientID
+		d, err := s.Authenticate(ctx, r)
+		if err != nil || !d.Allowed() {
+			t.Fatalf("%s/%s: %+v %v", user, clientID, d, err)
+		}
+		return d.Topics
+	}
+	a1, a2 := decide("alice", "alice-1"), decide("alice", "alice-2")
+	if a1 != a2 {
+		t.Error("the same user and rules, no client id in them: compiled twice")
+	}
+	b := decide("bob", "bob-1")
+	if b == a1 {
+		t.Fatal("bob got alice's compiled rules")
+	}
+	if _, ok := b.CanPublish("devices/alice/x"); ok {
+		t.Fatal("bob may publish to alice's topics")
+	}
+	// A rule naming the client id: one compiled value per client id.
+	admin.HSet(ctx, "mqtt:role:fleet", "subscribe", "fleet/%c/#")
+	c1, c2 := decide("alice", "alice-1"), decide("alice", "alice-2")
+	if c1 == c2 || c1 == a1 {
+		t.Fatal("rules naming the client id shared across client ids, or a changed role served stale")
+	}
+	if _, ok := c2.CanSubscribe("fleet/alice-1/x"); ok {
+		t.Fatal("alice-2 may subscribe to alice-1's topics")
+	}
+	if _, ok := c1.CanSubscribe("fleet/alice-1/x"); !ok || decide("alice", "alice-1") != c1 {
+		t.Fatal("alice-1's own rules, kept")
+	}
+	// Parts are length-prefixed: moving text from one field to the next
+	// is another key.
+	k1, _ := compiledKey(userRecord{fields: map[string]string{FieldPublish: "a b", FieldSubscribe: "c"}}, policy.Request{Username: "u"})
+	k2, _ := compiledKey(userRecord{fields: map[string]string{FieldPublish: "a", FieldSubscribe: "b c"}}, policy.Request{Username: "u"})
+	if k1 == k2 {
+		t.Fatal("two rule sets, one key")
+	}
+}
