@@ -231,6 +231,29 @@ for title, case, f, kind in [("proxy CPU per message, QoS 0 1 KiB paced (us)", "
     rm, per, _ = ratios(a, b)
     print(f"| {title} | {ta} | {tb} | {fmt(rm, 'x')} | {per} |")
 
+# --- issue 14: before/after (BASE_BIN) ------------------------------------------
+if any(s == "proxy-base" for s, _ in runs):
+    print("\nBefore/after (issue 14): this commit against the BASE_BIN build, both with topic rules off (AUTHPROXY_ACL=off: the work a build from before topic rules does), same rounds, alternating order.\n")
+    print("| figure | after (this commit) | before (BASE_BIN) | after / before, of medians | after / before, per round |")
+    print("|---|---|---|---|---|")
+    for title, case, f, kind in [("server CPU per full TLS 1.2 connect (us, the proxy alone)", "tls12-full", cpu_term, "us"),
+                                 ("server CPU per resumed TLS 1.2 connect (us)", "tls12-resumed", cpu_term, "us"),
+                                 ("server CPU per full TLS 1.3 connect (us)", "tls13-full", cpu_term, "us"),
+                                 ("server CPU per resumed TLS 1.3 connect (us)", "tls13-resumed", cpu_term, "us"),
+                                 ("Redis CPU per connect, TLS 1.3 full (us)", "tls13-full", cpu_redis, "us"),
+                                 ("QoS 0 1 KiB flood, delivered msgs/s", "qos0-flood", rate, "rate"),
+                                 ("proxy CPU per message, QoS 0 1 KiB paced (us)", "qos0-paced", cpu_term, "us"),
+                                 ("QoS 1, 1 publisher, acks/s", "qos1-1pub", rate, "rate"),
+                                 ("QoS 1, 8 publishers, acks/s", "qos1-8pub", rate, "rate"),
+                                 ("proxy CPU per ack, QoS 1, 8 publishers (us)", "qos1-8pub", cpu_term, "us"),
+                                 ("RSS per idle connection (KiB)", "idle", rss, "kib")]:
+        if ("proxy-acl-off", case) not in runs or ("proxy-base", case) not in runs:
+            continue
+        _, a, ta = cell("proxy-acl-off", case, f, kind)
+        _, b, tb = cell("proxy-base", case, f, kind)
+        rm, per, _ = ratios(a, b)
+        print(f"| {title} | {ta} | {tb} | {fmt(rm, 'x')} | {per} |")
+
 # --- issue 18/21: edge listeners ---------------------------------------------
 if any(s in ("proxy-v2", "proxy-ws") for s, _ in runs):
     print("\nEdge listeners (issues 18, 21): what PROXY protocol and WebSocket cost next to plain TLS, same rounds (ACL on).\n")
@@ -249,7 +272,11 @@ if any(s in ("proxy-v2", "proxy-ws") for s, _ in runs):
         print(f"| {title} | " + " | ".join(texts) + f" | {fmt(r2, 'x')} (per round {p2}) | {fmt(rw, 'x')} (per round {pw}) |")
 
 # --- issue 16: the storm ------------------------------------------------------
-storm = {c: runs.get((f"storm-{c}", "storm"), {}) for c in "abc"}
+STORM_TITLES = {"a": "a) proxy, default argon2id (m=19456, t=2)", "a0": "a0) as a), the BASE_BIN build",
+                "b": "b) proxy, `user set --generate` hashes (m=1024, t=1)", "b0": "b0) as b), the BASE_BIN build",
+                "c": "c) HAProxy -> Mosquitto, its password file"}
+storm = {c: runs.get((f"storm-{c}", "storm"), {}) for c in STORM_TITLES}
+storm = {c: v for c, v in storm.items() if v}
 metrics = collections.defaultdict(float)  # (name, series) -> sum over rounds
 mpath = os.path.join(out, "metrics", "all.txt")
 if os.path.exists(mpath):
@@ -260,10 +287,10 @@ if os.path.exists(mpath):
 if any(storm.values()):
     k = max(r["ops"] + r.get("unconnected", 0) for v in storm.values() for r in v.values())
     print(f"\nCold reconnect storm (issue 16): {k} distinct users connect at once to freshly started processes; seconds until the last is connected.\n")
-    print("| | a) proxy, default argon2id (m=19456, t=2) | b) proxy, `user set --generate` hashes (m=1024, t=1) | c) HAProxy -> Mosquitto, its password file |")
-    print("|---|---|---|---|")
+    print("| | " + " | ".join(STORM_TITLES[c] for c in storm) + " |")
+    print("|---|" + "---|" * len(storm))
     lines = collections.OrderedDict()
-    for c in "abc":
+    for c in storm:
         v = storm[c]
         n = len(v)
         lines.setdefault("seconds until all connected", []).append(summary({i: r["seconds"] for i, r in v.items()}, "s")[1])
@@ -298,10 +325,14 @@ if any(storm.values()):
                 lines.setdefault(t, []).append("")
     for title, cells_ in lines.items():
         print(f"| {title} | " + " | ".join(cells_) + " |")
-    ab = [storm["a"][i]["seconds"] / storm["c"][i]["seconds"] for i in storm["a"] if i in storm["c"]]
-    bb = [storm["b"][i]["seconds"] / storm["c"][i]["seconds"] for i in storm["b"] if i in storm["c"]]
-    if ab and bb:
-        print(f"\nPer-round ratios to HAProxy: a/c median {statistics.median(ab):.2f}, b/c median {statistics.median(bb):.2f}.")
+    pairs = [(x, y) for x, y in (("a", "c"), ("b", "c"), ("a", "a0"), ("b", "b0")) if x in storm and y in storm]
+    said = []
+    for x, y in pairs:
+        rs = [storm[x][i]["seconds"] / storm[y][i]["seconds"] for i in storm[x] if i in storm[y]]
+        if rs:
+            said.append(f"{x}/{y} median {statistics.median(rs):.2f} [{min(rs):.2f}-{max(rs):.2f}]")
+    if said:
+        print("\nPer-round ratios of the seconds until all connected: " + ", ".join(said) + ".")
 
 # --- the proxies' own counts ---------------------------------------------------
 names = sorted({n for n, _ in metrics if not n.startswith("storm")})

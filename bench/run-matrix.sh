@@ -16,7 +16,7 @@
 #   idle     N_IDLE idle connections held HOLD: RSS per connection
 #            (proxy, proxy-acl-off, proxy-v2, proxy-ws, haproxy)
 #   connect  N_CONN connects, TLS 1.2 and 1.3, full and resumed: server CPU
-#            per connect (mqtts, proxy + Redis beside it, haproxy)
+#            per connect (mqtts, proxy and proxy-acl-off + Redis beside them, haproxy)
 #   qos0     1 KiB, 4 publishers, flooding (delivered msgs/s) and paced at
 #            PACED_RATE msgs/s (server CPU per message)
 #   qos1     64 B, 1 and 8 publishers, each waiting for its PUBACK
@@ -54,6 +54,24 @@ else
 fi
 PACED_RATE=${PACED_RATE:-60000}
 STORM_BOUND=${STORM_BOUND:-300s}
+# BASE_BIN=path: an mqtt-authproxy binary built from another commit (the
+# "before" of a before/after). The matrix then has one more system,
+# proxy-base (that binary, AUTHPROXY_ACL=off, which a binary from before
+# topic rules ignores), run in every group beside proxy-acl-off (this
+# commit, ACL off: the same work); the storm's cases a0 and b0 run it,
+# interleaved with a and b. STORM_CASES picks the storm's cases (default
+# a b c, and a0 b0 with BASE_BIN).
+BASE_BIN=${BASE_BIN:-}
+if [ -n "$BASE_BIN" ]; then
+  [ -x "$BASE_BIN" ] || { echo "BASE_BIN=$BASE_BIN is not an executable" >&2; exit 2; }
+  STORM_CASES=${STORM_CASES:-a a0 b b0 c}
+else
+  STORM_CASES=${STORM_CASES:-a b c}
+fi
+for c in $STORM_CASES; do
+  case $c in a|b|c) ;; a0|b0) [ -n "$BASE_BIN" ] || { echo "storm case $c needs BASE_BIN" >&2; exit 2; } ;;
+    *) echo "unknown storm case $c (a b c a0 b0)" >&2; exit 2 ;; esac
+done
 # The storm's proxy runs with the product's defaults. STORM_MAX_PENDING=N
 # sets AUTHPROXY_MAX_PENDING (default 1024 without MAX_CONNECTIONS: past
 # it a connection is closed before TLS and the device retries; raising it
@@ -113,14 +131,18 @@ bash deploy/gen-certs.sh "$CERTS" localhost 127.0.0.1 >/dev/null 2>&1
 cat "$CERTS/server.pem" "$CERTS/server-key.pem" > "$CERTS/combined.pem"
 
 declare -A PORT=()
-for s in direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws haproxy redis storm-broker storm-term; do PORT[$s]=$(port); done
+for s in direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws proxy-base haproxy redis storm-broker storm-term; do PORT[$s]=$(port); done
 declare -A MPORT=()
-for s in proxy proxy-acl-off proxy-v2 proxy-ws storm-term; do MPORT[$s]=$(port); done
+for s in proxy proxy-acl-off proxy-v2 proxy-ws proxy-base storm-term; do MPORT[$s]=$(port); done
 REDIS_URL="redis://127.0.0.1:${PORT[redis]}/0"
 
 {
   echo "date: $(date -u +%FT%TZ)"
-  echo "command: ROUNDS=$ROUNDS PIN=$PIN ONLY=$ONLY DUR=$DUR N_CONN=$N_CONN N_IDLE=$N_IDLE HOLD=$HOLD K=$K PACED_RATE=$PACED_RATE STORM_BOUND=$STORM_BOUND bash bench/run-matrix.sh $MODE"
+  echo "command: ROUNDS=$ROUNDS PIN=$PIN ONLY=$ONLY DUR=$DUR N_CONN=$N_CONN N_IDLE=$N_IDLE HOLD=$HOLD K=$K PACED_RATE=$PACED_RATE STORM_BOUND=$STORM_BOUND${BASE_BIN:+ BASE_BIN=$BASE_BIN} STORM_CASES=\"$STORM_CASES\" bash bench/run-matrix.sh $MODE"
+  if [ -n "$BASE_BIN" ]; then
+    rev=$(go version -m "$BASE_BIN" 2>/dev/null | awk '/vcs.revision/{print substr($3,1,7)}')
+    echo "base: $BASE_BIN, commit ${rev:-not recorded in the binary}"
+  fi
   echo "commit: $(git log -1 --format='%h %s' 2>/dev/null | cut -c1-100)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
   echo "machine: $ncpu CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB, kernel $(uname -r), open files $(ulimit -n)"
   echo "pinning: $([ ${#pin_srv[@]} -gt 0 ] && echo "servers on CPU $((ncpu - 1)), load generator on CPU 0" || echo "none (every process may run on every CPU)")"
@@ -191,7 +213,7 @@ start_proxy() { # NAME LISTEN-PORT METRICS-PORT BROKER-PORT [VAR=value...]
   start "$name" "${pin_srv[@]}" env AUTHPROXY_LISTEN="127.0.0.1:$p" AUTHPROXY_TLS_CERT_FILE="$CERTS/server.pem" \
     AUTHPROXY_TLS_KEY_FILE="$CERTS/server-key.pem" AUTHPROXY_BACKEND_ADDR="127.0.0.1:$pb" AUTHPROXY_REDIS_URL="$REDIS_URL" \
     AUTHPROXY_METRICS_LISTEN="127.0.0.1:$pm" AUTHPROXY_LOG_FORMAT=json AUTHPROXY_SHUTDOWN_GRACE=1s "$@" \
-    "$BIN/mqtt-authproxy" serve
+    "${PROXY_EXE:-$BIN/mqtt-authproxy}" serve
   wait_port "$p" "$name"
 }
 start_haproxy() { # NAME PORT BROKER-PORT
@@ -218,6 +240,7 @@ scrape() { # NAME METRICS-PORT TAG: the proxy's own series, kept for the report
 }
 
 MATRIX_PROXIES=(proxy proxy-acl-off proxy-v2 proxy-ws)
+[ -z "$BASE_BIN" ] || MATRIX_PROXIES+=(proxy-base)
 start_matrix() {
   start_redis redis
   start_mosquitto mosquitto "${PORT[direct]}"
@@ -231,11 +254,14 @@ start_matrix() {
     AUTHPROXY_METRICS_LISTEN="127.0.0.1:${MPORT[proxy-ws]}" AUTHPROXY_LOG_FORMAT=json AUTHPROXY_SHUTDOWN_GRACE=1s \
     "$BIN/mqtt-authproxy" serve
   wait_port "${PORT[proxy-ws]}" proxy-ws
+  if [ -n "$BASE_BIN" ]; then
+    PROXY_EXE=$BASE_BIN start_proxy proxy-base "${PORT[proxy-base]}" "${MPORT[proxy-base]}" "${PORT[direct]}" AUTHPROXY_ACL=off
+  fi
   start_haproxy haproxy "${PORT[haproxy]}" "${PORT[direct]}"
 }
 
 declare -A TLSF=([direct]="" [mqtts]="-tls" [proxy]="-tls" [proxy-acl-off]="-tls" [proxy-v2]="-tls -proxy-v2"
-                 [proxy-ws]="-tls -ws /mqtt" [haproxy]="-tls")
+                 [proxy-ws]="-tls -ws /mqtt" [proxy-base]="-tls" [haproxy]="-tls")
 watch_of() { # SYSTEM: term = the terminator (mosquitto itself for direct and mqtts)
   case $1 in
     direct|mqtts) echo "term=${PID[mosquitto]},mosquitto=${PID[mosquitto]}" ;;
@@ -261,9 +287,14 @@ ordered() { # SYSTEM...: in this order in odd rounds, reversed in even ones
 }
 
 IDLE_SYS=(proxy proxy-acl-off proxy-v2 proxy-ws haproxy)
-CONNECT_SYS=(mqtts proxy haproxy)
+# proxy-acl-off connects too: the ACL on/off figures then compare two
+# processes with the same history.
+CONNECT_SYS=(mqtts proxy proxy-acl-off haproxy)
 QOS0_SYS=(direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws haproxy)
 QOS1_SYS=(direct mqtts proxy proxy-acl-off haproxy)
+if [ -n "$BASE_BIN" ]; then
+  IDLE_SYS+=(proxy-base); CONNECT_SYS+=(proxy-base); QOS0_SYS+=(proxy-base); QOS1_SYS+=(proxy-base)
+fi
 
 matrix_round() {
   start_matrix
@@ -299,18 +330,19 @@ matrix_round() {
 # The storm: each case on processes of its own, started fresh.
 STORM_PROXY_ENV=(AUTHPROXY_LOG_LEVEL=info)
 [ -z "$STORM_MAX_PENDING" ] || STORM_PROXY_ENV+=(AUTHPROXY_MAX_PENDING="$STORM_MAX_PENDING")
-storm_case() { # a|b|c
-  local c=$1 pw=$STORM_DIR/pw-a.txt
+storm_case() { # a|b|c|a0|b0 (a0, b0: a and b with BASE_BIN)
+  local c=$1 pw=$STORM_DIR/pw-a.txt bin=$BIN/mqtt-authproxy
+  case $c in a0|b0) bin=$BASE_BIN ;; esac
   if [ "$c" = c ]; then
     start_mosquitto storm-broker "${PORT[storm-broker]}" "$OUT/run/mosquitto-passwd"
     start_haproxy storm-term "${PORT[storm-term]}" "${PORT[storm-broker]}"
     watch="term=${PID[storm-term]},mosquitto=${PID[storm-broker]}"
   else
-    [ "$c" = b ] && pw=$STORM_DIR/pw-b.txt
+    case $c in b|b0) pw=$STORM_DIR/pw-b.txt ;; esac
     start_redis storm-redis
     start_mosquitto storm-broker "${PORT[storm-broker]}"
-    start_proxy storm-term "${PORT[storm-term]}" "${MPORT[storm-term]}" "${PORT[storm-broker]}" \
-      AUTHPROXY_REDIS_KEY_PREFIX="s$c:" "${STORM_PROXY_ENV[@]}"
+    PROXY_EXE=$bin start_proxy storm-term "${PORT[storm-term]}" "${MPORT[storm-term]}" "${PORT[storm-broker]}" \
+      AUTHPROXY_REDIS_KEY_PREFIX="s${c:0:1}:" "${STORM_PROXY_ENV[@]}"
     watch="term=${PID[storm-term]},mosquitto=${PID[storm-broker]},redis=${PID[storm-redis]}"
   fi
   local out
@@ -330,7 +362,7 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round of $ROUNDS ($(( $(date +%s) - t_start )) s so far) ..." >&2
   if want idle || want connect || want qos0 || want qos1; then matrix_round; fi
   if want storm; then
-    for c in $(ordered a b c); do storm_case "$c"; done
+    for c in $(ordered $STORM_CASES); do storm_case "$c"; done
   fi
 done
 echo "done in $(( $(date +%s) - t_start )) s; results in $OUT" >&2
