@@ -231,6 +231,33 @@ for title, case, f, kind in [("proxy CPU per message, QoS 0 1 KiB paced (us)", "
     rm, per, _ = ratios(a, b)
     print(f"| {title} | {ta} | {tb} | {fmt(rm, 'x')} | {per} |")
 
+# --- issue 21: scale ----------------------------------------------------------
+scale_ns = sorted({int(c.split("-")[-1]) for _, c in runs if c.startswith("scale-idle-")})
+if scale_ns:
+    print("\nScale (issue 21): idle TLS connections held, the same rounds; 20 fresh devices connect (full handshake) during each hold.\n")
+    print("| idle connections | proxy RSS per connection (KiB) | HAProxy RSS per connection (KiB) | proxy CPU while held, per 1,000 connections (% of a core) | HAProxy the same | fresh device connect during the hold, proxy: p50 / max ms | HAProxy: p50 / max ms |")
+    print("|---|---|---|---|---|---|---|")
+    for n in scale_ns:
+        case = f"scale-idle-{n}"
+        cells = []
+        for f, kind in [(rss, "kib")]:
+            for s_ in ("proxy", "haproxy"):
+                cells.append(cell(s_, case, f, kind)[2] if (s_, case) in runs else "n/a")
+        for s_ in ("proxy", "haproxy"):
+            cells.append(summary(values(s_, case, lambda r: 100 * r["hold_cpu_share"]["term"] / (r["held"] / 1000)), "x")[1] if (s_, case) in runs else "n/a")
+        for s_ in ("proxy", "haproxy"):
+            p50 = summary(values(s_, case, lambda r: r.get("probe_p50_ms")), "ms")[0]
+            mx = values(s_, case, lambda r: r.get("probe_max_ms"))
+            errs_ = sum(r.get("probe_errors", 0) for r in runs.get((s_, case), {}).values())
+            cells.append("n/a" if p50 is None else f"{p50:.1f} / {max(mx.values()):.1f}" + (f" ({errs_} failed)" if errs_ else ""))
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    if any(c == "scale-storm" for _, c in runs):
+        n_ = max(r["ops"] + r.get("unconnected", 0) for (s_, c), v in runs.items() if c == "scale-storm" for r in v.values())
+        _, a, ta = cell("proxy", "scale-storm", lambda r: r["seconds"], "s")
+        _, b, tb = cell("haproxy", "scale-storm", lambda r: r["seconds"], "s")
+        rm, per, _ = ratios(a, b)
+        print(f"\nWarm reconnect storm: {n_} devices connected, dropped at once, reconnecting 64 at a time (the proxy's verification remembered): seconds until all are back, proxy {ta}, HAProxy {tb}; proxy / HAProxy {fmt(rm, 'x')} (per round {per}).")
+
 # --- issue 14: before/after (BASE_BIN) ------------------------------------------
 if any(s == "proxy-base" for s, _ in runs):
     print("\nBefore/after (issue 14): this commit against the BASE_BIN build, both with topic rules off (AUTHPROXY_ACL=off: the work a build from before topic rules does), same rounds, alternating order.\n")

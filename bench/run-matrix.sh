@@ -12,7 +12,8 @@
 #   proxy-v2       the proxy behind a PROXY v2 header (PROXY_PROTOCOL_FROM)
 #   proxy-ws       the proxy's MQTT over WebSocket over TLS (WS_LISTEN)
 #   haproxy        HAProxy 2.6 terminating TLS in front of mosquitto
-# Groups (ONLY=idle,connect,qos0,qos1,storm, any subset; default all):
+# Groups (ONLY=idle,connect,qos0,qos1,storm,scale, any subset; default all
+# but scale):
 #   idle     N_IDLE idle connections held HOLD: RSS per connection
 #            (proxy, proxy-acl-off, proxy-v2, proxy-ws, haproxy)
 #   connect  N_CONN connects, TLS 1.2 and 1.3, full and resumed: server CPU
@@ -20,6 +21,9 @@
 #   qos0     1 KiB, 4 publishers, flooding (delivered msgs/s) and paced at
 #            PACED_RATE msgs/s (server CPU per message)
 #   qos1     64 B, 1 and 8 publishers, each waiting for its PUBACK
+#   scale    idle connections at SCALE_NS (1000 5000 9800) with fresh devices
+#            connecting during the hold, and a warm reconnect storm of
+#            SCALE_STORM: proxy and haproxy
 #   storm    cold reconnect storm of K distinct users (bench/storm-users.py):
 #            a) proxy, default argon2id; b) proxy, `user set --generate`
 #            hashes; c) HAProxy -> mosquitto with its own password file
@@ -47,6 +51,15 @@ export PATH="$PATH:/usr/sbin:/sbin"
 MODE=${1:-full}
 PIN=${PIN:-1}
 ONLY=${ONLY:-idle,connect,qos0,qos1,storm}
+# The scale group (not in the default ONLY): SCALE_NS idle connections
+# held (RSS and CPU per connection, 20 fresh devices connecting during
+# each hold), then a warm storm of SCALE_STORM devices (all connected,
+# dropped at once, reconnecting 64 at a time; the verification
+# remembered), on the proxy and on HAProxy. HAProxy's maxconn is 9800 so
+# that it fits the open-file limit of 20000 (a relayed connection is two
+# descriptors), hence 9800 and not the proxy's 9900 at the top.
+SCALE_NS=${SCALE_NS:-1000 5000 9800}
+SCALE_STORM=${SCALE_STORM:-9800}
 if [ "$MODE" = quick ]; then
   : "${ROUNDS:=2}" "${DUR:=2s}" "${N_CONN:=400}" "${N_IDLE:=1000}" "${HOLD:=3s}" "${K:=300}"
 else
@@ -323,6 +336,17 @@ matrix_round() {
       bench "$s" qos1-8pub -scenario qos1 -publishers 8 -size 64 -duration "$DUR"
     done
   fi
+  if want scale; then
+    local n
+    for n in $SCALE_NS; do
+      for s in $(ordered proxy haproxy); do
+        bench "$s" "scale-idle-$n" -scenario idle -n "$n" -c 32 -hold "$HOLD" -probes 20
+      done
+    done
+    for s in $(ordered proxy haproxy); do
+      bench "$s" "scale-storm" -scenario storm -n "$SCALE_STORM" -c 64 -duration 300s
+    done
+  fi
   for s in "${MATRIX_PROXIES[@]}"; do scrape "$s" "${MPORT[$s]}" "$round|$PIN"; done
   stop_all
 }
@@ -360,7 +384,7 @@ storm_case() { # a|b|c|a0|b0 (a0, b0: a and b with BASE_BIN)
 t_start=$(date +%s)
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round of $ROUNDS ($(( $(date +%s) - t_start )) s so far) ..." >&2
-  if want idle || want connect || want qos0 || want qos1; then matrix_round; fi
+  if want idle || want connect || want qos0 || want qos1 || want scale; then matrix_round; fi
   if want storm; then
     for c in $(ordered $STORM_CASES); do storm_case "$c"; done
   fi

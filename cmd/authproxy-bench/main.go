@@ -89,6 +89,7 @@ type options struct {
 	cold        bool
 	retryMin    time.Duration
 	retryMax    time.Duration
+	probes      int
 }
 
 func main() {
@@ -122,6 +123,7 @@ func main() {
 	flag.BoolVar(&o.cold, "cold", false, "storm: measure the first connect of all -n devices at once (start the server fresh: nothing remembered)")
 	flag.DurationVar(&o.retryMin, "retry-min", 100*time.Millisecond, "storm: first back-off after a failed connect (doubled per failure, with jitter)")
 	flag.DurationVar(&o.retryMax, "retry-max", 2*time.Second, "storm: largest back-off")
+	flag.IntVar(&o.probes, "probes", 0, "idle: during the hold, this many fresh devices connect (full TLS handshake) one after the other, spread over it: their connect times")
 	flag.BoolVar(&o.pq, "pq", false, "offer the post-quantum hybrid X25519MLKEM768 key exchange (default: X25519 and P-256, as typical device TLS stacks do)")
 	flag.Parse()
 	res, err := run(o)
@@ -138,24 +140,30 @@ func main() {
 
 // Result is one run's figures.
 type Result struct {
-	Label      string             `json:"label,omitempty"`
-	Scenario   string             `json:"scenario"`
-	Ops        int64              `json:"ops"`
-	Errors     int64              `json:"errors"`
-	Seconds    float64            `json:"seconds"`
-	Rate       float64            `json:"rate_per_s"`
-	Offered    float64            `json:"offered_per_s,omitempty"` // qos0 -rate: messages/s actually sent
-	MBps       float64            `json:"mb_per_s,omitempty"`
-	Resumed    float64            `json:"resumed_ratio,omitempty"`
-	P50ms      float64            `json:"p50_ms,omitempty"`
-	P99ms      float64            `json:"p99_ms,omitempty"`
-	Held       int                `json:"held,omitempty"`
-	CPU        map[string]float64 `json:"cpu_s,omitempty"`          // CPU seconds per watched process during the run
-	RSSKiB     map[string]float64 `json:"rss_kib,omitempty"`        // RSS at the end of the run
-	RSSBefore  map[string]float64 `json:"rss_before_kib,omitempty"` // RSS before the run
-	CPUPerOpUs map[string]float64 `json:"cpu_per_op_us,omitempty"`
-	CPUShare   map[string]float64 `json:"cpu_share,omitempty"` // CPU seconds per second of the measured window (1.0: a whole core)
-	RSSPerConn map[string]float64 `json:"rss_per_conn_kib,omitempty"`
+	Label    string  `json:"label,omitempty"`
+	Scenario string  `json:"scenario"`
+	Ops      int64   `json:"ops"`
+	Errors   int64   `json:"errors"`
+	Seconds  float64 `json:"seconds"`
+	Rate     float64 `json:"rate_per_s"`
+	Offered  float64 `json:"offered_per_s,omitempty"` // qos0 -rate: messages/s actually sent
+	MBps     float64 `json:"mb_per_s,omitempty"`
+	Resumed  float64 `json:"resumed_ratio,omitempty"`
+	P50ms    float64 `json:"p50_ms,omitempty"`
+	P99ms    float64 `json:"p99_ms,omitempty"`
+	Held     int     `json:"held,omitempty"`
+	// Idle: the watched processes' CPU share while the connections were
+	// held, and the connect times of -probes fresh devices meanwhile.
+	HoldCPUShare map[string]float64 `json:"hold_cpu_share,omitempty"`
+	ProbeP50ms   float64            `json:"probe_p50_ms,omitempty"`
+	ProbeMaxms   float64            `json:"probe_max_ms,omitempty"`
+	ProbeErrors  int64              `json:"probe_errors,omitempty"`
+	CPU          map[string]float64 `json:"cpu_s,omitempty"`          // CPU seconds per watched process during the run
+	RSSKiB       map[string]float64 `json:"rss_kib,omitempty"`        // RSS at the end of the run
+	RSSBefore    map[string]float64 `json:"rss_before_kib,omitempty"` // RSS before the run
+	CPUPerOpUs   map[string]float64 `json:"cpu_per_op_us,omitempty"`
+	CPUShare     map[string]float64 `json:"cpu_share,omitempty"` // CPU seconds per second of the measured window (1.0: a whole core)
+	RSSPerConn   map[string]float64 `json:"rss_per_conn_kib,omitempty"`
 	// Storm: connect attempts, CONNACK codes seen ("0x00" accepted),
 	// failed attempts by kind, devices never connected within the bound.
 	Attempts    int64            `json:"attempts,omitempty"`
@@ -178,6 +186,9 @@ func (r Result) String() string {
 	}
 	if r.P50ms > 0 {
 		fmt.Fprintf(&b, ", p50 %.3fms p99 %.3fms", r.P50ms, r.P99ms)
+	}
+	if r.ProbeP50ms > 0 || r.ProbeErrors > 0 {
+		fmt.Fprintf(&b, ", fresh devices during the hold: p50 %.1fms max %.1fms, %d failed", r.ProbeP50ms, r.ProbeMaxms, r.ProbeErrors)
 	}
 	if r.Attempts > 0 {
 		fmt.Fprintf(&b, ", %d attempts, %d unconnected", r.Attempts, r.Unconnected)
@@ -221,8 +232,8 @@ func run(o options) (Result, error) {
 		return Result{}, fmt.Errorf("-addr %s is not a loopback address; load may only target loopback (use -allow-remote for your own test hosts)", o.addr)
 	}
 	if o.duration > 10*time.Minute || o.n > 200000 || o.hold > 10*time.Minute || o.rate < 0 || o.rate > 10_000_000 ||
-		o.users < 0 || o.users > 200000 || o.retryMin <= 0 || o.retryMax < o.retryMin || o.retryMax > time.Minute {
-		return Result{}, errors.New("bounds: -duration and -hold at most 10m, -n and -users at most 200000, -rate 0 to 10000000, 0 < -retry-min <= -retry-max <= 1m")
+		o.users < 0 || o.users > 200000 || o.probes < 0 || o.probes > 1000 || o.retryMin <= 0 || o.retryMax < o.retryMin || o.retryMax > time.Minute {
+		return Result{}, errors.New("bounds: -duration and -hold at most 10m, -n and -users at most 200000, -probes at most 1000, -rate 0 to 10000000, 0 < -retry-min <= -retry-max <= 1m")
 	}
 	if err := raiseNoFile(o); err != nil {
 		return Result{}, err
@@ -571,12 +582,15 @@ func connectScenario(o options, d *dialer) (Result, error) {
 		}
 	}
 	start := time.Now()
+	lat := make([]time.Duration, o.n) // each connect's time to CONNACK; 0: failed
 	parallel(ctx, o.concurrency, o.n, func(w, i int) {
+		t0 := time.Now()
 		c, err := d.dial(ctx, d.creds(i, fmt.Sprintf("bench-c-%d", i)), caches[w])
 		if err != nil {
 			errs.Add(1)
 			return
 		}
+		lat[i] = time.Since(t0)
 		if c.resumed {
 			resumed.Add(1)
 		}
@@ -596,7 +610,18 @@ func connectScenario(o options, d *dialer) (Result, error) {
 	if r.Ops > 0 {
 		r.Resumed = float64(resumed.Load()) / float64(r.Ops)
 	}
+	r.P50ms, r.P99ms, _ = percentiles(slices.DeleteFunc(lat, func(d time.Duration) bool { return d == 0 }))
 	return r, nil
+}
+
+// percentiles of ds in milliseconds: the median, the 99th and the largest.
+func percentiles(ds []time.Duration) (p50, p99, maxMs float64) {
+	if len(ds) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(ds)
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	return ms(ds[len(ds)/2]), ms(ds[len(ds)*99/100]), ms(ds[len(ds)-1])
 }
 
 // qos0Scenario: -publishers publish -size payloads at QoS 0 for -duration,
@@ -779,12 +804,18 @@ func idleScenario(o options, d *dialer, watched map[string]int, before map[strin
 		mu.Unlock()
 	})
 	opened := time.Since(start)
-	time.Sleep(o.hold)
+	held, heldAt := sample(watched), time.Now()
+	probes, probeErrs := probeDuring(o, d, o.hold)
 	after := sample(watched)
+	holdSecs := time.Since(heldAt).Seconds()
 	r := Result{Label: o.label, Scenario: o.scenario, Ops: int64(len(conns)), Errors: errs.Load(), Seconds: opened.Seconds(),
 		Held: len(conns), RSSKiB: map[string]float64{}, RSSBefore: map[string]float64{}, RSSPerConn: map[string]float64{}, CPU: map[string]float64{}}
 	r.Rate = float64(len(conns)) / opened.Seconds()
+	r.HoldCPUShare = map[string]float64{}
+	r.ProbeP50ms, _, r.ProbeMaxms = percentiles(probes)
+	r.ProbeErrors = probeErrs
 	for name := range watched {
+		r.HoldCPUShare[name] = (after[name].cpu - held[name].cpu) / holdSecs
 		r.RSSKiB[name] = after[name].rssKiB
 		r.RSSBefore[name] = before[name].rssKiB
 		r.CPU[name] = after[name].cpu - before[name].cpu
@@ -793,6 +824,30 @@ func idleScenario(o options, d *dialer, watched map[string]int, before map[strin
 		}
 	}
 	return r, nil
+}
+
+// probeDuring spreads -probes connects of fresh devices (a full TLS
+// handshake each, a client id of their own) over hold, one after the
+// other, and returns their connect times; it returns after hold.
+func probeDuring(o options, d *dialer, hold time.Duration) ([]time.Duration, int64) {
+	end := time.Now().Add(hold)
+	var took []time.Duration
+	var errs int64
+	for i := range o.probes {
+		time.Sleep(time.Until(end.Add(-hold * time.Duration(o.probes-i) / time.Duration(o.probes+1))))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		t0 := time.Now()
+		c, err := d.dial(ctx, d.creds(o.n+i, fmt.Sprintf("bench-probe-%d", i)), nil)
+		cancel()
+		if err != nil {
+			errs++
+			continue
+		}
+		took = append(took, time.Since(t0))
+		c.disconnect()
+	}
+	time.Sleep(time.Until(end))
+	return took, errs
 }
 
 // stormScenario: -n devices connect at once (-c at a time; -cold: all

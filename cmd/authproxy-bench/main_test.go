@@ -60,7 +60,7 @@ func TestScenarios(t *testing.T) {
 	for _, sc := range []string{"connect", "qos0", "qos1", "idle", "storm"} {
 		t.Run(sc, func(t *testing.T) {
 			o := base(addr)
-			o.scenario = sc
+			o.scenario, o.probes = sc, 3
 			r, err := run(o)
 			if err != nil {
 				t.Fatal(err)
@@ -69,9 +69,13 @@ func TestScenarios(t *testing.T) {
 				t.Fatalf("%+v", r)
 			}
 			switch sc {
-			case "connect", "storm":
+			case "storm":
 				if r.Ops != int64(o.n) {
 					t.Fatalf("%d of %d connections", r.Ops, o.n)
+				}
+			case "connect":
+				if r.Ops != int64(o.n) || r.P50ms <= 0 || r.P99ms < r.P50ms {
+					t.Fatalf("%d of %d connections, latencies %+v", r.Ops, o.n, r)
 				}
 			case "qos1":
 				if r.P50ms <= 0 || r.P99ms < r.P50ms {
@@ -86,6 +90,9 @@ func TestScenarios(t *testing.T) {
 			case "idle":
 				if r.Held != o.n || r.RSSKiB["self"] <= 0 {
 					t.Fatalf("idle %+v", r)
+				}
+				if _, ok := r.HoldCPUShare["self"]; !ok || r.ProbeP50ms <= 0 || r.ProbeMaxms < r.ProbeP50ms || r.ProbeErrors != 0 {
+					t.Fatalf("idle: no hold CPU share or probe times %+v", r)
 				}
 			}
 			if _, ok := r.CPU["self"]; !ok {
