@@ -309,6 +309,12 @@ if [ -n "$BASE_BIN" ]; then
   IDLE_SYS+=(proxy-base); CONNECT_SYS+=(proxy-base); QOS0_SYS+=(proxy-base); QOS1_SYS+=(proxy-base)
 fi
 
+restart_terminators() { # the proxy and HAProxy of the matrix, fresh
+  stop proxy haproxy
+  start_proxy proxy "${PORT[proxy]}" "${MPORT[proxy]}" "${PORT[direct]}"
+  start_haproxy haproxy "${PORT[haproxy]}" "${PORT[direct]}"
+}
+
 matrix_round() {
   start_matrix
   local s
@@ -339,10 +345,14 @@ matrix_round() {
   if want scale; then
     local n
     for n in $SCALE_NS; do
+      # Each size on fresh processes: memory a process kept from a larger
+      # run would be reused and hide the growth.
+      restart_terminators
       for s in $(ordered proxy haproxy); do
         bench "$s" "scale-idle-$n" -scenario idle -n "$n" -c 32 -hold "$HOLD" -probes 20
       done
     done
+    restart_terminators
     for s in $(ordered proxy haproxy); do
       bench "$s" "scale-storm" -scenario storm -n "$SCALE_STORM" -c 64 -duration 300s
     done
