@@ -68,8 +68,7 @@ func (a *attempt) terminate(ctx context.Context, t transport.Terminator) bool {
 		switch {
 		case errors.As(err, &r):
 			a.outcome, a.reason = r.outcome, r.msg
-		case errors.Is(err, transport.ErrProxyHeaderMissing), errors.Is(err, transport.ErrProxyHeaderUntrusted),
-			errors.Is(err, transport.ErrProxyHeaderNoAddress), errors.Is(err, transport.ErrProxyLocal):
+		case errors.Is(err, transport.ErrProxyProtocol):
 			a.outcome, a.err = outcomeProxyProtocol, err
 		case errors.Is(err, transport.ErrUpgradeRefused):
 			a.outcome, a.err = outcomeUpgradeRefused, err

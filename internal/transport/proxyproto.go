@@ -67,13 +67,26 @@ const MaxProxyHeader = 2048
 // header (at most 107 bytes) fits in one read, as go-proxyproto requires.
 const proxyReadBuf = 256
 
+// ErrProxyProtocol is matched (errors.Is) by every refusal of
+// ProxyProtocol.Terminate that is about the header: the errors below, a
+// header over the cap and one that does not parse. A timeout or a closed
+// connection is not.
+var ErrProxyProtocol = errors.New("transport: PROXY protocol refused")
+
+// proxyError is a refusal about the header; it matches ErrProxyProtocol.
+type proxyError string
+
+func (e proxyError) Error() string        { return string(e) }
+func (e proxyError) Is(target error) bool { return target == ErrProxyProtocol }
+
 // Errors of ProxyProtocol.Terminate.
 var (
-	ErrProxyHeaderMissing   = errors.New("transport: no PROXY protocol header from a trusted load balancer")
-	ErrProxyHeaderUntrusted = errors.New("transport: PROXY protocol header from an address not trusted to send one (PROXY_PROTOCOL_FROM)")
-	ErrProxyHeaderNoAddress = errors.New("transport: PROXY protocol header without a TCP source address")
-	ErrProxyLocal           = errors.New("transport: PROXY protocol LOCAL connection (the balancer's own, such as a health check): closed")
-	errProxyHeaderTooLong   = fmt.Errorf("transport: PROXY protocol header longer than %d bytes", MaxProxyHeader)
+	ErrProxyHeaderMissing   error = proxyError("transport: no PROXY protocol header from a trusted load balancer")
+	ErrProxyHeaderUntrusted error = proxyError("transport: PROXY protocol header from an address not trusted to send one (PROXY_PROTOCOL_FROM)")
+	ErrProxyHeaderNoAddress error = proxyError("transport: PROXY protocol header without a TCP source address")
+	ErrProxyLocal           error = proxyError("transport: PROXY protocol LOCAL connection (the balancer's own, such as a health check): closed")
+	errProxyHeaderTooLong   error = proxyError(fmt.Sprintf("transport: PROXY protocol header longer than %d bytes", MaxProxyHeader))
+	errProxyHeaderMalformed error = proxyError("transport: PROXY protocol header malformed")
 )
 
 // Name is the name of Next.
@@ -177,7 +190,7 @@ func ReadProxyHeader(r io.Reader) (*proxyproto.Header, []byte, error) {
 	case errors.Is(err, proxyproto.ErrNoProxyProtocol):
 		return nil, nil, ErrProxyHeaderMissing
 	case err != nil:
-		return nil, nil, fmt.Errorf("transport: PROXY protocol header: %w", err)
+		return nil, nil, fmt.Errorf("%w: %w", errProxyHeaderMalformed, err)
 	}
 	var rest []byte
 	if n := br.Buffered(); n > 0 {

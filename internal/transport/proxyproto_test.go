@@ -330,6 +330,7 @@ func TestProxyProtocolRefusals(t *testing.T) {
 		{"trusted, v1 UNKNOWN (as LOCAL)", loopback, []byte("PROXY UNKNOWN\r\n\x16\x03\x01"), ErrProxyLocal, false},
 		{"trusted, v2 UNIX source", loopback, headerV2Unix(t), ErrProxyHeaderNoAddress, false},
 		{"trusted, v2 over the cap", loopback, long, errProxyHeaderTooLong, false},
+		{"trusted, malformed v1", loopback, []byte("PROXY TCP4 not-an-address\r\n"), errProxyHeaderMalformed, false},
 		{"untrusted v1", untrusted, headerV1("192.0.2.7", 5555), ErrProxyHeaderUntrusted, true},
 		{"untrusted v2", untrusted, headerV2(t, proxyproto.PROXY, "192.0.2.7", 5555), ErrProxyHeaderUntrusted, true},
 		{"untrusted, one byte of a header", untrusted, []byte("P"), ErrProxyHeaderUntrusted, true},
@@ -345,6 +346,10 @@ func TestProxyProtocolRefusals(t *testing.T) {
 			_, err := terminateIn(t, &ProxyProtocol{From: tc.from, Next: next}, <-accepted, g.gate, 5*time.Second)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			// One sentinel for the proxy's outcome: proxy_protocol_refused.
+			if !errors.Is(err, ErrProxyProtocol) {
+				t.Fatalf("error %v does not match ErrProxyProtocol", err)
 			}
 			if next.count() != 0 {
 				t.Error("the transport behind was reached")
