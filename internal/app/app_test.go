@@ -61,15 +61,8 @@ func TestStartServesAndStops(t *testing.T) {
 	c.Listen, c.PlainListen, c.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	c.TLSCertFile, c.TLSKeyFile = f.ServerCert, f.ServerKey
 	c.BackendAddr, c.RedisURL, c.ShutdownGrace = fakeBroker(t), "redis://"+mr.Addr()+"/0", time.Second
-	s, err := c.Validate()
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &testenv.SyncBuffer{}
-	a, err := Start(context.Background(), s, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startApp(t, c, logs)
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
@@ -159,4 +152,19 @@ func TestStartFailsCleanly(t *testing.T) {
 		t.Fatalf("the TLS listener opened before the failure is still open: %v", err)
 	}
 	l.Close()
+}
+
+// startApp validates c and starts the proxy as serve does, logging to
+// logs; the caller stops it.
+func startApp(t *testing.T, c Config, logs io.Writer) *App {
+	t.Helper()
+	s, err := c.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Start(context.Background(), s, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

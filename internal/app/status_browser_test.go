@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -52,15 +51,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	c.TLSCertFile, c.TLSKeyFile = f.ServerCert, f.ServerKey
 	c.RedisURL, c.BackendAddr, c.ShutdownGrace = testenv.RedisURL(redis), broker.Addr(), time.Second
 	c.Status, c.AdminToken = true, token
-	s, err := c.Validate()
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &testenv.SyncBuffer{}
-	a, err := Start(context.Background(), s, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startApp(t, c, logs)
 	t.Cleanup(func() {
 		a.Stop()
 		if t.Failed() {

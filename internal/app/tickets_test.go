@@ -2,7 +2,6 @@ package app
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"log/slog"
 	"path/filepath"
@@ -107,15 +106,8 @@ func TestStartSharesTicketKeysThroughTheStore(t *testing.T) {
 	c.Listen, c.MetricsListen = "127.0.0.1:0", "off"
 	c.TLSCertFile, c.TLSKeyFile, c.TLSTicketSecret = f.ServerCert, f.ServerKey, testTicketSecret
 	c.BackendAddr, c.RedisURL, c.ShutdownGrace = fakeBroker(t), "redis://"+mr.Addr()+"/0", time.Second
-	s, err := c.Validate()
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &testenv.SyncBuffer{}
-	a, err := Start(context.Background(), s, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startApp(t, c, logs)
 	defer a.Stop()
 	if st := a.proxy.p.TLS().TicketKeys(); st.Mode != "shared" || !st.StoreOK {
 		t.Fatalf("ticket keys %+v, want shared through a store that answers", st)
