@@ -253,8 +253,9 @@ func (a *attempt) finish() {
 		a.outcome = outcomeEvicted
 	}
 	a.p.metrics.Connects.WithLabelValues(a.outcome).Inc()
-	a.log(a.p.log, a.p.logLimit)
-	a.record()
+	e := a.entry()
+	a.log(a.p.log, a.p.logLimit, e)
+	a.record(e)
 }
 
 // refuse answers a CONNECT with a CONNACK carrying code in the client's

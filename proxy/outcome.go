@@ -2,12 +2,10 @@ package proxy
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
 	"os"
-	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
@@ -38,36 +36,34 @@ const (
 // log writes the attempt's one line: what the device presented (its names
 // made safe to log), its transport, the outcome with its reason, and how
 // long it took. Never a password. Refusals past the log budget go to debug.
-func (a *attempt) log(l *slog.Logger, lim *logLimiter) {
-	var clientID, username string
-	if a.connect != nil {
-		clientID, username = a.connect.ClientID, a.connect.Username
-	}
-	info := a.conn.Info
-	attrs := []slog.Attr{
-		slog.String("remote", a.remote()),
-		slog.String("client_id", logsafe.String(clientID)),
-		slog.String("username", logsafe.String(username)),
-		slog.Int("protocol", int(a.level)),
-		slog.String("tls", a.tlsVersion()),
-		slog.Bool("resumed", info.Resumed),
-		slog.String("cert_sha256", hex.EncodeToString(info.CertSHA256)),
-		slog.String("outcome", a.outcome),
-		slog.Duration("duration", time.Since(a.start)),
-	}
-	if a.reason != "" {
-		attrs = append(attrs, slog.String("reason", a.reason))
-	}
+func (a *attempt) log(l *slog.Logger, lim *logLimiter, e policy.Record) {
 	level := slog.LevelInfo
-	if a.err != nil {
-		attrs = append(attrs, slog.String("error", logsafe.Error(a.err)))
-		if a.outcome == outcomeStoreUnavailable || a.outcome == outcomeBackendUnavailable {
-			level = slog.LevelWarn
-		}
+	if a.err != nil && (a.outcome == outcomeStoreUnavailable || a.outcome == outcomeBackendUnavailable) {
+		level = slog.LevelWarn
 	}
 	if level == slog.LevelInfo && a.outcome != string(policy.Accepted) && !lim.allow(a.outcome) {
 		// A flood of refusals is summarised at info; each one is at debug.
 		level = slog.LevelDebug
+	}
+	if !l.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("remote", e.Remote),
+		slog.String("client_id", logsafe.String(e.ClientID)),
+		slog.String("username", logsafe.String(e.Username)),
+		slog.Int("protocol", e.Protocol),
+		slog.String("tls", e.TLS),
+		slog.Bool("resumed", e.Resumed),
+		slog.String("cert_sha256", e.CertSHA256),
+		slog.String("outcome", e.Outcome),
+		slog.Duration("duration", e.Duration),
+	}
+	if a.reason != "" {
+		attrs = append(attrs, slog.String("reason", a.reason))
+	}
+	if a.err != nil {
+		attrs = append(attrs, slog.String("error", logsafe.Error(a.err)))
 	}
 	l.LogAttrs(context.Background(), level, "connect", attrs...)
 }

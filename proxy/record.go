@@ -22,8 +22,9 @@ func (p *Proxy) record(r policy.Record) {
 	p.cfg.Recorder.Record(r)
 }
 
-// recordAttempt logs how a connection attempt ended.
-func (a *attempt) record() {
+// entry is what both the log line and the decision log say of the
+// attempt, computed once.
+func (a *attempt) entry() policy.Record {
 	info := a.conn.Info
 	r := policy.Record{Time: a.start, Kind: "connect", Remote: a.remote(), Protocol: int(a.level),
 		TLS: a.tlsVersion(), Resumed: info.Resumed, CertSHA256: hex.EncodeToString(info.CertSHA256),
@@ -31,10 +32,18 @@ func (a *attempt) record() {
 	if a.connect != nil {
 		r.Username, r.ClientID = a.connect.Username, a.connect.ClientID
 	}
+	return r
+}
+
+// record hands how the attempt ended to the decision log.
+func (a *attempt) record(r policy.Record) {
+	if a.p.cfg.Recorder == nil {
+		return
+	}
 	if r.Reason == "" && a.err != nil {
 		r.Reason = a.err.Error()
 	}
-	if info.Resumed {
+	if r.Resumed {
 		r.Reason += "; resumed TLS session, decided afresh"
 	}
 	a.p.record(r)
