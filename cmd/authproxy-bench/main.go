@@ -770,11 +770,7 @@ func qos1Scenario(o options, d *dialer, m *meter) (Result, error) {
 	wg.Wait()
 	m.end()
 	r := Result{Ops: ops.Load(), Errors: errs.Load(), Seconds: time.Since(start).Seconds()}
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		r.P50ms = float64(lat[len(lat)/2]) / 1e6
-		r.P99ms = float64(lat[len(lat)*99/100]) / 1e6
-	}
+	r.P50ms, r.P99ms, _ = percentiles(lat)
 	return r, nil
 }
 
@@ -895,10 +891,9 @@ func stormScenario(o options, d *dialer, m *meter) (Result, error) {
 		}
 	}
 	if len(took) > 0 {
-		slices.Sort(took)
-		r.P50ms = float64(took[len(took)/2]) / 1e6
-		r.P99ms = float64(took[len(took)*99/100]) / 1e6
-		r.Seconds = took[len(took)-1].Seconds() // until the last device was in
+		var last float64
+		r.P50ms, r.P99ms, last = percentiles(took)
+		r.Seconds = last / 1e3 // until the last device was in
 	}
 	if r.Unconnected > 0 {
 		r.Seconds = secs
