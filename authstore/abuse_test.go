@@ -143,7 +143,7 @@ func TestBans(t *testing.T) {
 		t.Fatalf("lifted: %+v", d)
 	}
 	// A client id ban, expiring.
-	if _, err := s.AddBan(ctx, BanClientID, "eve-dev-1", time.Second, ""); err != nil {
+	if _, err := s.AddBan(ctx, BanClientID, "eve:dev-1", time.Second, ""); err != nil {
 		t.Fatal(err)
 	}
 	if d, _ := s.Authenticate(ctx, req("eve", "pw")); d.Outcome != policy.Banned {

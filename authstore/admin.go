@@ -98,8 +98,8 @@ func (s *Store) ChangesChannel() string { return s.prefix + "changes" }
 // SetUser creates or updates a user. Every value is validated before
 // anything is written; the write is one MULTI/EXEC.
 func (s *Store) SetUser(ctx context.Context, name string, u Update) error {
-	if name == "" || strings.ContainsAny(name, " \t\r\n") {
-		return fmt.Errorf("user name %q: must be non-empty without white space", name)
+	if err := s.checkNewName(ctx, name); err != nil {
+		return err
 	}
 	set := map[string]any{}
 	var del []string
@@ -174,6 +174,28 @@ func (s *Store) SetUser(ctx context.Context, name string, u Update) error {
 		return nil
 	})
 	return err
+}
+
+// checkNewName refuses a user name that is empty or holds white space,
+// and a name with ':' for a user that does not exist yet: ':' separates a
+// user name from a client id's suffix under the default client ids
+// (%u:*), so a name with ':' could take another user's client ids. An
+// existing user with ':' (made before this rule) can still be changed.
+func (s *Store) checkNewName(ctx context.Context, name string) error {
+	if name == "" || strings.ContainsAny(name, " \t\r\n") {
+		return fmt.Errorf("user name %q: must be non-empty without white space", name)
+	}
+	if !strings.Contains(name, ":") {
+		return nil
+	}
+	n, err := s.rdb.Exists(ctx, s.UserKey(name)).Result()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("user name %q: ':' is not allowed in a new user name (it separates a user name from a client id suffix, as in %%u:*)", name)
+	}
+	return nil
 }
 
 // DeleteUser removes a user; it returns ErrNoSuchUser if there was none.

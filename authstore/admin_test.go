@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,6 +107,31 @@ func TestOperatorCalls(t *testing.T) {
 	}
 }
 
+// A new user name with ':' is refused (it would match another user's
+// default client ids, %u:*); an existing one (made before the rule, or by
+// redis-cli) can still be changed, and disabled.
+func TestColonRefusedInNewUserNames(t *testing.T) {
+	s, m := miniStore(t)
+	ctx := context.Background()
+	err := s.SetUser(ctx, "site1:gw", Update{Password: ptr("pw")})
+	if err == nil || !strings.Contains(err.Error(), "':' is not allowed") {
+		t.Fatalf("new user with ':': %v", err)
+	}
+	if m.Exists("mqtt:user:site1:gw") {
+		t.Fatal("written anyway")
+	}
+	m.HSet("mqtt:user:old:name", "password", "x")
+	if err := s.SetUser(ctx, "old:name", Update{Password: ptr("pw")}); err != nil {
+		t.Fatalf("existing user with ':': %v", err)
+	}
+	if err := s.SetEnabled(ctx, "old:name", false); err != nil {
+		t.Fatalf("disable an existing user with ':': %v", err)
+	}
+	if m.HGet("mqtt:user:old:name", "enabled") != "false" {
+		t.Fatal("not disabled")
+	}
+}
+
 func TestGlob(t *testing.T) {
 	cases := []struct {
 		pattern, s, user string
@@ -119,6 +145,8 @@ func TestGlob(t *testing.T) {
 		{"dev-*-x", "dev-a-b-y", "u", false},
 		{"%u", "alice", "alice", true},
 		{"%u-*", "alice-1", "alice", true},
+		{"%u:*", "alice:1", "alice", true},
+		{"%u:*", "alice-bob", "alice", false},
 		{"%u", "a*", "a*", true},
 		{"%u", "abc", "a*", false},
 		{"é?", "éü", "u", true},

@@ -39,9 +39,10 @@ const (
 // the order they are written: policy.Record's, never a password. time is
 // RFC 3339 in UTC with milliseconds, protocol the MQTT protocol level
 // ("" when unknown), resumed "true" or "false", duration a Go duration
-// ("12.5ms").
+// ("12.5ms"), count the connections a summary stands for ("" in an entry
+// about one; entries written before it existed lack it).
 var DecisionFields = []string{"time", "replica", "kind", "remote", "username", "client_id", "protocol", "tls", "resumed",
-	"cert_sha256", "outcome", "reason", "duration"}
+	"cert_sha256", "outcome", "reason", "duration", "count"}
 
 // decisionTimeLayout is RFC 3339 with milliseconds.
 const decisionTimeLayout = "2006-01-02T15:04:05.000Z07:00"
@@ -68,6 +69,10 @@ type DecisionLogOptions struct {
 	MaxLen int64
 	// QueueSize bounds the entries waiting in memory to be written,
 	// default 8192: past it Record drops the entry and counts it.
+	// Summaries (Kind policy.KindSummary) wait apart, in a queue a quarter
+	// that size (at least 1) whose overflow drops summaries only: a flood
+	// of them never takes a decision's place, and the writer takes
+	// decisions first.
 	QueueSize int
 	// BatchSize is the most entries written in one pipeline, default 256.
 	BatchSize int
@@ -98,7 +103,8 @@ type DecisionLogOptions struct {
 
 // DecisionLog appends decision records to the Redis stream
 // <prefix>decisions in the background. Record never blocks: entries wait in
-// a bounded queue, and one writer goroutine sends them in batches, one
+// a bounded queue (summaries in a smaller one of their own), and one writer
+// goroutine sends them in batches, one
 // pipeline of XADD MAXLEN ~ N per batch, each bounded by a short timeout.
 // While Redis is down or slow, entries that do not fit the queue, and
 // batches that fail, are dropped and counted; writing resumes by itself
@@ -118,10 +124,11 @@ type DecisionLog struct {
 	onDrop       func(int)
 	log          *slog.Logger
 
-	queue   chan policy.Record
-	dropped atomic.Uint64
-	written atomic.Uint64
-	closed  atomic.Bool
+	queue     chan policy.Record // decisions, and every kind of entry but summaries
+	summaries chan policy.Record // entries of Kind policy.KindSummary
+	dropped   atomic.Uint64
+	written   atomic.Uint64
+	closed    atomic.Bool
 
 	ctx       context.Context // cancelled by Close once its bound has passed
 	cancel    context.CancelFunc
@@ -161,7 +168,8 @@ func NewDecisionLog(rdb redis.UniversalClient, o DecisionLogOptions) *DecisionLo
 	}
 	l := &DecisionLog{rdb: rdb, key: o.Prefix + "decisions", maxLen: o.MaxLen, batchSize: o.BatchSize, linger: o.Linger, timeout: o.Timeout,
 		closeTimeout: o.CloseTimeout, replica: o.Replica, onDrop: o.OnDrop, log: o.Logger,
-		queue: make(chan policy.Record, o.QueueSize), stop: make(chan struct{}), done: make(chan struct{})}
+		queue: make(chan policy.Record, o.QueueSize), summaries: make(chan policy.Record, max(o.QueueSize/4, 1)),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	go l.run()
 	return l
@@ -174,9 +182,11 @@ func (s *Store) DecisionLog(o DecisionLogOptions) *DecisionLog {
 	return NewDecisionLog(s.rdb, o)
 }
 
-// Record queues r for the stream and returns at once; when the queue is
-// full, or after Close, r is dropped and counted. A zero Time is taken as
-// now, an empty Replica as the log's.
+// Record queues r for the stream and returns at once; when its queue is
+// full, or after Close, r is dropped and counted. A summary (Kind
+// policy.KindSummary) goes to the summaries' queue, so that summaries never
+// fill the decisions'. A zero Time is taken as now, an empty Replica as
+// the log's.
 func (l *DecisionLog) Record(r policy.Record) {
 	if l == nil {
 		return
@@ -191,8 +201,12 @@ func (l *DecisionLog) Record(r policy.Record) {
 	if r.Replica == "" {
 		r.Replica = l.replica
 	}
+	q := l.queue
+	if r.Kind == policy.KindSummary {
+		q = l.summaries
+	}
 	select {
-	case l.queue <- r:
+	case q <- r:
 	default:
 		l.drop(1)
 	}
@@ -250,11 +264,12 @@ func (l *DecisionLog) drop(n int) {
 	}
 }
 
-// drain empties the queue and returns how many entries it held.
+// drain empties the queues and returns how many entries they held.
 func (l *DecisionLog) drain() int {
 	for n := 0; ; n++ {
 		select {
 		case <-l.queue:
+		case <-l.summaries:
 		default:
 			return n
 		}
@@ -267,7 +282,7 @@ const (
 	decisionRetryMax = 2 * time.Second
 )
 
-// run is the writer: it takes the queue in batches until Close.
+// run is the writer: it takes the queues in batches until Close.
 func (l *DecisionLog) run() {
 	defer close(l.done)
 	batch := make([]policy.Record, 0, l.batchSize)
@@ -276,6 +291,8 @@ func (l *DecisionLog) run() {
 	for {
 		select {
 		case r := <-l.queue:
+			batch = l.gather(append(batch[:0], r))
+		case r := <-l.summaries:
 			batch = l.gather(append(batch[:0], r))
 		case <-l.stop:
 			l.flush(batch)
@@ -308,7 +325,7 @@ func (l *DecisionLog) run() {
 // DefaultDecisionLogLinger is DecisionLogOptions.Linger's default.
 const DefaultDecisionLogLinger = 10 * time.Millisecond
 
-// gather fills batch from the queue for up to the linger, or until it is
+// gather fills batch from the queues for up to the linger, or until it is
 // full or Close was called.
 func (l *DecisionLog) gather(batch []policy.Record) []policy.Record {
 	batch = l.fill(batch)
@@ -321,6 +338,8 @@ func (l *DecisionLog) gather(batch []policy.Record) []policy.Record {
 		select {
 		case r := <-l.queue:
 			batch = l.fill(append(batch, r))
+		case r := <-l.summaries:
+			batch = l.fill(append(batch, r))
 		case <-t.C:
 			return batch
 		case <-l.stop:
@@ -330,11 +349,18 @@ func (l *DecisionLog) gather(batch []policy.Record) []policy.Record {
 	return batch
 }
 
-// fill adds to batch what the queue holds now, up to the batch size.
+// fill adds to batch what the queues hold now, up to the batch size:
+// decisions first, then summaries.
 func (l *DecisionLog) fill(batch []policy.Record) []policy.Record {
 	for len(batch) < l.batchSize {
 		select {
 		case r := <-l.queue:
+			batch = append(batch, r)
+			continue
+		default:
+		}
+		select {
+		case r := <-l.summaries:
 			batch = append(batch, r)
 		default:
 			return batch
@@ -343,7 +369,7 @@ func (l *DecisionLog) fill(batch []policy.Record) []policy.Record {
 	return batch
 }
 
-// flush writes what is queued, batch by batch, until the queue is empty,
+// flush writes what is queued, batch by batch, until the queues are empty,
 // a write fails or Close's bound has passed; the rest is dropped.
 func (l *DecisionLog) flush(batch []policy.Record) {
 	for {
@@ -387,9 +413,12 @@ func (l *DecisionLog) write(batch []policy.Record) (int, error) {
 // DecisionFields' order (the same fields in every entry, which Redis
 // stores once per stream node).
 func encodeDecision(r policy.Record) []string {
-	protocol := ""
+	protocol, count := "", ""
 	if r.Protocol != 0 {
 		protocol = strconv.Itoa(r.Protocol)
+	}
+	if r.Count != 0 {
+		count = strconv.Itoa(r.Count)
 	}
 	return []string{
 		"time", r.Time.UTC().Format(decisionTimeLayout),
@@ -405,6 +434,7 @@ func encodeDecision(r policy.Record) []string {
 		"outcome", capDecisionField(r.Outcome, maxDecisionField),
 		"reason", capDecisionField(r.Reason, maxDecisionReason),
 		"duration", r.Duration.String(),
+		"count", count,
 	}
 }
 
@@ -434,6 +464,7 @@ func decodeDecision(m redis.XMessage) policy.Record {
 	r.Protocol, _ = strconv.Atoi(str("protocol"))
 	r.Resumed, _ = strconv.ParseBool(str("resumed"))
 	r.Duration, _ = time.ParseDuration(str("duration"))
+	r.Count, _ = strconv.Atoi(str("count"))
 	if t, err := time.Parse(time.RFC3339Nano, str("time")); err == nil {
 		r.Time = t
 	} else if ms, _, ok := strings.Cut(m.ID, "-"); ok {

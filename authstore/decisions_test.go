@@ -562,3 +562,90 @@ func TestDecisionLogLinger(t *testing.T) {
 		}
 	}
 }
+
+// TestDecisionLogSummariesNeverCrowdOutDecisions: with the writer provably
+// stuck in an XADD, a flood of summaries fills only the summaries' queue (a
+// quarter of QueueSize) and the rest of them is dropped and counted, while
+// QueueSize decisions recorded after the flood are all kept; once Redis
+// answers, every kept entry is written, a summary with its count.
+func TestDecisionLogSummariesNeverCrowdOutDecisions(t *testing.T) {
+	s, admin, _ := realStore(t, Options{})
+	ctx := testenv.Context(t)
+	const queue = 64
+	var reported atomic.Int64
+	l := s.DecisionLog(DecisionLogOptions{QueueSize: queue, BatchSize: 16, Timeout: time.Minute, CloseTimeout: time.Minute,
+		OnDrop: func(n int) { reported.Add(int64(n)) }})
+	t.Cleanup(l.Close)
+
+	if err := admin.Do(ctx, "CLIENT", "PAUSE", 60000, "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	unpaused := false
+	unpause := func() {
+		if !unpaused {
+			unpaused = true
+			if err := admin.Do(context.Background(), "CLIENT", "UNPAUSE").Err(); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(unpause)
+	l.Record(policy.Record{Kind: "connect", Username: "stuck", Outcome: "accepted"})
+	testenv.WaitFor(t, 10*time.Second, "the writer to be blocked in XADD", func() bool { return writerStuck(ctx, admin) })
+
+	const summaries = 1000
+	for i := range summaries {
+		l.Record(policy.Record{Kind: policy.KindSummary, Remote: fmt.Sprint("192.0.2.", i%250), Outcome: "tls_handshake_failed", Count: i + 1,
+			Reason: fmt.Sprint(i+1, " connections refused before CONNECT")})
+	}
+	if d := l.Dropped(); d != summaries-queue/4 {
+		t.Fatalf("after %d summaries: %d dropped, want %d (the summaries' queue holds %d)", summaries, d, summaries-queue/4, queue/4)
+	}
+	for i := range queue {
+		l.Record(policy.Record{Kind: "connect", Username: fmt.Sprint("d-", i), Outcome: "bad_credentials"})
+	}
+	if d := l.Dropped(); d != summaries-queue/4 {
+		t.Fatalf("%d decisions after a flood of summaries: %d dropped, want only the %d summaries", queue, d, summaries-queue/4)
+	}
+	if !writerStuck(ctx, admin) {
+		t.Fatal("the writer was not stuck for the whole test: it proves nothing")
+	}
+	// The decisions' queue is its own QueueSize: the next decision does not fit.
+	l.Record(policy.Record{Kind: "connect", Username: "one-too-many", Outcome: "bad_credentials"})
+	if d := l.Dropped(); d != summaries-queue/4+1 {
+		t.Fatalf("a decision past a full queue: %d dropped, want %d", d, summaries-queue/4+1)
+	}
+
+	unpause()
+	l.Close()
+	if w, d := l.Written(), l.Dropped(); w != 1+queue/4+queue || d != summaries-queue/4+1 {
+		t.Fatalf("after Close: written %d, dropped %d; want %d and %d", w, d, 1+queue/4+queue, summaries-queue/4+1)
+	}
+	if reported.Load() != int64(l.Dropped()) {
+		t.Fatalf("OnDrop reported %d, Dropped says %d", reported.Load(), l.Dropped())
+	}
+	got, err := s.ReadDecisions(ctx, DecisionFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	decisions, kept := map[string]bool{}, 0
+	for _, r := range got {
+		switch r.Kind {
+		case "connect":
+			decisions[r.Username] = true
+		case policy.KindSummary:
+			kept++
+			if r.Count < 1 || r.Count > queue/4 || r.Reason != fmt.Sprint(r.Count, " connections refused before CONNECT") {
+				t.Fatalf("summary read back %+v: want one of the first %d with its count", r, queue/4)
+			}
+		}
+	}
+	if kept != queue/4 {
+		t.Fatalf("%d summaries in the stream, want %d", kept, queue/4)
+	}
+	for i := range queue {
+		if !decisions[fmt.Sprint("d-", i)] {
+			t.Fatalf("decision d-%d missing from the stream", i)
+		}
+	}
+}

@@ -309,7 +309,7 @@ func TestEMQXCommands(t *testing.T) {
 		// EMQX's documentation also has: cmd = HMGET mqtt:${username} password salt is_superuser
 		[]any{"HSET", "mqtt:user123", "is_superuser", "1", "salt", "s4lt", "password", emqxSHA256Prefix},
 		[]any{"HSET", "mqtt:nosalt", "password", emqxSHA256NoSalt},
-		[]any{"HSET", "devices:dev-1", "password_hash", emqxSHA256Prefix, "salt", "s4lt"},
+		[]any{"HSET", "devices:dev:1", "password_hash", emqxSHA256Prefix, "salt", "s4lt"},
 		[]any{"HSET", "acl", "shared/#", "all"},
 	)
 	for _, c := range []struct {
@@ -319,7 +319,7 @@ func TestEMQXCommands(t *testing.T) {
 	}{
 		{"password field, reordered", "HMGET mqtt:${username} is_superuser password salt", "", req("user123", "sha256-pass"), true},
 		{"hget, no salt", "HGET mqtt:${username} password", "", req("nosalt", "nosalt-pass"), false},
-		{"by client id, lower case", "hmget devices:${clientid} salt password_hash", "hgetall acl", withClientID(req("dev", "sha256-pass"), "dev-1"), false},
+		{"by client id, lower case", "hmget devices:${clientid} salt password_hash", "hgetall acl", withClientID(req("dev", "sha256-pass"), "dev:1"), false},
 		{"quoted arguments", `HMGET "mqtt:${username}" 'password' salt`, "", req("user123", "sha256-pass"), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -336,7 +336,7 @@ func TestEMQXCommands(t *testing.T) {
 	}
 	t.Run("a shared rule hash", func(t *testing.T) {
 		s := schemaStore(t, srv, mustEMQX(t, EMQXOptions{AuthnCmd: "HMGET devices:${clientid} password_hash salt", AuthzCmd: "HGETALL acl"}))
-		d := decide(t, s, withClientID(req("dev", "sha256-pass"), "dev-1"))
+		d := decide(t, s, withClientID(req("dev", "sha256-pass"), "dev:1"))
 		if _, ok := d.Topics.CanPublish("shared/x"); !ok {
 			t.Fatal("the shared rule does not apply")
 		}
@@ -451,7 +451,7 @@ func TestEMQXTopicRules(t *testing.T) {
 		{"exact/pub", true, false},
 		{"users/alice/x", true, true},
 		{"users/bob/x", false, false},
-		{"clients/alice-dev-1", true, false},
+		{"clients/alice:dev-1", true, false},
 		{"certs/dev-a", true, false},
 		{"hosts/192.0.2.10", true, false},
 		{"subjects/x", false, false},
@@ -511,7 +511,7 @@ func TestEMQXTopicRules(t *testing.T) {
 	for _, c := range []struct {
 		topic    string
 		pub, sub bool
-	}{{"v4/sub", false, true}, {"v4/pub", true, false}, {"v4/old/old-dev-1/x", true, true}, {"v4/x", false, false}} {
+	}{{"v4/sub", false, true}, {"v4/pub", true, false}, {"v4/old/old:dev-1/x", true, true}, {"v4/x", false, false}} {
 		_, pub := d.Topics.CanPublish(c.topic)
 		_, sub := d.Topics.CanSubscribe(c.topic)
 		if pub != c.pub || sub != c.sub {
@@ -860,7 +860,7 @@ func TestSchemaExplain(t *testing.T) {
 		{"not_after", policy.NotApplied, "not part of the emqx layout"},
 		{"certs", policy.NotApplied, "not part of the emqx layout"},
 		{"cidrs", policy.NotApplied, "not part of the emqx layout"},
-		{"clientids", policy.Pass, "alice-dev-1"},
+		{"clientids", policy.Pass, "alice:dev-1"},
 	} {
 		st, ok := steps[c.check]
 		if !ok || st.Verdict != c.verdict || !strings.Contains(st.Detail, c.says) {

@@ -66,9 +66,12 @@ type Options struct {
 }
 
 // DefaultClientIDs binds a device's client id to its username: a user may
-// take only the client ids "<username>" and "<username>-...", so that no
-// user can take over another's broker session by its client id.
-var DefaultClientIDs = []string{"%u", "%u-*"}
+// take only the client ids "<username>" and "<username>:...". Since ':' is
+// refused in new user names, no user's client ids match another user's
+// default ones, so no user can take over another's broker session by its
+// client id. (The second wave's "%u-*" let user site1 take site1-gw's
+// session: '-' is common in names.)
+var DefaultClientIDs = []string{"%u", "%u:*"}
 
 // Store is the Redis-backed policy.Authenticator and the operator's view of users.
 // It is safe for concurrent use.
@@ -92,6 +95,8 @@ type Store struct {
 	failLimitIP      Limit
 	local            localCounts  // failed attempts counted in this process
 	remembered       atomic.Int64 // verifications served from the remembered ones
+	byDefault        atomic.Int64 // CONNECTs refused by the client id default
+	byDefaultLogged  atomic.Int64 // unix ns of the last log line about one
 	schema           Schema       // nil: the native layout
 	schemaDummy      *atomic.Pointer[dummyHash]
 }
@@ -243,10 +248,7 @@ func (s *Store) judge(r rules, req policy.Request, topics *policy.TopicRules, na
 				return fmt.Sprintf("source address %s is %sin the user's cidrs", req.RemoteAddr, map[bool]string{true: "", false: "not "}[ok])
 			}},
 		{"clientids", true, func() bool { return s.clientIDAllowed(r, req) }, policy.ClientIDNotAllowed,
-			func(ok bool) string {
-				return fmt.Sprintf("client id %s %s %s", logsafe.String(req.ClientID), map[bool]string{true: "matches", false: "does not match"}[ok],
-					logsafe.String(strings.ReplaceAll(strings.Join(s.clientIDGlobs(r), " "), "%u", req.Username)))
-			}},
+			func(ok bool) string { return s.clientIDDetail(r, req, ok) }},
 		{"will topic", topics != nil && req.HasWill, func() bool { _, ok := topics.CanPublish(req.WillTopic); return ok }, policy.WillNotAllowed,
 			func(ok bool) string {
 				return fmt.Sprintf("will topic %s is %sone the user may publish to", logsafe.String(req.WillTopic), map[bool]string{true: "", false: "not "}[ok])
@@ -276,6 +278,9 @@ func (s *Store) judge(r rules, req policy.Request, topics *policy.TopicRules, na
 				break
 			}
 		}
+	}
+	if outcome == policy.ClientIDNotAllowed && r.clientIDs == nil && req.Explain == nil && req.Verified == nil {
+		s.refusedByDefault(req)
 	}
 	return outcome, reason
 }
@@ -393,6 +398,39 @@ func (s *Store) clientIDAllowed(r rules, req policy.Request) bool {
 	}
 	return clientIDAllowed(s.clientIDGlobs(r), req.ClientID, req.Username)
 }
+
+// clientIDDetail says why a client id was allowed or refused, naming the
+// default (CLIENTIDS_DEFAULT) when the user has no clientids field of
+// its own, since a fleet that relied on an older default sees its
+// refusals there first.
+func (s *Store) clientIDDetail(r rules, req policy.Request, ok bool) string {
+	globs := logsafe.String(strings.ReplaceAll(strings.Join(s.clientIDGlobs(r), " "), "%u", req.Username))
+	verb := map[bool]string{true: "matches", false: "does not match"}[ok]
+	if r.clientIDs != nil {
+		return fmt.Sprintf("client id %s %s the user's clientids %s", logsafe.String(req.ClientID), verb, globs)
+	}
+	return fmt.Sprintf("client id %s %s the default client ids %s (CLIENTIDS_DEFAULT %s; the user has no clientids field)",
+		logsafe.String(req.ClientID), verb, globs, strings.Join(s.clientIDGlobs(r), " "))
+}
+
+// refusedByDefault counts a CONNECT the client id default refused and
+// logs it, at most one line every 10 s (with the count since the last),
+// so that a fleet using another client id form sees it coming.
+func (s *Store) refusedByDefault(req policy.Request) {
+	n := s.byDefault.Add(1)
+	now := s.now().UnixNano()
+	last := s.byDefaultLogged.Load()
+	if now-last < int64(10*time.Second) || !s.byDefaultLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("client id refused by CLIENTIDS_DEFAULT: give the user a clientids field, or see README on the default",
+		"username", logsafe.String(req.Username), "client_id", logsafe.String(req.ClientID),
+		"default", strings.Join(s.clientIDsDefault, " "), "refused_so_far", n)
+}
+
+// DefaultClientIDRefusals is the number of CONNECTs refused because their
+// client id did not match CLIENTIDS_DEFAULT (users without clientids).
+func (s *Store) DefaultClientIDRefusals() int64 { return s.byDefault.Load() }
 
 // denyAfterDummy answers "bad credentials" after verifying against the dummy
 // hash, through the same shared verification as a real user's password, so

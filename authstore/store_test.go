@@ -101,7 +101,7 @@ func TestVectorsVerify(t *testing.T) {
 }
 
 func req(user, pass string) policy.Request {
-	return policy.Request{Username: user, HasPassword: true, Password: pass, ClientID: user + "-dev-1", Protocol: packets.V311, RemoteAddr: srcAddr}
+	return policy.Request{Username: user, HasPassword: true, Password: pass, ClientID: user + ":dev-1", Protocol: packets.V311, RemoteAddr: srcAddr}
 }
 
 func TestRulesAgainstRealRedis(t *testing.T) {
@@ -162,7 +162,11 @@ func TestRulesAgainstRealRedis(t *testing.T) {
 		{"neither password nor certs", []string{"enabled", "true"}, req("u", "pw"), policy.BadCredentials, packets.BadUserNameOrPassword},
 		{"empty stored hash", []string{"password", ""}, req("u", ""), policy.BadCredentials, packets.BadUserNameOrPassword},
 		{"default client ids: the user name", []string{"password", pw}, withID(req("u", "pw"), "u"), policy.Accepted, packets.Success},
-		{"default client ids: user name dash", []string{"password", pw}, withID(req("u", "pw"), "u-phone"), policy.Accepted, packets.Success},
+		{"default client ids: user name colon", []string{"password", pw}, withID(req("u", "pw"), "u:phone"), policy.Accepted, packets.Success},
+		// site1 may not take site1-gw's default client id (its session).
+		{"default client ids: a user whose name is a prefix", []string{"password", pw}, withID(req("site1", "pw"), "site1-gw"), policy.ClientIDNotAllowed, packets.ClientIdentifierNotValid},
+		{"default client ids: the prefix user's own", []string{"password", pw}, withID(req("site1-gw", "pw"), "site1-gw"), policy.Accepted, packets.Success},
+		{"default client ids: a prefix user's suffixed id", []string{"password", pw}, withID(req("site1", "pw"), "site1-gw:cam"), policy.ClientIDNotAllowed, packets.ClientIdentifierNotValid},
 		{"default client ids: empty, assigned by the broker", []string{"password", pw}, withID(req("u", "pw"), ""), policy.Accepted, packets.Success},
 		{"default client ids: another user's", []string{"password", pw}, withID(req("u", "pw"), "alice-phone"), policy.ClientIDNotAllowed, packets.ClientIdentifierNotValid},
 		{"default client ids: a prefix is not enough", []string{"password", pw}, withID(req("u", "pw"), "ux"), policy.ClientIDNotAllowed, packets.ClientIdentifierNotValid},
@@ -184,7 +188,22 @@ func TestRulesAgainstRealRedis(t *testing.T) {
 			if d.Reason == "" {
 				t.Fatal("a decision without a reason")
 			}
+			if strings.HasPrefix(c.name, "default client ids") && c.want == policy.ClientIDNotAllowed && !strings.Contains(d.Reason, "CLIENTIDS_DEFAULT") {
+				t.Fatalf("a refusal by the default does not name it: %q", d.Reason)
+			}
 		})
+	}
+	// Every refusal by the default is counted (for the fleet that uses
+	// another client id form to see it coming); one by the user's own
+	// clientids is not.
+	byDefault := 0
+	for _, c := range cases {
+		if strings.HasPrefix(c.name, "default client ids") && c.want == policy.ClientIDNotAllowed {
+			byDefault++
+		}
+	}
+	if got := s.DefaultClientIDRefusals(); got != int64(byDefault) {
+		t.Fatalf("refusals by the client id default counted %d, want %d", got, byDefault)
 	}
 
 	// A rule that cannot be read: with the right password it is an error
@@ -309,7 +328,7 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer admin.Close()
 	ctx := testenv.Context(t)
-	if err := s.SetUser(ctx, "carol", Update{Password: ptr("pw"), ClientIDs: &[]string{"%u-dev-*"}, CIDRs: &[]string{"192.0.2.0/24"}}); err != nil {
+	if err := s.SetUser(ctx, "carol", Update{Password: ptr("pw"), ClientIDs: &[]string{"%u:dev-*"}, CIDRs: &[]string{"192.0.2.0/24"}}); err != nil {
 		t.Fatal(err)
 	}
 	admin.HSet(ctx, "mqtt:user:carol", "roles", "ops fleet", "publish", "devices/%u/#")

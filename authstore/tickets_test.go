@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,18 +66,18 @@ func TestTicketSaltsFirstWriterWins(t *testing.T) {
 	const period, keep = time.Hour, 26 * time.Hour
 	e := time.Now().Unix() / 3600
 	epochs := []int64{e + 1, e, e - 1}
-	got, err := a.TicketSalts(ctx, period, keep, epochs, [][]byte{[]byte("salt a next"), []byte("salt a now"), nil})
+	got, _, err := a.TicketSalts(ctx, period, keep, epochs, [][]byte{salt32("salt a next"), salt32("salt a now"), nil})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(got[0]) != "salt a next" || string(got[1]) != "salt a now" || got[2] != nil {
+	if !bytes.Equal(got[0], salt32("salt a next")) || !bytes.Equal(got[1], salt32("salt a now")) || got[2] != nil {
 		t.Fatalf("first replica read %q", got)
 	}
-	again, err := b.TicketSalts(ctx, period, keep, epochs, [][]byte{[]byte("salt b next"), []byte("salt b now"), []byte("salt b before")})
+	again, _, err := b.TicketSalts(ctx, period, keep, epochs, [][]byte{salt32("salt b next"), salt32("salt b now"), salt32("salt b before")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(again[0], got[0]) || !bytes.Equal(again[1], got[1]) || string(again[2]) != "salt b before" {
+	if !bytes.Equal(again[0], got[0]) || !bytes.Equal(again[1], got[1]) || !bytes.Equal(again[2], salt32("salt b before")) {
 		t.Fatalf("second replica read %q, want the first one's salts (and its own where none was)", again)
 	}
 	if n := rt.n.Load(); n != 1 {
@@ -95,16 +97,16 @@ func TestTicketSaltsFirstWriterWins(t *testing.T) {
 	}
 	// A proposal for an epoch already past its keep is not stored.
 	old := e - 30
-	if s, err := a.TicketSalts(ctx, period, keep, []int64{old}, [][]byte{[]byte("too old")}); err != nil || s[0] != nil {
+	if s, _, err := a.TicketSalts(ctx, period, keep, []int64{old}, [][]byte{salt32("too old")}); err != nil || s[0] != nil {
 		t.Fatalf("expired epoch: %q, %v", s, err)
 	}
-	if _, err := a.TicketSalts(ctx, period, keep, epochs, nil); err == nil {
+	if _, _, err := a.TicketSalts(ctx, period, keep, epochs, nil); err == nil {
 		t.Fatal("proposals of another length accepted")
 	}
 
 	srv.Stop()
 	start := time.Now()
-	if _, err := a.TicketSalts(ctx, period, keep, epochs, make([][]byte, 3)); err == nil {
+	if _, _, err := a.TicketSalts(ctx, period, keep, epochs, make([][]byte, 3)); err == nil {
 		t.Fatal("no error with Redis stopped")
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -129,9 +131,9 @@ func TestTicketSaltsOnCluster(t *testing.T) {
 	e := time.Now().Unix() / 60
 	for i := range int64(8) {
 		epochs = append(epochs, e-i)
-		props = append(props, []byte{byte(i)})
+		props = append(props, salt32(string(rune('a'+i))))
 	}
-	got, err := s.TicketSalts(ctx, time.Minute, time.Hour, epochs, props)
+	got, _, err := s.TicketSalts(ctx, time.Minute, time.Hour, epochs, props)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,5 +141,237 @@ func TestTicketSaltsOnCluster(t *testing.T) {
 		if !bytes.Equal(got[i], props[i]) {
 			t.Fatalf("epoch %d: %q, want %q", epochs[i], got[i], props[i])
 		}
+	}
+}
+
+// salt32 is a salt of TicketSaltSize bytes that starts with s.
+func salt32(s string) []byte {
+	b := make([]byte, TicketSaltSize)
+	copy(b, s)
+	return b
+}
+
+// beforeEval runs fn (once) before the first pipeline with an EVAL goes
+// to Redis: another replica acting between this one's read and its
+// replacement.
+type beforeEval struct {
+	once sync.Once
+	fn   func()
+}
+
+func (h *beforeEval) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *beforeEval) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *beforeEval) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if c.Name() == "eval" || c.Name() == "evalsha" {
+				h.once.Do(h.fn)
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestTicketSaltsReplacesPlantedOnes: salts written into Redis by someone
+// else (of another length, without expiry, expiring later than their
+// epoch's window) are not adopted: they are replaced with a fresh salt
+// that expires properly, counted and logged. A replica that read the
+// planted salts but replaces after another one did adopts the other's
+// replacement: the replicas agree on one salt per epoch, and each planted
+// salt is replaced once. Valid salts (one expiring within TicketSaltSkew
+// past its window among them) are kept, and an epoch after the next one
+// is never answered.
+func TestTicketSaltsReplacesPlantedOnes(t *testing.T) {
+	logs := &testenv.SyncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	a, admin, srv := realStore(t, Options{Logger: log})
+	rdb, err := NewClient(testenv.RedisURL(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	b := New(rdb, Options{Timeout: 2 * time.Second, Logger: log})
+
+	ctx := context.Background()
+	const period, keep = time.Hour, 26 * time.Hour
+	e := time.Now().Unix() / 3600
+	window := func(ep int64) time.Duration { return time.Until(time.Unix(ep*3600, 0).Add(keep)) }
+	planted := map[int64][]byte{
+		e + 1: []byte("known salt"),      // 10 bytes, proper expiry
+		e:     salt32("no expiry"),       // no TTL
+		e - 1: salt32("too far ahead"),   // expires two hours past its window
+		e - 2: salt32("valid"),           // proper expiry: kept
+		e - 3: salt32("clock a bit off"), // 30 s past its window: kept (TicketSaltSkew)
+		e + 2: salt32("planted early"),   // after the next epoch: never answered
+	}
+	ttl := map[int64]time.Duration{e + 1: window(e + 1), e: 0, e - 1: window(e-1) + 2*time.Hour, e - 2: window(e - 2),
+		e - 3: window(e-3) + 30*time.Second, e + 2: window(e + 2)}
+	for ep, v := range planted {
+		if err := admin.Set(ctx, a.TicketSaltKey(period, ep), v, ttl[ep]).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	epochs := []int64{e + 1, e, e - 1, e - 2, e - 3}
+	bad := map[int64]bool{e + 1: true, e: true, e - 1: true}
+
+	// b reads the planted salts; before its replacements reach Redis, a
+	// reads and replaces them all.
+	var fromA [][]byte
+	var replacedA int
+	rdb.AddHook(&beforeEval{fn: func() {
+		var err error
+		fromA, replacedA, err = a.TicketSalts(ctx, period, keep, epochs, make([][]byte, len(epochs)))
+		if err != nil {
+			t.Error(err)
+		}
+	}})
+	known := salt32("b knows this one for e+1")
+	fromB, replacedB, err := b.TicketSalts(ctx, period, keep, epochs, [][]byte{known, nil, nil, nil, nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromA == nil {
+		t.Fatal("b replaced nothing: the planted salts were adopted")
+	}
+	if replacedA != 3 || replacedB != 0 {
+		t.Errorf("replaced: a %d, b %d; want 3 by a (the first) and none by b", replacedA, replacedB)
+	}
+	for i, ep := range epochs {
+		if !bytes.Equal(fromA[i], fromB[i]) {
+			t.Errorf("epoch %+d: the replicas disagree: %x and %x", ep-e, fromA[i], fromB[i])
+		}
+		if len(fromB[i]) != TicketSaltSize {
+			t.Errorf("epoch %+d: salt %x", ep-e, fromB[i])
+		}
+		if got := bytes.Equal(fromB[i], planted[ep]); got == bad[ep] {
+			t.Errorf("epoch %+d: planted salt adopted %v, want %v", ep-e, got, !bad[ep])
+		}
+		stored, err := admin.Get(ctx, a.TicketSaltKey(period, ep)).Bytes()
+		if err != nil || !bytes.Equal(stored, fromB[i]) {
+			t.Errorf("epoch %+d: Redis holds %x %v, not the salt answered", ep-e, stored, err)
+		}
+		if pttl := admin.PTTL(ctx, a.TicketSaltKey(period, ep)).Val(); bad[ep] && (pttl <= 0 || pttl > window(ep)+time.Second) {
+			t.Errorf("epoch %+d: the replacement expires in %v, want within its window, %v", ep-e, pttl, window(ep))
+		}
+	}
+
+	// Stable: asked again, each answers the same salts and replaces none.
+	for name, s := range map[string]*Store{"a": a, "b": b} {
+		again, n, err := s.TicketSalts(ctx, period, keep, epochs, make([][]byte, len(epochs)))
+		if err != nil || n != 0 {
+			t.Fatalf("%s asked again: %d replaced, %v", name, n, err)
+		}
+		for i := range epochs {
+			if !bytes.Equal(again[i], fromB[i]) {
+				t.Errorf("%s asked again: epoch %+d changed", name, epochs[i]-e)
+			}
+		}
+	}
+
+	// An epoch after the next one: not answered, not replaced, no proposal
+	// stored.
+	got, n, err := a.TicketSalts(ctx, period, keep, []int64{e + 2, e + 3}, [][]byte{salt32("p2"), salt32("p3")})
+	if err != nil || n != 0 || got[0] != nil || got[1] != nil {
+		t.Fatalf("epochs +2 and +3: %x, %d replaced, %v", got, n, err)
+	}
+	if v, _ := admin.Get(ctx, a.TicketSaltKey(period, e+2)).Bytes(); !bytes.Equal(v, planted[e+2]) {
+		t.Errorf("epoch +2 was touched: %x", v)
+	}
+	if admin.Exists(ctx, a.TicketSaltKey(period, e+3)).Val() != 0 {
+		t.Error("a proposal for epoch +3 was stored")
+	}
+
+	out := logs.String()
+	for _, want := range []string{"10 bytes, not 32", "no expiry", "past its epoch's window"} {
+		if !strings.Contains(out, want) || !strings.Contains(out, "TLS ticket salt in Redis replaced") {
+			t.Errorf("no warning with %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "TLS ticket salt in Redis replaced"); n != 3 {
+		t.Errorf("%d warnings, want 3:\n%s", n, out)
+	}
+	if strings.Contains(out, "known salt") || strings.Contains(out, "too far ahead") {
+		t.Errorf("a salt in the log:\n%s", out)
+	}
+
+	// A proposal of another length is a caller's bug.
+	if _, _, err := a.TicketSalts(ctx, period, keep, []int64{e}, [][]byte{[]byte("short")}); err == nil {
+		t.Error("a proposal of 5 bytes was accepted")
+	}
+}
+
+// TestTicketSaltsReplacedConcurrently: replicas that all find the same
+// planted salts at once replace each exactly once between them and answer
+// the same salts.
+func TestTicketSaltsReplacedConcurrently(t *testing.T) {
+	a, admin, srv := realStore(t, Options{Logger: slog.New(slog.DiscardHandler)})
+	stores := []*Store{a}
+	for range 3 {
+		rdb, err := NewClient(testenv.RedisURL(srv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		stores = append(stores, New(rdb, Options{Timeout: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)}))
+	}
+	ctx := context.Background()
+	const period, keep = time.Hour, 26 * time.Hour
+	e := time.Now().Unix() / 3600
+	epochs := []int64{e + 1, e, e - 1}
+	admin.Set(ctx, a.TicketSaltKey(period, e+1), "short", time.Hour)
+	admin.Set(ctx, a.TicketSaltKey(period, e), salt32("forever"), 0)
+	admin.Set(ctx, a.TicketSaltKey(period, e-1), salt32("a week"), 7*24*time.Hour)
+
+	answers := make([][][]byte, len(stores))
+	counts := make([]int, len(stores))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, s := range stores {
+		wg.Go(func() {
+			<-start
+			var err error
+			if answers[i], counts[i], err = s.TicketSalts(ctx, period, keep, epochs, make([][]byte, len(epochs))); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	total := 0
+	for i := range stores {
+		total += counts[i]
+		for j := range epochs {
+			if len(answers[i][j]) != TicketSaltSize || !bytes.Equal(answers[i][j], answers[0][j]) {
+				t.Errorf("store %d, epoch %+d: %x, store 0: %x", i, epochs[j]-e, answers[i][j], answers[0][j])
+			}
+		}
+	}
+	if total != 3 {
+		t.Errorf("%d replacements in all (%v), want one per planted salt", total, counts)
+	}
+}
+
+// TestTicketSaltsKnownSaltWithWrongExpiry: a replica that proposes the
+// salt it knows for an epoch replaces an invalid salt with it, unless the
+// invalid one is that very salt (its expiry removed since): then with a
+// fresh one.
+func TestTicketSaltsKnownSaltWithWrongExpiry(t *testing.T) {
+	a, admin, _ := realStore(t, Options{Logger: slog.New(slog.DiscardHandler)})
+	ctx := context.Background()
+	const period, keep = time.Hour, 26 * time.Hour
+	e := time.Now().Unix() / 3600
+	known, other := salt32("known"), salt32("known too")
+	admin.Set(ctx, a.TicketSaltKey(period, e), known, 0)
+	admin.Set(ctx, a.TicketSaltKey(period, e+1), "1234", 0)
+	got, n, err := a.TicketSalts(ctx, period, keep, []int64{e, e + 1}, [][]byte{known, other})
+	if err != nil || n != 2 {
+		t.Fatalf("%d replaced, %v", n, err)
+	}
+	if len(got[0]) != TicketSaltSize || bytes.Equal(got[0], known) {
+		t.Errorf("the known salt without expiry was kept: %x", got[0])
+	}
+	if !bytes.Equal(got[1], other) {
+		t.Errorf("epoch +1: %x, want the salt proposed", got[1])
 	}
 }

@@ -29,7 +29,7 @@ func TestTopicRulesFromUserAndRoles(t *testing.T) {
 		return d
 	}
 	d := decide("alice")
-	for topic, want := range map[string]string{"devices/alice/t": "user", "fleet/alice-dev-1/status": "role fleet", "devices/bob/t": "", "public/x": ""} {
+	for topic, want := range map[string]string{"devices/alice/t": "user", "fleet/alice:dev-1/status": "role fleet", "devices/bob/t": "", "public/x": ""} {
 		g, ok := d.Topics.CanPublish(topic)
 		if ok != (want != "") || ok && g.Source != want {
 			t.Errorf("alice publish %s: %+v %v, want %q", topic, g, ok, want)
@@ -117,11 +117,11 @@ func TestCompiledRulesKept(t *testing.T) {
 		}
 		return d.Topics
 	}
-	a1, a2 := decide("alice", "alice-1"), decide("alice", "alice-2")
+	a1, a2 := decide("alice", "alice:1"), decide("alice", "alice:2")
 	if a1 != a2 {
 		t.Error("the same user and rules, no client id in them: compiled twice")
 	}
-	b := decide("bob", "bob-1")
+	b := decide("bob", "bob:1")
 	if b == a1 {
 		t.Fatal("bob got alice's compiled rules")
 	}
@@ -130,15 +130,15 @@ func TestCompiledRulesKept(t *testing.T) {
 	}
 	// A rule naming the client id: one compiled value per client id.
 	admin.HSet(ctx, "mqtt:role:fleet", "subscribe", "fleet/%c/#")
-	c1, c2 := decide("alice", "alice-1"), decide("alice", "alice-2")
+	c1, c2 := decide("alice", "alice:1"), decide("alice", "alice:2")
 	if c1 == c2 || c1 == a1 {
 		t.Fatal("rules naming the client id shared across client ids, or a changed role served stale")
 	}
-	if _, ok := c2.CanSubscribe("fleet/alice-1/x"); ok {
-		t.Fatal("alice-2 may subscribe to alice-1's topics")
+	if _, ok := c2.CanSubscribe("fleet/alice:1/x"); ok {
+		t.Fatal("alice:2 may subscribe to alice:1's topics")
 	}
-	if _, ok := c1.CanSubscribe("fleet/alice-1/x"); !ok || decide("alice", "alice-1") != c1 {
-		t.Fatal("alice-1's own rules, kept")
+	if _, ok := c1.CanSubscribe("fleet/alice:1/x"); !ok || decide("alice", "alice:1") != c1 {
+		t.Fatal("alice:1's own rules, kept")
 	}
 	// Parts are length-prefixed: moving text from one field to the next
 	// is another key.

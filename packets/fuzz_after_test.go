@@ -143,6 +143,7 @@ var fuzzTargetsAfter = []struct {
 	types []Type
 }{
 	{"FuzzDecodePublish", []Type{PUBLISH}},
+	{"FuzzDecodePublishHead", []Type{PUBLISH}},
 	{"FuzzDecodeSubscribe", []Type{SUBSCRIBE}},
 	{"FuzzDecodeSuback", []Type{SUBACK}},
 	{"FuzzDecodeUnsubscribe", []Type{UNSUBSCRIBE}},
@@ -197,4 +198,50 @@ func TestSeedCorpusAfterConnect(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzDecodePublishHead: on every beginning of a PUBLISH that decodes
+// whole, DecodePublishHead either asks for more (ErrTruncated, only while
+// the headers are not complete) or agrees with DecodePublish on every
+// header field, the payload's length and the payload's first bytes; on
+// any bytes it never panics.
+func FuzzDecodePublishHead(f *testing.F) {
+	for _, s := range fuzzSeeds(PUBLISH) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		data = withType(data, PUBLISH)
+		for _, level := range lvAll {
+			whole, werr := DecodePublish(data, level)
+			for n := 0; n <= len(data); n++ {
+				if n > 300 && n < len(data) {
+					n = len(data)
+				}
+				head, plen, err := DecodePublishHead(data[:n], level)
+				if werr != nil {
+					continue // only that it does not panic
+				}
+				if errors.Is(err, ErrTruncated) {
+					if n == len(data) {
+						t.Fatalf("%s: the whole packet is truncated", level)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s: head of %d bytes: %v, whole decodes", level, n, err)
+				}
+				if !bytes.Equal(head.Topic, whole.Topic) || head.PacketID != whole.PacketID || head.QoS != whole.QoS ||
+					head.Dup != whole.Dup || head.Retain != whole.Retain || !bytes.Equal(head.Properties, whole.Properties) ||
+					plen != len(whole.Payload) || !bytes.HasPrefix(whole.Payload, head.Payload) {
+					t.Fatalf("%s: head of %d bytes %+v (payload %d) differs from %+v", level, n, head, plen, whole)
+				}
+				// Its head re-encoded, with the rest of the payload behind
+				// it, is the packet.
+				out, err := AppendPublishHead(nil, level, &head, plen)
+				if err != nil || !bytes.Equal(append(out, whole.Payload...), data) {
+					t.Fatalf("%s: head re-encoded %x %v", level, out, err)
+				}
+			}
+		}
+	})
 }

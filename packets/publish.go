@@ -3,6 +3,7 @@ package packets
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 )
 
 // Publish is a decoded PUBLISH packet. It is a view: Topic, Properties and
@@ -50,6 +51,44 @@ func (p *Publish) decode(pkt []byte, level Level) *Error {
 	if err != nil {
 		return err
 	}
+	if err := p.decodeHeaders(&w, flags, level); err != nil {
+		return err
+	}
+	p.Payload = view(pkt, w.off, len(pkt))
+	return nil
+}
+
+// DecodePublishHead decodes a PUBLISH from head, its first bytes, for a
+// packet that may continue past them (a large message relayed as it
+// streams in): the fixed header, the variable header and as much of the
+// payload as head holds (Payload; PayloadLen is the whole payload's
+// length). It returns ErrTruncated when head ends inside the headers,
+// and otherwise validates what DecodePublish validates, but the payload.
+func DecodePublishHead(head []byte, level Level) (p Publish, payloadLen int, err error) {
+	h, herr := ParseHeader(head)
+	switch {
+	case herr == ErrTruncated:
+		return Publish{}, 0, ErrTruncated
+	case herr != nil:
+		return Publish{}, 0, &Error{Code: MalformedPacket, Rule: "MQTT-1.5.5-1", Msg: "PUBLISH remaining length: " + herr.Error()}
+	case h.Type != PUBLISH:
+		return Publish{}, 0, &Error{Code: ProtocolError, Msg: fmt.Sprintf("expected PUBLISH, got %s", h.Type)}
+	}
+	head = head[:min(len(head), h.Size())]
+	w := wire{b: head, off: h.HeaderLen, what: PUBLISH, partial: len(head) < h.Size()}
+	if e := p.decodeHeaders(&w, h.Flags, level); e != nil {
+		if w.short {
+			return Publish{}, 0, ErrTruncated
+		}
+		return Publish{}, 0, e
+	}
+	p.Payload = view(head, w.off, len(head))
+	return p, h.Size() - w.off, nil
+}
+
+// decodeHeaders reads the flags and the variable header, leaving w at
+// the payload, and checks the topic.
+func (p *Publish) decodeHeaders(w *wire, flags byte, level Level) *Error {
 	p.Dup, p.QoS, p.Retain = flags&0x08 != 0, flags>>1&0x03, flags&0x01 != 0
 	switch {
 	case p.QoS == 3:
@@ -73,9 +112,8 @@ func (p *Publish) decode(pkt []byte, level Level) *Error {
 	if w.err != nil {
 		return w.err
 	}
-	p.Topic = view(pkt, ts, te)
-	p.Properties = RawProperties(view(pkt, ps, pe))
-	p.Payload = view(pkt, w.off, len(pkt))
+	p.Topic = view(w.b, ts, te)
+	p.Properties = RawProperties(view(w.b, ps, pe))
 
 	switch {
 	case len(p.Topic) == 0 && level != V5:
@@ -101,11 +139,23 @@ func (p *Publish) decode(pkt []byte, level Level) *Error {
 // bytes exactly. It checks lengths only (ErrFieldTooLong), not the rules
 // DecodePublish enforces.
 func AppendPublish(dst []byte, level Level, p *Publish) ([]byte, error) {
+	dst, err := AppendPublishHead(dst, level, p, len(p.Payload))
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, p.Payload...), nil
+}
+
+// AppendPublishHead appends the fixed and variable headers of p for a
+// payload of payloadLen bytes that the caller sends behind them (p.Payload
+// is not written): the head of a large message rewritten while its
+// payload streams through.
+func AppendPublishHead(dst []byte, level Level, p *Publish, payloadLen int) ([]byte, error) {
 	if len(p.Topic) > 0xFFFF {
 		return dst, ErrFieldTooLong
 	}
 	qos := p.QoS & 0x03
-	rl := 2 + len(p.Topic) + len(p.Payload)
+	rl := 2 + len(p.Topic) + payloadLen
 	if qos > 0 {
 		rl += 2
 	}
@@ -132,5 +182,5 @@ func AppendPublish(dst []byte, level Level, p *Publish) ([]byte, error) {
 		dst = appendVarint(dst, len(p.Properties))
 		dst = append(dst, p.Properties...)
 	}
-	return append(dst, p.Payload...), nil
+	return dst, nil
 }

@@ -22,6 +22,9 @@ type wire struct {
 	what Type // packet being read, for messages and property rules
 	err  *Error
 	prop PropertyID // property being read, for messages
+	// partial: b is the beginning of a longer packet (DecodePublishHead);
+	// running out of bytes then sets short instead of being malformed.
+	partial, short bool
 }
 
 func (w *wire) fail(code ReasonCode, rule, format string, args ...any) {
@@ -41,6 +44,7 @@ func (w *wire) need(n int, field string) bool {
 		return false
 	}
 	if n > len(w.b)-w.off {
+		w.short = w.partial
 		w.fail(MalformedPacket, "", "%s: truncated", field)
 		return false
 	}
@@ -80,6 +84,7 @@ func (w *wire) varint(field string) int {
 	v, n, err := decodeVarint(w.b[w.off:min(len(w.b), w.off+4)])
 	switch {
 	case err == ErrTruncated:
+		w.short = w.partial
 		w.fail(MalformedPacket, "", "%s: truncated", field)
 		return 0
 	case err != nil:
@@ -249,6 +254,7 @@ func (w *wire) properties() (start, end int) {
 		return w.off, w.off
 	}
 	if n > w.rest() {
+		w.short = w.partial
 		w.fail(MalformedPacket, "", "properties length %d exceeds the packet", n)
 		return w.off, w.off
 	}

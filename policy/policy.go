@@ -144,11 +144,12 @@ type Change struct {
 
 // Record is one entry of the decision log: a CONNECT decided, a live
 // session decided again and closed, a kick, a ban, a summary of topic
-// denials. It never holds a password.
+// denials, a summary of connections refused before a CONNECT. It never
+// holds a password.
 type Record struct {
 	Time       time.Time     `json:"time"`
 	Replica    string        `json:"replica"`
-	Kind       string        `json:"kind"` // connect, revalidate, kick, ban, acl
+	Kind       string        `json:"kind"` // connect, revalidate, kick, ban, acl, summary
 	Remote     string        `json:"remote,omitempty"`
 	Username   string        `json:"username,omitempty"`
 	ClientID   string        `json:"client_id,omitempty"`
@@ -159,7 +160,16 @@ type Record struct {
 	Outcome    string        `json:"outcome"`
 	Reason     string        `json:"reason,omitempty"`
 	Duration   time.Duration `json:"duration_ns,omitempty"`
+	// Count is how many connections a summary stands for (Kind
+	// KindSummary); 0 in an entry about one.
+	Count int `json:"count,omitempty"`
 }
+
+// KindSummary is the Kind of an entry that stands for Count connections
+// refused before a CONNECT, from one address (Remote) or from several
+// (Remote empty), with one outcome: those are summarised, never logged one
+// by one, since they cost a client nothing but a TCP connection.
+const KindSummary = "summary"
 
 // Recorder takes decision log entries. Record must not block: an entry it
 // cannot keep is dropped (and counted), never delaying a decision.

@@ -66,10 +66,9 @@ func (g Grant) String() string { return strings.Join(g.levels, "/") }
 // value grants nothing (deny by default).
 type TopicRules struct {
 	publish, subscribe []Grant
-	// pubIndex lists, by first level, the publish grants that may match a
-	// topic starting with it; pubWild those starting with a wildcard.
-	pubIndex map[string][]int
-	pubWild  []int
+	// pub and recv index the grants a topic name is matched against:
+	// the publish grants, and the subscribe grants for deliveries.
+	pub, recv topicIndex
 	// All grants everything (a superuser of another schema).
 	All bool
 	// Dropped are the patterns that match nothing for this session: %u or
@@ -156,16 +155,53 @@ func compileExpanded(es []Expanded) ([]Grant, error) {
 	return out, nil
 }
 
-// index lists the publish grants by first level.
+// index lists the grants a topic name is matched against by first level.
 func (r *TopicRules) index() {
-	r.pubIndex = map[string][]int{}
-	for i, g := range r.publish {
-		if first := g.levels[0]; first == "+" || first == "#" {
-			r.pubWild = append(r.pubWild, i)
+	r.pub = newTopicIndex(r.publish, func(g *Grant) []string { return g.levels }, true)
+	r.recv = newTopicIndex(r.subscribe, func(g *Grant) []string { return g.levels }, false)
+}
+
+// topicIndex matches topic names against grants' filters, trying only the
+// grants whose first level can match the topic's, in the order the
+// grants were given: the first that matches decides.
+type topicIndex struct {
+	grants []Grant
+	levels [][]string       // each grant's filter, as matched
+	exact  []bool           // matched character for character (publish to an exact grant)
+	lit    map[string][]int // by first level
+	wild   []int            // grants starting with a wildcard
+}
+
+func newTopicIndex(gs []Grant, levels func(*Grant) []string, exact bool) topicIndex {
+	x := topicIndex{grants: gs, levels: make([][]string, len(gs)), exact: make([]bool, len(gs)), lit: map[string][]int{}}
+	for i := range gs {
+		x.levels[i] = levels(&gs[i])
+		x.exact[i] = exact && gs[i].exact != ""
+		if first := x.levels[i][0]; first == "+" || first == "#" {
+			x.wild = append(x.wild, i)
 		} else {
-			r.pubIndex[first] = append(r.pubIndex[first], i)
+			x.lit[first] = append(x.lit[first], i)
 		}
 	}
+	return x
+}
+
+// match returns the first grant that matches topic.
+func (x *topicIndex) match(topic string) (Grant, bool) {
+	first, _, _ := strings.Cut(topic, "/")
+	lit, wild := x.lit[first], x.wild
+	for len(lit) > 0 || len(wild) > 0 {
+		var i int
+		if len(wild) == 0 || len(lit) > 0 && lit[0] < wild[0] {
+			i, lit = lit[0], lit[1:]
+		} else {
+			i, wild = wild[0], wild[1:]
+		}
+		if x.exact[i] && topic == x.grants[i].exact || !x.exact[i] && matchLevels(x.levels[i], topic) {
+			return x.grants[i], true
+		}
+	}
+	return Grant{}, false
 }
 
 func (r *TopicRules) compile(ps []Pattern, username, clientID string) ([]Grant, error) {
@@ -201,14 +237,6 @@ next:
 	return out, nil
 }
 
-// matchTopic reports whether the grant matches a topic name.
-func (g *Grant) matchTopic(topic string) bool {
-	if g.exact != "" {
-		return topic == g.exact
-	}
-	return matchLevels(g.levels, topic)
-}
-
 // Grants returns the compiled grants for one access.
 func (r *TopicRules) Grants(a Access) []Grant {
 	if a == Publish {
@@ -223,22 +251,24 @@ func (r *TopicRules) CanPublish(topic string) (Grant, bool) {
 	if r.All {
 		return Grant{Pattern: Pattern{Filter: "#", Source: "superuser"}}, true
 	}
-	// Only the grants whose first level can match the topic's are tried,
-	// in the order they were given: the first that matches decides.
-	first, _, _ := strings.Cut(topic, "/")
-	lit, wild := r.pubIndex[first], r.pubWild
-	for len(lit) > 0 || len(wild) > 0 {
-		var i int
-		if len(wild) == 0 || len(lit) > 0 && lit[0] < wild[0] {
-			i, lit = lit[0], lit[1:]
-		} else {
-			i, wild = wild[0], wild[1:]
-		}
-		if r.publish[i].matchTopic(topic) {
-			return r.publish[i], true
-		}
+	return r.pub.match(topic)
+}
+
+// CanReceive reports whether a PUBLISH the broker delivers on topic, a
+// topic name, may reach the device, and the grant that allows it: one
+// of the subscribe grants must match the topic (an exact grant by its
+// filter as a filter, since subscribing to it delivers what it matches;
+// a grant starting with $share, which covers no subscription, matches no
+// delivery either). It judges a delivery whatever subscription brought
+// it: one the broker restored from a persistent session, a shared one,
+// one in flight while the rules changed. Whatever CanSubscribe allows,
+// CanReceive lets through: a filter covered by a grant matches only
+// topics the grant matches.
+func (r *TopicRules) CanReceive(topic string) (Grant, bool) {
+	if r.All {
+		return Grant{Pattern: Pattern{Filter: "#", Source: "superuser"}}, true
 	}
-	return Grant{}, false
+	return r.recv.match(topic)
 }
 
 // CanSubscribe reports whether filter may be subscribed to: one grant must

@@ -154,6 +154,43 @@ func TestCoversAgainstBruteForce(t *testing.T) {
 	}
 }
 
+// TestCanReceiveAgainstBruteForce: a delivered topic passes exactly when
+// one subscribe grant matches it, and every topic a covered filter can
+// match passes (what a device may subscribe to, it may receive).
+func TestCanReceiveAgainstBruteForce(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	topics := allTopics()
+	for range 500 {
+		var grants []Pattern
+		for len(grants) < 3 {
+			if g := randomFilter(r, true); CheckPattern(g) == nil {
+				grants = append(grants, Pattern{Filter: g, Source: "user"})
+			}
+		}
+		rules, err := CompileTopics(nil, grants, "u", "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, topic := range topics {
+			want := false
+			for _, g := range grants {
+				want = want || bruteMatch(g.Filter, topic)
+			}
+			if _, got := rules.CanReceive(topic); got != want {
+				t.Fatalf("grants %v: CanReceive(%q) = %v, want %v", grants, topic, got, want)
+			}
+		}
+		f := randomFilter(r, true)
+		if _, ok := rules.CanSubscribe(f); ok {
+			for _, topic := range topics {
+				if _, recv := rules.CanReceive(topic); bruteMatch(f, topic) && !recv {
+					t.Fatalf("grants %v allow subscribing to %q but not receiving %q", grants, f, topic)
+				}
+			}
+		}
+	}
+}
+
 func FuzzCovers(f *testing.F) {
 	f.Add("sensors/alice/#", "sensors/+/temp", "sensors/alice/temp")
 	f.Add("#", "$SYS/#", "$SYS/x")
@@ -208,6 +245,12 @@ func TestCompileTopics(t *testing.T) {
 	} {
 		if _, ok := r.CanSubscribe(c.filter); ok != c.want {
 			t.Errorf("CanSubscribe(%q) = %v, want %v", c.filter, ok, c.want)
+		}
+	}
+	for topic, want := range map[string]bool{"devices/alice/secret": true, "devices/alice": true, "devices/bob/x": false,
+		"jobs/1": false, "$SYS/x": false} {
+		if _, ok := r.CanReceive(topic); ok != want {
+			t.Errorf("CanReceive(%q) = %v, want %v", topic, ok, want)
 		}
 	}
 }

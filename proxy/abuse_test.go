@@ -139,8 +139,8 @@ func TestBansOnEveryReplica(t *testing.T) {
 	p2, addr2 := h.replica()
 	h.setUser("ban", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	v5, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "ban-5", "ban", "pw"))
-	v3, _, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V311, "ban-3", "ban", "pw"))
+	v5, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "ban:5", "ban", "pw"))
+	v3, _, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V311, "ban:3", "ban", "pw"))
 	if _, err := h.store.AddBan(context.Background(), authstore.BanUser, "ban", 0, "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestBansOnEveryReplica(t *testing.T) {
 	}
 	wg.Wait()
 	for _, a := range []string{h.addr, addr2} {
-		if _, ack, _ := h.connectRawTo(a, cfg, mqtttest.Creds(packets.V5, "ban-5", "ban", "pw")); ack.Code != 0x87 {
+		if _, ack, _ := h.connectRawTo(a, cfg, mqtttest.Creds(packets.V5, "ban:5", "ban", "pw")); ack.Code != 0x87 {
 			t.Fatalf("banned user: 0x%02X", ack.Code)
 		}
 	}

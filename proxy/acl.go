@@ -37,15 +37,23 @@ type aclFilter struct {
 	action DenyAction
 
 	// Up's own state: only the client's direction touches it.
-	aliasMax uint16            // the broker's Topic Alias Maximum; 0: none allowed
-	aliases  map[uint16]*alias // the device's aliases
-	withheld map[uint16]bool   // QoS 2 packet ids whose PUBLISH the broker never saw
+	aliases  aliasTable      // the device's aliases, up to the broker's Topic Alias Maximum
+	withheld map[uint16]bool // QoS 2 packet ids whose PUBLISH the broker never saw
 	// The last topic the rules let the device publish to, and those rules:
 	// a device publishing to the same topic again (the common case) is
 	// judged by one comparison. A rule change stores new rules, so the
 	// next PUBLISH is judged afresh; a denial is never remembered.
 	allowedTopic []byte
 	allowedBy    *policy.TopicRules
+
+	// Down's own state: only the broker's direction touches it. Every
+	// PUBLISH the broker delivers is judged (a subscription the broker
+	// restored from a persistent session is not known to the proxy, and
+	// one may be in flight while the rules change), as are its aliases.
+	downAliases   aliasTable      // the broker's aliases, up to the device's Topic Alias Maximum
+	downWithheld  map[uint16]bool // QoS 2 ids of deliveries withheld: their PUBREL is answered here
+	receivedTopic []byte          // the last topic delivered, under receivedBy
+	receivedBy    *policy.TopicRules
 
 	mu      sync.Mutex
 	pending map[uint16]pendingSub // SUBSCRIBE packet id -> what the SUBACK must say
@@ -59,11 +67,66 @@ type pendingSub struct {
 	codes   []packets.ReasonCode
 }
 
-// alias is a topic alias as the device set it, and whether the broker's
+// alias is a topic alias as its sender set it, and whether the receiver's
 // mapping is the same (it is not after a PUBLISH that set it was withheld).
 type alias struct {
 	topic  []byte
 	synced bool
+}
+
+// aliasTable follows the topic aliases one side sets [MQTT-3.3.2.3.4].
+type aliasTable struct {
+	max uint16 // the receiver's Topic Alias Maximum; 0: none allowed
+	m   map[uint16]*alias
+}
+
+// resolve returns the topic a PUBLISH means and its alias, if it uses
+// one: a PUBLISH with a topic and an alias (re)sets the alias, one with
+// an alias alone uses it. An alias above the maximum, or never set, is a
+// protocol violation of the sender.
+func (t *aliasTable) resolve(p *packets.Publish) ([]byte, *alias, *packets.Error) {
+	n, ok := p.TopicAlias()
+	if !ok {
+		return p.Topic, nil, nil
+	}
+	if n > t.max {
+		return nil, nil, &packets.Error{Code: packets.TopicAliasInvalid, Rule: "MQTT-3.3.2-9", Msg: "topic alias above the Topic Alias Maximum"}
+	}
+	if t.m == nil {
+		t.m = map[uint16]*alias{}
+	}
+	a := t.m[n]
+	if len(p.Topic) > 0 {
+		if a == nil {
+			a = &alias{}
+			t.m[n] = a
+		}
+		a.topic = append(a.topic[:0], p.Topic...)
+		return p.Topic, a, nil
+	}
+	if a == nil {
+		return nil, nil, &packets.Error{Code: packets.ProtocolError, Rule: "MQTT-3.3.2-8", Msg: "topic alias not set"}
+	}
+	return a.topic, a, nil
+}
+
+// forward is what a PUBLISH the rules allow becomes, given its alias: the
+// packet as it is, unless it uses an alias alone that the receiver maps
+// elsewhere (a PUBLISH that set it was withheld): then the topic goes
+// with it, so that the receiver gets it under the topic the sender
+// meant, and maps the alias as the sender does from then on. rest is the
+// length of the payload not in pkt (a head), 0 for a whole packet.
+func (a *alias) forward(pkt []byte, p *packets.Publish, topic []byte, rest int) ([]byte, error) {
+	if a == nil || a.synced {
+		return pkt, nil
+	}
+	a.synced = true
+	if len(p.Topic) > 0 {
+		return pkt, nil
+	}
+	p.Topic = topic
+	out, err := packets.AppendPublishHead(nil, packets.V5, p, len(p.Payload)+rest)
+	return append(out, p.Payload...), err
 }
 
 // fromBroker marks a SUBSCRIBE filter whose code is the broker's.
@@ -71,11 +134,17 @@ const fromBroker packets.ReasonCode = 0xFF
 
 var _ relay.Filter = (*aclFilter)(nil)
 
-func newACLFilter(s *session, rules *policy.TopicRules, ack packets.Connack, action DenyAction) *aclFilter {
+// newACLFilter returns the filter of a session whose CONNECT's properties
+// are connProps and whose broker answered ack (each side's Topic Alias
+// Maximum bounds the aliases the other may use).
+func newACLFilter(s *session, rules *policy.TopicRules, connProps packets.Properties, ack packets.Connack, action DenyAction) *aclFilter {
 	f := &aclFilter{s: s, level: s.req.Protocol, action: action, pending: map[uint16]pendingSub{}, subs: map[string]struct{}{}}
 	f.rules.Store(rules)
 	if p, ok := ack.Properties.Get(packets.PropTopicAliasMaximum); ok {
-		f.aliasMax = uint16(p.Int)
+		f.aliases.max = uint16(p.Int)
+	}
+	if p, ok := connProps.Get(packets.PropTopicAliasMaximum); ok {
+		f.downAliases.max = uint16(p.Int)
 	}
 	return f
 }
@@ -123,9 +192,9 @@ func (f *aclFilter) publish(pkt []byte) relay.Verdict {
 	if err != nil {
 		return f.malformed(err)
 	}
-	topic, a, v := f.resolveAlias(&p)
-	if v != nil {
-		return *v
+	topic, a, perr := f.aliases.resolve(&p)
+	if perr != nil {
+		return f.malformed(perr)
 	}
 	if !f.mayPublish(topic) {
 		if a != nil && len(p.Topic) > 0 {
@@ -133,22 +202,10 @@ func (f *aclFilter) publish(pkt []byte) relay.Verdict {
 		}
 		return f.denyPublish(&p, topic)
 	}
-	if a == nil || a.synced {
-		return relay.Verdict{Broker: pkt}
-	}
-	if len(p.Topic) > 0 {
-		a.synced = true
-		return relay.Verdict{Broker: pkt}
-	}
-	// An alias-only PUBLISH for an alias the broker maps elsewhere: send
-	// the topic with it, so that the broker delivers it under the topic
-	// the device meant, and maps the alias as the device does from now on.
-	p.Topic = topic
-	out, err := packets.AppendPublish(nil, f.level, &p)
+	out, err := a.forward(pkt, &p, topic, 0)
 	if err != nil {
 		return f.malformed(err)
 	}
-	a.synced = true
 	return relay.Verdict{Broker: out}
 }
 
@@ -164,36 +221,6 @@ func (f *aclFilter) mayPublish(topic []byte) bool {
 	}
 	f.allowedBy, f.allowedTopic = rules, append(f.allowedTopic[:0], topic...)
 	return true
-}
-
-// resolveAlias returns the topic a PUBLISH means and its alias, if it uses
-// one; a verdict when the alias is invalid.
-func (f *aclFilter) resolveAlias(p *packets.Publish) ([]byte, *alias, *relay.Verdict) {
-	n, ok := p.TopicAlias()
-	if !ok {
-		return p.Topic, nil, nil
-	}
-	if n > f.aliasMax {
-		v := f.malformed(&packets.Error{Code: packets.TopicAliasInvalid, Rule: "MQTT-3.3.2-9", Msg: "topic alias above the Topic Alias Maximum"})
-		return nil, nil, &v
-	}
-	if f.aliases == nil {
-		f.aliases = map[uint16]*alias{}
-	}
-	a := f.aliases[n]
-	if len(p.Topic) > 0 {
-		if a == nil {
-			a = &alias{}
-			f.aliases[n] = a
-		}
-		a.topic = append(a.topic[:0], p.Topic...)
-		return p.Topic, a, nil
-	}
-	if a == nil {
-		v := f.malformed(&packets.Error{Code: packets.ProtocolError, Rule: "MQTT-3.3.2-8", Msg: "topic alias not set"})
-		return nil, nil, &v
-	}
-	return a.topic, a, nil
 }
 
 // denyPublish withholds a PUBLISH.
@@ -276,22 +303,130 @@ func (f *aclFilter) clientCodes(codes []packets.ReasonCode) []packets.ReasonCode
 	return out
 }
 
-// WantsDown: the broker's SUBACKs are merged with the proxy's codes.
-func (f *aclFilter) WantsDown(t packets.Type) bool { return t == packets.SUBACK }
+// WantsDown: every PUBLISH the broker delivers is judged, from its head
+// when it is large; its SUBACKs are merged with the proxy's codes; and
+// while a withheld QoS 2 delivery awaits its PUBREL, PUBRELs are read.
+func (f *aclFilter) WantsDown(t packets.Type) relay.Want {
+	switch {
+	case t == packets.PUBLISH:
+		return relay.WantHead
+	case t == packets.SUBACK, t == packets.PUBREL && len(f.downWithheld) > 0:
+		return relay.WantWhole
+	}
+	return relay.WantPass
+}
 
-// Down merges the broker's SUBACK codes into the proxy's, in the device's
-// order, and records the subscriptions the broker granted.
-func (f *aclFilter) Down(pkt []byte) []byte {
+// Down judges a broker packet: a PUBLISH by its topic, a SUBACK merged,
+// a PUBREL of a withheld delivery answered.
+func (f *aclFilter) Down(pkt []byte) relay.Verdict {
+	switch packets.Type(pkt[0] >> 4) {
+	case packets.PUBLISH:
+		p, err := packets.DecodePublish(pkt, f.level)
+		if err != nil {
+			return f.brokerMalformed(err)
+		}
+		return f.deliver(pkt, &p, 0)
+	case packets.PUBREL:
+		a, err := packets.DecodeAck(pkt, f.level)
+		if err != nil || !f.downWithheld[a.PacketID] {
+			return relay.Verdict{Client: pkt}
+		}
+		// The device never saw this id: the proxy completes the flow.
+		delete(f.downWithheld, a.PacketID)
+		return relay.Verdict{Broker: packets.AppendAck(nil, packets.PUBCOMP, f.level, a.PacketID, packets.Success)}
+	}
+	return f.suback(pkt)
+}
+
+// DownHead judges a large PUBLISH from its head, once the head holds its
+// variable header.
+func (f *aclFilter) DownHead(head []byte, size int) (relay.Verdict, bool) {
+	p, payloadLen, err := packets.DecodePublishHead(head, f.level)
+	if errors.Is(err, packets.ErrTruncated) {
+		return relay.Verdict{}, false
+	}
+	if err != nil {
+		return f.brokerMalformed(err), true
+	}
+	return f.deliver(head, &p, payloadLen-len(p.Payload)), true
+}
+
+// deliver judges a PUBLISH from the broker (whole, or a head with rest
+// payload bytes behind it) by the topic it means: the device receives
+// only what its current rules let it read, whatever subscription brought
+// it. A withheld delivery is acknowledged to the broker by the proxy, so
+// that its inflight window never stalls.
+func (f *aclFilter) deliver(pkt []byte, p *packets.Publish, rest int) relay.Verdict {
+	topic, a, perr := f.downAliases.resolve(p)
+	if perr != nil {
+		return f.brokerMalformed(perr)
+	}
+	if !f.mayReceive(topic) {
+		if a != nil && len(p.Topic) > 0 {
+			a.synced = false // the device keeps its older mapping
+		}
+		f.s.p.aclDenied("deliver", f.s, string(topic))
+		switch p.QoS {
+		case 1:
+			return relay.Verdict{Broker: packets.AppendAck(nil, packets.PUBACK, f.level, p.PacketID, packets.Success)}
+		case 2:
+			if f.downWithheld == nil {
+				f.downWithheld = map[uint16]bool{}
+			}
+			f.downWithheld[p.PacketID] = true
+			return relay.Verdict{Broker: packets.AppendAck(nil, packets.PUBREC, f.level, p.PacketID, packets.Success)}
+		}
+		return relay.Verdict{}
+	}
+	out, err := a.forward(pkt, p, topic, rest)
+	if err != nil {
+		return f.brokerMalformed(err)
+	}
+	return relay.Verdict{Client: out}
+}
+
+// mayReceive reports whether the current rules let the device read
+// topic; the last topic allowed is remembered under the same rules.
+func (f *aclFilter) mayReceive(topic []byte) bool {
+	rules := f.rules.Load()
+	if f.receivedBy == rules && f.receivedTopic != nil && bytes.Equal(f.receivedTopic, topic) {
+		return true
+	}
+	if _, ok := rules.CanReceive(string(topic)); !ok {
+		return false
+	}
+	f.receivedBy, f.receivedTopic = rules, append(f.receivedTopic[:0], topic...)
+	return true
+}
+
+// brokerMalformed ends the session on a broker PUBLISH that cannot be
+// judged (it does not decode, or uses an alias it never set): nothing
+// unjudged reaches the device.
+func (f *aclFilter) brokerMalformed(err error) relay.Verdict {
+	f.s.p.log.Warn("the broker sent a PUBLISH that cannot be judged; closing the session", "username", logsafe.String(f.s.req.Username),
+		"client_id", logsafe.String(f.s.req.ClientID), "error", logsafe.Error(err))
+	f.s.p.metrics.Disconnects.WithLabelValues("broker_malformed").Inc()
+	return f.end(packets.UnspecifiedError)
+}
+
+// suback merges the broker's SUBACK codes into the proxy's, in the
+// device's order, and records the subscriptions the broker granted. A
+// granted filter the rules no longer cover (they changed while the
+// SUBACK was on its way) ends the session, as a rule change does for a
+// live subscription.
+func (f *aclFilter) suback(pkt []byte) relay.Verdict {
+	pass := relay.Verdict{Client: pkt} // not ours to judge: the device sees what the broker sent
 	ack, err := packets.DecodeSuback(pkt, f.level)
 	if err != nil {
-		return pkt // not ours to judge: the device sees what the broker sent
+		return pass
 	}
+	rules := f.rules.Load()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ps, ok := f.pending[ack.PacketID]
 	delete(f.pending, ack.PacketID)
 	if !ok {
-		return pkt
+		return pass
 	}
 	merged := f.clientCodes(ps.codes)
 	j := 0
@@ -300,24 +435,27 @@ func (f *aclFilter) Down(pkt []byte) []byte {
 			continue
 		}
 		if j >= len(ack.Codes) {
-			return pkt // the broker answered fewer filters than it was sent
+			return pass // the broker answered fewer filters than it was sent
 		}
 		if merged[i] = ack.Codes[j]; merged[i] < 0x80 {
+			if _, ok := rules.CanSubscribe(ps.filters[i]); !ok {
+				f.s.p.log.Info("a subscription granted after the rules stopped covering it; closing", "username", logsafe.String(f.s.req.Username),
+					"client_id", logsafe.String(f.s.req.ClientID), "filter", logsafe.String(ps.filters[i]))
+				f.s.p.metrics.Disconnects.WithLabelValues("acl").Inc()
+				return f.end(packets.NotAuthorized)
+			}
 			f.subs[ps.filters[i]] = struct{}{}
 		}
 		j++
 	}
-	if j != len(ack.Codes) {
-		return pkt
-	}
-	if j == len(ps.codes) {
-		return pkt // nothing of the proxy's to merge
+	if j != len(ack.Codes) || j == len(ps.codes) {
+		return pass // a count mismatch, or nothing of the proxy's to merge
 	}
 	out, err := packets.AppendSuback(nil, f.level, ack.PacketID, ack.Properties, merged)
 	if err != nil {
-		return pkt
+		return pass
 	}
-	return out
+	return relay.Verdict{Client: out}
 }
 
 // Malformed ends the session on a stream that cannot be framed.

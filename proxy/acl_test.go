@@ -131,10 +131,10 @@ func topicRules(t *testing.T, h *harness, lv packets.Level) {
 	tag := strings.ReplaceAll(lv.String(), ".", "")
 	// Publishers and subscribers on separate connections: a publisher
 	// waiting for its acknowledgement skips what is delivered to it.
-	alice, ack, _ := h.connectRaw(cfg, mqtttest.Creds(lv, "alice-"+tag, "alice", "pw"))
-	aliceSub, ack1, _ := h.connectRaw(cfg, mqtttest.Creds(lv, "alice-sub-"+tag, "alice", "pw"))
-	bob, ack2, _ := h.connectRaw(cfg, mqtttest.Creds(lv, "bob-"+tag, "bob", "pw"))
-	bobPub, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(lv, "bob-pub-"+tag, "bob", "pw"))
+	alice, ack, _ := h.connectRaw(cfg, mqtttest.Creds(lv, "alice:"+tag, "alice", "pw"))
+	aliceSub, ack1, _ := h.connectRaw(cfg, mqtttest.Creds(lv, "alice:sub-"+tag, "alice", "pw"))
+	bob, ack2, _ := h.connectRaw(cfg, mqtttest.Creds(lv, "bob:"+tag, "bob", "pw"))
+	bobPub, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(lv, "bob:pub-"+tag, "bob", "pw"))
 	if ack.Code|ack1.Code|ack2.Code|ack3.Code != 0 {
 		t.Fatal("connect failed")
 	}
@@ -214,7 +214,7 @@ func TestTopicAliasTrick(t *testing.T) {
 			h.setUser("vic", authstore.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}})
 			cfg := h.clientTLS(tls.VersionTLS13)
 			mal, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal", "mal", "pw"))
-			malSub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal-sub", "mal", "pw"))
+			malSub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal:sub", "mal", "pw"))
 			vic, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "vic", "vic", "pw"))
 			if got := subscribeCodes(t, malSub, 1, "devices/mal/#"); got[0] != 1 {
 				t.Fatalf("subscribe: %v", got)
@@ -294,8 +294,8 @@ func TestTopicRulesChangeLive(t *testing.T) {
 	_, addr2 := h.replica()
 	cfg := h.clientTLS(tls.VersionTLS13)
 	h.setUser("live", authstore.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}, Publish: &[]string{"devices/%u/in"}})
-	a, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "live-a", "live", "pw"))
-	b, _, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V5, "live-b", "live", "pw"))
+	a, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "live:a", "live", "pw"))
+	b, _, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V5, "live:b", "live", "pw"))
 	for _, c := range []*mqtttest.Client{a, b} {
 		if got := subscribeCodes(t, c, 1, "devices/live/#"); got[0] != 1 {
 			t.Fatalf("subscribe: %v", got)
@@ -456,7 +456,7 @@ func TestMalformedAfterConnect(t *testing.T) {
 		{packets.V311, []byte{0x36, 0x09, 0, 6, 'b', 'a', 'd', '/', 'q', '3', 0, 1, 'x'}, nil},
 		{packets.V5, []byte{0x30, 0x80, 0x80, 0x80, 0x80, 0x01}, []byte{0xE0, 1, 0x81}}, // a fifth length byte
 	} {
-		cl, ack, _ := h.connectRaw(cfg, mqtttest.Creds(c.level, fmt.Sprintf("bad-%d", i), "bad", "pw"))
+		cl, ack, _ := h.connectRaw(cfg, mqtttest.Creds(c.level, fmt.Sprintf("bad:%d", i), "bad", "pw"))
 		if ack.Code != 0 {
 			t.Fatal("connect")
 		}

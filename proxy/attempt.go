@@ -210,7 +210,7 @@ func (a *attempt) dialBroker(ctx context.Context) bool {
 // owns both connections.
 func (a *attempt) handOff() bool {
 	changesBefore := a.p.changes.Load()
-	s := newSession(a.p, a.conn, a.broker, a.req, a.connect.KeepAlive, a.decision)
+	s := newSession(a.p, a.conn, a.broker, a.req, a.connect, a.decision)
 	if !a.p.addSession(s) {
 		a.broker.Conn.Close()
 		a.outcome = outcomeShutdown

@@ -91,7 +91,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer conn.Close()
-			if _, ack, err := mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "u-bench", "u", "p")); err != nil || ack.Code != 0 {
+			if _, ack, err := mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "u:bench", "u", "p")); err != nil || ack.Code != 0 {
 				b.Fatal(ack, err)
 			}
 			chunk := make([]byte, 32<<10)
@@ -168,7 +168,7 @@ func BenchmarkRelayPublish(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer conn.Close()
-			if _, ack, err := mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "u-bench", "u", "p")); err != nil || ack.Code != 0 {
+			if _, ack, err := mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "u:bench", "u", "p")); err != nil || ack.Code != 0 {
 				b.Fatal(ack, err)
 			}
 			msg := mqtttest.AppendPublish(nil, packets.V311, "devices/u/telemetry", make([]byte, 1024), 0, false, 0)

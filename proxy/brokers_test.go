@@ -52,8 +52,8 @@ func TestEndToEnd(t *testing.T) {
 func publishSubscribe(t *testing.T, h *harness) {
 	h.setUser("ps", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	c3, a3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "ps-3", "ps", "pw"))
-	c5, a5, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "ps-5", "ps", "pw"))
+	c3, a3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "ps:3", "ps", "pw"))
+	c5, a5, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "ps:5", "ps", "pw"))
 	if a3.Code|a5.Code != 0 {
 		t.Fatalf("CONNACK 0x%02X 0x%02X", a3.Code, a5.Code)
 	}
@@ -66,12 +66,12 @@ func publishSubscribe(t *testing.T, h *harness) {
 func willOnDrop(t *testing.T, h *harness) {
 	h.setUser("wl", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	watcher, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "wl-will-watcher", "wl", "pw"))
+	watcher, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "wl:will-watcher", "wl", "pw"))
 	if err := watcher.Subscribe("will/+", 1); err != nil {
 		t.Fatal(err)
 	}
 	for _, lv := range []packets.Level{packets.V311, packets.V5} {
-		c := mqtttest.Creds(lv, "wl-will-dev", "wl", "pw")
+		c := mqtttest.Creds(lv, "wl:will-dev", "wl", "pw")
 		c.WillFlag, c.WillQoS, c.WillTopic, c.WillPayload = true, 1, "will/dev", "gone "+string('0'+lv)
 		dev, ack, _ := h.connectRaw(cfg, c)
 		if ack.Code != 0 {
@@ -89,10 +89,10 @@ func willOnDrop(t *testing.T, h *harness) {
 func persistentSession(t *testing.T, h *harness) {
 	h.setUser("pst", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS12)
-	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "pst-pub", "pst", "pw"))
+	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "pst:pub", "pst", "pw"))
 	defer pub.Disconnect()
 	for _, lv := range []packets.Level{packets.V311, packets.V5} {
-		c := mqtttest.Creds(lv, "pst-dev-"+string('0'+lv), "pst", "pw")
+		c := mqtttest.Creds(lv, "pst:dev-"+string('0'+lv), "pst", "pw")
 		c.CleanStart = false
 		if lv == packets.V5 {
 			c.Properties = packets.Properties{}.With(packets.Property{ID: packets.PropSessionExpiry, Int: 300})
@@ -133,21 +133,21 @@ func sha(s string) string {
 func hivemqReceived(t *testing.T, h *harness) {
 	h.setUser("hq", authstore.Update{Password: ptr("device-secret")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "hq-kept", "hq", "device-secret"))
+	c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "hq:kept", "hq", "device-secret"))
 	if ack.Code != 0 {
 		t.Fatalf("CONNACK 0x%02X", ack.Code)
 	}
 	c.Disconnect()
 	replaced := h.proxyWith(func(c *Config) { c.Backend.Username, c.Backend.Password = "svc", "svc-secret" })
-	c, ack, _ = h.connectRawTo(replaced, cfg, mqtttest.Creds(packets.V311, "hq-replaced", "hq", "device-secret"))
+	c, ack, _ = h.connectRawTo(replaced, cfg, mqtttest.Creds(packets.V311, "hq:replaced", "hq", "device-secret"))
 	if ack.Code != 0 {
 		t.Fatalf("CONNACK 0x%02X", ack.Code)
 	}
 	c.Disconnect()
-	h.broker.WaitOutput("client=hq-replaced", 10*time.Second)
+	h.broker.WaitOutput("client=hq:replaced", 10*time.Second)
 	for id, want := range map[string]string{
-		"hq-kept":     "username=hq password_sha256=" + sha(brokerSecret),
-		"hq-replaced": "username=svc password_sha256=" + sha("svc-secret"),
+		"hq:kept":     "username=hq password_sha256=" + sha(brokerSecret),
+		"hq:replaced": "username=svc password_sha256=" + sha("svc-secret"),
 	} {
 		lines := h.broker.OutputLines("HIVEMQ CONNECT client=" + id + " ")
 		if len(lines) == 0 || !strings.Contains(lines[0], want) {
@@ -185,18 +185,18 @@ func bugReport(t *testing.T, h *harness) {
 		t.Run(tv.name+"/v3.1.1", func(t *testing.T) {
 			h.hset("alice", "enabled", "true")
 			cfg := h.clientTLS(tv.v)
-			_, ack, resumed := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "alice-dev-a", "alice", "wrong"))
+			_, ack, resumed := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "alice:dev-a", "alice", "wrong"))
 			if ack.Code != 0x04 || resumed {
 				t.Fatalf("wrong password: CONNACK 0x%02X resumed=%v, want 0x04 on a full handshake", ack.Code, resumed)
 			}
-			sub, ack, resumed := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "alice-dev-a", "alice", "right"))
+			sub, ack, resumed := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "alice:dev-a", "alice", "right"))
 			if !resumed {
 				t.Fatal("second connection did not resume the TLS session")
 			}
 			if ack.Code != 0 {
 				t.Fatalf("right password on resumed session: CONNACK 0x%02X, want 0 (the bug)", ack.Code)
 			}
-			pub, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "alice-dev-a-pub", "alice", "right"))
+			pub, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "alice:dev-a-pub", "alice", "right"))
 			if ack.Code != 0 {
 				t.Fatalf("publisher: 0x%02X", ack.Code)
 			}
@@ -206,12 +206,12 @@ func bugReport(t *testing.T, h *harness) {
 
 			// The mirror: accepted, then disabled with plain HSET.
 			h.hset("alice", "enabled", "false")
-			_, ack, resumed = h.connectRaw(cfg, mqtttest.Creds(packets.V311, "alice-dev-a", "alice", "right"))
+			_, ack, resumed = h.connectRaw(cfg, mqtttest.Creds(packets.V311, "alice:dev-a", "alice", "right"))
 			if !resumed || ack.Code != 0x05 {
 				t.Fatalf("disabled user on resumed session: CONNACK 0x%02X resumed=%v, want 0x05 resumed", ack.Code, resumed)
 			}
 			h.hset("alice", "enabled", "true")
-			c, ack, resumed := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "alice-dev-a", "alice", "right"))
+			c, ack, resumed := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "alice:dev-a", "alice", "right"))
 			if !resumed || ack.Code != 0 {
 				t.Fatalf("re-enabled on resumed session: 0x%02X resumed=%v", ack.Code, resumed)
 			}
@@ -220,12 +220,12 @@ func bugReport(t *testing.T, h *harness) {
 		t.Run(tv.name+"/v5", func(t *testing.T) {
 			h.hset("alice", "enabled", "true")
 			cfg := h.clientTLS(tv.v)
-			_, ack, resumed, err := h.connectPaho(cfg, "alice-dev-a5", "alice", "wrong", nil)
+			_, ack, resumed, err := h.connectPaho(cfg, "alice:dev-a5", "alice", "wrong", nil)
 			if err == nil || ack == nil || ack.ReasonCode != 0x86 || resumed {
 				t.Fatalf("wrong password: %+v resumed=%v err=%v, want 0x86", ack, resumed, err)
 			}
 			got := make(chan *paho.Publish, 1)
-			sub, ack, resumed, err := h.connectPaho(cfg, "alice-dev-a5", "alice", "right", func(p *paho.Publish) { got <- p })
+			sub, ack, resumed, err := h.connectPaho(cfg, "alice:dev-a5", "alice", "right", func(p *paho.Publish) { got <- p })
 			if err != nil || !resumed || ack.ReasonCode != 0 {
 				t.Fatalf("right password on resumed session: %+v resumed=%v err=%v", ack, resumed, err)
 			}
@@ -234,7 +234,7 @@ func bugReport(t *testing.T, h *harness) {
 			if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "bug5/" + tv.name, QoS: 1}}}); err != nil {
 				t.Fatal(err)
 			}
-			pub, _, _, err := h.connectPaho(cfg, "alice-dev-a5-pub", "alice", "right", nil)
+			pub, _, _, err := h.connectPaho(cfg, "alice:dev-a5-pub", "alice", "right", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -251,7 +251,7 @@ func bugReport(t *testing.T, h *harness) {
 			}
 
 			h.hset("alice", "enabled", "false")
-			_, ack, resumed, err = h.connectPaho(cfg, "alice-dev-a5", "alice", "right", nil)
+			_, ack, resumed, err = h.connectPaho(cfg, "alice:dev-a5", "alice", "right", nil)
 			if err == nil || !resumed || ack == nil || ack.ReasonCode != 0x87 {
 				t.Fatalf("disabled on resumed session: %+v resumed=%v err=%v, want 0x87", ack, resumed, err)
 			}

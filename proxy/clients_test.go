@@ -68,7 +68,7 @@ func TestMixedSubscribeRealClients(t *testing.T) {
 	t.Run("mosquitto_sub", func(t *testing.T) {
 		bin := testenv.LookPath(t, "mosquitto_sub")
 		for proto, v := range map[string]string{"3.1.1": "mqttv311", "5": "mqttv5"} {
-			args := []string{"-h", "localhost", "-p", port, "--cafile", ca, "-u", "mix", "-P", "pw", "-i", "mix-sub", "-V", v,
+			args := []string{"-h", "localhost", "-p", port, "--cafile", ca, "-u", "mix", "-P", "pw", "-i", "mix:sub", "-V", v,
 				"-q", "1", "-d", "-C", "1", "-W", "2"}
 			for _, f := range filters {
 				args = append(args, "-t", f)
@@ -87,7 +87,7 @@ func TestMixedSubscribeRealClients(t *testing.T) {
 		py := pythonPaho(t)
 		for proto := range want {
 			pv := map[string]string{"3.1.1": "4", "5": "5"}[proto]
-			args := append([]string{"-c", pahoSubscribe, "localhost", port, ca, "mix", "pw", "mix-py", pv}, filters...)
+			args := append([]string{"-c", pahoSubscribe, "localhost", port, ca, "mix", "pw", "mix:py", pv}, filters...)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			out, err := exec.CommandContext(ctx, py, args...).CombinedOutput()
 			cancel()
@@ -100,7 +100,7 @@ func TestMixedSubscribeRealClients(t *testing.T) {
 		}
 	})
 	t.Run("paho.golang", func(t *testing.T) {
-		c, ack, _, err := h.connectPaho(h.clientTLS(tls.VersionTLS13), "mix-go", "mix", "pw", nil)
+		c, ack, _, err := h.connectPaho(h.clientTLS(tls.VersionTLS13), "mix:go", "mix", "pw", nil)
 		if err != nil || ack.ReasonCode != 0 {
 			t.Fatalf("connect: %v %+v", err, ack)
 		}

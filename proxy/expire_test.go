@@ -22,10 +22,10 @@ func TestExpiredUserClosedWithKghx(t *testing.T) {
 	h.setUser("temp", authstore.Update{Password: ptr("pw")})
 	h.setUser("other", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	v5, ack5, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "temp-5", "temp", "pw"))
-	v3, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "temp-3", "temp", "pw"))
-	sub, ackS, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "other-sub", "other", "pw"))
-	pub, ackP, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "other-pub", "other", "pw"))
+	v5, ack5, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "temp:5", "temp", "pw"))
+	v3, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "temp:3", "temp", "pw"))
+	sub, ackS, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "other:sub", "other", "pw"))
+	pub, ackP, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "other:pub", "other", "pw"))
 	if ack5.Code|ack3.Code|ackS.Code|ackP.Code != 0 {
 		t.Fatal("connect failed")
 	}
@@ -48,7 +48,7 @@ func TestExpiredUserClosedWithKghx(t *testing.T) {
 		t.Fatalf("the connections closed but the user hash still exists")
 	}
 	stillUp(t, sub, pub, "bystander/after")
-	if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "temp-5", "temp", "pw")); ack.Code == 0 {
+	if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "temp:5", "temp", "pw")); ack.Code == 0 {
 		t.Fatal("the expired user connects again")
 	}
 }

@@ -95,6 +95,7 @@ type Proxy struct {
 	ipBans   atomic.Pointer[[]IPBan] // the IP bans held
 	logLimit *logLimiter             // summarises refused connections at info level
 	aclLog   *logLimiter             // and topic denials
+	refusals refusalLog              // connections refused before CONNECT, for the decision log
 
 	ctx    context.Context // cancelled by Shutdown: aborts handshakes and CONNECTs in progress
 	cancel context.CancelFunc
@@ -257,6 +258,7 @@ func (p *Proxy) Shutdown(ctx context.Context) {
 		go s.kick(packets.ServerShuttingDown, "shutdown")
 	}
 	<-done
+	p.flushRefusals()
 	p.engine.Close()
 	if p.tls != nil {
 		p.tls.Close()

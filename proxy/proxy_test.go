@@ -48,12 +48,12 @@ func TestClientCertRemovedOnResumedSession(t *testing.T) {
 			h.setUser("certonly", authstore.Update{Certs: &[]string{"sha256:" + dev.SHA256()}})
 			cfg := h.clientTLS(tv.v)
 			cfg.Certificates = []tls.Certificate{dev.TLS()}
-			c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "carol-c7", "carol", "pw"))
+			c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "carol:c7", "carol", "pw"))
 			if ack.Code != 0 {
 				t.Fatalf("bound certificate: 0x%02X", ack.Code)
 			}
 			c.Disconnect()
-			co := packets.Connect{ProtocolLevel: packets.V311, CleanStart: true, ClientID: "certonly-c7b", UsernameFlag: true, Username: "certonly"}
+			co := packets.Connect{ProtocolLevel: packets.V311, CleanStart: true, ClientID: "certonly:c7b", UsernameFlag: true, Username: "certonly"}
 			c, ack, resumed := h.connectRaw(cfg, co)
 			if ack.Code != 0 || !resumed {
 				t.Fatalf("certificate-only user: 0x%02X resumed=%v", ack.Code, resumed)
@@ -62,7 +62,7 @@ func TestClientCertRemovedOnResumedSession(t *testing.T) {
 
 			h.setUser("carol", authstore.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
 			h.setUser("certonly", authstore.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
-			_, ack, resumed = h.connectRaw(cfg, mqtttest.Creds(packets.V311, "carol-c7", "carol", "pw"))
+			_, ack, resumed = h.connectRaw(cfg, mqtttest.Creds(packets.V311, "carol:c7", "carol", "pw"))
 			if !resumed || ack.Code != 0x05 {
 				t.Fatalf("certificate removed, resumed session: 0x%02X resumed=%v, want 0x05", ack.Code, resumed)
 			}
@@ -82,7 +82,7 @@ func TestVersionsPublishSubscribe(t *testing.T) {
 	cfg := h.clientTLS(tls.VersionTLS13)
 	clients := map[packets.Level]*mqtttest.Client{}
 	for _, lv := range []packets.Level{packets.V31, packets.V311, packets.V5} {
-		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(lv, fmt.Sprintf("dev-v%d", lv), "dev", "pw"))
+		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(lv, fmt.Sprintf("dev:v%d", lv), "dev", "pw"))
 		if ack.Code != 0 {
 			t.Fatalf("level %d: CONNACK 0x%02X", lv, ack.Code)
 		}
@@ -102,7 +102,7 @@ func TestVersionsPublishSubscribe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	pc, ack, err := mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "dev-plain", "dev", "pw"))
+	pc, ack, err := mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "dev:plain", "dev", "pw"))
 	if err != nil || ack.Code != 0 {
 		t.Fatalf("plain listener: %v 0x%02X", err, ack.Code)
 	}
@@ -119,7 +119,7 @@ func TestMosquittoClients(t *testing.T) {
 	_, port, _ := net.SplitHostPort(h.addr)
 	ca := certFile(h.certDir, "ca.pem")
 	common := []string{"-h", "localhost", "-p", port, "--cafile", ca, "-u", "mq", "-P", "mq-pw", "-V", "mqttv311"}
-	sub := exec.Command(subBin, append(common, "-t", "mq/test", "-C", "1", "-W", "10", "-i", "mq-sub")...)
+	sub := exec.Command(subBin, append(common, "-t", "mq/test", "-C", "1", "-W", "10", "-i", "mq:sub")...)
 	var out bytes.Buffer
 	sub.Stdout, sub.Stderr = &out, &out
 	if err := sub.Start(); err != nil {
@@ -128,9 +128,9 @@ func TestMosquittoClients(t *testing.T) {
 	// Wait until the subscriber's session is relayed, then publish.
 	testenv.WaitFor(t, 10*time.Second, "mosquitto_sub to connect", func() bool { return h.proxy.Sessions() >= 1 })
 	testenv.WaitFor(t, 10*time.Second, "mosquitto to see the subscription", func() bool {
-		return strings.Contains(h.broker.Output(), "mq-sub 0 mq/test")
+		return strings.Contains(h.broker.Output(), "mq:sub 0 mq/test")
 	})
-	if o, err := exec.Command(pubBin, append(common, "-t", "mq/test", "-m", "through the proxy", "-i", "mq-pub")...).CombinedOutput(); err != nil {
+	if o, err := exec.Command(pubBin, append(common, "-t", "mq/test", "-m", "through the proxy", "-i", "mq:pub")...).CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_pub: %v %s", err, o)
 	}
 	if err := sub.Wait(); err != nil {
@@ -154,7 +154,7 @@ func TestStoreAndBrokerDown(t *testing.T) {
 	cfg := h.clientTLS(tls.VersionTLS13)
 	expect := func(level packets.Level, want byte) {
 		t.Helper()
-		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(level, "eve-e", "eve", "pw"))
+		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(level, "eve:e", "eve", "pw"))
 		if ack.Code != want {
 			t.Fatalf("level %d: CONNACK 0x%02X, want 0x%02X", level, ack.Code, want)
 		}
@@ -174,7 +174,7 @@ func TestStoreAndBrokerDown(t *testing.T) {
 	h.redis.Start()
 	h.setUser("eve", authstore.Update{Password: ptr("pw")}) // no persistence: the restart emptied it
 	testenv.WaitFor(t, 5*time.Second, "recovery after Redis restart", func() bool {
-		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "eve-e", "eve", "pw"))
+		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "eve:e", "eve", "pw"))
 		c.Conn.Close()
 		return ack.Code == 0
 	})
@@ -265,7 +265,7 @@ func TestBadInputNeverReachesBroker(t *testing.T) {
 	}
 	// Wrong credentials never reach the broker either.
 	for _, lv := range []packets.Level{packets.V31, packets.V311, packets.V5} {
-		if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(lv, "fay-x", "fay", "nope")); ack.Code == 0 {
+		if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(lv, "fay:x", "fay", "nope")); ack.Code == 0 {
 			t.Fatal("wrong password accepted")
 		}
 	}
@@ -273,7 +273,7 @@ func TestBadInputNeverReachesBroker(t *testing.T) {
 		t.Fatalf("the broker saw %d connections from refused clients", n)
 	}
 	// And the proxy still serves.
-	c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "fay-ok", "fay", "pw"))
+	c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "fay:ok", "fay", "pw"))
 	if ack.Code != 0 {
 		t.Fatalf("after bad input: 0x%02X", ack.Code)
 	}
@@ -289,7 +289,7 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 	t.Run("backend password, device's user name kept", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{brokerUsers: map[string]string{"gus": "broker-secret"}, backendPass: "broker-secret"})
 		h.setUser("gus", authstore.Update{Password: ptr("device-secret")})
-		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS12), mqtttest.Creds(packets.V311, "gus-g1", "gus", "device-secret"))
+		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS12), mqtttest.Creds(packets.V311, "gus:g1", "gus", "device-secret"))
 		if ack.Code != 0 {
 			t.Fatalf("CONNACK 0x%02X: the broker refused the rewritten credentials", ack.Code)
 		}
@@ -324,7 +324,7 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 	t.Run("no backend credentials: no password at all", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		h.setUser("ivy", authstore.Update{Password: ptr("device-secret")})
-		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), mqtttest.Creds(packets.V311, "ivy-i1", "ivy", "device-secret"))
+		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), mqtttest.Creds(packets.V311, "ivy:i1", "ivy", "device-secret"))
 		if ack.Code != 0 {
 			t.Fatalf("CONNACK 0x%02X", ack.Code)
 		}
@@ -337,7 +337,7 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.PasswordFlag || got.Username != "ivy" || got.ClientID != "ivy-i1" {
+		if got.PasswordFlag || got.Username != "ivy" || got.ClientID != "ivy:i1" {
 			t.Fatalf("broker got %+v", got)
 		}
 		if strings.Contains(h.logs.String(), "device-secret") {
@@ -361,7 +361,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 	h.setUser("jo", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	// Warm up: pools, the first handshake, Redis connections.
-	c, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "jo-w", "jo", "pw"))
+	c, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "jo:w", "jo", "pw"))
 	c.Disconnect()
 	testenv.WaitFor(t, 5*time.Second, "warm-up session to end", func() bool { return h.proxy.Sessions() == 0 })
 	settle := func() int {
@@ -389,7 +389,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			case 0: // accepted, clean DISCONNECT
 				c, err := tls.Dial("tcp", h.addr, cfg)
 				if err == nil {
-					if cl, ack, err := mqtttest.Connect(c, mqtttest.Creds(packets.V311, fmt.Sprint("jo-ok", i), "jo", "pw")); err == nil && ack.Code == 0 {
+					if cl, ack, err := mqtttest.Connect(c, mqtttest.Creds(packets.V311, fmt.Sprint("jo:ok", i), "jo", "pw")); err == nil && ack.Code == 0 {
 						cl.Disconnect()
 					}
 					c.Close()
@@ -397,13 +397,13 @@ func TestNoGoroutineLeak(t *testing.T) {
 			case 1: // accepted, then dropped without DISCONNECT
 				c, err := tls.Dial("tcp", h.addr, cfg)
 				if err == nil {
-					_, _, _ = mqtttest.Connect(c, mqtttest.Creds(packets.V5, fmt.Sprint("jo-drop", i), "jo", "pw"))
+					_, _, _ = mqtttest.Connect(c, mqtttest.Creds(packets.V5, fmt.Sprint("jo:drop", i), "jo", "pw"))
 					c.Close()
 				}
 			case 2: // wrong password
 				c, err := tls.Dial("tcp", h.addr, cfg)
 				if err == nil {
-					_, _, _ = mqtttest.Connect(c, mqtttest.Creds(packets.V311, "jo-bad", "jo", "x"))
+					_, _, _ = mqtttest.Connect(c, mqtttest.Creds(packets.V311, "jo:bad", "jo", "x"))
 					c.Close()
 				}
 			case 3: // garbage after TLS
@@ -444,8 +444,8 @@ func TestShutdown(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("kim", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	c5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "kim-k5", "kim", "pw"))
-	c3, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "kim-k3", "kim", "pw"))
+	c5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "kim:k5", "kim", "pw"))
+	c3, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "kim:k3", "kim", "pw"))
 	if ack.Code != 0 || ack3.Code != 0 {
 		t.Fatal("connect failed")
 	}
@@ -474,7 +474,7 @@ func TestCertificateReload(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("lu", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	old, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "lu-l1", "lu", "pw"))
+	old, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "lu:l1", "lu", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("connect")
 	}
@@ -498,7 +498,7 @@ func TestCertificateReload(t *testing.T) {
 		t.Fatal("serials collide")
 	}
 	// The session opened before the reload still relays.
-	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "lu-l2", "lu", "pw"))
+	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "lu:l2", "lu", "pw"))
 	roundTrip(t, old, pub, "reload/t")
 }
 
@@ -508,7 +508,7 @@ func TestMaxConnections(t *testing.T) {
 	h := newHarness(t, harnessOptions{maxConnections: 1})
 	h.setUser("mo", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	first, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "mo-m1", "mo", "pw"))
+	first, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "mo:m1", "mo", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("first")
 	}
@@ -524,7 +524,7 @@ func TestMaxConnections(t *testing.T) {
 			return false
 		}
 		defer c.Close()
-		_, ack, err := mqtttest.Connect(c, mqtttest.Creds(packets.V311, "mo-m2", "mo", "pw"))
+		_, ack, err := mqtttest.Connect(c, mqtttest.Creds(packets.V311, "mo:m2", "mo", "pw"))
 		return err == nil && ack.Code == 0
 	})
 }
@@ -589,13 +589,13 @@ func TestBackendTLS(t *testing.T) {
 				}
 				return cl, ack
 			}
-			sub, ack := dial("bt-sub")
+			sub, ack := dial("bt:sub")
 			if ack.Code != c.want {
 				t.Fatalf("CONNACK 0x%02X, want 0x%02X", ack.Code, c.want)
 			}
 			if c.want == 0 {
 				// Sessions relay over TLS backend connections.
-				pub, _ := dial("bt-pub")
+				pub, _ := dial("bt:pub")
 				roundTrip(t, sub, pub, "bt/t")
 			}
 		})

@@ -35,13 +35,20 @@ func (a *attempt) entry() policy.Record {
 	return r
 }
 
-// record hands how the attempt ended to the decision log.
+// record hands how the attempt ended to the decision log: an attempt that
+// read a CONNECT (one malformed past its protocol level included) is a
+// decision, one entry each; a refusal before any CONNECT is only counted,
+// for the summaries of its address and outcome (summary.go).
 func (a *attempt) record(r policy.Record) {
 	if a.p.cfg.Recorder == nil {
 		return
 	}
 	if r.Reason == "" && a.err != nil {
 		r.Reason = a.err.Error()
+	}
+	if a.connect == nil && a.level == 0 {
+		a.p.summariseRefusal(a.conn.Info.Remote, r.Outcome, r.Reason)
+		return
 	}
 	if r.Resumed {
 		r.Reason += "; resumed TLS session, decided afresh"
@@ -59,9 +66,9 @@ func (s *session) record(kind, outcome, reason string) {
 // decision log gets one entry per session and interval, not one per
 // PUBLISH.
 type denials struct {
-	mu                 sync.Mutex
-	publish, subscribe int
-	topics             []string // the first few refused, for the reason
+	mu                          sync.Mutex
+	publish, subscribe, deliver int
+	topics                      []string // the first few refused, for the reason
 }
 
 // maxDeniedTopics bounds the topics a denial summary names.
@@ -70,9 +77,12 @@ const maxDeniedTopics = 3
 func (d *denials) add(action, topic string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if action == "publish" {
+	switch action {
+	case "publish":
 		d.publish++
-	} else {
+	case "deliver":
+		d.deliver++
+	default:
 		d.subscribe++
 	}
 	if len(d.topics) < maxDeniedTopics {
@@ -84,26 +94,33 @@ func (d *denials) add(action, topic string) {
 func (d *denials) take() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.publish+d.subscribe == 0 {
+	n := d.publish + d.subscribe + d.deliver
+	if n == 0 {
 		return ""
 	}
-	s := fmt.Sprintf("%d PUBLISH and %d SUBSCRIBE filters refused by the topic rules (%q", d.publish, d.subscribe, d.topics[0])
+	s := fmt.Sprintf("%d PUBLISH and %d SUBSCRIBE filters refused by the topic rules", d.publish, d.subscribe)
+	if d.deliver > 0 {
+		s += fmt.Sprintf(", %d deliveries from the broker withheld", d.deliver)
+	}
+	s += fmt.Sprintf(" (%q", d.topics[0])
 	for _, t := range d.topics[1:] {
 		s += fmt.Sprintf(", %q", t)
 	}
-	if n := d.publish + d.subscribe - len(d.topics); n > 0 {
+	if n -= len(d.topics); n > 0 {
 		s += fmt.Sprintf(" and %d more", n)
 	}
-	d.publish, d.subscribe, d.topics = 0, 0, d.topics[:0]
+	d.publish, d.subscribe, d.deliver, d.topics = 0, 0, 0, d.topics[:0]
 	return s + ")"
 }
 
-// denialSummaryEvery is how often sessions' topic denials are summarised
-// in the decision log.
+// denialSummaryEvery is how often sessions' topic denials, and the
+// connections refused before a CONNECT, are summarised in the decision
+// log: a lone refusal reaches it within this time.
 const denialSummaryEvery = 10 * time.Second
 
-// summariseDenials writes each session's denial summary every
-// denialSummaryEvery until the proxy stops.
+// summariseDenials writes each session's denial summary, and the
+// summaries of refusals before CONNECT, every denialSummaryEvery until
+// the proxy stops (Shutdown writes the last).
 func (p *Proxy) summariseDenials() {
 	t := time.NewTicker(denialSummaryEvery)
 	defer t.Stop()
@@ -115,6 +132,7 @@ func (p *Proxy) summariseDenials() {
 			for _, s := range p.allSessions() {
 				s.flushDenials()
 			}
+			p.flushRefusals()
 		}
 	}
 }

@@ -49,7 +49,7 @@ func TestDecisionRecords(t *testing.T) {
 	if _, ack, _ := h.connectRawTo(addr, cfg, mqtttest.Creds(packets.V311, "dl", "dl", "wrong")); ack.Code != 0x04 {
 		t.Fatalf("wrong password: 0x%02X", ack.Code)
 	}
-	c, ack, resumed := h.connectRawTo(addr, cfg, mqtttest.Creds(packets.V5, "dl-1", "dl", "secret-pw"))
+	c, ack, resumed := h.connectRawTo(addr, cfg, mqtttest.Creds(packets.V5, "dl:1", "dl", "secret-pw"))
 	if ack.Code != 0 || !resumed {
 		t.Fatalf("right password: 0x%02X resumed %v", ack.Code, resumed)
 	}
@@ -65,7 +65,7 @@ func TestDecisionRecords(t *testing.T) {
 		t.Fatalf("refusal record %+v", refused)
 	}
 	accepted, _ := rec.find(func(r policy.Record) bool { return r.Outcome == "accepted" })
-	if !accepted.Resumed || !strings.Contains(accepted.Reason, "resumed TLS session, decided afresh") || accepted.TLS != "TLS 1.2" || accepted.ClientID != "dl-1" {
+	if !accepted.Resumed || !strings.Contains(accepted.Reason, "resumed TLS session, decided afresh") || accepted.TLS != "TLS 1.2" || accepted.ClientID != "dl:1" {
 		t.Fatalf("accepted record %+v", accepted)
 	}
 	// The topic denials of a session are summarised once, at its end.

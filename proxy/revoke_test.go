@@ -97,10 +97,10 @@ func TestRevocationOnEveryReplica(t *testing.T) {
 			h.setUser("rev", authstore.Update{Password: ptr("pw")})
 			h.setUser("other", authstore.Update{Password: ptr("pw")})
 			cfg := h.clientTLS(tls.VersionTLS13)
-			v5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "rev-5", "rev", "pw"))
-			v3, ack3, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V311, "rev-3", "rev", "pw"))
-			sub, ackS, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "other-sub", "other", "pw"))
-			pub, ackP, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V311, "other-pub", "other", "pw"))
+			v5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "rev:5", "rev", "pw"))
+			v3, ack3, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V311, "rev:3", "rev", "pw"))
+			sub, ackS, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "other:sub", "other", "pw"))
+			pub, ackP, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V311, "other:pub", "other", "pw"))
 			if ack.Code|ack3.Code|ackS.Code|ackP.Code != 0 {
 				t.Fatal("connect failed")
 			}
@@ -117,7 +117,7 @@ func TestRevocationOnEveryReplica(t *testing.T) {
 			}
 			wg.Wait()
 			stillUp(t, sub, pub, "bystander/after")
-			if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "rev-5", "rev", "pw")); ack.Code == 0 {
+			if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "rev:5", "rev", "pw")); ack.Code == 0 {
 				t.Fatal("the revoked user connects again")
 			}
 		})
@@ -132,14 +132,14 @@ func TestRevocationMidFlood(t *testing.T) {
 	h.setUser("flood", authstore.Update{Password: ptr("pw")})
 	h.setUser("feeder", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	sub, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "flood-sub", "flood", "pw"))
+	sub, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "flood:sub", "flood", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("connect")
 	}
 	if err := sub.Subscribe("flood/t", 1); err != nil {
 		t.Fatal(err)
 	}
-	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "feeder-flood-pub", "feeder", "pw"))
+	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "feeder:flood-pub", "feeder", "pw"))
 	stop := make(chan struct{})
 	var sent atomic.Int64
 	done := make(chan struct{})
@@ -184,8 +184,8 @@ func TestRedisOutageKeepsLiveConnections(t *testing.T) {
 	h := newHarness(t, harnessOptions{revalidate: 100 * time.Millisecond})
 	h.setUser("stay", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
-	sub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "stay-sub", "stay", "pw"))
-	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "stay-pub", "stay", "pw"))
+	sub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "stay:sub", "stay", "pw"))
+	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "stay:pub", "stay", "pw"))
 	if err := sub.Subscribe("stay/#", 1); err != nil {
 		t.Fatal(err)
 	}
@@ -199,12 +199,12 @@ func TestRedisOutageKeepsLiveConnections(t *testing.T) {
 		return testutil.ToFloat64(h.proxy.metrics.Revalidations.WithLabelValues("error")) >= errorsBefore+4
 	})
 	stillUp(t, sub, pub, "stay/during")
-	if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "stay-new", "stay", "pw")); ack.Code != 0x88 {
+	if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "stay:new", "stay", "pw")); ack.Code != 0x88 {
 		t.Fatalf("new CONNECT with Redis down: 0x%02X, want 0x88", ack.Code)
 	}
 	h.redis.Start()
 	testenv.WaitFor(t, 5*time.Second, "decisions to recover", func() bool {
-		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "stay-probe", "stay", "pw"))
+		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "stay:probe", "stay", "pw"))
 		c.Conn.Close()
 		return ack.Code == 0
 	})
@@ -227,21 +227,21 @@ func TestKickAndNotAfter(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("k", authstore.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS12)
-	c1, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "k-k1", "k", "pw"))
-	c2, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "k-k2", "k", "pw"))
+	c1, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "k:k1", "k", "pw"))
+	c2, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "k:k2", "k", "pw"))
 	n, err := h.store.Kick(context.Background(), "k")
 	if err != nil || n < 1 {
 		t.Fatalf("kick reached %d proxies: %v", n, err)
 	}
 	expectClosed(t, c1, revocationBound)
 	expectClosed(t, c2, revocationBound)
-	if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "k-k3", "k", "pw")); ack.Code != 0 {
+	if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "k:k3", "k", "pw")); ack.Code != 0 {
 		t.Fatal("a kicked user may reconnect: the rules did not change")
 	}
 
 	na := time.Now().Add(1500 * time.Millisecond)
 	h.setUser("exp", authstore.Update{Password: ptr("pw"), NotAfter: &na})
-	c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "exp-e1", "exp", "pw"))
+	c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "exp:e1", "exp", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("connect before not_after")
 	}

@@ -101,7 +101,7 @@ func TestSchemaEMQXThroughTheProxy(t *testing.T) {
 	addr := schemaProxy(t, h, sc, 2)
 	cfg := h.clientTLS(tls.VersionTLS13)
 	connect := func(level packets.Level, user, pass string) (*mqtttest.Client, byte) {
-		c, ack, _ := h.connectRawTo(addr, cfg, mqtttest.Creds(level, user+"-1", user, pass))
+		c, ack, _ := h.connectRawTo(addr, cfg, mqtttest.Creds(level, user+":1", user, pass))
 		return c, ack.Code
 	}
 	if _, code := connect(packets.V5, "pw", "wrong"); code != 0x86 {
@@ -193,7 +193,7 @@ func TestSchemaGoAuthThroughTheProxy(t *testing.T) {
 	addr := schemaProxy(t, h, sc, 1)
 	cfg := h.clientTLS(tls.VersionTLS13)
 	connect := func(level packets.Level, user, pass string) (*mqtttest.Client, byte) {
-		c, ack, _ := h.connectRawTo(addr, cfg, mqtttest.Creds(level, user+"-1", user, pass))
+		c, ack, _ := h.connectRawTo(addr, cfg, mqtttest.Creds(level, user+":1", user, pass))
 		return c, ack.Code
 	}
 	if _, code := connect(packets.V311, "alice", "bcrypt-pass"); code != 0x04 {

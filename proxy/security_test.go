@@ -104,8 +104,8 @@ func TestMalformedRuleEndsLiveSession(t *testing.T) {
 			h := newHarness(t, harnessOptions{redisArgs: []string{"--notify-keyspace-events", "Kgh"}})
 			h.setUser("mal", authstore.Update{Password: ptr("pw")})
 			cfg := h.clientTLS(tls.VersionTLS13)
-			v5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal-5", "mal", "pw"))
-			v3, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "mal-3", "mal", "pw"))
+			v5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal:5", "mal", "pw"))
+			v3, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "mal:3", "mal", "pw"))
 			if ack.Code|ack3.Code != 0 {
 				t.Fatal("connect failed")
 			}
@@ -116,7 +116,7 @@ func TestMalformedRuleEndsLiveSession(t *testing.T) {
 				go func() { defer wg.Done(); expectClosed(t, c, revocationBound) }()
 			}
 			wg.Wait()
-			if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal-5", "mal", "pw")); ack.Code == 0 {
+			if _, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal:5", "mal", "pw")); ack.Code == 0 {
 				t.Fatal("a user with a malformed rule connects")
 			}
 			if err := h.store.SetEnabled(context.Background(), "mal", false); err != nil {
@@ -234,7 +234,7 @@ func pipeSession(t *testing.T, p *Proxy, req policy.Request) (*session, net.Conn
 	client, device := netPipe(t)
 	backend, _ := netPipe(t)
 	s := newSession(p, transport.Conn{Conn: client, Raw: client, Kind: relay.Opaque},
-		&brokerConn{Endpoint: relay.Endpoint{Conn: backend, Raw: backend, Kind: relay.Opaque}}, req, 60, policy.Decision{})
+		&brokerConn{Endpoint: relay.Endpoint{Conn: backend, Raw: backend, Kind: relay.Opaque}}, req, &packets.Connect{KeepAlive: 60}, policy.Decision{})
 	return s, device
 }
 
@@ -244,35 +244,58 @@ func netPipe(t *testing.T) (net.Conn, net.Conn) {
 	return a, b
 }
 
-// TestClientIDBoundToUserByDefault (finding 4): without a clientids field
-// a user may take only its own client ids ("<user>", "<user>-..."), so
-// bob, with his own password, can neither take alice's broker session nor
-// kick her off; the empty client id, assigned by the broker, stays allowed.
+// TestClientIDBoundToUserByDefault (second wave, finding 4; third wave,
+// finding 2): without a clientids field a user may take only its own
+// client ids ("<user>", "<user>:..."), so bob, with his own password, can
+// neither take alice's broker session nor kick her off; the empty client
+// id, assigned by the broker, stays allowed. And names that are prefixes
+// of each other (site1, site1-gw) no longer share client ids: site1 cannot
+// take site1-gw's session, which the second wave's "%u-*" allowed.
 func TestClientIDBoundToUserByDefault(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("alice", authstore.Update{Password: ptr("a-pw")})
 	h.setUser("bob", authstore.Update{Password: ptr("b-pw")})
+	h.setUser("site1", authstore.Update{Password: ptr("s-pw")})
+	h.setUser("site1-gw", authstore.Update{Password: ptr("g-pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	persistent := func(level packets.Level, id, user, pass string) packets.Connect {
 		c := mqtttest.Creds(level, id, user, pass)
 		c.CleanStart = false
 		return c
 	}
-	alice, ack, _ := h.connectRaw(cfg, persistent(packets.V311, "alice-phone", "alice", "a-pw"))
+	alice, ack, _ := h.connectRaw(cfg, persistent(packets.V311, "alice:phone", "alice", "a-pw"))
 	if ack.Code != 0 {
 		t.Fatalf("alice: CONNACK 0x%02X", ack.Code)
 	}
+	gw, ack, _ := h.connectRaw(cfg, persistent(packets.V5, "site1-gw", "site1-gw", "g-pw"))
+	if ack.Code != 0 {
+		t.Fatalf("site1-gw: CONNACK 0x%02X", ack.Code)
+	}
+	before := h.store.DefaultClientIDRefusals()
 	for _, lv := range []packets.Level{packets.V311, packets.V5} {
-		_, ack, _ := h.connectRaw(cfg, persistent(lv, "alice-phone", "bob", "b-pw"))
-		if want := map[packets.Level]byte{packets.V311: 0x02, packets.V5: 0x85}[lv]; ack.Code != want {
-			t.Fatalf("bob as alice-phone (v%d): CONNACK 0x%02X, want 0x%02X", lv, ack.Code, want)
+		want := map[packets.Level]byte{packets.V311: 0x02, packets.V5: 0x85}[lv]
+		if _, ack, _ := h.connectRaw(cfg, persistent(lv, "alice:phone", "bob", "b-pw")); ack.Code != want {
+			t.Fatalf("bob as alice:phone (v%d): CONNACK 0x%02X, want 0x%02X", lv, ack.Code, want)
+		}
+		if _, ack, _ := h.connectRaw(cfg, persistent(lv, "site1-gw", "site1", "s-pw")); ack.Code != want {
+			t.Fatalf("site1 as site1-gw (v%d): CONNACK 0x%02X, want 0x%02X", lv, ack.Code, want)
 		}
 	}
 	if err := alice.Subscribe("alice/still-here", 0); err != nil {
 		t.Fatalf("alice lost her session: %v", err)
 	}
+	if err := gw.Subscribe("site1-gw/still-here", 0); err != nil {
+		t.Fatalf("site1-gw lost its session: %v", err)
+	}
+	// Counted, and said in the log with the way out.
+	if got := h.store.DefaultClientIDRefusals() - before; got != 4 {
+		t.Fatalf("refusals by the client id default counted %d, want 4", got)
+	}
+	if !strings.Contains(h.logs.String(), "client id refused by CLIENTIDS_DEFAULT") {
+		t.Fatal("no log line about the client id default")
+	}
 	for _, c := range []packets.Connect{mqtttest.Creds(packets.V311, "bob", "bob", "b-pw"),
-		mqtttest.Creds(packets.V5, "bob-7", "bob", "b-pw"), mqtttest.Creds(packets.V5, "", "bob", "b-pw"),
+		mqtttest.Creds(packets.V5, "bob:7", "bob", "b-pw"), mqtttest.Creds(packets.V5, "", "bob", "b-pw"),
 		mqtttest.Creds(packets.V311, "", "bob", "b-pw")} {
 		if _, ack, _ := h.connectRaw(cfg, c); ack.Code != 0 {
 			t.Fatalf("bob as %q (v%d): CONNACK 0x%02X", c.ClientID, c.ProtocolLevel, ack.Code)

@@ -44,12 +44,12 @@ type session struct {
 // closes without DISCONNECT.
 const kickGrace = time.Second
 
-func newSession(p *Proxy, client transport.Conn, broker *brokerConn, req policy.Request, keepAlive uint16, d policy.Decision) *session {
+func newSession(p *Proxy, client transport.Conn, broker *brokerConn, req policy.Request, connect *packets.Connect, d policy.Decision) *session {
 	s := &session{p: p, req: req, remote: client.RemoteAddr().String(), roles: d.Roles, info: client.Info, since: time.Now()}
 	s.up.total, s.down.total = p.metrics.bytesUp, p.metrics.bytesDown
 	var filter relay.Filter
 	if d.Topics != nil {
-		s.acl = newACLFilter(s, d.Topics, broker.ack, p.cfg.DenyAction)
+		s.acl = newACLFilter(s, d.Topics, connect.Properties, broker.ack, p.cfg.DenyAction)
 		filter = s.acl
 	}
 	s.relay = p.engine.NewSession(relay.Config{
@@ -58,7 +58,7 @@ func newSession(p *Proxy, client transport.Conn, broker *brokerConn, req policy.
 		Client:       relay.Endpoint{Conn: client.Conn, Raw: client.Raw, Kind: client.Kind},
 		Broker:       broker.Endpoint,
 		Early:        broker.early,
-		WriteTimeout: writeTimeoutFor(keepAlive),
+		WriteTimeout: writeTimeoutFor(connect.KeepAlive),
 		Up:           &s.up,
 		Down:         &s.down,
 		OnEnd:        s.ended,

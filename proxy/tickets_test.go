@@ -187,41 +187,41 @@ func TestTicketsResumeOnEveryReplica(t *testing.T) {
 		t.Run(tv.name, func(t *testing.T) {
 			// openssl: the session saved on A, offered to each replica.
 			sess := filepath.Join(dir, tv.flag+".pem")
-			if reused, code := h.sslClient(a.addr, tv.flag, "", sess, mqtttest.Creds(packets.V311, "dev-ssl", "dev", "pw")); reused || code != 0 {
+			if reused, code := h.sslClient(a.addr, tv.flag, "", sess, mqtttest.Creds(packets.V311, "dev:ssl", "dev", "pw")); reused || code != 0 {
 				t.Fatalf("openssl on A: reused %v, CONNACK %d", reused, code)
 			}
 			for _, r := range []ticketReplica{b, c, a} {
-				if reused, code := h.sslClient(r.addr, tv.flag, sess, "", mqtttest.Creds(packets.V311, "dev-ssl", "dev", "pw")); !reused || code != 0 {
+				if reused, code := h.sslClient(r.addr, tv.flag, sess, "", mqtttest.Creds(packets.V311, "dev:ssl", "dev", "pw")); !reused || code != 0 {
 					t.Fatalf("openssl, A's session on %s: reused %v, CONNACK %d", r.name, reused, code)
 				}
-				if reused, code := h.sslClient(r.addr, tv.flag, sess, "", mqtttest.Creds(packets.V311, "dev-ssl", "dev", "wrong")); !reused || code != 0x04 {
+				if reused, code := h.sslClient(r.addr, tv.flag, sess, "", mqtttest.Creds(packets.V311, "dev:ssl", "dev", "wrong")); !reused || code != 0x04 {
 					t.Fatalf("openssl, wrong password on %s: reused %v, CONNACK %d, want 0x04 on a resumed session", r.name, reused, code)
 				}
-				if reused, code := h.sslClient(r.addr, tv.flag, sess, "", mqtttest.Creds(packets.V311, "off-ssl", "off", "pw")); !reused || code != 0x05 {
+				if reused, code := h.sslClient(r.addr, tv.flag, sess, "", mqtttest.Creds(packets.V311, "off:ssl", "off", "pw")); !reused || code != 0x05 {
 					t.Fatalf("openssl, disabled user on %s: reused %v, CONNACK %d, want 0x05 on a resumed session", r.name, reused, code)
 				}
 			}
-			if reused, _ := h.sslClient(h.addr, tv.flag, sess, "", mqtttest.Creds(packets.V311, "dev-ssl", "dev", "pw")); reused {
+			if reused, _ := h.sslClient(h.addr, tv.flag, sess, "", mqtttest.Creds(packets.V311, "dev:ssl", "dev", "pw")); reused {
 				t.Fatal("openssl: A's session resumed on a proxy without the shared secret")
 			}
 
 			// Go clients with a session cache.
 			cfg := h.clientTLS(tv.v)
-			cl, ack, resumed := h.connectRawTo(a.addr, cfg, mqtttest.Creds(packets.V311, "dev-go", "dev", "pw"))
+			cl, ack, resumed := h.connectRawTo(a.addr, cfg, mqtttest.Creds(packets.V311, "dev:go", "dev", "pw"))
 			if ack.Code != 0 || resumed {
 				t.Fatalf("Go client on A: CONNACK 0x%02X, resumed %v", ack.Code, resumed)
 			}
 			cl.Disconnect()
 			for _, r := range []ticketReplica{b, c} {
-				cl, ack, resumed := h.connectRawTo(r.addr, cfg, mqtttest.Creds(packets.V311, "dev-go", "dev", "pw"))
+				cl, ack, resumed := h.connectRawTo(r.addr, cfg, mqtttest.Creds(packets.V311, "dev:go", "dev", "pw"))
 				if ack.Code != 0 || !resumed {
 					t.Fatalf("Go client on %s: CONNACK 0x%02X, resumed %v", r.name, ack.Code, resumed)
 				}
 				cl.Disconnect()
-				if _, ack, resumed := h.connectRawTo(r.addr, cfg, mqtttest.Creds(packets.V5, "dev-go", "dev", "wrong")); ack.Code != 0x86 || !resumed {
+				if _, ack, resumed := h.connectRawTo(r.addr, cfg, mqtttest.Creds(packets.V5, "dev:go", "dev", "wrong")); ack.Code != 0x86 || !resumed {
 					t.Fatalf("Go client, wrong password on %s: CONNACK 0x%02X, resumed %v; want 0x86 resumed", r.name, ack.Code, resumed)
 				}
-				if _, ack, resumed := h.connectRawTo(r.addr, cfg, mqtttest.Creds(packets.V311, "off-go", "off", "pw")); ack.Code != 0x05 || !resumed {
+				if _, ack, resumed := h.connectRawTo(r.addr, cfg, mqtttest.Creds(packets.V311, "off:go", "off", "pw")); ack.Code != 0x05 || !resumed {
 					t.Fatalf("Go client, disabled user on %s: CONNACK 0x%02X, resumed %v; want 0x05 resumed", r.name, ack.Code, resumed)
 				}
 			}
@@ -273,7 +273,7 @@ func TestTicketRotationAcrossReplicas(t *testing.T) {
 	sealedFrom := a.keys().Epoch
 	cfgs := map[string]*tls.Config{"TLS1.2": h.pinnedTLS(tls.VersionTLS12), "TLS1.3": h.pinnedTLS(tls.VersionTLS13)}
 	for name, cfg := range cfgs {
-		cl, ack, resumed := h.connectRawTo(a.addr, cfg, mqtttest.Creds(packets.V311, "dev-rot", "dev", "pw"))
+		cl, ack, resumed := h.connectRawTo(a.addr, cfg, mqtttest.Creds(packets.V311, "dev:rot", "dev", "pw"))
 		if ack.Code != 0 || resumed {
 			t.Fatalf("%s on A: CONNACK 0x%02X, resumed %v", name, ack.Code, resumed)
 		}
@@ -287,7 +287,7 @@ func TestTicketRotationAcrossReplicas(t *testing.T) {
 			if st := r.keys(); st.Epoch > sealedFrom+kept-1 {
 				t.Fatalf("the machine was too slow: %s is at epoch %d, past the window of epoch %d", r.name, st.Epoch, sealedFrom)
 			}
-			cl, ack, resumed := h.connectRawTo(r.addr, cfg, mqtttest.Creds(packets.V311, "dev-rot", "dev", "pw"))
+			cl, ack, resumed := h.connectRawTo(r.addr, cfg, mqtttest.Creds(packets.V311, "dev:rot", "dev", "pw"))
 			if ack.Code != 0 || !resumed {
 				t.Fatalf("%s on %s after a rotation: CONNACK 0x%02X, resumed %v", name, r.name, ack.Code, resumed)
 			}
@@ -298,7 +298,7 @@ func TestTicketRotationAcrossReplicas(t *testing.T) {
 	testenv.WaitFor(t, time.Duration(kept+2)*period, "the sealing epoch leaving the window on every replica", epochAtLeast(sealedTo+kept))
 	for name, cfg := range cfgs {
 		for _, r := range all {
-			cl, ack, resumed := h.connectRawTo(r.addr, cfg, mqtttest.Creds(packets.V311, "dev-rot", "dev", "pw"))
+			cl, ack, resumed := h.connectRawTo(r.addr, cfg, mqtttest.Creds(packets.V311, "dev:rot", "dev", "pw"))
 			if ack.Code != 0 || resumed {
 				t.Fatalf("%s ticket older than the window on %s: CONNACK 0x%02X, resumed %v; want a full handshake and 0", name, r.name, ack.Code, resumed)
 			}
@@ -323,7 +323,7 @@ func TestTicketsWithRedisStopped(t *testing.T) {
 	tc := h.sharedTLS()
 	a, b, c := h.ticketReplica("A", tc), h.ticketReplica("B", tc), h.ticketReplica("C", tc)
 	waitShared(t, a, b, c)
-	creds := mqtttest.Creds(packets.V311, "dev-out", "dev", "pw")
+	creds := mqtttest.Creds(packets.V311, "dev:out", "dev", "pw")
 	versions := map[string]uint16{"TLS1.2": tls.VersionTLS12, "TLS1.3": tls.VersionTLS13}
 	before := map[string]*tls.Config{}
 	for name, v := range versions {

@@ -345,10 +345,11 @@ type creds struct{ user, pass, clientID string }
 
 // creds of device i: with -users, user <prefix>-(i mod K) with its own
 // password and its name as client id; else -user and -pass with the
-// scenario's client id.
-func (d *dialer) creds(i int, clientID string) creds {
+// client id <user>:<suffix> (the proxy's default client ids are the user
+// name, or the user name, a colon and anything).
+func (d *dialer) creds(i int, suffix string) creds {
 	if d.o.users <= 0 {
-		return creds{d.o.user, d.o.pass, clientID}
+		return creds{d.o.user, d.o.pass, d.o.user + ":" + suffix}
 	}
 	k := i % d.o.users
 	prefix := d.o.user
@@ -585,7 +586,7 @@ func connectScenario(o options, d *dialer) (Result, error) {
 	lat := make([]time.Duration, o.n) // each connect's time to CONNACK; 0: failed
 	parallel(ctx, o.concurrency, o.n, func(w, i int) {
 		t0 := time.Now()
-		c, err := d.dial(ctx, d.creds(i, fmt.Sprintf("bench-c-%d", i)), caches[w])
+		c, err := d.dial(ctx, d.creds(i, fmt.Sprintf("c-%d", i)), caches[w])
 		if err != nil {
 			errs.Add(1)
 			return
@@ -629,7 +630,7 @@ func percentiles(ds []time.Duration) (p50, p99, maxMs float64) {
 // all; one subscriber counts what it receives.
 func qos0Scenario(o options, d *dialer, m *meter) (Result, error) {
 	ctx := context.Background()
-	sub, err := d.dial(ctx, d.creds(0, "bench-sub"), nil)
+	sub, err := d.dial(ctx, d.creds(0, "sub"), nil)
 	if err != nil {
 		return Result{}, fmt.Errorf("subscriber: %w", err)
 	}
@@ -656,7 +657,7 @@ func qos0Scenario(o options, d *dialer, m *meter) (Result, error) {
 	var errs atomic.Int64
 	perPublisher := float64(o.rate) / float64(o.publishers)
 	for p := 0; p < o.publishers; p++ {
-		c, err := d.dial(ctx, d.creds(p+1, fmt.Sprintf("bench-pub-%d", p)), nil)
+		c, err := d.dial(ctx, d.creds(p+1, fmt.Sprintf("pub-%d", p)), nil)
 		if err != nil {
 			return Result{}, fmt.Errorf("publisher: %w", err)
 		}
@@ -728,7 +729,7 @@ func qos1Scenario(o options, d *dialer, m *meter) (Result, error) {
 	var wg sync.WaitGroup
 	conns := make([]*conn, o.publishers)
 	for p := range conns {
-		c, err := d.dial(ctx, d.creds(p, fmt.Sprintf("bench-q1-%d", p)), nil)
+		c, err := d.dial(ctx, d.creds(p, fmt.Sprintf("q1-%d", p)), nil)
 		if err != nil {
 			return Result{}, fmt.Errorf("publisher: %w", err)
 		}
@@ -788,7 +789,7 @@ func idleScenario(o options, d *dialer, watched map[string]int, before map[strin
 	var errs atomic.Int64
 	start := time.Now()
 	parallel(ctx, o.concurrency, o.n, func(_, i int) {
-		c, err := d.dial(ctx, d.creds(i, fmt.Sprintf("bench-idle-%d", i)), nil)
+		c, err := d.dial(ctx, d.creds(i, fmt.Sprintf("idle-%d", i)), nil)
 		if err != nil {
 			errs.Add(1)
 			return
@@ -833,7 +834,7 @@ func probeDuring(o options, d *dialer, hold time.Duration) ([]time.Duration, int
 		time.Sleep(time.Until(end.Add(-hold * time.Duration(o.probes-i) / time.Duration(o.probes+1))))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		t0 := time.Now()
-		c, err := d.dial(ctx, d.creds(o.n+i, fmt.Sprintf("bench-probe-%d", i)), nil)
+		c, err := d.dial(ctx, d.creds(o.n+i, fmt.Sprintf("probe-%d", i)), nil)
 		cancel()
 		if err != nil {
 			errs++
@@ -951,7 +952,7 @@ const attemptTimeout = 15 * time.Second
 // from -retry-min to -retry-max with jitter (half of it random).
 func (dv *stormDevice) connect(ctx context.Context, o options, d *dialer, i int, st *stormStats) {
 	backoff := o.retryMin
-	cr := d.creds(i, fmt.Sprintf("bench-storm-%d", i))
+	cr := d.creds(i, fmt.Sprintf("storm-%d", i))
 	for ctx.Err() == nil {
 		st.attempts.Add(1)
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)

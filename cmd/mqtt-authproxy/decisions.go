@@ -38,14 +38,18 @@ Redis appends to (the stream <AUTHPROXY_REDIS_KEY_PREFIX>decisions): CONNECTs
 accepted and refused, live sessions closed by a re-decision, kicks, bans and
 topic denials, each with its replica, the device's address, user name,
 client id, TLS version, whether the TLS session was resumed, the outcome and
-a one-line reason. Oldest first, newest last. The filters match exactly and
+a one-line reason. Connections refused before a CONNECT (handshake failed,
+closed, rate limited, banned address...) appear as entries of kind summary,
+one per address and outcome every 10 s, whose reason (and count) says how
+many there were. Oldest first, newest last. The filters match exactly and
 combine. --since takes a duration back from now (15m, 2h, 7d) or an RFC 3339
 time. --follow prints the newest entries, then every new one as it is
 logged, until interrupted (Ctrl-C: exit 0). --json prints one object per
 line with the decision log's fields (time, replica, kind, remote, username,
 client_id, protocol, tls, resumed, cert_sha256, outcome, reason,
-duration_ns). It uses the same Redis as serve (AUTHPROXY_REDIS_URL,
-AUTHPROXY_REDIS_KEY_PREFIX). Exit 1 when Redis cannot be read.`,
+duration_ns, and count for a summary). It uses the same Redis as serve
+(AUTHPROXY_REDIS_URL, AUTHPROXY_REDIS_KEY_PREFIX). Exit 1 when Redis cannot
+be read.`,
 		Args: noArgs("decisions takes no arguments, got %q (filter with --user, --client-id, --outcome)"),
 	}
 	var f decisionsFlags

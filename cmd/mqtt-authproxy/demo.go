@@ -189,10 +189,10 @@ mqtt-authproxy demo is running.
   metrics:        http://%s/metrics
 
 Subscribe through the proxy (terminal 1):
-  mosquitto_sub -h localhost -p %s --cafile %s -u %s -P %s -i %s-sub -t '%s' -v
+  mosquitto_sub -h localhost -p %s --cafile %s -u %s -P %s -i %s:sub -t '%s' -v
 
 Publish through the proxy (terminal 2):
-  mosquitto_pub -h localhost -p %s --cafile %s -u %s -P %s -i %s-pub -t demo/hello -m 'hello through the proxy'
+  mosquitto_pub -h localhost -p %s --cafile %s -u %s -P %s -i %s:pub -t demo/hello -m 'hello through the proxy'
 
 Revoke the user, with the CLI or with plain redis-cli:
   AUTHPROXY_REDIS_URL=redis://%s/0 %s user disable %s

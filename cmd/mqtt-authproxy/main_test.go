@@ -506,11 +506,11 @@ func TestDemo(t *testing.T) {
 	_, p2, _ := net.SplitHostPort(addr)
 	addr = net.JoinHostPort("127.0.0.1", p2)
 
-	sub, ack := dialMQTT(t, addr, tlsCfg, mqtttest.Creds(packets.V311, "demo-sub", user, password))
+	sub, ack := dialMQTT(t, addr, tlsCfg, mqtttest.Creds(packets.V311, "demo:sub", user, password))
 	if ack.Code != 0 {
 		t.Fatalf("seeded user: 0x%02X", ack.Code)
 	}
-	pub, ack := dialMQTT(t, addr, tlsCfg, mqtttest.Creds(packets.V5, "demo-pub", user, password))
+	pub, ack := dialMQTT(t, addr, tlsCfg, mqtttest.Creds(packets.V5, "demo:pub", user, password))
 	if ack.Code != 0 {
 		t.Fatalf("seeded user v5: 0x%02X", ack.Code)
 	}
@@ -551,7 +551,7 @@ func TestDemo(t *testing.T) {
 		t.Fatal("live v3.1.1 connection not closed after disable")
 	}
 	// ...and the reconnect is refused.
-	if _, ack := dialMQTT(t, addr, tlsCfg, mqtttest.Creds(packets.V311, "demo-sub", user, password)); ack.Code != 0x05 {
+	if _, ack := dialMQTT(t, addr, tlsCfg, mqtttest.Creds(packets.V311, "demo:sub", user, password)); ack.Code != 0x05 {
 		t.Fatalf("after disable: 0x%02X, want 0x05", ack.Code)
 	}
 	wants := []string{`authproxy_connects_total{outcome="accepted"} 2`, `authproxy_connects_total{outcome="disabled"} 1`,

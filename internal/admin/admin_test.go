@@ -40,10 +40,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// get is a GET of path with Host localhost:9090.
 func get(t *testing.T, h http.Handler, path string) (int, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	r := httptest.NewRequest(http.MethodGet, path, nil)
+	r.Host = "localhost:9090"
+	h.ServeHTTP(rec, r)
 	return rec.Code, rec.Body.String()
 }
 

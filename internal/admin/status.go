@@ -89,7 +89,8 @@ type StatusOptions struct {
 	// Token, when set, must be presented on every request of /status and
 	// /status.json: "Authorization: Bearer <Token>" or "?token=<Token>".
 	// When empty, only requests that reach the listener on a loopback
-	// address are served.
+	// address are served (else 401), and only with a loopback Host (else
+	// 421, from the Server: see Options.Token).
 	Token string
 }
 

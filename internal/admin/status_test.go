@@ -85,13 +85,19 @@ func sampleSource() *fakeSource {
 const testToken = "0123456789abcdef-token"
 
 // request is a GET of target that reached the listener on local (nil: no
-// local address known).
+// local address known), with the Host a browser on this machine sends
+// (127.0.0.1:9090) unless header sets one.
 func request(target string, local net.Addr, header ...string) *http.Request {
 	r := httptest.NewRequest(http.MethodGet, target, nil)
+	r.Host = "127.0.0.1:9090"
 	if local != nil {
 		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, local))
 	}
 	for i := 0; i+1 < len(header); i += 2 {
+		if http.CanonicalHeaderKey(header[i]) == "Host" {
+			r.Host = header[i+1]
+			continue
+		}
 		r.Header.Set(header[i], header[i+1])
 	}
 	return r
@@ -188,7 +194,8 @@ func TestStatusAuth(t *testing.T) {
 // TestStatusLoopbackOnRealListeners: the local address the server puts in
 // the request's context is what the check reads: a listener on 127.0.0.1
 // serves without a token; one on an address of this machine that is not
-// loopback answers 401.
+// loopback answers 401 (to a request with a loopback Host; its own address
+// as Host is refused before, with 421).
 func TestStatusLoopbackOnRealListeners(t *testing.T) {
 	h := New(Options{Status: &StatusOptions{Source: sampleSource(), Replica: "r1"}})
 	lo := httptest.NewServer(h)
@@ -206,8 +213,21 @@ func TestStatusLoopbackOnRealListeners(t *testing.T) {
 	srv.Listener = l
 	srv.Start()
 	defer srv.Close()
-	if code := httpGet(t, srv.URL+"/status.json"); code != 401 {
-		t.Fatalf("on %s without a token: %d, want 401", srv.URL, code)
+	if code := httpGet(t, srv.URL+"/status.json"); code != 421 {
+		t.Fatalf("on %s without a token: %d, want 421", srv.URL, code)
+	}
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/status.json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "localhost"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("on %s without a token, Host localhost: %d, want 401", srv.URL, resp.StatusCode)
 	}
 }
 

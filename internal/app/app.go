@@ -15,6 +15,7 @@ import (
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/admin"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
 )
 
 // App is a running proxy: its listeners, store, change feed and admin
@@ -128,6 +129,7 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		_ = closeStore()
 		return nil, err
 	}
+	registerTicketMetrics(reg, a.proxy.p.TLS())
 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopBackground = cancel
@@ -139,7 +141,7 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		a.admin = admin.New(admin.Options{Gatherer: reg, Pprof: s.Pprof, Logger: log, Checks: []admin.Check{
 			{Name: "redis", Target: authstore.RedactURL(s.Store.RedisURL), Probe: store.Ping},
 			{Name: "backend", Target: s.Backend.Addr, Probe: backendProbe(s.Backend)},
-		}, Status: statusOptions(s.Status, a.replicaID, a.proxy, store, reg)})
+		}, Status: statusOptions(s.Status, a.replicaID, a.proxy, store, reg), Token: s.Status.Token})
 		a.serving.Go(func() { _ = a.admin.Serve(adminLn) })
 		log.Info("metrics and health", "addr", adminLn.Addr().String())
 		if s.Status.On {
@@ -147,6 +149,19 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		}
 	}
 	return a, nil
+}
+
+// registerTicketMetrics exports the TLS ticket keys' counts: 0 without TLS
+// or TLS_TICKET_SECRET.
+func registerTicketMetrics(reg prometheus.Registerer, t *transport.TLS) {
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authproxy_ticket_salts_replaced_total",
+		Help: "TLS ticket key salts found in Redis that no replica stored (another length, no expiry, an expiry past their key's window) and replaced."},
+		func() float64 {
+			if t == nil {
+				return 0
+			}
+			return float64(t.TicketKeys().SaltsReplaced)
+		}))
 }
 
 // Stop shuts the proxy down gracefully (new connections are refused at

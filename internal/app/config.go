@@ -62,7 +62,7 @@ type Config struct {
 	RedisTimeout   time.Duration `env:"REDIS_TIMEOUT" envDefault:"500ms"`
 	// ClientIDsDefault are the client id globs of a user without a
 	// clientids field: bound to the user name unless widened on purpose.
-	ClientIDsDefault string `env:"CLIENTIDS_DEFAULT" envDefault:"%u %u-*"`
+	ClientIDsDefault string `env:"CLIENTIDS_DEFAULT" envDefault:"%u %u:*"`
 
 	// Schema is the layout of users and topic rules in Redis: native, or
 	// another product's (README "Migrating from EMQX", "Migrating from

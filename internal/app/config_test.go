@@ -22,7 +22,7 @@ var documented = map[string]string{
 	"TLS_TICKET_SECRET": "", "TLS_TICKET_SECRET_FILE": "",
 	"BACKEND_ADDR": "", "BACKEND_TLS": "", "BACKEND_TLS_CA_FILE": "", "BACKEND_TLS_SERVER_NAME": "",
 	"BACKEND_TLS_CERT_FILE": "", "BACKEND_TLS_KEY_FILE": "", "BACKEND_USERNAME": "", "BACKEND_PASSWORD": "",
-	"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_KEY_PREFIX": "mqtt:", "REDIS_TIMEOUT": "500ms", "CLIENTIDS_DEFAULT": "%u %u-*",
+	"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_KEY_PREFIX": "mqtt:", "REDIS_TIMEOUT": "500ms", "CLIENTIDS_DEFAULT": "%u %u:*",
 	"SCHEMA": "native", "EMQX_AUTHN_CMD": "HMGET mqtt_user:${username} password_hash salt is_superuser", "EMQX_AUTHZ_CMD": "HGETALL mqtt_acl:${username}",
 	"EMQX_PASSWORD_HASH": "sha256", "EMQX_SALT_POSITION": "prefix", "EMQX_ALLOW_PLAIN": "", "EMQX_PBKDF2_MAC_FUN": "", "EMQX_PBKDF2_ITERATIONS": "",
 	"EMQX_PBKDF2_DK_LENGTH": "", "EMQX_AUTHZ_COMPATIBILITY_MODE": "disabled", "GOAUTH_DISABLE_SUPERUSER": "", "GOAUTH_SALT_ENCODING": "base64",

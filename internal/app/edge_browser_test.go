@@ -89,7 +89,7 @@ func TestWebSocketBrowser(t *testing.T) {
 	}
 
 	out, err := exec.CommandContext(ctx, pub, "-h", "127.0.0.1", "-p", strconv.Itoa(e.app.Addrs().TLS.(*net.TCPAddr).Port),
-		"--cafile", e.files.CA, "-V", "5", "-i", "browser-pub", "-u", "browser", "-P", "browser-pw", "-q", "1",
+		"--cafile", e.files.CA, "-V", "5", "-i", "browser:pub", "-u", "browser", "-P", "browser-pw", "-q", "1",
 		"-t", "browser/demo", "-m", "hello, browser").CombinedOutput()
 	if err != nil {
 		t.Fatalf("mosquitto_pub: %v: %s", err, out)

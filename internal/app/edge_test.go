@@ -387,14 +387,14 @@ func TestWebSocketMQTTjs(t *testing.T) {
 		e.user(user, "secret-"+v)
 		base := map[string]any{"url": url, "version": version, "ca": e.files.CA, "username": user, "topic": "devices/" + user}
 
-		args := withArgs(base, "scenario", "pubsub", "clientId", user+"-pubsub", "password", "secret-"+v, "payload", "hello over wss "+v)
+		args := withArgs(base, "scenario", "pubsub", "clientId", user+":pubsub", "password", "secret-"+v, "payload", "hello over wss "+v)
 		got := mqttJS(t, args, nil)
 		if len(got) != 1 || got[0]["payload"] != "hello over wss "+v || got[0]["topic"] != "devices/"+user {
 			t.Errorf("v%s publish/subscribe: %v", v, got)
 		}
 
 		wantCode := map[int]float64{4: 4, 5: 134}[version]
-		got = mqttJS(t, withArgs(base, "scenario", "badpass", "clientId", user+"-bad", "password", "wrong"), nil)
+		got = mqttJS(t, withArgs(base, "scenario", "badpass", "clientId", user+":bad", "password", "wrong"), nil)
 		if len(got) != 1 || got[0]["code"] != wantCode {
 			t.Errorf("v%s wrong password: %v, want code %v", v, got, wantCode)
 		}
@@ -402,7 +402,7 @@ func TestWebSocketMQTTjs(t *testing.T) {
 			t.Errorf("connect line %q", line)
 		}
 
-		got = mqttJS(t, withArgs(base, "scenario", "revoke", "clientId", user+"-revoke", "password", "secret-"+v), func(m map[string]any) {
+		got = mqttJS(t, withArgs(base, "scenario", "revoke", "clientId", user+":revoke", "password", "secret-"+v), func(m map[string]any) {
 			if m["ready"] == true {
 				if err := e.app.Store().SetEnabled(context.Background(), user, false); err != nil {
 					t.Error(err)
@@ -480,7 +480,7 @@ func TestWebSocketPaho(t *testing.T) {
 		}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	ack, err := pc.Connect(ctx, &paho.Connect{ClientID: "paho-ws", CleanStart: true, KeepAlive: 30,
+	ack, err := pc.Connect(ctx, &paho.Connect{ClientID: "paho:ws", CleanStart: true, KeepAlive: 30,
 		UsernameFlag: true, Username: "paho", PasswordFlag: true, Password: []byte("paho-pw")})
 	if err != nil || ack.ReasonCode != 0 {
 		t.Fatalf("CONNECT over WebSocket: %v %v", ack, err)
@@ -499,7 +499,7 @@ func TestWebSocketPaho(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no message")
 	}
-	if line := e.connectLine("paho-ws"); !strings.Contains(line, "remote=127.0.0.1:") || !strings.Contains(line, `tls="TLS 1.3"`) {
+	if line := e.connectLine("paho:ws"); !strings.Contains(line, "remote=127.0.0.1:") || !strings.Contains(line, `tls="TLS 1.3"`) {
 		t.Errorf("connect line %q", line)
 	}
 	if err := e.app.Store().SetEnabled(context.Background(), "paho", false); err != nil {
@@ -589,5 +589,135 @@ func TestValidateEdge(t *testing.T) {
 	cfg.PlainListen, cfg.WSListen, cfg.TLSCertFile = "", ":8884", ""
 	if _, err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "the WebSocket listener AUTHPROXY_WS_LISTEN=:8884") {
 		t.Errorf("a WebSocket listener without a certificate: %v", err)
+	}
+}
+
+// pahoPython is Debian's python3 with python3-paho-mqtt (1.6): the test
+// is skipped where it is not installed, except on CI.
+func pahoPython(t *testing.T) string {
+	t.Helper()
+	const python = "/usr/bin/python3"
+	if err := exec.Command(python, "-c", "import paho.mqtt.client").Run(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s cannot import paho.mqtt (apt-get install python3-paho-mqtt): %v", python, err)
+		}
+		t.Skipf("%s cannot import paho.mqtt (apt-get install python3-paho-mqtt): %v", python, err)
+	}
+	return python
+}
+
+// pahoPyClient connects with Eclipse paho's Python client over wss
+// (transport="websockets", which sends Origin: https://<host>:<port>, its
+// own target, on the handshake), MQTT 3.1.1, to args' host and port with
+// its CA; with CONNACK 0 it subscribes to the topic, publishes the payload
+// at QoS 1 and waits for it to come back. It prints one JSON object: the
+// CONNACK code, the message received, or the error.
+const pahoPyClient = `
+import json, sys, threading
+import paho.mqtt.client as mqtt
+
+args = json.loads(sys.argv[1])
+out = {}
+connected, received = threading.Event(), threading.Event()
+
+def on_connect(client, userdata, flags, rc):
+    out["connack"] = rc
+    connected.set()
+    if rc == 0:
+        client.subscribe(args["topic"], qos=1)
+
+def on_subscribe(client, userdata, mid, granted):
+    client.publish(args["topic"], args["payload"], qos=1)
+
+def on_message(client, userdata, msg):
+    out["topic"], out["payload"] = msg.topic, msg.payload.decode()
+    received.set()
+
+c = mqtt.Client(client_id=args["clientId"], protocol=mqtt.MQTTv311, transport="websockets")
+c.ws_set_options(path="/mqtt")
+c.tls_set(ca_certs=args["ca"])
+c.username_pw_set(args["username"], args["password"])
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+try:
+    c.connect(args["host"], args["port"], keepalive=30)
+except Exception as e:
+    out["error"] = type(e).__name__ + ": " + str(e)
+    print(json.dumps(out))
+    sys.exit(0)
+c.loop_start()
+if connected.wait(20) and out.get("connack") == 0:
+    received.wait(20)
+c.disconnect()
+c.loop_stop()
+print(json.dumps(out))
+`
+
+// runPahoPy runs pahoPyClient with args and returns what it printed.
+func runPahoPy(t *testing.T, python string, args map[string]any) map[string]any {
+	t.Helper()
+	b, _ := json.Marshal(args)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-c", pahoPyClient, string(b))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("paho (python): %v\nstdout: %s\nstderr: %s", err, stdout, stderr.String())
+	}
+	var got map[string]any
+	if err := json.Unmarshal(stdout, &got); err != nil {
+		t.Fatalf("paho (python) printed %q (%v)\nstderr: %s", stdout, err, stderr.String())
+	}
+	return got
+}
+
+// TestWebSocketPahoPython: Eclipse paho's Python client (1.6, as Debian
+// ships it) sends Origin: https://<host>:<port> on every WebSocket
+// handshake; with WS_ORIGINS unset that same-origin request is upgraded:
+// CONNACK 0 and a publish round trip through the proxy and mosquitto, a
+// wrong password refused with 4. A foreign Origin (a Go client's) still
+// gets 403, as do the same host under another name or scheme.
+func TestWebSocketPahoPython(t *testing.T) {
+	python := pahoPython(t)
+	e := startEdge(t, nil)
+	e.user("pypaho", "pypaho-pw")
+	e.user("pybad", "pybad-pw")
+	port := e.app.Addrs().WS.(*net.TCPAddr).Port
+	base := map[string]any{"host": "127.0.0.1", "port": port, "ca": e.files.CA, "username": "pypaho", "topic": "devices/pypaho"}
+
+	got := runPahoPy(t, python, withArgs(base, "clientId", "pypaho", "password", "pypaho-pw", "payload", "hello from paho python"))
+	if got["connack"] != float64(0) || got["payload"] != "hello from paho python" || got["topic"] != "devices/pypaho" {
+		t.Errorf("paho (python) over wss: %v, want CONNACK 0 and the message back", got)
+	}
+	if line := e.connectLine("pypaho"); !strings.Contains(line, "outcome=accepted") {
+		t.Errorf("connect line %q", line)
+	}
+	got = runPahoPy(t, python, withArgs(base, "clientId", "pybad", "username", "pybad", "password", "wrong"))
+	if got["connack"] != float64(4) {
+		t.Errorf("paho (python), wrong password: %v, want CONNACK 4", got)
+	}
+	if line := e.connectLine("pybad"); !strings.Contains(line, "outcome=bad_credentials") {
+		t.Errorf("connect line %q", line)
+	}
+
+	self := "https://127.0.0.1:" + strconv.Itoa(port)
+	for _, c := range []struct {
+		origin string
+		want   int
+	}{
+		{self, http.StatusSwitchingProtocols},
+		{"https://evil.example.net", http.StatusForbidden},
+		{"https://evil.example.net:" + strconv.Itoa(port), http.StatusForbidden},
+		{"https://localhost:" + strconv.Itoa(port), http.StatusForbidden}, // Host is 127.0.0.1:<port>
+		{"http://127.0.0.1:" + strconv.Itoa(port), http.StatusForbidden},
+	} {
+		ws, resp, err := e.dialWS(http.Header{"Origin": {c.origin}})
+		if ws != nil {
+			ws.CloseNow()
+		}
+		if resp == nil || resp.StatusCode != c.want {
+			t.Errorf("Origin %s: %v %v, want %d", c.origin, resp, err, c.want)
+		}
 	}
 }

@@ -183,11 +183,15 @@ func ipBans(store *authstore.Store) func(context.Context) ([]proxy.IPBan, error)
 }
 
 // registerStoreMetrics exports the store's counts:
-// authproxy_password_hashes_total{result="computed|remembered"}.
+// authproxy_password_hashes_total{result="computed|remembered"} and
+// authproxy_clientid_default_refused_total.
 func registerStoreMetrics(reg prometheus.Registerer, store *authstore.Store) {
 	help := "Password verifications: computed (a hash) or remembered (a success verified before, no hash)."
 	for result, f := range map[string]func() int64{"computed": store.HashCount, "remembered": store.RememberedCount} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authproxy_password_hashes_total", Help: help,
 			ConstLabels: prometheus.Labels{"result": result}}, func() float64 { return float64(f()) }))
 	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authproxy_clientid_default_refused_total",
+		Help: "CONNECTs refused because their client id did not match CLIENTIDS_DEFAULT (users without a clientids field)."},
+		func() float64 { return float64(store.DefaultClientIDRefusals()) }))
 }

@@ -22,8 +22,9 @@ type StatusSettings struct {
 	On bool // STATUS=true: /status and /status.json on METRICS_LISTEN
 	// Token is ADMIN_TOKEN: when set, every request of the page must
 	// present it; when empty, the page answers on a loopback address only
-	// (Validate refuses STATUS=true on another METRICS_LISTEN). Secret:
-	// never log it.
+	// (Validate refuses STATUS=true on another METRICS_LISTEN), and the
+	// page and pprof only to a loopback Host (admin.Options.Token: DNS
+	// rebinding). Secret: never log it.
 	Token string
 }
 

@@ -102,9 +102,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 		return cl, tc, ack.Code
 	}
 	// A live session with traffic both ways, then one on a resumed TLS session.
-	first, _, code := connect(packets.V311, "sensor-1-a", "sensor-1", password, cache)
+	first, _, code := connect(packets.V311, "sensor-1:a", "sensor-1", password, cache)
 	if code != 0 {
-		t.Fatalf("sensor-1-a: CONNACK 0x%02X", code)
+		t.Fatalf("sensor-1:a: CONNACK 0x%02X", code)
 	}
 	if err := first.Subscribe("devices/sensor-1/#", 1); err != nil {
 		t.Fatal(err)
@@ -115,9 +115,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if _, err := first.ReadPublish(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	_, tc, code := connect(packets.V5, "sensor-1-b", "sensor-1", password, cache)
+	_, tc, code := connect(packets.V5, "sensor-1:b", "sensor-1", password, cache)
 	if code != 0 || !tc.ConnectionState().DidResume {
-		t.Fatalf("sensor-1-b: CONNACK 0x%02X, resumed %v", code, tc.ConnectionState().DidResume)
+		t.Fatalf("sensor-1:b: CONNACK 0x%02X, resumed %v", code, tc.ConnectionState().DidResume)
 	}
 	// Three refusals, each on a full handshake.
 	for _, r := range []struct {
@@ -137,7 +137,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if _, err := chromedp.Run(bctx, chromedp.Poll[bool](`(() => {
 		const s = document.querySelector('#sessions tbody').textContent;
 		const d = document.querySelector('#decisions tbody').textContent;
-		return s.includes('sensor-1-a') && s.includes('sensor-1-b') && d.includes('password does not match') &&
+		return s.includes('sensor-1:a') && s.includes('sensor-1:b') && d.includes('password does not match') &&
 			d.includes('unknown user') && d.includes('<img src=x onerror=alert(1)>') && d.includes('sensor-9');
 	})()`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
 		t.Fatalf("the page did not show the sessions and the refusals: %v", err)
@@ -160,7 +160,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 			Images: document.querySelectorAll('img').length,
 			NewestFirst: times.length > 1 && times.every((t, i) => i === 0 || t <= times[i - 1]),
 			NameAsText: [...document.querySelectorAll('#decisions td')].some(td => td.textContent === '<img src=x onerror=alert(1)>'),
-			ResumedTag: [...document.querySelectorAll('#sessions tbody tr')].some(tr => tr.textContent.includes('sensor-1-b') && tr.querySelector('.tag')),
+			ResumedTag: [...document.querySelectorAll('#sessions tbody tr')].some(tr => tr.textContent.includes('sensor-1:b') && tr.querySelector('.tag')),
 		};
 	})()`))
 	if err != nil {

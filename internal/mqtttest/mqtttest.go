@@ -158,7 +158,8 @@ func (c *Client) Subscribe(filter string, qos byte) error {
 	return nil
 }
 
-// Publish sends a PUBLISH; QoS 1 waits for the PUBACK.
+// Publish sends a PUBLISH; QoS 1 waits for the PUBACK, QoS 2 completes
+// the flow (PUBREC, PUBREL, PUBCOMP).
 func (c *Client) Publish(topic string, payload []byte, qos byte, retain bool) error {
 	var id uint16
 	if qos > 0 {
@@ -168,10 +169,20 @@ func (c *Client) Publish(topic string, payload []byte, qos byte, retain bool) er
 	if _, err := c.Conn.Write(AppendPublish(nil, c.Level, topic, payload, qos, retain, id)); err != nil {
 		return err
 	}
-	if qos == 0 {
+	switch qos {
+	case 0:
 		return nil
+	case 1:
+		_, _, err := c.until(packets.PUBACK, 10*time.Second)
+		return err
 	}
-	_, _, err := c.until(packets.PUBACK, 10*time.Second)
+	if _, _, err := c.until(packets.PUBREC, 10*time.Second); err != nil {
+		return err
+	}
+	if _, err := c.Conn.Write(packets.AppendAck(nil, packets.PUBREL, c.Level, id, packets.Success)); err != nil {
+		return err
+	}
+	_, _, err := c.until(packets.PUBCOMP, 10*time.Second)
 	return err
 }
 

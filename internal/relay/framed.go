@@ -10,9 +10,10 @@ import (
 // Filter judges the packets of a session with topic rules. The relay frames
 // both directions of such a session and calls the filter with whole
 // packets: every packet from the client (Up), and from the broker only the
-// types Down asks for (the rest streams through untouched). Up and Down are
-// called from the two directions' goroutines, possibly at once; each is
-// called for one packet at a time, in stream order.
+// types WantsDown asks for (the rest streams through untouched). Up is
+// called from the client's direction, Down and DownHead from the broker's,
+// possibly at once; each is called for one packet at a time, in stream
+// order.
 type Filter interface {
 	// Up judges a packet from the client.
 	Up(pkt []byte) Verdict
@@ -20,20 +21,49 @@ type Filter interface {
 	// framed (a packet over the cap, a bad remaining length); its verdict
 	// must end the session.
 	Malformed(err error) Verdict
-	// WantsDown reports whether broker packets of type t go through Down.
-	WantsDown(t packets.Type) bool
-	// Down rewrites a broker packet of a wanted type; it returns what the
-	// client gets instead (pkt itself to pass it unchanged, nil to drop).
-	Down(pkt []byte) []byte
+	// WantsDown says how broker packets of type t reach the filter.
+	WantsDown(t packets.Type) Want
+	// Down judges a broker packet of a wanted type, whole: Verdict.Client
+	// is what the client gets instead (pkt itself to pass it unchanged,
+	// nil to withhold it), Verdict.Broker an answer of the proxy's to the
+	// broker (the acknowledgement of a withheld PUBLISH), End ends the
+	// session (Client is then its last packet).
+	Down(pkt []byte) Verdict
+	// DownHead judges a broker packet wanted as WantHead that does not lie
+	// whole in what the relay has read, from its beginning head (its fixed
+	// header and what followed), size being the whole packet's size. It
+	// reports false while it needs more (it is called again with a longer
+	// head, up to the cap). Once it decides, Verdict.Client replaces head
+	// (head itself to pass the packet, a rewritten head, or nil to
+	// withhold the whole packet) and the rest of the packet streams behind
+	// it or is dropped with it; Broker and End as for Down.
+	DownHead(head []byte, size int) (Verdict, bool)
 }
 
-// Verdict is a filter's answer to a client packet.
+// Want says how a filtered stream hands packets of a type to its filter.
+type Want uint8
+
+const (
+	// WantPass: the packets stream through untouched.
+	WantPass Want = iota
+	// WantWhole: each packet is kept whole (up to the cap) and judged.
+	WantWhole
+	// WantHead: a packet that lies whole in a read is judged whole; a
+	// larger one from its beginning, its payload streaming behind the
+	// verdict, so that a large message is neither capped nor copied.
+	WantHead
+)
+
+// Verdict is a filter's answer to a packet.
 type Verdict struct {
-	// Broker is what goes to the broker: the packet itself, a rewritten
-	// packet, or nil to withhold it.
+	// Broker is what goes to the broker: for a client packet the packet
+	// itself, a rewritten packet, or nil to withhold it; for a broker
+	// packet the proxy's answer, if any.
 	Broker []byte
-	// Client is written to the client at the next boundary of its stream
-	// (an acknowledgement the proxy answers itself), if not nil.
+	// Client is what goes to the client: for a client packet an
+	// acknowledgement the proxy answers itself, written at the next
+	// boundary of the client's stream (nil: none); for a broker packet
+	// the packet itself, a rewritten one, or nil to withhold it.
 	Client []byte
 	// End ends the session: Client, if any, is its last packet (a
 	// DISCONNECT), written at a boundary.
@@ -41,119 +71,202 @@ type Verdict struct {
 }
 
 // framer follows a stream's packets across reads, keeping whole only the
-// packets its filter must see (wantWhole), with a size cap on those.
+// packets its filter must see, with a size cap on those.
 type framer struct {
-	max       int // cap on a packet kept whole
-	wantWhole func(packets.Type) bool
+	max  int // cap on a packet kept whole, or on a head before its verdict
+	want func(packets.Type) Want
 
 	// The packet in progress at the end of the last chunk.
-	hdr     [5]byte
-	hdrLen  int
-	remain  int    // bytes of it still to come, once its header is known
-	passing bool   // it streams through (not kept whole)
-	carry   []byte // it, kept whole so far (header included)
+	hdr    [5]byte
+	hdrLen int
+	remain int       // bytes of it still to come, once its header is known
+	mode   frameMode // what happens to them
+	size   int       // its whole size (modeHead)
+	carry  []byte    // it, kept so far (header included)
 }
+
+// frameMode is what happens to the bytes of the packet in progress.
+type frameMode uint8
+
+const (
+	modePass  frameMode = iota // they stream through
+	modeSkip                   // they are dropped: the filter withheld the packet
+	modeWhole                  // they are kept until the packet is whole
+	modeHead                   // they are kept until the filter decides from the head
+)
 
 // errFramed is returned, wrapped, for a stream that cannot be framed.
 var errFramed = errors.New("relay: stream cannot be framed")
 
-// process walks chunk, calling pass with byte ranges that stream through
-// unchanged and whole with each packet kept whole (a sub-slice of chunk
-// when it lies inside it, else a copy of its own). It stops at the first
+// framedFuncs are what a framer hands the stream's bytes to: pass takes
+// byte ranges that stream through, whole each packet kept whole (a
+// sub-slice of the chunk when it lies inside it, else a copy of its own),
+// head the beginning of a WantHead packet, returning what replaces it
+// (nil: the packet is dropped) once decided.
+type framedFuncs struct {
+	pass  func([]byte) error
+	whole func([]byte) error
+	head  func(head []byte, size int) (out []byte, decided bool, err error)
+}
+
+// process walks chunk, handing its bytes to fn. It stops at the first
 // error of a callback.
-func (f *framer) process(chunk []byte, pass func([]byte) error, whole func([]byte) error) error {
+func (f *framer) process(chunk []byte, fn framedFuncs) error {
 	for len(chunk) > 0 {
-		switch {
-		case f.remain > 0 && f.passing:
+		if f.remain > 0 {
 			n := min(f.remain, len(chunk))
-			if err := pass(chunk[:n]); err != nil {
+			if err := f.body(chunk[:n], fn); err != nil {
 				return err
 			}
-			f.remain -= n
 			chunk = chunk[n:]
-		case f.remain > 0:
-			n := min(f.remain, len(chunk))
-			f.carry = append(f.carry, chunk[:n]...)
-			f.remain -= n
-			chunk = chunk[n:]
-			if f.remain == 0 {
-				if err := whole(f.takeCarry()); err != nil {
+			continue
+		}
+		// At a packet's start, or inside its fixed header.
+		if f.hdrLen == 0 {
+			h, err := packets.ParseHeader(chunk)
+			if err == nil {
+				n, err := f.start(h, chunk, fn)
+				if err != nil {
 					return err
 				}
-			}
-		default:
-			// At a packet's start, or inside its fixed header.
-			if f.hdrLen == 0 {
-				h, err := packets.ParseHeader(chunk)
-				if err == nil {
-					n, err := f.start(h, chunk, pass, whole)
-					if err != nil {
-						return err
-					}
-					chunk = chunk[n:]
-					continue
-				}
-				if !errors.Is(err, packets.ErrTruncated) {
-					return fmt.Errorf("%w: %w", errFramed, err)
-				}
-			}
-			// The header spans chunks: gather it byte by byte.
-			f.hdr[f.hdrLen] = chunk[0]
-			f.hdrLen++
-			chunk = chunk[1:]
-			h, err := packets.ParseHeader(f.hdr[:f.hdrLen])
-			if errors.Is(err, packets.ErrTruncated) && f.hdrLen < len(f.hdr) {
+				chunk = chunk[n:]
 				continue
 			}
-			if err != nil {
+			if !errors.Is(err, packets.ErrTruncated) {
 				return fmt.Errorf("%w: %w", errFramed, err)
 			}
-			hdr := f.hdr[:f.hdrLen]
-			f.hdrLen = 0
-			if err := f.begin(h, hdr, pass); err != nil {
+		}
+		// The header spans chunks: gather it byte by byte.
+		f.hdr[f.hdrLen] = chunk[0]
+		f.hdrLen++
+		chunk = chunk[1:]
+		h, err := packets.ParseHeader(f.hdr[:f.hdrLen])
+		if errors.Is(err, packets.ErrTruncated) && f.hdrLen < len(f.hdr) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w", errFramed, err)
+		}
+		hdr := f.hdr[:f.hdrLen]
+		f.hdrLen = 0
+		if err := f.begin(h, hdr, fn); err != nil {
+			return err
+		}
+		if f.remain == 0 && f.mode >= modeWhole {
+			if err := fn.whole(f.takeCarry()); err != nil {
 				return err
-			}
-			if f.remain == 0 && !f.passing {
-				if err := whole(f.takeCarry()); err != nil {
-					return err
-				}
 			}
 		}
 	}
 	return nil
 }
 
+// body handles part, the next bytes of the packet in progress.
+func (f *framer) body(part []byte, fn framedFuncs) error {
+	if f.mode == modeHead {
+		return f.headBody(part, fn)
+	}
+	f.remain -= len(part)
+	switch f.mode {
+	case modePass:
+		return fn.pass(part)
+	case modeSkip:
+		return nil
+	}
+	f.carry = append(f.carry, part...)
+	if f.remain == 0 {
+		return fn.whole(f.takeCarry())
+	}
+	return nil
+}
+
+// headBody adds to the head of a packet awaiting its verdict what fits
+// under the cap, asks the filter, and once it decided hands the rest of
+// part on as the verdict says. A packet that ends within the cap before a
+// verdict is judged whole.
+func (f *framer) headBody(part []byte, fn framedFuncs) error {
+	take := min(len(part), f.max-len(f.carry))
+	f.carry = append(f.carry, part[:take]...)
+	f.remain -= take
+	if f.remain == 0 {
+		return fn.whole(f.takeCarry())
+	}
+	if err := f.decide(fn); err != nil {
+		return err
+	}
+	if f.mode == modeHead {
+		if take < len(part) {
+			return fmt.Errorf("%w: %w: a %d-byte head of a %d-byte packet without a verdict, cap %d", errFramed, packets.ErrTooLarge,
+				len(f.carry), f.size, f.max)
+		}
+		return nil
+	}
+	if rest := part[take:]; len(rest) > 0 {
+		return f.body(rest, fn)
+	}
+	return nil
+}
+
+// decide asks the filter about the head carried so far; once it decides,
+// the rest of the packet streams behind what it returned, or is dropped.
+func (f *framer) decide(fn framedFuncs) error {
+	out, decided, err := fn.head(f.carry, f.size)
+	if err != nil || !decided {
+		return err
+	}
+	f.carry = nil // out may alias it
+	if out == nil {
+		f.mode = modeSkip
+		return nil
+	}
+	f.mode = modePass
+	return fn.pass(out)
+}
+
 // start handles a packet whose header lies whole at chunk's start: a
 // packet that lies whole in chunk goes to pass or whole at once, without a
 // copy; one that does not is begun. It returns the bytes of chunk used.
-func (f *framer) start(h packets.FixedHeader, chunk []byte, pass, whole func([]byte) error) (int, error) {
+func (f *framer) start(h packets.FixedHeader, chunk []byte, fn framedFuncs) (int, error) {
 	size := h.Size()
-	keep := f.wantWhole(h.Type)
-	if keep && size > f.max {
+	want := f.want(h.Type)
+	if want == WantWhole && size > f.max {
 		return 0, fmt.Errorf("%w: %w: %s of %d bytes, cap %d", errFramed, packets.ErrTooLarge, h.Type, size, f.max)
 	}
 	if size <= len(chunk) {
-		if keep {
-			return size, whole(chunk[:size])
+		if want != WantPass {
+			return size, fn.whole(chunk[:size])
 		}
-		return size, pass(chunk[:size])
+		return size, fn.pass(chunk[:size])
 	}
-	if err := f.begin(h, chunk[:h.HeaderLen], pass); err != nil {
+	if err := f.begin(h, chunk[:h.HeaderLen], fn); err != nil {
 		return 0, err
 	}
-	return h.HeaderLen, nil
+	if f.mode != modeHead {
+		return h.HeaderLen, nil
+	}
+	// The rest of chunk is the head's first bytes.
+	if err := f.body(chunk[h.HeaderLen:], fn); err != nil {
+		return 0, err
+	}
+	return len(chunk), nil
 }
 
 // begin starts a packet that continues past the chunk: its header is hdr.
-func (f *framer) begin(h packets.FixedHeader, hdr []byte, pass func([]byte) error) error {
-	f.remain = h.RemainingLength
-	f.passing = !f.wantWhole(h.Type)
-	if f.passing {
-		return pass(hdr)
+func (f *framer) begin(h packets.FixedHeader, hdr []byte, fn framedFuncs) error {
+	f.remain, f.size = h.RemainingLength, h.Size()
+	switch f.want(h.Type) {
+	case WantPass:
+		f.mode = modePass
+		return fn.pass(hdr)
+	case WantHead:
+		f.mode = modeHead
+		f.carry = append(make([]byte, 0, min(h.Size(), f.max, 4096)), hdr...)
+		return nil
 	}
 	if h.Size() > f.max {
 		return fmt.Errorf("%w: %w: %s of %d bytes, cap %d", errFramed, packets.ErrTooLarge, h.Type, h.Size(), f.max)
 	}
+	f.mode = modeWhole
 	f.carry = append(make([]byte, 0, min(h.Size(), 4096)), hdr...)
 	return nil
 }
@@ -201,7 +314,7 @@ func (s *Session) deliverUp(chunk []byte) error {
 	d.out.reset()
 	var replies [][]byte
 	var end Verdict
-	err := d.framer.process(chunk, nil, func(pkt []byte) error {
+	err := d.framer.process(chunk, framedFuncs{whole: func(pkt []byte) error {
 		v := s.cfg.Filter.Up(pkt)
 		d.out.add(v.Broker)
 		if v.End {
@@ -212,14 +325,12 @@ func (s *Session) deliverUp(chunk []byte) error {
 			replies = append(replies, v.Client)
 		}
 		return nil
-	})
+	}})
 	if err != nil && !errors.Is(err, errStop) {
 		end = s.cfg.Filter.Malformed(err)
 	}
-	for _, seg := range d.out.segs {
-		if err := s.writeBroker(seg); err != nil {
-			return err
-		}
+	if err := s.writeBrokerSegs(d.out.segs); err != nil {
+		return err
 	}
 	for _, r := range replies {
 		if err := s.Inject(r); err != nil {
@@ -237,19 +348,55 @@ func (s *Session) deliverUp(chunk []byte) error {
 // grace, closes it.
 var errFilterEnded = errors.New("relay: session ended by its filter")
 
-// deliverDown frames the broker's bytes: packets the filter wants (a
-// SUBACK to merge with the proxy's own codes) are handed to it whole, the
+// deliverDown frames the broker's bytes: packets the filter wants are
+// judged (whole, or a large PUBLISH from its head), what it lets through
+// or rewrites goes to the client, its answers to the broker (the
+// acknowledgements of withheld PUBLISHes) go back to the broker, and the
 // rest streams through unchanged.
 func (s *Session) deliverDown(chunk []byte) error {
 	d := &s.down
 	d.out.reset()
-	err := d.framer.process(chunk,
-		func(p []byte) error { d.out.add(p); return nil },
-		func(pkt []byte) error { d.out.add(s.cfg.Filter.Down(pkt)); return nil })
+	var replies [][]byte
+	var end Verdict
+	take := func(v Verdict) error {
+		if v.End {
+			end = v
+			return errStop
+		}
+		if v.Broker != nil {
+			replies = append(replies, v.Broker)
+		}
+		return nil
+	}
+	err := d.framer.process(chunk, framedFuncs{
+		pass: func(p []byte) error { d.out.add(p); return nil },
+		whole: func(pkt []byte) error {
+			v := s.cfg.Filter.Down(pkt)
+			if err := take(v); err != nil {
+				return err
+			}
+			d.out.add(v.Client)
+			return nil
+		},
+		head: func(head []byte, size int) ([]byte, bool, error) {
+			v, decided := s.cfg.Filter.DownHead(head, size)
+			if !decided {
+				return nil, false, nil
+			}
+			return v.Client, true, take(v)
+		},
+	})
 	for _, seg := range d.out.segs {
 		if err := s.writeClient(seg); err != nil {
 			return err
 		}
+	}
+	if err := s.writeBrokerSegs(replies); err != nil {
+		return err
+	}
+	if end.End {
+		s.EndWith(end.Client, endGrace)
+		return errFilterEnded
 	}
 	return err // the broker sent something that is not MQTT: the session ends
 }

@@ -31,6 +31,16 @@ func stream(r *rand.Rand, n int) (all []byte, pkts [][]byte) {
 	return all, pkts
 }
 
+// wantIf is a framer's want: t kept whole, the rest passing.
+func wantIf(t packets.Type, w Want) func(packets.Type) Want {
+	return func(got packets.Type) Want {
+		if got == t {
+			return w
+		}
+		return WantPass
+	}
+}
+
 // TestFramerSplitsAnywhere: whatever the chunking, the packets kept whole
 // are exactly the wanted ones, byte for byte, and what streams through
 // plus them is the stream, in order.
@@ -38,18 +48,18 @@ func TestFramerSplitsAnywhere(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for round := range 200 {
 		all, pkts := stream(r, 1+r.IntN(40))
-		f := &framer{max: 1 << 20, wantWhole: func(t packets.Type) bool { return t == packets.PUBLISH }}
+		f := &framer{max: 1 << 20, want: wantIf(packets.PUBLISH, WantWhole)}
 		var rebuilt []byte
 		var wholes [][]byte
 		for rest := all; len(rest) > 0; {
 			n := 1 + r.IntN(min(len(rest), []int{1, 7, 300, 70000}[r.IntN(4)]))
-			err := f.process(rest[:n],
-				func(p []byte) error { rebuilt = append(rebuilt, p...); return nil },
-				func(p []byte) error {
+			err := f.process(rest[:n], framedFuncs{
+				pass: func(p []byte) error { rebuilt = append(rebuilt, p...); return nil },
+				whole: func(p []byte) error {
 					wholes = append(wholes, append([]byte(nil), p...))
 					rebuilt = append(rebuilt, p...)
 					return nil
-				})
+				}})
 			if err != nil {
 				t.Fatalf("round %d: %v", round, err)
 			}
@@ -75,24 +85,146 @@ func TestFramerSplitsAnywhere(t *testing.T) {
 	}
 }
 
+// TestFramerHeads: with PUBLISH wanted by its head, whatever the
+// chunking, every PUBLISH is judged exactly once, in order (whole when it
+// lies in a chunk, else from a head that begins it, no longer than the
+// cap, asked again while the filter wants more), and the output is the
+// stream with the verdicts applied: a passed packet whole, a replaced
+// head followed by the rest of its packet, a withheld packet not at all,
+// every other packet streaming through.
+func TestFramerHeads(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	marker := []byte{0xAB, 0xCD}
+	for round := range 300 {
+		all, pkts := stream(r, 1+r.IntN(40))
+		var publishes [][]byte
+		var want []byte
+		for _, p := range pkts {
+			if p[0]>>4 != byte(packets.PUBLISH) {
+				want = append(want, p...)
+				continue
+			}
+			publishes = append(publishes, p)
+			h, _ := packets.ParseHeader(p)
+			switch verdictOf(p, h) {
+			case 0:
+				want = append(want, p...)
+			case 1:
+				want = append(append(want, marker...), p[h.HeaderLen:]...)
+			}
+		}
+		const max = 4096
+		f := &framer{max: max, want: wantIf(packets.PUBLISH, WantHead)}
+		var out []byte
+		judged := 0
+		next := func(got []byte, size int) []byte {
+			if judged >= len(publishes) {
+				t.Fatalf("round %d: more verdicts than PUBLISHes", round)
+			}
+			p := publishes[judged]
+			if size != len(p) || !bytes.HasPrefix(p, got) {
+				t.Fatalf("round %d: PUBLISH %d judged from bytes that do not begin it", round, judged)
+			}
+			return p
+		}
+		for rest := all; len(rest) > 0; {
+			n := 1 + r.IntN(min(len(rest), []int{1, 7, 300, 70000}[r.IntN(4)]))
+			err := f.process(rest[:n], framedFuncs{
+				pass: func(p []byte) error { out = append(out, p...); return nil },
+				whole: func(p []byte) error {
+					next(p, len(p))
+					judged++
+					h, _ := packets.ParseHeader(p)
+					switch verdictOf(p, h) {
+					case 0:
+						out = append(out, p...)
+					case 1:
+						out = append(append(out, marker...), p[h.HeaderLen:]...)
+					}
+					return nil
+				},
+				head: func(head []byte, size int) ([]byte, bool, error) {
+					if len(head) > max {
+						t.Fatalf("round %d: a head of %d bytes, cap %d", round, len(head), max)
+					}
+					next(head, size)
+					h, err := packets.ParseHeader(head)
+					if err != nil || len(head) < h.HeaderLen+3 {
+						return nil, false, nil // wants more than the fixed header
+					}
+					judged++
+					switch verdictOf(head, h) {
+					case 0:
+						return head, true, nil
+					case 1:
+						return append(append([]byte(nil), marker...), head[h.HeaderLen:]...), true, nil
+					}
+					return nil, true, nil
+				}})
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			rest = rest[n:]
+		}
+		if judged != len(publishes) {
+			t.Fatalf("round %d: %d verdicts for %d PUBLISHes", round, judged, len(publishes))
+		}
+		if !bytes.Equal(out, want) {
+			t.Fatalf("round %d: the output is not the stream with the verdicts applied", round)
+		}
+	}
+}
+
+// verdictOf is TestFramerHeads' verdict on a packet, from its third body
+// byte: 0 pass, 1 replace the fixed header, 2 withhold.
+func verdictOf(p []byte, h packets.FixedHeader) int {
+	if len(p) < h.HeaderLen+3 {
+		return 0
+	}
+	return int(p[h.HeaderLen+2]) % 3
+}
+
 // TestFramerCap: a wanted packet over the cap is refused from its header,
 // before its bytes are kept; an unwanted one streams through whatever its
 // size.
 func TestFramerCap(t *testing.T) {
 	big := packets.AppendPacket(nil, 0x30, make([]byte, 5000))
-	f := &framer{max: 4096, wantWhole: func(t packets.Type) bool { return t == packets.PUBLISH }}
-	err := f.process(big[:10], func([]byte) error { return nil }, func([]byte) error { return nil })
+	nop := func([]byte) error { return nil }
+	f := &framer{max: 4096, want: wantIf(packets.PUBLISH, WantWhole)}
+	err := f.process(big[:10], framedFuncs{pass: nop, whole: nop})
 	if !errors.Is(err, packets.ErrTooLarge) || len(f.carry) != 0 {
 		t.Fatalf("over the cap: %v, %d bytes kept", err, len(f.carry))
 	}
-	f = &framer{max: 4096, wantWhole: func(t packets.Type) bool { return t == packets.SUBACK }}
+	f = &framer{max: 4096, want: wantIf(packets.SUBACK, WantWhole)}
 	var passed int
-	if err := f.process(big, func(p []byte) error { passed += len(p); return nil }, nil); err != nil || passed != len(big) {
+	if err := f.process(big, framedFuncs{pass: func(p []byte) error { passed += len(p); return nil }}); err != nil || passed != len(big) {
 		t.Fatalf("unwanted big packet: %v, %d of %d bytes passed", err, passed, len(big))
 	}
-	f = &framer{max: 4096, wantWhole: func(packets.Type) bool { return true }}
-	if err := f.process([]byte{0x30, 0x80, 0x80, 0x80, 0x80, 0x01}, nil, nil); !errors.Is(err, packets.ErrMalformedLength) {
+	f = &framer{max: 4096, want: func(packets.Type) Want { return WantWhole }}
+	if err := f.process([]byte{0x30, 0x80, 0x80, 0x80, 0x80, 0x01}, framedFuncs{}); !errors.Is(err, packets.ErrMalformedLength) {
 		t.Fatalf("bad remaining length: %v", err)
+	}
+	// A packet wanted by its head streams past the cap once judged; a head
+	// the filter cannot judge within the cap is refused.
+	f = &framer{max: 4096, want: wantIf(packets.PUBLISH, WantHead)}
+	passed = 0
+	decided := framedFuncs{pass: func(p []byte) error { passed += len(p); return nil },
+		head: func(h []byte, _ int) ([]byte, bool, error) { return h, true, nil }}
+	for _, c := range [][]byte{big[:100], big[100:3000], big[3000:]} {
+		if err := f.process(c, decided); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if passed != len(big) {
+		t.Fatalf("a big packet judged from its head: %d of %d bytes passed", passed, len(big))
+	}
+	f = &framer{max: 4096, want: wantIf(packets.PUBLISH, WantHead)}
+	undecided := framedFuncs{head: func([]byte, int) ([]byte, bool, error) { return nil, false, nil }}
+	if err := f.process(big[:3000], undecided); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.process(big[3000:], undecided); !errors.Is(err, packets.ErrTooLarge) {
+		t.Fatalf("a head past the cap without a verdict: %v", err)
 	}
 }
 
@@ -111,9 +243,36 @@ func (denyFilter) Up(pkt []byte) Verdict {
 	}
 	return Verdict{Broker: pkt}
 }
-func (denyFilter) Malformed(error) Verdict       { return Verdict{End: true, Client: []byte{0xE0, 1, 0x81}} }
-func (denyFilter) WantsDown(t packets.Type) bool { return t == packets.SUBACK }
-func (denyFilter) Down(pkt []byte) []byte        { return []byte{0x90, 3, pkt[2], pkt[3], 0x80} }
+func (denyFilter) Malformed(error) Verdict { return Verdict{End: true, Client: []byte{0xE0, 1, 0x81}} }
+func (denyFilter) WantsDown(t packets.Type) Want {
+	switch t {
+	case packets.SUBACK:
+		return WantWhole
+	case packets.PUBLISH:
+		return WantHead
+	}
+	return WantPass
+}
+
+// Down rewrites a SUBACK to one 0x80, and withholds a QoS 1 PUBLISH to
+// "no", acknowledging it to the broker.
+func (f denyFilter) Down(pkt []byte) Verdict {
+	if pkt[0]>>4 == byte(packets.SUBACK) {
+		return Verdict{Client: []byte{0x90, 3, pkt[2], pkt[3], 0x80}}
+	}
+	v, _ := f.DownHead(pkt, len(pkt))
+	return v
+}
+
+func (denyFilter) DownHead(head []byte, _ int) (Verdict, bool) {
+	if len(head) < 8 {
+		return Verdict{}, false
+	}
+	if string(head[4:6]) == "no" {
+		return Verdict{Broker: []byte{0x40, 2, head[6], head[7]}}, true
+	}
+	return Verdict{Client: head}, true
+}
 
 // TestFilteredSession: over real sockets, a filtered session forwards what
 // the filter passes, answers what it withholds, rewrites what it wants
@@ -155,6 +314,18 @@ func TestFilteredSession(t *testing.T) {
 	if !bytes.Equal(got[:4], []byte{0x20, 2, 0, 0}) || !bytes.Equal(got[4:44], bytes.Repeat([]byte{0x40, 2, 0, 9}, 10)) ||
 		!bytes.Equal(got[44:49], []byte{0x90, 3, 0, 7, 0x80}) || !bytes.Equal(got[49:], pub("down")) {
 		t.Fatalf("device got %x", got)
+	}
+	// A broker PUBLISH the filter withholds: the device never sees it,
+	// the broker gets the filter's acknowledgement; the next passes.
+	withheld := packets.AppendPacket(nil, 0x32, append([]byte{0, 2, 'n', 'o', 0, 7}, "secret"...))
+	go func() { _, _ = broker.Write(append(withheld, pub("down")...)) }()
+	got = make([]byte, len(pub("down")))
+	if _, err := io.ReadFull(device, got); err != nil || !bytes.Equal(got, pub("down")) {
+		t.Fatalf("after a withheld PUBLISH the device got %x, %v", got, err)
+	}
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(broker, ack); err != nil || !bytes.Equal(ack, []byte{0x40, 2, 0, 7}) {
+		t.Fatalf("the broker got %x, %v; want the proxy's PUBACK", ack, err)
 	}
 	// A PUBLISH the filter ends the session on: its DISCONNECT, then EOF.
 	if _, err := device.Write(pub("end")); err != nil {

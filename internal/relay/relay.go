@@ -117,6 +117,10 @@ type Session struct {
 	cfg      Config
 	up, down direction
 
+	// bmu serializes writes to the broker of a filtered session, whose
+	// two directions both write to it (whole packets each).
+	bmu sync.Mutex
+
 	mu sync.Mutex // guards everything below
 	// cond is signalled when a write to the client ends, for a writer
 	// waiting its turn.
@@ -169,8 +173,8 @@ func (e *Engine) NewSession(cfg Config) *Session {
 		if max <= 0 {
 			max = DefaultMaxPacket
 		}
-		s.up.framer = &framer{max: max, wantWhole: func(packets.Type) bool { return true }}
-		s.down.framer = &framer{max: max, wantWhole: cfg.Filter.WantsDown}
+		s.up.framer = &framer{max: max, want: func(packets.Type) Want { return WantWhole }}
+		s.down.framer = &framer{max: max, want: cfg.Filter.WantsDown}
 		s.up.deliver, s.down.deliver = s.deliverUp, s.deliverDown
 	}
 	if e.reactor != nil {
@@ -326,6 +330,24 @@ func (s *Session) writeBroker(p []byte) error {
 	refreshWriteDeadline(s.cfg.Broker.Conn, &s.up.wdl, s.cfg.WriteTimeout)
 	_, err := s.cfg.Broker.Conn.Write(p)
 	return err
+}
+
+// writeBrokerSegs writes whole packets to the broker, from either
+// direction of a filtered session: the client's packets, and the proxy's
+// answers to the broker's (both directions write whole packets, so taking
+// turns under bmu never splits one).
+func (s *Session) writeBrokerSegs(segs [][]byte) error {
+	if len(segs) == 0 {
+		return nil
+	}
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	for _, seg := range segs {
+		if err := s.writeBroker(seg); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeClient forwards broker bytes to the client, tracking packet

@@ -20,11 +20,20 @@ import (
 // epoch's salt, so the store's contents open no ticket by themselves.
 type TicketSaltStore interface {
 	// TicketSalts returns the salt stored for each of epochs (nil where
-	// none is), after storing proposals[i] for epochs[i] where it is not nil
-	// and no salt is stored yet: the first writer wins. A salt of epoch e
-	// expires at e*period+keep.
-	TicketSalts(ctx context.Context, period, keep time.Duration, epochs []int64, proposals [][]byte) ([][]byte, error)
+	// none is), after storing proposals[i] (TicketSaltSize bytes) for
+	// epochs[i] where it is not nil and no salt is stored yet: the first
+	// writer wins. A salt of epoch e expires at e*period+keep. A stored
+	// value that no replica could have stored (not TicketSaltSize bytes,
+	// no expiry, an expiry past e*period+keep) is not answered but
+	// replaced, so that every replica reads the same replacement; replaced
+	// counts those this call replaced. The proxy asks only for the kept
+	// epochs and the next one.
+	TicketSalts(ctx context.Context, period, keep time.Duration, epochs []int64, proposals [][]byte) (salts [][]byte, replaced int, err error)
 }
+
+// TicketSaltSize is the length of a ticket key salt, in bytes: a salt of
+// another length from the store is not used.
+const TicketSaltSize = 32
 
 // MinTicketSecret is the shortest ticket secret accepted, in bytes.
 const MinTicketSecret = 32
@@ -46,6 +55,10 @@ type TicketKeyState struct {
 	Accepted []int64
 	// StoreOK: the last refresh reached the store (shared mode).
 	StoreOK bool
+	// SaltsReplaced counts the salts the store found invalid (written by
+	// someone else: another length, no expiry, one too late) and replaced
+	// at this terminator's requests, since it started (shared mode).
+	SaltsReplaced int64
 }
 
 // ticketKey is one session ticket key and where it came from.
@@ -73,6 +86,8 @@ type ticketKeys struct {
 	epoch   int64       // of the last refresh
 	storeOK bool        // the last refresh reached the store
 	asked   bool        // the store was asked at least once
+	// replaced counts the invalid salts the store replaced at our requests.
+	replaced int64
 	// missed are the current and next epochs for which the store had no
 	// salt at the last refresh: only then does this replica propose a
 	// fresh one, a refresh later, so that after the store lost its data
@@ -153,13 +168,14 @@ func (k *ticketKeys) fetch(ctx context.Context, first, e int64) {
 		epochs = append(epochs, ep)
 		p := k.knownSalt(ep)
 		if p == nil && ep >= e && k.missed[ep] {
-			p = make([]byte, 32)
+			p = make([]byte, TicketSaltSize)
 			_, _ = rand.Read(p)
 		}
 		proposals = append(proposals, p)
 	}
 	keep := time.Duration(k.kept+1) * k.period
-	salts, err := k.store.TicketSalts(ctx, k.period, keep, epochs, proposals)
+	salts, replaced, err := k.store.TicketSalts(ctx, k.period, keep, epochs, proposals)
+	k.replaced += int64(replaced)
 	if err != nil {
 		if k.storeOK || !k.asked {
 			k.log.Warn("TLS ticket keys: Redis unavailable; known keys keep working, an epoch without a shared key gets a local one (resumption on this replica only) until Redis answers", "error", err)
@@ -174,6 +190,12 @@ func (k *ticketKeys) fetch(ctx context.Context, first, e int64) {
 	clear(k.missed)
 	for i, salt := range salts {
 		ep := epochs[i]
+		if salt != nil && len(salt) != TicketSaltSize {
+			// The store replaces such salts; one that answers one anyway
+			// is not followed.
+			k.log.Warn("TLS ticket keys: the store answered a salt of the wrong length; not used", "epoch", ep, "bytes", len(salt))
+			salt = nil
+		}
 		if salt == nil {
 			if ep >= e {
 				k.missed[ep] = true
@@ -204,7 +226,7 @@ func (k *ticketKeys) knownSalt(ep int64) []byte {
 
 // state describes the keys as of the last refresh.
 func (k *ticketKeys) state() TicketKeyState {
-	st := TicketKeyState{Mode: "local", Epoch: k.epoch, StoreOK: k.storeOK}
+	st := TicketKeyState{Mode: "local", Epoch: k.epoch, StoreOK: k.storeOK, SaltsReplaced: k.replaced}
 	if k.shared() {
 		st.Mode = "shared"
 	}

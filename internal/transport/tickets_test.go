@@ -7,11 +7,15 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 )
@@ -24,14 +28,16 @@ type memSalts struct {
 	m     map[int64][]byte
 	down  bool
 	calls int
+	asked []int64 // the epochs of the last call
 }
 
-func (s *memSalts) TicketSalts(_ context.Context, _, _ time.Duration, epochs []int64, proposals [][]byte) ([][]byte, error) {
+func (s *memSalts) TicketSalts(_ context.Context, _, _ time.Duration, epochs []int64, proposals [][]byte) ([][]byte, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++
+	s.asked = slices.Clone(epochs)
 	if s.down {
-		return nil, errors.New("connection refused")
+		return nil, 0, errors.New("connection refused")
 	}
 	out := make([][]byte, len(epochs))
 	for i, e := range epochs {
@@ -40,7 +46,7 @@ func (s *memSalts) TicketSalts(_ context.Context, _, _ time.Duration, epochs []i
 		}
 		out[i] = s.m[e]
 	}
-	return out, nil
+	return out, 0, nil
 }
 
 func (s *memSalts) set(f func(*memSalts)) {
@@ -345,5 +351,103 @@ func TestSharedKeysResumeAcrossTerminators(t *testing.T) {
 		if hb := dialOnce(t, alone.config, client); hb.resumed {
 			t.Fatalf("%s: resumed on a terminator with per-process keys", tls.VersionName(v))
 		}
+	}
+}
+
+// TestTicketKeysAskKeptAndNextOnly: a refresh asks the store for the kept
+// epochs and the next one, never a later one (the store refuses to
+// answer those: a salt stored early for one is never adopted).
+func TestTicketKeysAskKeptAndNextOnly(t *testing.T) {
+	store := &memSalts{m: map[int64][]byte{}}
+	k := newKeys(testSecret, store, nil)
+	const e = 490000
+	for _, now := range []time.Time{at(e), at(e).Add(-1799 * time.Second), at(e).Add(1799 * time.Second)} {
+		_ = k.refresh(context.Background(), now)
+		var want []int64
+		for ep := int64(e + 1); ep > e-25; ep-- {
+			want = append(want, ep)
+		}
+		if !slices.Equal(store.asked, want) {
+			t.Fatalf("at %v asked for %v, want %d..%d", now, store.asked, e-24, e+1)
+		}
+	}
+}
+
+// TestTicketKeysWrongLengthSaltNotUsed: a salt of another length from the
+// store (which replaces them; this one does not) seals nothing: a local
+// key instead.
+func TestTicketKeysWrongLengthSaltNotUsed(t *testing.T) {
+	const e = 490000
+	var logs strings.Builder
+	store := &memSalts{m: map[int64][]byte{e: []byte("known salt"), e + 1: bytes.Repeat([]byte{7}, 64)}}
+	k := newKeys(testSecret, store, slog.New(slog.NewTextHandler(&logs, nil)))
+	keys := k.refresh(context.Background(), at(e))
+	if k.state().SealingShared || slices.Contains(keys, deriveTicketKey(testSecret, store.m[e], e)) ||
+		slices.Contains(keys, deriveTicketKey(testSecret, store.m[e+1], e+1)) {
+		t.Fatalf("a salt of the wrong length was used: %+v", k.state())
+	}
+	if !strings.Contains(logs.String(), "wrong length") {
+		t.Errorf("no warning:\n%s", logs.String())
+	}
+}
+
+// TestTicketKeysPlantedSaltsOnRedis: on a real Redis, salts planted by
+// someone else for the current, next and previous epochs (of the wrong
+// length, without expiry, expiring hours after their window) are replaced
+// and counted, not adopted; two replicas that start on them derive the
+// same keys, from the replacements.
+func TestTicketKeysPlantedSaltsOnRedis(t *testing.T) {
+	srv := testenv.Redis(t)
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { admin.Close() })
+	var logs testenv.SyncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	replica := func() *ticketKeys {
+		rdb, err := authstore.NewClient(testenv.RedisURL(srv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		return newKeys(testSecret, authstore.New(rdb, authstore.Options{Timeout: 2 * time.Second, Logger: log}), log)
+	}
+	a, b := replica(), replica()
+	ctx := context.Background()
+	now := time.Now()
+	e := a.epochOf(now)
+	keyOf := func(ep int64) string { return "mqtt:tls-ticket-salt:3600000:" + strconv.FormatInt(ep, 10) }
+	window := func(ep int64) time.Duration { return a.startOf(ep).Add(26 * time.Hour).Sub(now) }
+	planted := map[int64][]byte{e + 1: []byte("known salt"), e: bytes.Repeat([]byte("k"), 32), e - 1: bytes.Repeat([]byte("h"), 32)}
+	for ep, ttl := range map[int64]time.Duration{e + 1: window(e + 1), e: 0, e - 1: window(e-1) + 3*time.Hour} {
+		if err := admin.Set(ctx, keyOf(ep), planted[ep], ttl).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ka, kb := a.refresh(ctx, now), b.refresh(ctx, now)
+	sa, sb := a.state(), b.state()
+	if !sa.SealingShared || !sb.SealingShared || ka[0] != kb[0] {
+		t.Fatalf("the replicas do not seal with one shared key: %+v %+v", sa, sb)
+	}
+	if sa.SaltsReplaced+sb.SaltsReplaced != 3 {
+		t.Errorf("salts replaced: %d and %d, want 3 in all", sa.SaltsReplaced, sb.SaltsReplaced)
+	}
+	for _, ep := range []int64{e - 1, e, e + 1} {
+		stored, err := admin.Get(ctx, keyOf(ep)).Bytes()
+		if err != nil || len(stored) != TicketSaltSize || bytes.Equal(stored, planted[ep]) {
+			t.Fatalf("epoch %+d: Redis holds %x %v", ep-e, stored, err)
+		}
+		want := deriveTicketKey(testSecret, stored, ep)
+		if ep == e && ka[0] != want {
+			t.Error("the sealing key is not the current epoch's replacement's")
+		}
+		if !slices.Contains(ka, want) || !slices.Contains(kb, want) {
+			t.Errorf("epoch %+d: the key of the replacement is not accepted by both", ep-e)
+		}
+		if len(planted[ep]) == TicketSaltSize && (slices.Contains(ka, deriveTicketKey(testSecret, planted[ep], ep)) ||
+			slices.Contains(kb, deriveTicketKey(testSecret, planted[ep], ep))) {
+			t.Errorf("epoch %+d: the planted salt's key is accepted", ep-e)
+		}
+	}
+	if n := strings.Count(logs.String(), "TLS ticket salt in Redis replaced"); n != 3 {
+		t.Errorf("%d warnings, want 3:\n%s", n, logs.String())
 	}
 }

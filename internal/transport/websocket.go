@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -27,11 +28,12 @@ import (
 //
 // The request must be a GET of Path with the subprotocol mqtt (or
 // mqttv3.1, an older name) offered; a request with an Origin header (a
-// browser's) must name one of Origins. Otherwise it is answered with an
-// HTTP error (404 another path, 403 an origin not allowed, 400 no mqtt
-// subprotocol, 431 a request over MaxRequestBytes; coder/websocket's own
-// checks answer 400, 405 or 426) and closed. Text messages close the
-// connection (1003), as does a message over MaxMessage (1009). The proxy
+// browser's) must name one of Origins or, over TLS, be same-origin (see
+// Origins). Otherwise it is answered with an HTTP error (404 another path,
+// 403 an origin not allowed, 400 no mqtt subprotocol, 431 a request over
+// MaxRequestBytes; coder/websocket's own checks answer 400, 405 or 426) and
+// closed. Text messages close the connection (1003), as does a message
+// over MaxMessage (1009). The proxy
 // pings every PingInterval; a peer that has not answered by the next ping
 // is closed, so a browser that vanished without closing goes.
 type WebSocket struct {
@@ -42,7 +44,16 @@ type WebSocket struct {
 	Path string
 	// Origins are the allowed values of the Origin header, compared whole
 	// and without regard to case (https://app.example.com); "*" allows any.
-	// A request without Origin (not from a browser) is always allowed.
+	// A request without Origin (not from a browser) is always allowed, and
+	// so is, over TLS (wss), a same-origin one: an Origin of scheme https
+	// whose host and port are those of the request's own Host header
+	// (compared without regard to case, 443 where either has no port), as
+	// Eclipse paho's Python client sends on every handshake
+	// ("https://host:port", its own target). That is not cross-site: no page of another origin
+	// sends it, and a browser reaches this listener under a name only with
+	// a certificate valid for that name, so a DNS rebinding page cannot
+	// either. http://host:port is refused (another scheme: another origin),
+	// as is any same-origin request over plain ws.
 	Origins []string
 	// MaxMessage caps a message from the device, in bytes; zero means
 	// DefaultWebSocketMessage.
@@ -164,7 +175,7 @@ func (w *WebSocket) check(req *http.Request) (string, int) {
 	if req.URL.Path != path {
 		return "no MQTT endpoint at " + req.URL.Path, http.StatusNotFound
 	}
-	if origin := req.Header.Get("Origin"); origin != "" && !w.originAllowed(origin) {
+	if origin := req.Header.Get("Origin"); origin != "" && !w.originAllowed(origin, req.Host) {
 		return "origin " + origin + " is not allowed", http.StatusForbidden
 	}
 	for _, offered := range headerTokens(req.Header, "Sec-WebSocket-Protocol") {
@@ -177,13 +188,40 @@ func (w *WebSocket) check(req *http.Request) (string, int) {
 	return "the WebSocket subprotocol mqtt is required", http.StatusBadRequest
 }
 
-func (w *WebSocket) originAllowed(origin string) bool {
+// originAllowed reports whether a request with Host host may come from
+// origin: one of Origins, or, over TLS, its own.
+func (w *WebSocket) originAllowed(origin, host string) bool {
 	for _, o := range w.Origins {
 		if o == "*" || strings.EqualFold(o, origin) {
 			return true
 		}
 	}
-	return false
+	return w.Name() == "wss" && sameOrigin(origin, host)
+}
+
+// sameOrigin reports whether origin is https://<host>[:port] of the Host
+// header host (as a wss request's own origin is): scheme https, nothing
+// but a host and a port, the host equal without regard to case and the
+// port equal, 443 where either has none.
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || !strings.EqualFold(u.Scheme, "https") || u.Host == "" || u.Opaque != "" || u.User != nil ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery || host == "" {
+		return false
+	}
+	h, err := url.Parse("https://" + host)
+	if err != nil || h.Host != host || h.User != nil || h.Path != "" {
+		return false
+	}
+	return strings.EqualFold(u.Hostname(), h.Hostname()) && u.Hostname() != "" && defaultPort(u.Port()) == defaultPort(h.Port())
+}
+
+// defaultPort is port, or 443 when it is empty.
+func defaultPort(port string) string {
+	if port == "" {
+		return "443"
+	}
+	return port
 }
 
 // headerTokens are the comma-separated values of a header.

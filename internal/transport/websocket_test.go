@@ -374,3 +374,117 @@ func TestWebSocketCloseIsBounded(t *testing.T) {
 		t.Errorf("Close took %v; want about %v (the close frame is not answered)", d, wsCloseWait)
 	}
 }
+
+// TestWebSocketSameOrigin: without Origins (or with others listed), a wss
+// request whose Origin is https:// plus its own Host's host and port (as
+// Eclipse paho sends on every handshake) is upgraded; another host,
+// another port, another scheme, or any same-origin request over plain ws,
+// get 403.
+func TestWebSocketSameOrigin(t *testing.T) {
+	term, cfg := edgeTLS(t)
+	for _, w := range []*WebSocket{
+		{Next: term, PingInterval: -1},
+		{Next: term, Origins: []string{"https://app.example.com"}, PingInterval: -1},
+	} {
+		s := newWSServer(t, w)
+		_, port, _ := net.SplitHostPort(s.addr)
+		for _, tc := range []struct {
+			host, origin string
+			status       int
+		}{
+			{"", "https://127.0.0.1:" + port, 101}, // Host: 127.0.0.1:<port>, as dialled
+			{"", "HTTPS://127.0.0.1:" + port, 101},
+			{"localhost:" + port, "https://LocalHost:" + port, 101},
+			{"mqtt.example.com", "https://mqtt.example.com:443", 101},
+			{"mqtt.example.com:443", "https://MQTT.example.com", 101},
+			{"", "", 101},
+			{"", "https://localhost:" + port, 403},
+			{"", "http://127.0.0.1:" + port, 403},
+			{"", "wss://127.0.0.1:" + port, 403},
+			{"", "https://127.0.0.1", 403},
+			{"", "https://127.0.0.1:1" + port, 403},
+			{"", "https://127.0.0.1:" + port + "/", 403},
+			{"", "https://evil.example.net", 403},
+			{"", "https://evil.example.net:" + port, 403},
+			{"", "null", 403},
+			{"evil.example.net:" + port, "https://127.0.0.1:" + port, 403},
+		} {
+			opts := &websocket.DialOptions{Subprotocols: []string{"mqtt"}, HTTPHeader: http.Header{}, Host: tc.host}
+			if tc.origin != "" {
+				opts.HTTPHeader.Set("Origin", tc.origin)
+			}
+			_, resp, err := wsDial(t, s, cfg, "/mqtt", opts)
+			if resp == nil {
+				t.Errorf("Origins %q, Host %q, Origin %q: no response: %v", w.Origins, tc.host, tc.origin, err)
+				continue
+			}
+			if resp.StatusCode != tc.status {
+				t.Errorf("Origins %q, Host %q, Origin %q: %d (%v); want %d", w.Origins, tc.host, tc.origin, resp.StatusCode, err, tc.status)
+			}
+			if resp.StatusCode == 101 {
+				s.conn(t)
+			} else if err := s.err(t); !errors.Is(err, ErrUpgradeRefused) {
+				t.Fatalf("Terminate: %v", err)
+			}
+		}
+	}
+
+	// Over plain ws, same-origin is no exemption: a DNS rebinding page
+	// sends its own origin too.
+	s := newWSServer(t, &WebSocket{Next: Plain{}, PingInterval: -1})
+	for _, origin := range []string{"https://" + s.addr, "http://" + s.addr} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, resp, err := websocket.Dial(ctx, "ws://"+s.addr+"/mqtt", &websocket.DialOptions{Subprotocols: []string{"mqtt"},
+			HTTPHeader: http.Header{"Origin": {origin}}})
+		cancel()
+		if c != nil {
+			c.CloseNow()
+		}
+		if resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("plain ws, Origin %s: %v %v, want 403", origin, resp, err)
+		}
+		_ = s.err(t)
+	}
+}
+
+// TestSameOrigin: the comparison of an Origin with the request's Host.
+func TestSameOrigin(t *testing.T) {
+	for _, tc := range []struct {
+		origin, host string
+		want         bool
+	}{
+		{"https://127.0.0.1:8884", "127.0.0.1:8884", true},
+		{"https://LOCALHOST:8884", "localhost:8884", true},
+		{"HTTPS://mqtt.example.com", "mqtt.example.com", true},
+		{"https://mqtt.example.com:443", "mqtt.example.com", true},
+		{"https://mqtt.example.com", "MQTT.example.com:443", true},
+		{"https://[::1]:8884", "[::1]:8884", true},
+		{"https://[::1]", "[::1]:443", true},
+		{"http://127.0.0.1:8884", "127.0.0.1:8884", false},
+		{"wss://127.0.0.1:8884", "127.0.0.1:8884", false},
+		{"https://127.0.0.1:8885", "127.0.0.1:8884", false},
+		{"https://127.0.0.1", "127.0.0.1:8884", false},
+		{"https://127.0.0.1:8884", "127.0.0.1", false},
+		{"https://127.0.0.1:08884", "127.0.0.1:8884", false},
+		{"https://evil.example.com:8884", "127.0.0.1:8884", false},
+		{"https://mqtt.example.com.", "mqtt.example.com", false},
+		{"https://mqtt.example.com.evil.net", "mqtt.example.com", false},
+		{"https://127.0.0.1:8884/", "127.0.0.1:8884", false},
+		{"https://127.0.0.1:8884/mqtt", "127.0.0.1:8884", false},
+		{"https://127.0.0.1:8884?", "127.0.0.1:8884", false},
+		{"https://127.0.0.1:8884#x", "127.0.0.1:8884", false},
+		{"https://u@127.0.0.1:8884", "127.0.0.1:8884", false},
+		{"https://127.0.0.1:8884", "u@127.0.0.1:8884", false},
+		{"https://127.0.0.1:8884", "127.0.0.1:8884/x", false},
+		{"https://[::1]:8884", "::1:8884", false},
+		{"https://:8884", ":8884", false},
+		{"https://127.0.0.1:8884", "", false},
+		{"null", "127.0.0.1:8884", false},
+		{"", "127.0.0.1:8884", false},
+		{"https:127.0.0.1:8884", "127.0.0.1:8884", false},
+	} {
+		if got := sameOrigin(tc.origin, tc.host); got != tc.want {
+			t.Errorf("sameOrigin(%q, %q) = %v, want %v", tc.origin, tc.host, got, tc.want)
+		}
+	}
+}
