@@ -260,7 +260,12 @@ if scale_ns:
 
 # --- issue 14: before/after (BASE_BIN) ------------------------------------------
 if any(s == "proxy-base" for s, _ in runs):
-    print("\nBefore/after (issue 14): this commit against the BASE_BIN build, both with topic rules off (AUTHPROXY_ACL=off: the work a build from before topic rules does), same rounds, alternating order.\n")
+    base_acl = "on"
+    for line in open(os.path.join(out, "info.txt")):
+        if "BASE_ACL=off" in line:
+            base_acl = "off"
+    peer = "proxy" if base_acl == "on" else "proxy-acl-off"
+    print(f"\nBefore/after: this commit against the BASE_BIN build, both with topic rules {base_acl} (BASE_ACL={base_acl}), same rounds, alternating order.\n")
     print("| figure | after (this commit) | before (BASE_BIN) | after / before, of medians | after / before, per round |")
     print("|---|---|---|---|---|")
     for title, case, f, kind in [("server CPU per full TLS 1.2 connect (us, the proxy alone)", "tls12-full", cpu_term, "us"),
@@ -274,9 +279,9 @@ if any(s == "proxy-base" for s, _ in runs):
                                  ("QoS 1, 8 publishers, acks/s", "qos1-8pub", rate, "rate"),
                                  ("proxy CPU per ack, QoS 1, 8 publishers (us)", "qos1-8pub", cpu_term, "us"),
                                  ("RSS per idle connection (KiB)", "idle", rss, "kib")]:
-        if ("proxy-acl-off", case) not in runs or ("proxy-base", case) not in runs:
+        if (peer, case) not in runs or ("proxy-base", case) not in runs:
             continue
-        _, a, ta = cell("proxy-acl-off", case, f, kind)
+        _, a, ta = cell(peer, case, f, kind)
         _, b, tb = cell("proxy-base", case, f, kind)
         rm, per, _ = ratios(a, b)
         print(f"| {title} | {ta} | {tb} | {fmt(rm, 'x')} | {per} |")

@@ -68,13 +68,18 @@ fi
 PACED_RATE=${PACED_RATE:-60000}
 STORM_BOUND=${STORM_BOUND:-300s}
 # BASE_BIN=path: an mqtt-authproxy binary built from another commit (the
-# "before" of a before/after). The matrix then has one more system,
-# proxy-base (that binary, AUTHPROXY_ACL=off, which a binary from before
-# topic rules ignores), run in every group beside proxy-acl-off (this
-# commit, ACL off: the same work); the storm's cases a0 and b0 run it,
+# "before" of a before/after: every change on the connect path or the
+# relay runs it against the commit before it). The matrix then has one
+# more system, proxy-base (that binary), run in every group beside the
+# system of this commit configured the same: with BASE_ACL=on (the
+# default) proxy-base has topic rules on, as proxy has; with BASE_ACL=off
+# it runs with AUTHPROXY_ACL=off (what a build from before topic rules
+# does) beside proxy-acl-off. The storm's cases a0 and b0 run it,
 # interleaved with a and b. STORM_CASES picks the storm's cases (default
 # a b c, and a0 b0 with BASE_BIN).
 BASE_BIN=${BASE_BIN:-}
+BASE_ACL=${BASE_ACL:-on}
+case $BASE_ACL in on|off) ;; *) echo "BASE_ACL=$BASE_ACL: on or off" >&2; exit 2 ;; esac
 if [ -n "$BASE_BIN" ]; then
   [ -x "$BASE_BIN" ] || { echo "BASE_BIN=$BASE_BIN is not an executable" >&2; exit 2; }
   STORM_CASES=${STORM_CASES:-a a0 b b0 c}
@@ -151,7 +156,7 @@ REDIS_URL="redis://127.0.0.1:${PORT[redis]}/0"
 
 {
   echo "date: $(date -u +%FT%TZ)"
-  echo "command: ROUNDS=$ROUNDS PIN=$PIN ONLY=$ONLY DUR=$DUR N_CONN=$N_CONN N_IDLE=$N_IDLE HOLD=$HOLD K=$K PACED_RATE=$PACED_RATE STORM_BOUND=$STORM_BOUND${BASE_BIN:+ BASE_BIN=$BASE_BIN} STORM_CASES=\"$STORM_CASES\" bash bench/run-matrix.sh $MODE"
+  echo "command: ROUNDS=$ROUNDS PIN=$PIN ONLY=$ONLY DUR=$DUR N_CONN=$N_CONN N_IDLE=$N_IDLE HOLD=$HOLD K=$K PACED_RATE=$PACED_RATE STORM_BOUND=$STORM_BOUND${BASE_BIN:+ BASE_BIN=$BASE_BIN BASE_ACL=$BASE_ACL} STORM_CASES=\"$STORM_CASES\" bash bench/run-matrix.sh $MODE"
   if [ -n "$BASE_BIN" ]; then
     rev=$(go version -m "$BASE_BIN" 2>/dev/null | awk '/vcs.revision/{print substr($3,1,7)}')
     echo "base: $BASE_BIN, commit ${rev:-not recorded in the binary}"
@@ -180,7 +185,9 @@ if want storm && [ -n "${STORM_CACHE:-}" ] && [ -f "$STORM_CACHE/k$K/dump.rdb" ]
 fi
 start seed-redis "${pin_srv[@]}" redis-server --port "${PORT[redis]}" --bind 127.0.0.1 --save "" --appendonly no --notify-keyspace-events Kghx --dir "$SEED" --dbfilename dump.rdb
 wait_redis "${PORT[redis]}"
-echo bench-password | AUTHPROXY_REDIS_URL=$REDIS_URL "$BIN/mqtt-authproxy" user set bench --publish "$RULES" --subscribe "$RULES" >/dev/null
+# Its client ids named, so that a BASE_BIN from before the default
+# %u %u:* admits them too.
+echo bench-password | AUTHPROXY_REDIS_URL=$REDIS_URL "$BIN/mqtt-authproxy" user set bench --publish "$RULES" --subscribe "$RULES" --clientids 'bench bench:*' >/dev/null
 n_rules=$(AUTHPROXY_REDIS_URL=$REDIS_URL "$BIN/mqtt-authproxy" user show bench --json | jq '.publish | length')
 [ "$n_rules" = 20 ] || { echo "the bench user has $n_rules publish rules, not 20" >&2; exit 1; }
 if want storm && [ -z "$cached" ]; then
@@ -268,7 +275,7 @@ start_matrix() {
     "$BIN/mqtt-authproxy" serve
   wait_port "${PORT[proxy-ws]}" proxy-ws
   if [ -n "$BASE_BIN" ]; then
-    PROXY_EXE=$BASE_BIN start_proxy proxy-base "${PORT[proxy-base]}" "${MPORT[proxy-base]}" "${PORT[direct]}" AUTHPROXY_ACL=off
+    PROXY_EXE=$BASE_BIN start_proxy proxy-base "${PORT[proxy-base]}" "${MPORT[proxy-base]}" "${PORT[direct]}" AUTHPROXY_ACL="$BASE_ACL"
   fi
   start_haproxy haproxy "${PORT[haproxy]}" "${PORT[direct]}"
 }
