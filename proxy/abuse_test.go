@@ -107,7 +107,7 @@ func TestBruteForceWhileDevicesConnect(t *testing.T) {
 	close(stop)
 	computed := testutil.ToFloat64(p.metrics.Connects.WithLabelValues("bad_credentials"))
 	limited := testutil.ToFloat64(p.metrics.Connects.WithLabelValues("too_many_failures"))
-	rateLimited := testutil.ToFloat64(p.metrics.Connects.WithLabelValues(outcomeRateLimited))
+	rateLimited := testutil.ToFloat64(p.metrics.Connects.WithLabelValues(string(OutcomeRateLimited)))
 	handshakes := testutil.ToFloat64(p.metrics.handshakeNew) + testutil.ToFloat64(p.metrics.handshakeResu)
 	t.Logf("%d attempts: %v refused before TLS (rate), %v refused by the address's limit (no hash), %v wrong passwords verified; %v TLS handshakes; slowest device %v",
 		attempts.Load(), rateLimited, limited, computed, handshakes, slowest.Round(time.Millisecond))
@@ -178,7 +178,7 @@ func TestBansOnEveryReplica(t *testing.T) {
 	if got := testutil.ToFloat64(p2.metrics.handshakeNew) + testutil.ToFloat64(p2.metrics.handshakeResu); got != handshakes {
 		t.Fatalf("handshakes %v -> %v: the banned address got TLS work", handshakes, got)
 	}
-	if testutil.ToFloat64(p2.metrics.Connects.WithLabelValues(outcomeBannedIP)) < 1 {
+	if testutil.ToFloat64(p2.metrics.Connects.WithLabelValues(string(OutcomeBannedIP))) < 1 {
 		t.Fatal("the refusal was not counted")
 	}
 	// Other addresses are not concerned.

@@ -1,52 +1,12 @@
 package proxy
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"net"
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
 )
-
-// ListenAndServe opens the configured listeners (Listen with TLS,
-// PlainListen without) and serves them until Shutdown. It returns once the
-// listeners are open and serving; errors opening them are returned at
-// once. Addrs reports the bound addresses.
-func (p *Proxy) ListenAndServe() error {
-	type ln struct {
-		addr string
-		t    transport.Terminator
-	}
-	var want []ln
-	if p.cfg.Listen != "" {
-		want = append(want, ln{p.cfg.Listen, p.tls})
-	}
-	if p.cfg.PlainListen != "" {
-		want = append(want, ln{p.cfg.PlainListen, transport.Plain{}})
-	}
-	if len(want) == 0 {
-		return errors.New("proxy: no listener configured")
-	}
-	var opened []net.Listener
-	for _, w := range want {
-		// No TCP keepalive: MQTT has its own, which the broker enforces on
-		// the relayed session; the proxy closes the device's side with it.
-		l, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", w.addr)
-		if err != nil {
-			for _, o := range opened {
-				o.Close()
-			}
-			return fmt.Errorf("proxy: listen %s: %w", w.addr, err)
-		}
-		opened = append(opened, l)
-	}
-	for i, l := range opened {
-		go func() { _ = p.Serve(l, want[i].t) }()
-	}
-	return nil
-}
 
 // Serve accepts connections on l until l is closed or Shutdown is called,
 // terminating each with t. It always returns a non-nil error; after
@@ -96,7 +56,7 @@ func (p *Proxy) admit(c net.Conn) *pendingConn {
 		case p.slots <- struct{}{}:
 		default:
 			// At MAX_CONNECTIONS: close at once, so that the device retries later.
-			p.refuseAtAccept(c, outcomeLimit, "connection refused: MAX_CONNECTIONS reached", "max", cap(p.slots))
+			p.refuseAtAccept(c, OutcomeLimit, "connection refused: MAX_CONNECTIONS reached", "max", cap(p.slots))
 			return nil
 		}
 	}
@@ -105,7 +65,7 @@ func (p *Proxy) admit(c net.Conn) *pendingConn {
 		// As many connections as MaxPending are still to send their
 		// CONNECT, none of them for long.
 		p.releaseSlot()
-		p.refuseAtAccept(c, outcomePendingFull, "connection refused: too many connections still to send their CONNECT (MAX_PENDING)",
+		p.refuseAtAccept(c, OutcomePendingFull, "connection refused: too many connections still to send their CONNECT (MAX_PENDING)",
 			"max", p.cfg.MaxPending)
 		return nil
 	}
@@ -114,9 +74,9 @@ func (p *Proxy) admit(c net.Conn) *pendingConn {
 
 // refuseAtAccept closes c, counts the outcome and logs it (within the
 // log budget for refusals).
-func (p *Proxy) refuseAtAccept(c net.Conn, outcome, msg string, args ...any) {
-	p.metrics.Connects.WithLabelValues(outcome).Inc()
-	if p.logLimit.allow(outcome) {
+func (p *Proxy) refuseAtAccept(c net.Conn, outcome Outcome, msg string, args ...any) {
+	p.connected(outcome)
+	if p.logLimit.allow(string(outcome)) {
 		p.log.Warn(msg, append([]any{"remote", c.RemoteAddr().String()}, args...)...)
 	}
 	c.Close()

@@ -227,7 +227,7 @@ func (f *aclFilter) mayPublish(topic []byte) bool {
 func (f *aclFilter) denyPublish(p *packets.Publish, topic []byte) relay.Verdict {
 	f.s.p.aclDenied("publish", f.s, string(topic))
 	if f.action == DenyDisconnect {
-		return f.end(packets.NotAuthorized)
+		return f.end(packets.NotAuthorized, "acl")
 	}
 	switch p.QoS {
 	case 1:
@@ -268,7 +268,7 @@ func (f *aclFilter) subscribe(pkt []byte) relay.Verdict {
 	}
 	if len(allowed) < len(sub.Filters) && f.level == packets.V31 {
 		// MQTT 3.1 has no code for a refused subscription.
-		return f.end(packets.NotAuthorized)
+		return f.end(packets.NotAuthorized, "acl")
 	}
 	if len(allowed) == 0 {
 		out, err := packets.AppendSuback(nil, f.level, sub.PacketID, packets.Properties{}, f.clientCodes(codes))
@@ -405,8 +405,7 @@ func (f *aclFilter) mayReceive(topic []byte) bool {
 func (f *aclFilter) brokerMalformed(err error) relay.Verdict {
 	f.s.p.log.Warn("the broker sent a PUBLISH that cannot be judged; closing the session", "username", logsafe.String(f.s.req.Username),
 		"client_id", logsafe.String(f.s.req.ClientID), "error", logsafe.Error(err))
-	f.s.p.metrics.Disconnects.WithLabelValues("broker_malformed").Inc()
-	return f.end(packets.UnspecifiedError)
+	return f.end(packets.UnspecifiedError, "broker_malformed")
 }
 
 // suback merges the broker's SUBACK codes into the proxy's, in the
@@ -441,8 +440,7 @@ func (f *aclFilter) suback(pkt []byte) relay.Verdict {
 			if _, ok := rules.CanSubscribe(ps.filters[i]); !ok {
 				f.s.p.log.Info("a subscription granted after the rules stopped covering it; closing", "username", logsafe.String(f.s.req.Username),
 					"client_id", logsafe.String(f.s.req.ClientID), "filter", logsafe.String(ps.filters[i]))
-				f.s.p.metrics.Disconnects.WithLabelValues("acl").Inc()
-				return f.end(packets.NotAuthorized)
+				return f.end(packets.NotAuthorized, "acl")
 			}
 			f.subs[ps.filters[i]] = struct{}{}
 		}
@@ -480,13 +478,13 @@ func (f *aclFilter) malformed(err error) relay.Verdict {
 func (f *aclFilter) endMalformed(code packets.ReasonCode, err error) relay.Verdict {
 	f.s.p.log.Info("malformed packet after CONNECT; closing", "username", logsafe.String(f.s.req.Username),
 		"client_id", logsafe.String(f.s.req.ClientID), "remote", f.s.remote, "error", logsafe.Error(err))
-	f.s.p.metrics.Disconnects.WithLabelValues("malformed").Inc()
-	return f.end(code)
+	return f.end(code, "malformed")
 }
 
-// end ends the session: MQTT 5 clients get a DISCONNECT with code first.
-func (f *aclFilter) end(code packets.ReasonCode) relay.Verdict {
-	v := relay.Verdict{End: true}
+// end ends the session, counted under cause: MQTT 5 clients get a
+// DISCONNECT with code first.
+func (f *aclFilter) end(code packets.ReasonCode, cause string) relay.Verdict {
+	v := relay.Verdict{End: true, Cause: cause}
 	if f.level == packets.V5 {
 		v.Client = packets.AppendDisconnect(nil, packets.V5, code)
 	}

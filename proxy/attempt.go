@@ -17,10 +17,10 @@ import (
 
 // attempt is one connection's life from accept to the start of its relay,
 // or to its refusal, in the shape of crypto/tls's serverHandshakeState:
-// one method per step, each reporting whether to go on; finish alone logs,
-// counts and closes. Once the session starts, the attempt hands its
-// connections off and is discarded, so the goroutine's stack and the
-// attempt's fields are not kept for the life of the session.
+// one method per step, each returning a refusal (nil: go on); finish alone
+// answers, logs, counts and closes. Once the session starts, the attempt
+// hands its connections off and is discarded, so the goroutine's stack and
+// the attempt's fields are not kept for the life of the session.
 type attempt struct {
 	p        *Proxy
 	raw      net.Conn // the accepted socket, wrapped for the relay's raw I/O
@@ -30,16 +30,12 @@ type attempt struct {
 
 	conn     transport.Conn // once the transport is terminated
 	connect  *packets.Connect
+	level    packets.Level // the CONNECT's, once known
 	req      policy.Request
 	decision policy.Decision
-	broker   *brokerConn
+	reason   string // the accepting decision's
+	broker   *BrokerConn
 	session  *session // once handed off: it owns the connections
-
-	// What the attempt learned, for its log line and metrics.
-	level   packets.Level
-	outcome string
-	reason  string
-	err     error
 }
 
 // handle runs one accepted connection through its steps. It returns when
@@ -49,14 +45,30 @@ func (p *Proxy) handle(c net.Conn, t transport.Terminator, pc *pendingConn) {
 	a := &attempt{p: p, raw: relay.WrapSocket(c), pending: pc, start: time.Now()}
 	a.deadline = a.start.Add(p.cfg.ConnectTimeout)
 	p.metrics.Active.Inc()
-	defer a.finish()
 	ctx, cancel := context.WithDeadline(p.ctx, a.deadline)
 	defer cancel()
-	_ = a.terminate(ctx, t) && a.readConnect() && a.decide(ctx) && a.dialBroker(ctx) && a.handOff()
+	a.finish(a.run(ctx, t))
+}
+
+// run takes the attempt through its steps, up to the first refusal.
+func (a *attempt) run(ctx context.Context, t transport.Terminator) *refusal {
+	if r := a.terminate(ctx, t); r != nil {
+		return r
+	}
+	if r := a.readConnect(); r != nil {
+		return r
+	}
+	if r := a.decide(ctx); r != nil {
+		return r
+	}
+	if r := a.dialBroker(ctx); r != nil {
+		return r
+	}
+	return a.handOff()
 }
 
 // terminate runs the transport's handshake under its own, shorter deadline.
-func (a *attempt) terminate(ctx context.Context, t transport.Terminator) bool {
+func (a *attempt) terminate(ctx context.Context, t transport.Terminator) *refusal {
 	hsDeadline := a.start.Add(min(a.p.cfg.HandshakeTimeout, a.p.cfg.ConnectTimeout))
 	_ = a.raw.SetDeadline(hsDeadline)
 	hctx, cancel := context.WithDeadline(ctx, hsDeadline)
@@ -67,62 +79,47 @@ func (a *attempt) terminate(ctx context.Context, t transport.Terminator) bool {
 		var r *refusal
 		switch {
 		case errors.As(err, &r):
-			a.outcome, a.reason = r.outcome, r.msg
+			return r
 		case errors.Is(err, transport.ErrProxyProtocol):
-			a.outcome, a.err = outcomeProxyProtocol, err
+			return closed(OutcomeProxyProtocol, err)
 		case errors.Is(err, transport.ErrUpgradeRefused):
-			a.outcome, a.err = outcomeUpgradeRefused, err
-		case isTimeout(err):
-			a.outcome, a.err = outcomeTimeout, err
-		default:
-			a.outcome, a.err = outcomeTLSFailed, err
+			return closed(OutcomeUpgradeRefused, err)
 		}
-		return false
+		return closed(errorOutcome(err, OutcomeTLSFailed), err)
 	}
 	a.conn = conn
 	if conn.Info.TLSVersion != 0 {
-		if conn.Info.Resumed {
-			a.p.metrics.handshakeResu.Inc()
-		} else {
-			a.p.metrics.handshakeNew.Inc()
-		}
+		a.p.handshake(conn.Info.Resumed)
 	}
 	_ = a.raw.SetDeadline(a.deadline)
-	return true
+	return nil
 }
 
 // readConnect reads the first packet, which must be a CONNECT within the
 // size cap, and decodes it. A malformed CONNECT is answered as its version
 // allows.
-func (a *attempt) readConnect() bool {
-	_, pkt, err := packets.ReadPacket(a.conn, a.p.cfg.MaxConnectBytes)
+func (a *attempt) readConnect() *refusal {
+	_, pkt, err := packets.ReadPacket(a.conn.Conn, a.p.cfg.MaxConnectBytes)
 	a.p.pending.done(a.pending)
-	if err != nil {
-		a.err = err
-		switch {
-		case errors.Is(err, packets.ErrTooLarge):
-			a.outcome = outcomeTooLarge
-		case isTimeout(err):
-			a.outcome = outcomeTimeout
-		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-			a.outcome = outcomeClosed
-		default:
-			a.outcome = outcomeMalformed
-		}
-		return false
+	switch {
+	case errors.Is(err, packets.ErrTooLarge):
+		return closed(OutcomeTooLarge, err)
+	case errors.Is(err, io.EOF):
+		return closed(OutcomeClosed, err)
+	case err != nil:
+		return closed(errorOutcome(err, OutcomeMalformed), err)
 	}
 	connect, err := packets.DecodeConnect(pkt)
 	if err != nil {
-		a.refuseMalformed(pkt, err)
-		return false
+		return a.malformedConnect(pkt, err)
 	}
 	a.connect, a.level = connect, connect.ProtocolLevel
-	return true
+	return nil
 }
 
-// refuseMalformed answers a CONNECT that does not decode.
-func (a *attempt) refuseMalformed(pkt []byte, err error) {
-	a.err, a.level, a.outcome = err, packets.PeekLevel(pkt), outcomeMalformed
+// malformedConnect is the refusal of a CONNECT that does not decode.
+func (a *attempt) malformedConnect(pkt []byte, err error) *refusal {
+	a.level = packets.PeekLevel(pkt)
 	code := packets.MalformedPacket
 	var pe *packets.Error
 	if errors.As(err, &pe) {
@@ -130,23 +127,20 @@ func (a *attempt) refuseMalformed(pkt []byte, err error) {
 	}
 	switch code {
 	case packets.UnsupportedProtocolVersion:
-		a.outcome = outcomeProtocolVersion
 		// The client's version is unknown: answer in 3.1.1's format, as
 		// [MQTT-3.1.2-2] asks (a v5 server MAY use 0x84; 3.x clients
 		// cannot read a v5 CONNACK).
-		a.refuse(packets.V311, code)
+		r := refuseWith(OutcomeProtocolVersion, code, err)
+		r.level = packets.V311
+		return r
 	case packets.ClientIdentifierNotValid:
-		a.outcome = string(policy.ClientIDNotAllowed)
-		a.refuse(a.level, code)
-	default:
-		if a.level == packets.V5 {
-			a.refuse(packets.V5, code) // 0x81 / 0x82 before closing
-		}
+		return refuseWith(Decided(policy.ClientIDNotAllowed), code, err)
 	}
+	return &refusal{outcome: OutcomeMalformed, answer: answerConnackV5, code: code, err: err} // 0x81 / 0x82 before closing
 }
 
 // decide asks the authenticator, fresh, as for every CONNECT.
-func (a *attempt) decide(ctx context.Context) bool {
+func (a *attempt) decide(ctx context.Context) *refusal {
 	c, info := a.connect, a.conn.Info
 	a.req = policy.Request{
 		Username: c.Username, HasPassword: c.PasswordFlag, Password: c.Password,
@@ -157,77 +151,63 @@ func (a *attempt) decide(ctx context.Context) bool {
 	authStart := time.Now()
 	d, err := a.p.cfg.Auth.Authenticate(ctx, a.req)
 	a.p.metrics.AuthDuration.Observe(time.Since(authStart).Seconds())
-	if err != nil {
-		a.outcome, a.err = outcomeStoreUnavailable, err
-		code := packets.ServerUnavailable
-		switch {
-		case a.p.ctx.Err() != nil:
-			a.outcome = outcomeShutdown
-		case errors.Is(err, policy.ErrBusy):
-			a.outcome, code = outcomeBusy, packets.ServerBusy
-		}
-		a.refuse(a.level, code)
-		return false
+	switch outcome, code := Answer(d, err); {
+	case err != nil && a.p.ctx.Err() != nil:
+		return refuseWith(OutcomeShutdown, packets.ServerUnavailable, err)
+	case err != nil:
+		return refuseWith(outcome, code, err)
+	case !d.Allowed():
+		r := refuseWith(outcome, code, nil)
+		r.reason = d.Reason
+		return r
 	}
 	a.decision, a.reason = d, d.Reason
-	if !d.Allowed() {
-		a.outcome = string(d.Outcome)
-		a.refuse(a.level, d.Code())
-		return false
-	}
 	// The live session is decided again against the credential it was
 	// accepted with: it needs no password and never a hash.
 	a.req.Verified, a.req.Password = &d.Credential, ""
-	return true
+	return nil
 }
 
 // dialBroker opens a fresh connection to the broker and relays its
 // refusal, if it refuses.
-func (a *attempt) dialBroker(ctx context.Context) bool {
-	rewritten := rewriteConnect(a.connect, a.p.cfg.Backend.Username, a.p.cfg.Backend.Password)
+func (a *attempt) dialBroker(ctx context.Context) *refusal {
 	dialStart := time.Now()
-	bc, err := a.p.cfg.Backend.connect(ctx, &a.p.dialer, &rewritten)
+	bc, err := a.p.cfg.Brokers.Connect(ctx, Admitted{Request: a.req, Decision: a.decision, Connect: a.connect})
 	a.p.metrics.BackendDial.Observe(time.Since(dialStart).Seconds())
 	if err != nil {
-		a.outcome, a.err = outcomeBackendUnavailable, err
-		a.refuse(a.level, packets.ServerUnavailable)
-		return false
+		return refuseWith(OutcomeBackendUnavailable, packets.ServerUnavailable, err)
 	}
-	if !bc.ack.Accepted() {
-		_, _ = a.conn.Write(bc.ackPkt)
+	if !bc.Connack.Accepted() {
 		bc.Conn.Close()
-		a.outcome = outcomeBrokerRefused
-		a.err = fmt.Errorf("broker answered CONNACK 0x%02X", bc.ack.Code)
-		return false
+		return &refusal{outcome: OutcomeBrokerRefused, answer: answerRaw, raw: bc.ConnackPacket,
+			err: fmt.Errorf("broker answered CONNACK 0x%02X", bc.Connack.Code)}
 	}
 	a.broker = bc
-	return true
+	return nil
 }
 
 // handOff registers the session before the device learns it is connected,
 // so that a kick or a revocation from then on finds it, writes the
 // CONNACK through the session and starts the relay. From here the session
 // owns both connections.
-func (a *attempt) handOff() bool {
+func (a *attempt) handOff() *refusal {
 	changesBefore := a.p.changes.Load()
 	s := newSession(a.p, a.conn, a.broker, a.req, a.connect, a.decision)
 	if !a.p.addSession(s) {
 		a.broker.Conn.Close()
-		a.outcome = outcomeShutdown
-		a.disconnect(packets.ServerShuttingDown)
-		return false
+		return &refusal{outcome: OutcomeShutdown, answer: answerDisconnectV5, code: packets.ServerShuttingDown}
 	}
-	a.session, a.outcome = s, string(policy.Accepted)
+	a.session = s
 	// From here the relay's write timeout bounds writes, and reads wait.
 	_ = a.raw.SetDeadline(time.Time{})
 	// Through the session's writer: a kick that came first is delivered
 	// right behind the CONNACK.
-	if err := s.relay.WriteFirst(a.broker.ackPkt); err != nil {
-		if !errors.Is(err, relay.ErrEnded) {
-			a.outcome, a.err = outcomeClosed, err
-		}
+	if err := s.relay.WriteFirst(a.broker.ConnackPacket); err != nil {
 		s.relay.Close()
-		return false
+		if !errors.Is(err, relay.ErrEnded) {
+			return closed(OutcomeClosed, err)
+		}
+		return nil // ended by a kick right behind its CONNACK: accepted, then kicked
 	}
 	s.relay.Start()
 	s.scheduleNotAfter(a.decision.NotAfter)
@@ -236,48 +216,66 @@ func (a *attempt) handOff() bool {
 		// so that a revocation racing the CONNECT is not missed.
 		go a.p.revalidate(s, "changed during connect")
 	}
-	return true
+	return nil
 }
 
-// finish ends the attempt: unless a session took the connections over, it
-// closes them and gives back the connection's slot; either way it counts
-// and logs the outcome.
-func (a *attempt) finish() {
+// finish ends the attempt with its refusal (nil: its session started):
+// it answers the device as the refusal says, closes the connection and
+// gives back its slot unless a session took them over, then counts, logs
+// and records how the attempt ended.
+func (a *attempt) finish(r *refusal) {
 	a.p.pending.done(a.pending)
+	if r != nil && a.conn.Conn != nil && a.session == nil {
+		a.answer(r)
+	}
 	if a.session == nil {
 		a.raw.Close()
 		a.p.metrics.Active.Dec()
 		a.p.releaseSlot()
 	}
-	if a.pending.evicted.Load() && (a.outcome == outcomeTLSFailed || a.outcome == outcomeClosed || a.outcome == outcomeMalformed) {
-		a.outcome = outcomeEvicted
+	if r != nil && a.pending.evicted.Load() && (r.outcome == OutcomeTLSFailed || r.outcome == OutcomeClosed || r.outcome == OutcomeMalformed) {
+		r.outcome = OutcomeEvicted
 	}
-	a.p.metrics.Connects.WithLabelValues(a.outcome).Inc()
-	e := a.entry()
-	a.log(a.p.log, a.p.logLimit, e)
-	a.record(e)
+	outcome := Decided(policy.Accepted)
+	if r != nil {
+		outcome = r.outcome
+	}
+	a.p.connected(outcome)
+	e := a.entry(outcome, r)
+	a.log(a.p.log, a.p.logLimit, e, r)
+	a.record(e, r)
 }
 
-// refuse answers a CONNECT with a CONNACK carrying code in the client's
-// version (if that version has one), then closes the connection cleanly.
-func (a *attempt) refuse(level packets.Level, code packets.ReasonCode) {
-	if level == 0 {
-		level = packets.V311
+// answer tells the device of its refusal, as the refusal says, then closes
+// the connection cleanly.
+func (a *attempt) answer(r *refusal) {
+	level := a.level
+	if r.level != 0 {
+		level = r.level
 	}
-	if ack, ok := packets.AppendConnack(nil, level, false, code, packets.Properties{}); ok {
-		_ = a.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = a.conn.Write(ack)
+	var out []byte
+	switch r.answer {
+	case answerConnack:
+		if level == 0 {
+			level = packets.V311
+		}
+		out, _ = packets.AppendConnack(nil, level, false, r.code, packets.Properties{})
+	case answerConnackV5:
+		if level == packets.V5 {
+			out, _ = packets.AppendConnack(nil, level, false, r.code, packets.Properties{})
+		}
+	case answerDisconnectV5:
+		if level == packets.V5 {
+			out = packets.AppendDisconnect(nil, level, r.code)
+		}
+	case answerRaw:
+		out = r.raw
 	}
-	relay.CloseConn(a.conn)
-}
-
-// disconnect writes a v5 DISCONNECT (v3 has none from a server) and closes.
-func (a *attempt) disconnect(code packets.ReasonCode) {
-	if a.level == packets.V5 {
-		_ = a.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = a.conn.Write(packets.AppendDisconnect(nil, a.level, code))
+	if out != nil {
+		_ = a.conn.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = a.conn.Conn.Write(out)
 	}
-	relay.CloseConn(a.conn)
+	relay.CloseConn(a.conn.Conn)
 }
 
 // tlsVersion names the attempt's TLS version for the log line.

@@ -11,9 +11,40 @@ import (
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
-// Backend is how the proxy reaches the broker.
+// Brokers is where an admitted session goes, the broker seam: it chooses
+// a broker for the session and connects it. Connect returns a connection
+// that has answered the session's CONNECT, whatever its CONNACK says (the
+// proxy relays a broker's refusal as the broker sent it), or an error when
+// no broker could be reached within ctx (the device is told "server
+// unavailable"). The CONNECT it sends is its own business: never the
+// device's password. Kinds: Backend (one address); others choose among
+// several (pools, health, failover) behind the same method.
+type Brokers interface {
+	Connect(ctx context.Context, s Admitted) (*BrokerConn, error)
+}
+
+// Admitted is a CONNECT that its decision allowed, as the broker side
+// sees it.
+type Admitted struct {
+	Request  policy.Request  // what the CONNECT presented (no password)
+	Decision policy.Decision // the decision that allowed it
+	Connect  *packets.Connect
+}
+
+// BrokerConn is a fresh connection to a broker that has answered a
+// CONNECT.
+type BrokerConn struct {
+	relay.Endpoint
+	Connack       packets.Connack
+	ConnackPacket []byte // the CONNACK as the broker sent it
+	Early         []byte // bytes the broker sent right behind its CONNACK
+}
+
+// Backend is one broker at one address: the Brokers of a proxy in front
+// of a single broker.
 type Backend struct {
 	Addr        string        // host:port
 	TLS         *tls.Config   // nil: plain TCP
@@ -25,19 +56,23 @@ type Backend struct {
 // DefaultDialTimeout is a Backend's DialTimeout when it has none.
 const DefaultDialTimeout = 5 * time.Second
 
-// brokerConn is a fresh connection to the broker that has answered a
-// CONNECT.
-type brokerConn struct {
-	relay.Endpoint
-	ack    packets.Connack
-	ackPkt []byte // the CONNACK as the broker sent it
-	early  []byte // bytes the broker sent right behind its CONNACK
+var _ Brokers = Backend{}
+
+// Connect sends the broker the session's CONNECT with the backend
+// credentials in place of the device's, and returns its answer.
+func (b Backend) Connect(ctx context.Context, s Admitted) (*BrokerConn, error) {
+	rewritten := rewriteConnect(s.Connect, b.Username, b.Password)
+	return b.connect(ctx, &rewritten)
 }
+
+// dialer dials brokers without TCP keepalive: MQTT has its own, which the
+// broker enforces.
+var dialer = net.Dialer{KeepAlive: -1}
 
 // dial opens a connection to the broker: TCP, then TLS when configured,
 // within ctx. The socket is wrapped for the relay's raw I/O.
-func (b Backend) dial(ctx context.Context, d *net.Dialer) (relay.Endpoint, error) {
-	raw, err := d.DialContext(ctx, "tcp", b.Addr)
+func (b Backend) dial(ctx context.Context) (relay.Endpoint, error) {
+	raw, err := dialer.DialContext(ctx, "tcp", b.Addr)
 	if err != nil {
 		return relay.Endpoint{}, fmt.Errorf("dial broker %s: %w", b.Addr, err)
 	}
@@ -58,14 +93,14 @@ func (b Backend) dial(ctx context.Context, d *net.Dialer) (relay.Endpoint, error
 // connect dials the broker, sends c and reads the CONNACK, within
 // DialTimeout. The connection is returned whatever the CONNACK says; the
 // caller closes it if the broker refused.
-func (b Backend) connect(ctx context.Context, d *net.Dialer, c *packets.Connect) (*brokerConn, error) {
+func (b Backend) connect(ctx context.Context, c *packets.Connect) (*BrokerConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, cmp0(b.DialTimeout, DefaultDialTimeout))
 	defer cancel()
-	ep, err := b.dial(ctx, d)
+	ep, err := b.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	fail := func(format string, err error) (*brokerConn, error) {
+	fail := func(format string, err error) (*BrokerConn, error) {
 		ep.Conn.Close()
 		return nil, fmt.Errorf(format, b.Addr, err)
 	}
@@ -89,18 +124,17 @@ func (b Backend) connect(ctx context.Context, d *net.Dialer, c *packets.Connect)
 		return fail("broker %s CONNACK: %w", err)
 	}
 	_ = ep.Raw.SetDeadline(time.Time{})
-	return &brokerConn{Endpoint: ep, ack: ack, ackPkt: pkt, early: rd.Buffered()}, nil
+	return &BrokerConn{Endpoint: ep, Connack: ack, ConnackPacket: pkt, Early: rd.Buffered()}, nil
 }
 
 // Probe checks that the broker is reachable: with backend credentials it
 // makes a real MQTT 3.1.1 CONNECT (clean session, a random client id) and
 // requires CONNACK 0; without, a TCP (or TLS) connection must succeed.
 func (b Backend) Probe(ctx context.Context) error {
-	var d net.Dialer
 	if b.Username == "" {
 		ctx, cancel := context.WithTimeout(ctx, cmp0(b.DialTimeout, DefaultDialTimeout))
 		defer cancel()
-		ep, err := b.dial(ctx, &d)
+		ep, err := b.dial(ctx)
 		if err != nil {
 			return err
 		}
@@ -111,14 +145,14 @@ func (b Backend) Probe(ctx context.Context) error {
 	if b.Password != "" {
 		c.PasswordFlag, c.Password = true, b.Password
 	}
-	bc, err := b.connect(ctx, &d, &c)
+	bc, err := b.connect(ctx, &c)
 	if err != nil {
 		return err
 	}
 	defer bc.Conn.Close()
 	_, _ = bc.Conn.Write(packets.AppendDisconnect(nil, packets.V311, packets.Success))
-	if !bc.ack.Accepted() {
-		return fmt.Errorf("broker %s refused the backend credentials: CONNACK 0x%02X", b.Addr, bc.ack.Code)
+	if !bc.Connack.Accepted() {
+		return fmt.Errorf("broker %s refused the backend credentials: CONNACK 0x%02X", b.Addr, bc.Connack.Code)
 	}
 	return nil
 }

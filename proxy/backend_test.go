@@ -54,11 +54,10 @@ func TestBrokerConnack(t *testing.T) {
 				}
 			}()
 			b := Backend{Addr: l.Addr().String(), DialTimeout: 5 * time.Second}
-			var d net.Dialer
-			bc, err := b.connect(context.Background(), &d, &packets.Connect{ProtocolName: "MQTT", ProtocolLevel: packets.V5, CleanStart: true, ClientID: "x"})
+			bc, err := b.connect(context.Background(), &packets.Connect{ProtocolName: "MQTT", ProtocolLevel: packets.V5, CleanStart: true, ClientID: "x"})
 			var pkt, extra []byte
 			if err == nil {
-				pkt, extra = bc.ackPkt, bc.early
+				pkt, extra = bc.ConnackPacket, bc.Early
 				bc.Conn.Close()
 			}
 			if !errors.Is(err, c.err) || !bytes.Equal(pkt, c.pkt) || !bytes.Equal(extra, c.extra) {

@@ -68,8 +68,12 @@ func BenchmarkRelayThroughput(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			p, err := New(Config{TLS: &transport.TLSConfig{CertFile: files.ServerCert, KeyFile: files.ServerKey},
-				Backend: Backend{Addr: echoBroker(b)}, Auth: allowAll{}, RevalidateInterval: -1, ShutdownGrace: 100 * time.Millisecond,
+			tt, err := transport.NewTLS(transport.TLSConfig{CertFile: files.ServerCert, KeyFile: files.ServerKey}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tt.Close()
+			p, err := New(Config{Brokers: Backend{Addr: echoBroker(b)}, Auth: allowAll{}, RevalidateInterval: -1, ShutdownGrace: 100 * time.Millisecond,
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				b.Fatal(err)
@@ -77,7 +81,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 			l, _ := net.Listen("tcp", "127.0.0.1:0")
 			var tr transport.Terminator = transport.Plain{}
 			if withTLS {
-				tr = p.TLS()
+				tr = tt
 			}
 			go func() { _ = p.Serve(l, tr) }()
 			defer p.Shutdown(context.Background())
@@ -155,7 +159,7 @@ func BenchmarkRelayPublish(b *testing.B) {
 			name, auth = "acl-on", topicAuth{benchRules(b)}
 		}
 		b.Run(name, func(b *testing.B) {
-			p, err := New(Config{Backend: Backend{Addr: echoBroker(b)}, Auth: auth, RevalidateInterval: -1, ShutdownGrace: 100 * time.Millisecond,
+			p, err := New(Config{Brokers: Backend{Addr: echoBroker(b)}, Auth: auth, RevalidateInterval: -1, ShutdownGrace: 100 * time.Millisecond,
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				b.Fatal(err)

@@ -138,7 +138,11 @@ func hivemqReceived(t *testing.T, h *harness) {
 		t.Fatalf("CONNACK 0x%02X", ack.Code)
 	}
 	c.Disconnect()
-	replaced := h.proxyWith(func(c *Config) { c.Backend.Username, c.Backend.Password = "svc", "svc-secret" })
+	replaced := h.proxyWith(func(c *Config) {
+		b := c.Brokers.(Backend)
+		b.Username, b.Password = "svc", "svc-secret"
+		c.Brokers = b
+	})
 	c, ack, _ = h.connectRawTo(replaced, cfg, mqtttest.Creds(packets.V311, "hq:replaced", "hq", "device-secret"))
 	if ack.Code != 0 {
 		t.Fatalf("CONNACK 0x%02X", ack.Code)

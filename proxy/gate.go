@@ -20,13 +20,6 @@ type IPBan struct {
 	Reason string
 }
 
-// refusal is a Gate's refusal, with the outcome it is counted under.
-type refusal struct {
-	outcome, msg string
-}
-
-func (r *refusal) Error() string { return r.msg }
-
 // gate judges a device's address before any TLS work: an IP ban, then
 // the per-address connection rate.
 func (p *Proxy) gate(a netip.Addr) error {
@@ -35,7 +28,7 @@ func (p *Proxy) gate(a netip.Addr) error {
 		return r
 	}
 	if p.connRate != nil && !p.connRate.allow(a, now) {
-		return &refusal{outcomeRateLimited, fmt.Sprintf("address %s over CONN_RATE_PER_IP", a)}
+		return &refusal{outcome: OutcomeRateLimited, reason: fmt.Sprintf("address %s over CONN_RATE_PER_IP", a)}
 	}
 	return nil
 }
@@ -49,7 +42,7 @@ func (p *Proxy) bannedIP(a netip.Addr, now time.Time) *refusal {
 			if b.Reason != "" {
 				msg += ": " + b.Reason
 			}
-			return &refusal{outcomeBannedIP, msg}
+			return &refusal{outcome: OutcomeBannedIP, reason: msg}
 		}
 	}
 	return nil
@@ -155,8 +148,8 @@ func (p *Proxy) applyBan(kind, value string) {
 		for _, s := range p.allSessions() {
 			if r := p.bannedIP(s.req.RemoteAddr, now); r != nil && !s.done() {
 				p.log.Info("banned address: closing its session", "username", logsafe.String(s.req.Username), "remote", s.remote)
-				s.record("ban", "banned_ip", r.msg)
-				s.kick(packets.AdministrativeAction, "banned")
+				s.record("ban", string(OutcomeBannedIP), r.reason)
+				s.end(packets.AdministrativeAction, "banned")
 			}
 		}
 	}

@@ -116,6 +116,10 @@ type harness struct {
 	certDir string
 	logs    *testenv.SyncBuffer
 	cfg     Config
+	// tlsCfg is the TLS configuration of the harness's proxies: each
+	// proxy it starts gets a TLS terminator of its own, made from it.
+	tlsCfg transport.TLSConfig
+	tlsFor map[*Proxy]*transport.TLS
 }
 
 type harnessOptions struct {
@@ -198,9 +202,9 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		tcfg.ClientCAFile = files.CA
 		tcfg.ClientAuth = tls.VerifyClientCertIfGiven
 	}
+	h.tlsCfg, h.tlsFor = *tcfg, map[*Proxy]*transport.TLS{}
 	h.cfg = Config{
-		Listen: "127.0.0.1:0", TLS: tcfg, PlainListen: "127.0.0.1:0",
-		Backend:        Backend{Addr: h.front.Addr(), Username: o.backendUser, Password: o.backendPass, DialTimeout: 2 * time.Second},
+		Brokers:        Backend{Addr: h.front.Addr(), Username: o.backendUser, Password: o.backendPass, DialTimeout: 2 * time.Second},
 		Auth:           h.store,
 		ConnectTimeout: o.connectTimeout, MaxConnections: o.maxConnections,
 		ShutdownGrace: 200 * time.Millisecond, Logger: logger, RevalidateInterval: o.revalidate,
@@ -229,6 +233,12 @@ func (h *harness) startProxy(store *authstore.Store) *Proxy {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	tt, err := transport.NewTLS(h.tlsCfg, cfg.Logger)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(tt.Close)
+	h.tlsFor[p] = tt
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = p.Follow(ctx, store); close(done) }()
@@ -247,9 +257,17 @@ func (h *harness) proxyWith(change func(*Config)) string {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	go func() { _ = p.Serve(l, p.TLS()) }()
+	go func() { _ = p.Serve(l, h.tlsOf(p)) }()
 	h.t.Cleanup(func() { p.Shutdown(context.Background()) })
 	return l.Addr().String()
+}
+
+// proxyWithTLS is proxyWith with the TLS configuration changed.
+func (h *harness) proxyWithTLS(change func(*transport.TLSConfig)) string {
+	saved := h.tlsCfg
+	change(&h.tlsCfg)
+	defer func() { h.tlsCfg = saved }()
+	return h.proxyWith(func(*Config) {})
 }
 
 // replica starts a second proxy on the same Redis and broker, with its own
@@ -279,7 +297,7 @@ func (h *harness) replicaWith(o authstore.Options, change func(*Config)) (*Proxy
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	go func() { _ = p.Serve(l, p.TLS()) }()
+	go func() { _ = p.Serve(l, h.tlsOf(p)) }()
 	h.t.Cleanup(func() { p.Shutdown(context.Background()) })
 	return p, l.Addr().String()
 }
@@ -291,11 +309,14 @@ func (h *harness) serve(withTLS bool) string {
 	}
 	var t transport.Terminator = transport.Plain{}
 	if withTLS {
-		t = h.proxy.TLS()
+		t = h.tlsOf(h.proxy)
 	}
 	go func() { _ = h.proxy.Serve(l, t) }()
 	return l.Addr().String()
 }
+
+// tlsOf is the TLS terminator the harness made for p.
+func (h *harness) tlsOf(p *Proxy) *transport.TLS { return h.tlsFor[p] }
 
 func (h *harness) setUser(name string, u authstore.Update) {
 	h.t.Helper()

@@ -1,6 +1,10 @@
 package proxy
 
 import (
+	"sync"
+	"sync/atomic"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -51,4 +55,56 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.Active, m.Connects, m.AuthDuration, m.Handshakes, m.Bytes, m.BackendDial, m.Disconnects, m.Revalidations, m.ACLDenied)
 	}
 	return m
+}
+
+// Stats are the proxy's counts since it started, as typed values: the
+// read model of the status page (which never reads them back out of
+// Prometheus by metric name).
+type Stats struct {
+	// Connects counts the connection attempts by how they ended.
+	Connects map[Outcome]int64
+	// HandshakesFull and HandshakesResumed count completed TLS handshakes.
+	HandshakesFull, HandshakesResumed int64
+	// LastChange is when the last change notification came; zero if none
+	// has.
+	LastChange time.Time
+}
+
+// counts keeps what Stats reports, beside the Prometheus series.
+type counts struct {
+	connects          sync.Map // Outcome -> *atomic.Int64
+	handshakesFull    atomic.Int64
+	handshakesResumed atomic.Int64
+}
+
+// connected counts an attempt's outcome, in the series and in Stats.
+func (p *Proxy) connected(o Outcome) {
+	p.metrics.Connects.WithLabelValues(string(o)).Inc()
+	n, ok := p.counts.connects.Load(o)
+	if !ok {
+		n, _ = p.counts.connects.LoadOrStore(o, new(atomic.Int64))
+	}
+	n.(*atomic.Int64).Add(1)
+}
+
+// handshake counts a completed TLS handshake.
+func (p *Proxy) handshake(resumed bool) {
+	if resumed {
+		p.metrics.handshakeResu.Inc()
+		p.counts.handshakesResumed.Add(1)
+		return
+	}
+	p.metrics.handshakeNew.Inc()
+	p.counts.handshakesFull.Add(1)
+}
+
+// Stats reports the proxy's counts since it started.
+func (p *Proxy) Stats() Stats {
+	s := Stats{Connects: map[Outcome]int64{}, HandshakesFull: p.counts.handshakesFull.Load(),
+		HandshakesResumed: p.counts.handshakesResumed.Load(), LastChange: p.LastChange()}
+	p.counts.connects.Range(func(k, v any) bool {
+		s.Connects[k.(Outcome)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return s
 }

@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
-	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
@@ -30,11 +29,9 @@ import (
 // Config configures a Proxy. Zero durations and sizes take the defaults
 // documented on each field.
 type Config struct {
-	Listen      string               // TLS listener address for ListenAndServe, e.g. ":8883"
-	TLS         *transport.TLSConfig // required when Listen is set
-	PlainListen string               // optional listener without TLS, for trusted networks
-
-	Backend Backend
+	// Brokers is where admitted sessions go: a Backend (one address), or
+	// another kind of Brokers.
+	Brokers Brokers
 	Auth    policy.Authenticator
 
 	ConnectTimeout time.Duration // accept to complete CONNECT, handshake included; default 10s
@@ -80,22 +77,23 @@ type Config struct {
 	Metrics *Metrics // nil: a private, unregistered set
 }
 
-// Proxy serves MQTT clients. Create it with New, run it with
-// ListenAndServe or Serve, stop it with Shutdown.
+// Proxy serves MQTT clients. Create it with New, hand it listeners with
+// Serve (each with the transport its connections are terminated with,
+// which the caller builds and owns: TLS, plain TCP, PROXY protocol,
+// WebSocket), stop it with Shutdown.
 type Proxy struct {
 	cfg      Config
 	log      *slog.Logger
 	metrics  *Metrics
-	tls      *transport.TLS // nil without a TLS configuration
 	engine   *relay.Engine
-	slots    chan struct{} // nil when MaxConnections is 0
-	pending  *pendingSet   // connections that have not yet sent their CONNECT
-	dialer   net.Dialer
+	slots    chan struct{}           // nil when MaxConnections is 0
+	pending  *pendingSet             // connections that have not yet sent their CONNECT
 	connRate *rateLimiter            // nil without a per-address rate
 	ipBans   atomic.Pointer[[]IPBan] // the IP bans held
 	logLimit *logLimiter             // summarises refused connections at info level
 	aclLog   *logLimiter             // and topic denials
 	refusals refusalLog              // connections refused before CONNECT, for the decision log
+	counts   counts                  // what Stats reports
 
 	ctx    context.Context // cancelled by Shutdown: aborts handshakes and CONNECTs in progress
 	cancel context.CancelFunc
@@ -128,22 +126,15 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Auth == nil {
 		return nil, errors.New("proxy: no authenticator")
 	}
-	if cfg.Backend.Addr == "" {
+	if cfg.Brokers == nil {
+		return nil, errors.New("proxy: no brokers")
+	}
+	if b, ok := cfg.Brokers.(Backend); ok && b.Addr == "" {
 		return nil, errors.New("proxy: no backend address")
 	}
-	if cfg.TLS == nil && cfg.Listen != "" {
-		return nil, errors.New("proxy: TLS listener without TLS configuration")
-	}
 	cfg = withDefaults(cfg)
-	p := &Proxy{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, stop: make(chan struct{}), dialer: net.Dialer{KeepAlive: -1},
+	p := &Proxy{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, stop: make(chan struct{}),
 		listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, byUser: map[string]map[*session]struct{}{}}
-	if cfg.TLS != nil {
-		t, err := transport.NewTLS(*cfg.TLS, p.log)
-		if err != nil {
-			return nil, err
-		}
-		p.tls = t
-	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if cfg.MaxConnections > 0 {
 		p.slots = make(chan struct{}, cfg.MaxConnections)
@@ -188,7 +179,6 @@ func withDefaults(cfg Config) Config {
 	if cfg.MaxConnectBytes <= 0 {
 		cfg.MaxConnectBytes = 65536
 	}
-	cfg.Backend.DialTimeout = cmp0(cfg.Backend.DialTimeout, DefaultDialTimeout)
 	cfg.ShutdownGrace = cmp0(cfg.ShutdownGrace, 10*time.Second)
 	if cfg.RevalidateInterval == 0 {
 		cfg.RevalidateInterval = time.Minute
@@ -200,19 +190,6 @@ func withDefaults(cfg Config) Config {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	return cfg
-}
-
-// TLS is the proxy's TLS terminator (nil without a TLS configuration), for
-// Serve.
-func (p *Proxy) TLS() *transport.TLS { return p.tls }
-
-// ReloadCertificates re-reads the TLS certificate, key and client CA files
-// (for SIGHUP). Connections in progress are not affected.
-func (p *Proxy) ReloadCertificates() error {
-	if p.tls == nil {
-		return nil
-	}
-	return p.tls.Reload()
 }
 
 // TakeParked returns how many relay directions went idle and gave up their
@@ -230,12 +207,14 @@ func (p *Proxy) Addrs() []net.Addr {
 	return out
 }
 
-// Shutdown stops accepting, lets relayed sessions run for the grace period
-// (or until ctx ends), then closes the rest, sending MQTT 5 clients a
-// DISCONNECT with reason 0x8B (server shutting down) at a packet boundary.
-// Connections still authenticating are closed at once. It returns when
-// every connection is closed.
-func (p *Proxy) Shutdown(ctx context.Context) {
+// Shutdown stops accepting (every Serve returns net.ErrClosed), lets
+// relayed sessions run for the grace period (or until ctx ends), then
+// ends the rest, sending MQTT 5 clients a DISCONNECT with reason 0x8B
+// (server shutting down) at a packet boundary. Connections still
+// authenticating are closed at once. It returns when every connection is
+// closed: nil when they all ended within the grace, ctx.Err() when ctx
+// ended first. The transports handed to Serve are the caller's to close.
+func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.once.Do(func() {
 		p.mu.Lock()
 		close(p.stop)
@@ -249,20 +228,20 @@ func (p *Proxy) Shutdown(ctx context.Context) {
 	defer grace.Stop()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
 	case <-grace.C:
 	case <-ctx.Done():
+		err = ctx.Err()
 	}
 	for _, s := range p.allSessions() {
-		go s.kick(packets.ServerShuttingDown, "shutdown")
+		go s.end(packets.ServerShuttingDown, "shutdown")
 	}
 	<-done
 	p.flushRefusals()
 	p.engine.Close()
-	if p.tls != nil {
-		p.tls.Close()
-	}
+	return err
 }
 
 // Sessions is the number of relayed sessions open now.

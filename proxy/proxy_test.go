@@ -569,7 +569,7 @@ func TestBackendTLS(t *testing.T) {
 		{"no client certificate", backendTLS("broker.internal", false), 0x03},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p, err := New(Config{Backend: Backend{Addr: broker.Addr(), TLS: c.tls, DialTimeout: 2 * time.Second}, Auth: store,
+			p, err := New(Config{Brokers: Backend{Addr: broker.Addr(), TLS: c.tls, DialTimeout: 2 * time.Second}, Auth: store,
 				RevalidateInterval: -1, ShutdownGrace: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				t.Fatal(err)
@@ -632,12 +632,8 @@ func TestSharedTicketKeys(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("# shared\n"+strings.Repeat("ab", 32)+"\n"+strings.Repeat("cd", 32)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	withKeys := func(c *Config) {
-		tc := *c.TLS
-		tc.TicketKeyFile = keyFile
-		c.TLS = &tc
-	}
-	a, b := h.proxyWith(withKeys), h.proxyWith(withKeys)
+	withKeys := func(tc *transport.TLSConfig) { tc.TicketKeyFile = keyFile }
+	a, b := h.proxyWithTLS(withKeys), h.proxyWithTLS(withKeys)
 	for _, v := range tlsVersions {
 		cfg := h.clientTLS(v.v)
 		c, ack, resumed := h.connectRawTo(a, cfg, mqtttest.Creds(packets.V311, "tk", "tk", "pw"))

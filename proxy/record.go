@@ -24,36 +24,39 @@ func (p *Proxy) record(r policy.Record) {
 
 // entry is what both the log line and the decision log say of the
 // attempt, computed once.
-func (a *attempt) entry() policy.Record {
+func (a *attempt) entry(outcome Outcome, r *refusal) policy.Record {
 	info := a.conn.Info
-	r := policy.Record{Time: a.start, Kind: "connect", Remote: a.remote(), Protocol: int(a.level),
+	e := policy.Record{Time: a.start, Kind: "connect", Remote: a.remote(), Protocol: int(a.level),
 		TLS: a.tlsVersion(), Resumed: info.Resumed, CertSHA256: hex.EncodeToString(info.CertSHA256),
-		Outcome: a.outcome, Reason: a.reason, Duration: time.Since(a.start)}
-	if a.connect != nil {
-		r.Username, r.ClientID = a.connect.Username, a.connect.ClientID
+		Outcome: string(outcome), Reason: a.reason, Duration: time.Since(a.start)}
+	if r != nil {
+		e.Reason = r.reason
 	}
-	return r
+	if a.connect != nil {
+		e.Username, e.ClientID = a.connect.Username, a.connect.ClientID
+	}
+	return e
 }
 
 // record hands how the attempt ended to the decision log: an attempt that
 // read a CONNECT (one malformed past its protocol level included) is a
 // decision, one entry each; a refusal before any CONNECT is only counted,
 // for the summaries of its address and outcome (summary.go).
-func (a *attempt) record(r policy.Record) {
+func (a *attempt) record(e policy.Record, r *refusal) {
 	if a.p.cfg.Recorder == nil {
 		return
 	}
-	if r.Reason == "" && a.err != nil {
-		r.Reason = a.err.Error()
+	if e.Reason == "" && r != nil && r.err != nil {
+		e.Reason = r.err.Error()
 	}
 	if a.connect == nil && a.level == 0 {
-		a.p.summariseRefusal(a.conn.Info.Remote, r.Outcome, r.Reason)
+		a.p.summariseRefusal(a.conn.Info.Remote, e.Outcome, e.Reason)
 		return
 	}
-	if r.Resumed {
-		r.Reason += "; resumed TLS session, decided afresh"
+	if e.Resumed {
+		e.Reason += "; resumed TLS session, decided afresh"
 	}
-	a.p.record(r)
+	a.p.record(e)
 }
 
 // sessionRecord is an entry about a live session.

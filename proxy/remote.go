@@ -5,7 +5,7 @@ package proxy
 // socket's peer: what the attempt's log line and decision log show.
 func (a *attempt) remote() string {
 	if a.conn.Conn != nil {
-		return a.conn.RemoteAddr().String()
+		return a.conn.Conn.RemoteAddr().String()
 	}
 	return a.raw.RemoteAddr().String()
 }

@@ -241,7 +241,7 @@ c.loop_forever(timeout=5)
 // the broker (PUBACK; PUBREC, then PUBCOMP for its PUBREL, which the
 // device never sees); a large delivery is judged from its head.
 func TestDeliveryFilter(t *testing.T) {
-	p, err := New(Config{Backend: Backend{Addr: "127.0.0.1:1"}, Auth: allowAll{}, RevalidateInterval: -1})
+	p, err := New(Config{Brokers: Backend{Addr: "127.0.0.1:1"}, Auth: allowAll{}, RevalidateInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ func (p *Proxy) Kick(username string) int {
 	ss := p.userSessions(username)
 	for _, s := range ss {
 		p.log.Info("kicked", "username", logsafe.String(username), "client_id", logsafe.String(s.req.ClientID), "remote", s.remote)
-		s.kick(packets.AdministrativeAction, "kicked")
+		s.end(packets.AdministrativeAction, "kicked")
 	}
 	return len(ss)
 }
@@ -126,7 +126,7 @@ func (p *Proxy) revalidate(s *session, why string) {
 				p.log.Info("revoked: a live subscription is no longer allowed", "username", logsafe.String(s.req.Username),
 					"client_id", logsafe.String(s.req.ClientID), "remote", s.remote, "filter", logsafe.String(filter), "why", why)
 				s.record("revalidate", "subscription_not_allowed", "the live subscription "+logsafe.String(filter)+" is no longer allowed ("+why+")")
-				s.kick(packets.NotAuthorized, "acl")
+				s.end(packets.NotAuthorized, "acl")
 				return
 			}
 		}
@@ -140,7 +140,7 @@ func (p *Proxy) revalidate(s *session, why string) {
 		p.log.Info("revoked", "username", logsafe.String(s.req.Username), "client_id", logsafe.String(s.req.ClientID),
 			"remote", s.remote, "outcome", outcome, "reason", reason, "why", why)
 		s.record("revalidate", outcome, reason+" (live session decided again: "+why+")")
-		s.kick(packets.AdministrativeAction, "revoked")
+		s.end(packets.AdministrativeAction, "revoked")
 	case p.ctx.Err() != nil:
 		// Shutting down.
 	default:

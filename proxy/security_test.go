@@ -77,7 +77,7 @@ func TestFarFutureNotAfterIsQuiet(t *testing.T) {
 
 // TestScheduleNotAfterExtremes: the timer never overflows, whatever time.
 func TestScheduleNotAfterExtremes(t *testing.T) {
-	p, err := New(Config{Backend: Backend{Addr: "127.0.0.1:1"}, Auth: allowAll{}, RevalidateInterval: -1})
+	p, err := New(Config{Brokers: Backend{Addr: "127.0.0.1:1"}, Auth: allowAll{}, RevalidateInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func (f *failingAuth) Authenticate(_ context.Context, r policy.Request) (policy.
 func TestUnavailableReDecisionIsRetried(t *testing.T) {
 	auth := &failingAuth{}
 	auth.failures.Store(2)
-	p, err := New(Config{Backend: Backend{Addr: "127.0.0.1:1"}, Auth: auth, RevalidateInterval: -1})
+	p, err := New(Config{Brokers: Backend{Addr: "127.0.0.1:1"}, Auth: auth, RevalidateInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +233,8 @@ func TestUnavailableReDecisionIsRetried(t *testing.T) {
 func pipeSession(t *testing.T, p *Proxy, req policy.Request) (*session, net.Conn) {
 	client, device := netPipe(t)
 	backend, _ := netPipe(t)
-	s := newSession(p, transport.Conn{Conn: client, Raw: client, Kind: relay.Opaque},
-		&brokerConn{Endpoint: relay.Endpoint{Conn: backend, Raw: backend, Kind: relay.Opaque}}, req, &packets.Connect{KeepAlive: 60}, policy.Decision{})
+	s := newSession(p, transport.Conn{Endpoint: relay.Endpoint{Conn: client, Raw: client, Kind: relay.Opaque}},
+		&BrokerConn{Endpoint: relay.Endpoint{Conn: backend, Raw: backend, Kind: relay.Opaque}}, req, &packets.Connect{KeepAlive: 60}, policy.Decision{})
 	return s, device
 }
 

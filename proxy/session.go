@@ -44,26 +44,36 @@ type session struct {
 // closes without DISCONNECT.
 const kickGrace = time.Second
 
-func newSession(p *Proxy, client transport.Conn, broker *brokerConn, req policy.Request, connect *packets.Connect, d policy.Decision) *session {
-	s := &session{p: p, req: req, remote: client.RemoteAddr().String(), roles: d.Roles, info: client.Info, since: time.Now()}
+func newSession(p *Proxy, client transport.Conn, broker *BrokerConn, req policy.Request, connect *packets.Connect, d policy.Decision) *session {
+	s := &session{p: p, req: req, remote: client.Conn.RemoteAddr().String(), roles: d.Roles, info: client.Info, since: time.Now()}
 	s.up.total, s.down.total = p.metrics.bytesUp, p.metrics.bytesDown
-	var filter relay.Filter
-	if d.Topics != nil {
-		s.acl = newACLFilter(s, d.Topics, connect.Properties, broker.ack, p.cfg.DenyAction)
-		filter = s.acl
-	}
+	filter := relay.NewChain(req.Protocol, s.filters(d, connect, broker.Connack)...)
 	s.relay = p.engine.NewSession(relay.Config{
 		Filter:       filter,
 		MaxPacket:    p.cfg.MaxPacketBytes,
-		Client:       relay.Endpoint{Conn: client.Conn, Raw: client.Raw, Kind: client.Kind},
+		Client:       client.Endpoint,
 		Broker:       broker.Endpoint,
-		Early:        broker.early,
+		Early:        broker.Early,
 		WriteTimeout: writeTimeoutFor(connect.KeepAlive),
 		Up:           &s.up,
 		Down:         &s.down,
 		OnEnd:        s.ended,
+		End:          func(final []byte, cause string) { s.endWith(final, cause, filterEndGrace) },
 	})
 	return s
+}
+
+// filters are the relay filters the session's decision asks for, ordered
+// from the device's side to the broker's (relay.Chain): topic rules when
+// the decision carries them. Each kind of rule a session may carry is one
+// more filter here; none: the opaque relay.
+func (s *session) filters(d policy.Decision, connect *packets.Connect, ack packets.Connack) []relay.Filter {
+	var fs []relay.Filter
+	if d.Topics != nil {
+		s.acl = newACLFilter(s, d.Topics, connect.Properties, ack, s.p.cfg.DenyAction)
+		fs = append(fs, s.acl)
+	}
+	return fs
 }
 
 // ended runs once when the relay has closed both connections: the
@@ -77,22 +87,36 @@ func (s *session) ended() {
 	s.p.wg.Done()
 }
 
-// kick ends the session from the proxy's side. An MQTT 5 client first gets
-// a DISCONNECT with code, at a packet boundary (waiting up to kickGrace
-// for one); a 3.x client is closed. The broker connection is closed too.
-// Only the first kick takes effect and is counted under its cause.
-func (s *session) kick(code packets.ReasonCode, cause string) {
+// end ends the session from the proxy's side, whoever ends it (a kick, a
+// revocation, a ban, shutdown, a topic denial, a malformed packet): an
+// MQTT 5 client first gets a DISCONNECT with code at a packet boundary
+// (waiting up to kickGrace for one); a 3.x client is closed. The broker
+// connection is closed too. The one door: only the first end takes
+// effect, and it is counted under its cause (and recorded, for the causes
+// an operator acts on).
+func (s *session) end(code packets.ReasonCode, cause string) {
 	var final []byte
 	if s.req.Protocol == packets.V5 {
 		final = packets.AppendDisconnect(nil, packets.V5, code)
 	}
-	if s.relay.EndWith(final, kickGrace) {
-		s.p.metrics.Disconnects.WithLabelValues(cause).Inc()
-		if cause == "kicked" || cause == "shutdown" {
-			s.record("kick", cause, fmt.Sprintf("closed by the proxy (%s), DISCONNECT 0x%02X for MQTT 5", cause, byte(code)))
-		}
+	if s.endWith(final, cause, kickGrace) && (cause == "kicked" || cause == "shutdown") {
+		s.record("kick", cause, fmt.Sprintf("closed by the proxy (%s), DISCONNECT 0x%02X for MQTT 5", cause, byte(code)))
 	}
 }
+
+// endWith is end with its final packet made (a filter's, or nil); it
+// reports whether this call ended the session.
+func (s *session) endWith(final []byte, cause string, grace time.Duration) bool {
+	if !s.relay.EndWith(final, grace) {
+		return false
+	}
+	s.p.metrics.Disconnects.WithLabelValues(cause).Inc()
+	return true
+}
+
+// filterEndGrace bounds how long a session its filter ended waits for a
+// boundary of the client's stream to write its last packet.
+const filterEndGrace = time.Second
 
 // hasRole reports whether the session's last decision read the role.
 func (s *session) hasRole(role string) bool {

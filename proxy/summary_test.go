@@ -33,19 +33,19 @@ func TestRefusalSummaryWindow(t *testing.T) {
 			l.add(at, netip.MustParseAddr(addr), outcome, reason)
 		}
 	}
-	add(t0, "192.0.2.1", outcomeTLSFailed, "EOF", 5)
-	add(t0.Add(time.Second), "192.0.2.1", outcomeRateLimited, "address 192.0.2.1 over CONN_RATE_PER_IP", 3)
-	add(t0.Add(2*time.Second), "2001:db8::7", outcomeTLSFailed, "remote error: tls: bad certificate", 2)
-	add(t0.Add(2*time.Second), "::ffff:192.0.2.1", outcomeTLSFailed, "EOF", 1) // the same address, mapped
+	add(t0, "192.0.2.1", string(OutcomeTLSFailed), "EOF", 5)
+	add(t0.Add(time.Second), "192.0.2.1", string(OutcomeRateLimited), "address 192.0.2.1 over CONN_RATE_PER_IP", 3)
+	add(t0.Add(2*time.Second), "2001:db8::7", string(OutcomeTLSFailed), "remote error: tls: bad certificate", 2)
+	add(t0.Add(2*time.Second), "::ffff:192.0.2.1", string(OutcomeTLSFailed), "EOF", 1) // the same address, mapped
 	got := l.take(t0.Add(10 * time.Second))
 	want := []struct {
 		remote, outcome string
 		count           int
 		reason          string
 	}{
-		{"192.0.2.1", outcomeTLSFailed, 6, "6 connections from 192.0.2.1 refused before CONNECT: tls_handshake_failed in the last 10s; the first: EOF"},
-		{"192.0.2.1", outcomeRateLimited, 3, "3 connections from 192.0.2.1 refused before CONNECT: rate_limited in the last 10s; the first: address 192.0.2.1 over CONN_RATE_PER_IP"},
-		{"2001:db8::7", outcomeTLSFailed, 2, "2 connections from 2001:db8::7 refused before CONNECT: tls_handshake_failed in the last 10s; the first: remote error: tls: bad certificate"},
+		{"192.0.2.1", string(OutcomeTLSFailed), 6, "6 connections from 192.0.2.1 refused before CONNECT: tls_handshake_failed in the last 10s; the first: EOF"},
+		{"192.0.2.1", string(OutcomeRateLimited), 3, "3 connections from 192.0.2.1 refused before CONNECT: rate_limited in the last 10s; the first: address 192.0.2.1 over CONN_RATE_PER_IP"},
+		{"2001:db8::7", string(OutcomeTLSFailed), 2, "2 connections from 2001:db8::7 refused before CONNECT: tls_handshake_failed in the last 10s; the first: remote error: tls: bad certificate"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("%d summaries, want %d: %+v", len(got), len(want), got)
@@ -61,7 +61,7 @@ func TestRefusalSummaryWindow(t *testing.T) {
 		t.Fatalf("an empty window wrote %+v", got)
 	}
 	// A lone refusal, 3 s before its window is written.
-	add(t0.Add(time.Minute), "192.0.2.1", outcomeClosed, "", 1)
+	add(t0.Add(time.Minute), "192.0.2.1", string(OutcomeClosed), "", 1)
 	got = l.take(t0.Add(time.Minute + 3*time.Second))
 	if len(got) != 1 || got[0].Count != 1 || got[0].Reason != "1 connection from 192.0.2.1 refused before CONNECT: closed_before_connect in the last 3s" {
 		t.Fatalf("lone refusal: %+v", got)
@@ -76,29 +76,29 @@ func TestRefusalSummaryCap(t *testing.T) {
 	now := time.Now()
 	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}) }
 	for i := range 2000 {
-		l.add(now, addr(i), outcomeTLSFailed, "EOF")
-		l.add(now, addr(i), outcomeTLSFailed, "EOF")
+		l.add(now, addr(i), string(OutcomeTLSFailed), "EOF")
+		l.add(now, addr(i), string(OutcomeTLSFailed), "EOF")
 	}
 	for i := range 10 {
-		l.add(now, addr(i), outcomeBannedIP, "address banned") // past the cap too: pairs not seen yet
+		l.add(now, addr(i), string(OutcomeBannedIP), "address banned") // past the cap too: pairs not seen yet
 	}
 	got := l.take(now.Add(10 * time.Second))
 	if len(got) != summaryAddrs+2 {
 		t.Fatalf("%d summaries, want %d", len(got), summaryAddrs+2)
 	}
 	for i, r := range got[:summaryAddrs] {
-		if r.Remote != addr(i).String() || r.Count != 2 || r.Outcome != outcomeTLSFailed {
+		if r.Remote != addr(i).String() || r.Count != 2 || r.Outcome != string(OutcomeTLSFailed) {
 			t.Fatalf("summary %d: %+v", i, r)
 		}
 	}
 	other := got[summaryAddrs]
-	if other.Remote != "" || other.Outcome != outcomeTLSFailed || other.Count != 2*(2000-summaryAddrs) ||
+	if other.Remote != "" || other.Outcome != string(OutcomeTLSFailed) || other.Count != 2*(2000-summaryAddrs) ||
 		other.Reason != fmt.Sprintf("%d connections from more than %d other addresses refused before CONNECT: tls_handshake_failed in the last 10s (past the %d addresses summarised one by one); the first: EOF",
 			2*(2000-summaryAddrs), summaryOtherAddrs, summaryAddrs) {
 		t.Fatalf("other addresses: %+v", other)
 	}
 	banned := got[summaryAddrs+1]
-	if banned.Outcome != outcomeBannedIP || banned.Count != 10 || !strings.HasPrefix(banned.Reason, "10 connections from 10 other addresses refused before CONNECT: banned_ip") {
+	if banned.Outcome != string(OutcomeBannedIP) || banned.Count != 10 || !strings.HasPrefix(banned.Reason, "10 connections from 10 other addresses refused before CONNECT: banned_ip") {
 		t.Fatalf("other addresses, banned: %+v", banned)
 	}
 }
@@ -134,7 +134,7 @@ func TestRefusalSummariesInTheDecisionLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = p.Serve(l, p.TLS()) }()
+	go func() { _ = p.Serve(l, h.tlsOf(p)) }()
 	t.Cleanup(func() { p.Shutdown(context.Background()) })
 	addr := l.Addr().String()
 
@@ -193,8 +193,8 @@ func TestRefusalSummariesInTheDecisionLog(t *testing.T) {
 		reset()
 	}
 
-	preConnect := []string{outcomeTLSFailed, outcomeClosed, outcomeMalformed, outcomeTimeout, outcomeRateLimited, outcomeEvicted,
-		outcomeShutdown, outcomeBannedIP, outcomeTooLarge}
+	preConnect := []string{string(OutcomeTLSFailed), string(OutcomeClosed), string(OutcomeMalformed), string(OutcomeTimeout),
+		string(OutcomeRateLimited), string(OutcomeEvicted), string(OutcomeShutdown), string(OutcomeBannedIP), string(OutcomeTooLarge)}
 	refused := func() (map[string]int, int) {
 		by, total := map[string]int{}, 0
 		for _, o := range preConnect {
@@ -210,7 +210,7 @@ func TestRefusalSummariesInTheDecisionLog(t *testing.T) {
 		_, total := refused()
 		return total == flood
 	})
-	if n := int(testutil.ToFloat64(m.Connects.WithLabelValues(outcomeRateLimited))); n != limited {
+	if n := int(testutil.ToFloat64(m.Connects.WithLabelValues(string(OutcomeRateLimited)))); n != limited {
 		t.Fatalf("%d connections rate limited, want %d", n, limited)
 	}
 
@@ -252,7 +252,7 @@ func TestRefusalSummariesInTheDecisionLog(t *testing.T) {
 			counted[r.Outcome] += r.Count
 		case "connect":
 			switch {
-			case r.Outcome == outcomeProtocolVersion && r.Protocol == 9 && strings.HasPrefix(r.Remote, "127.0.0.2:"):
+			case r.Outcome == string(OutcomeProtocolVersion) && r.Protocol == 9 && strings.HasPrefix(r.Remote, "127.0.0.2:"):
 				level9++
 			case r.Username == "victim" && r.ClientID == "guess-1" && r.Outcome == string(policy.BadCredentials) && strings.HasPrefix(r.Remote, "127.0.0.2:"):
 				guesses++

@@ -29,10 +29,11 @@ var ticketSecret = []byte("a test ticket secret of more than 32 bytes")
 type ticketReplica struct {
 	name string
 	p    *Proxy
+	tls  *transport.TLS
 	addr string
 }
 
-func (r ticketReplica) keys() transport.TicketKeyState { return r.p.TLS().TicketKeys() }
+func (r ticketReplica) keys() transport.TicketKeyState { return r.tls.TicketKeys() }
 
 // ticketReplica starts another proxy on the harness's Redis and broker with
 // its own store, as replica() does, its TLS configured by tc with the
@@ -46,23 +47,23 @@ func (h *harness) ticketReplica(name string, tc transport.TLSConfig) ticketRepli
 	h.t.Cleanup(func() { rdb.Close() })
 	store := authstore.New(rdb, authstore.Options{Timeout: 300 * time.Millisecond, Logger: h.cfg.Logger})
 	tc.TicketStore = store
-	saved := h.cfg.TLS
-	h.cfg.TLS = &tc
+	saved := h.tlsCfg
+	h.tlsCfg = tc
 	p := h.startProxy(store)
-	h.cfg.TLS = saved
+	h.tlsCfg = saved
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	go func() { _ = p.Serve(l, p.TLS()) }()
+	go func() { _ = p.Serve(l, h.tlsOf(p)) }()
 	h.t.Cleanup(func() { p.Shutdown(context.Background()) })
-	return ticketReplica{name: name, p: p, addr: l.Addr().String()}
+	return ticketReplica{name: name, p: p, tls: h.tlsOf(p), addr: l.Addr().String()}
 }
 
 // sharedTLS is the harness's TLS configuration with the test secret and
 // a short refresh, so that replicas on an empty Redis share keys quickly.
 func (h *harness) sharedTLS() transport.TLSConfig {
-	tc := *h.cfg.TLS
+	tc := h.tlsCfg
 	tc.TicketSecret, tc.TicketKeyRefresh = ticketSecret, 50*time.Millisecond
 	return tc
 }

@@ -38,11 +38,12 @@ var varRE = regexp.MustCompile(`AUTHPROXY_[A-Z0-9_]+`)
 var requiredFor = []string{"AUTHPROXY_BACKEND_ADDR", "AUTHPROXY_TLS_CERT_FILE", "AUTHPROXY_TLS_KEY_FILE"}
 
 // TestDeployUsesOnlyDefinedVariables reads the compose file, the Kubernetes
-// manifests, the Dockerfile and the READMEs: every AUTHPROXY_ variable they
-// name must exist, and the proxy's deployments must set the required ones.
+// manifests, the Dockerfile and the docs (README.md, docs/, deploy/README.md):
+// every AUTHPROXY_ variable they name must exist, and the proxy's deployments
+// must set the required ones.
 func TestDeployUsesOnlyDefinedVariables(t *testing.T) {
 	known := knownVars()
-	files := []string{"Dockerfile", "README.md", "deploy/README.md", "deploy/docker-compose.yml"}
+	files := append([]string{"Dockerfile", "deploy/docker-compose.yml"}, docFiles(t)...)
 	k8s, _ := filepath.Glob(filepath.Join(repoRoot, "deploy/kubernetes/*.yaml"))
 	if len(k8s) == 0 {
 		t.Fatal("no Kubernetes manifests")
@@ -508,11 +509,11 @@ func TestMetricsListenSetWhereScraped(t *testing.T) {
 	}
 }
 
-// TestKeyspaceNotificationsDocumented: wherever the READMEs and deploy/
+// TestKeyspaceNotificationsDocumented: wherever the docs and deploy/
 // name notify-keyspace-events, the flags include K, g, h and x (expired
 // events), A standing for g$lshzxetd.
 func TestKeyspaceNotificationsDocumented(t *testing.T) {
-	files := []string{"README.md", "deploy/README.md", "deploy/docker-compose.yml"}
+	files := append([]string{"deploy/docker-compose.yml"}, docFiles(t)...)
 	k8s, _ := filepath.Glob(filepath.Join(repoRoot, "deploy/kubernetes/*.yaml"))
 	for _, f := range k8s {
 		rel, _ := filepath.Rel(repoRoot, f)

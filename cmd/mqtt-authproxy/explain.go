@@ -15,6 +15,7 @@ import (
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+	"github.com/mqtt-authproxy/mqtt-authproxy/proxy"
 )
 
 func cmdExplain(io stdio) *cobra.Command {
@@ -91,13 +92,13 @@ Exit codes: 0 allowed (and every topic given allowed), 1 refused, 2 bad usage.`,
 		defer done()
 		d, err := store.Authenticate(ctx, req)
 		x := explanation{User: req.Username, ClientID: req.ClientID, Protocol: *protocol, Steps: req.Explain.Steps}
-		switch {
-		case errors.Is(err, policy.ErrMalformedRule):
-			x.Outcome, x.Reason, x.Code = "store_unavailable", err.Error(), packets.ServerUnavailable
-		case err != nil:
+		if err != nil && !errors.Is(err, policy.ErrMalformedRule) {
 			return err
-		default:
-			x.Outcome, x.Reason, x.Code, x.Allowed = string(d.Outcome), d.Reason, d.Code(), d.Allowed()
+		}
+		outcome, code := proxy.Answer(d, err)
+		x.Outcome, x.Reason, x.Code, x.Allowed = string(outcome), d.Reason, code, err == nil && d.Allowed()
+		if err != nil {
+			x.Reason = err.Error()
 		}
 		x.CONNACK = connackFor(x.Code, req.Protocol, x.Allowed)
 		refused := !x.Allowed

@@ -17,11 +17,11 @@ import (
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
-// TestExplainAgreesWithConnect: for every outcome of README's CONNACK
-// table that a rule decides, the same fixture is tried by a real CONNECT
-// through a running proxy and by `explain`: the CONNACK code the device
-// reads is the one explain says, and explain's exit code says allowed or
-// refused.
+// TestExplainAgreesWithConnect: for every outcome of the CONNACK table
+// (docs/connack-codes.md) that a rule decides, the same fixture is tried by
+// a real CONNECT through a running proxy and by `explain`: the CONNACK code
+// the device reads is the one explain says, and explain's exit code says
+// allowed or refused.
 func TestExplainAgreesWithConnect(t *testing.T) {
 	rs := testenv.Redis(t)
 	broker := testenv.Mosquitto(t, testenv.MosquittoOptions{})

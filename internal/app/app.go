@@ -129,7 +129,7 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		_ = closeStore()
 		return nil, err
 	}
-	registerTicketMetrics(reg, a.proxy.p.TLS())
+	registerTicketMetrics(reg, a.proxy.tls)
 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopBackground = cancel
@@ -141,7 +141,7 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		a.admin = admin.New(admin.Options{Gatherer: reg, Pprof: s.Pprof, Logger: log, Checks: []admin.Check{
 			{Name: "redis", Target: authstore.RedactURL(s.Store.RedisURL), Probe: store.Ping},
 			{Name: "backend", Target: s.Backend.Addr, Probe: backendProbe(s.Backend)},
-		}, Status: statusOptions(s.Status, a.replicaID, a.proxy, store, reg), Token: s.Status.Token})
+		}, Status: statusOptions(s.Status, a.replicaID, a.proxy, store), Token: s.Status.Token})
 		a.serving.Go(func() { _ = a.admin.Serve(adminLn) })
 		log.Info("metrics and health", "addr", adminLn.Addr().String())
 		if s.Status.On {

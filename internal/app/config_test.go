@@ -13,8 +13,9 @@ import (
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 )
 
-// documented is every variable with its default as README.md's table
-// gives it ("" for none): names and defaults are the operators' contract.
+// documented is every variable with its default as the table of
+// docs/configuration.md gives it ("" for none): names and defaults are the
+// operators' contract.
 var documented = map[string]string{
 	"LISTEN": ":8883", "TLS_CERT_FILE": "", "TLS_KEY_FILE": "", "TLS_CLIENT_CA_FILE": "", "TLS_CLIENT_AUTH": "",
 	"TLS_MIN_VERSION": "1.2", "TLS_TICKET_KEY_FILE": "", "TLS12_CBC": "", "PLAIN_LISTEN": "",
@@ -45,12 +46,12 @@ func TestDefaultsAreTheDocumentedOnes(t *testing.T) {
 		name := f.Tag.Get("env")
 		want, ok := documented[name]
 		if !ok {
-			t.Errorf("field %s reads %s%s, which README does not document", f.Name, EnvPrefix, name)
+			t.Errorf("field %s reads %s%s, which docs/configuration.md does not document", f.Name, EnvPrefix, name)
 			continue
 		}
 		seen[name] = true
 		if got := f.Tag.Get("envDefault"); got != want {
-			t.Errorf("%s%s defaults to %q, README says %q", EnvPrefix, name, got, want)
+			t.Errorf("%s%s defaults to %q, docs/configuration.md says %q", EnvPrefix, name, got, want)
 		}
 	}
 	for name := range documented {

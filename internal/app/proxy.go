@@ -31,20 +31,28 @@ type deviceListener struct {
 	kind deviceKind
 }
 
-// device is a running proxy.
-type device struct{ p *proxy.Proxy }
+// device is a running proxy and the TLS terminator its listeners share
+// (nil without TLS), which the App owns: it reloads and closes it.
+type device struct {
+	p   *proxy.Proxy
+	tls *transport.TLS
+}
 
 // startProxy builds the proxy from s and serves every listener on its own
 // goroutine, counted in serving; each returns once the proxy is shut down.
 // rec (nil: none) takes the decision log's entries.
 func startProxy(s Settings, store *authstore.Store, reg prometheus.Registerer, log *slog.Logger, ls []deviceListener, serving *sync.WaitGroup,
 	rec policy.Recorder) (device, error) {
-	var t *transport.TLSConfig
+	var terminator *transport.TLS
 	if s.TLS != nil {
-		t = &transport.TLSConfig{CertFile: s.TLS.CertFile, KeyFile: s.TLS.KeyFile, ClientCAFile: s.TLS.ClientCAFile, ClientAuth: s.TLS.ClientAuth,
+		t := transport.TLSConfig{CertFile: s.TLS.CertFile, KeyFile: s.TLS.KeyFile, ClientCAFile: s.TLS.ClientCAFile, ClientAuth: s.TLS.ClientAuth,
 			MinVersion: s.TLS.MinVersion, CipherSuites: s.TLS.CipherSuites, TicketKeyFile: s.TLS.TicketKeyFile}
 		if s.TLS.TicketSecret != nil {
 			t.TicketSecret, t.TicketStore = s.TLS.TicketSecret, store
+		}
+		var err error
+		if terminator, err = transport.NewTLS(t, log); err != nil {
+			return device{}, err
 		}
 		logTicketMode(log, s.TLS)
 	}
@@ -53,7 +61,7 @@ func startProxy(s Settings, store *authstore.Store, reg prometheus.Registerer, l
 		revalidate = -1 // proxy.Config: negative is off
 	}
 	p, err := proxy.New(proxy.Config{
-		TLS: t, Backend: backend(s.Backend), Auth: store,
+		Brokers: backend(s.Backend), Auth: store,
 		ConnectTimeout: s.ConnectTimeout, HandshakeTimeout: s.HandshakeTimeout, MaxConnectBytes: s.MaxConnectBytes,
 		MaxConnections: s.MaxConnections, MaxPending: s.MaxPending, ShutdownGrace: s.ShutdownGrace, RevalidateInterval: revalidate,
 		MaxPacketBytes: s.MaxPacketBytes, DenyAction: denyAction(s.DenyDisconnect),
@@ -62,24 +70,39 @@ func startProxy(s Settings, store *authstore.Store, reg prometheus.Registerer, l
 		Recorder: rec, ReplicaID: s.DecisionLog.ReplicaID,
 	})
 	if err != nil {
+		if terminator != nil {
+			terminator.Close()
+		}
 		return device{}, err
 	}
 	for _, l := range ls {
-		t := deviceTerminator(l.kind, p.TLS(), s.Edge)
+		t := deviceTerminator(l.kind, terminator, s.Edge)
 		serving.Go(func() { _ = p.Serve(l.Listener, t) })
 	}
-	return device{p}, nil
+	return device{p, terminator}, nil
 }
 
 // follow applies rule changes to live connections until ctx ends.
 func (d device) follow(ctx context.Context, store *authstore.Store) { _ = d.p.Follow(ctx, store) }
 
 // shutdown stops accepting, lets relayed sessions run for the grace, then
-// closes them; it returns when every connection is closed.
-func (d device) shutdown() { d.p.Shutdown(context.Background()) }
+// closes them; it returns when every connection is closed, and stops the
+// TLS terminator's key rotation and file reloads.
+func (d device) shutdown() {
+	_ = d.p.Shutdown(context.Background())
+	if d.tls != nil {
+		d.tls.Close()
+	}
+}
 
-// reloadCertificates re-reads the listener's files.
-func (d device) reloadCertificates() error { return d.p.ReloadCertificates() }
+// reloadCertificates re-reads the TLS listener's files (nothing without
+// TLS).
+func (d device) reloadCertificates() error {
+	if d.tls == nil {
+		return nil
+	}
+	return d.tls.Reload()
+}
 
 // sessions are the live sessions, as the status page shows them.
 func (d device) sessions() []admin.Session {

@@ -11,8 +11,6 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/admin"
 )
@@ -68,11 +66,11 @@ func loopbackListen(addr string) bool {
 
 // statusOptions turns the status page on for a running App; nil when it
 // is off.
-func statusOptions(s StatusSettings, replica string, dev device, store *authstore.Store, metrics prometheus.Gatherer) *admin.StatusOptions {
+func statusOptions(s StatusSettings, replica string, dev device, store *authstore.Store) *admin.StatusOptions {
 	if !s.On {
 		return nil
 	}
-	return &admin.StatusOptions{Source: statusSource{dev: dev, store: store, metrics: metrics}, Replica: replica, Token: s.Token}
+	return &admin.StatusOptions{Source: statusSource{dev: dev, store: store}, Replica: replica, Token: s.Token}
 }
 
 // statusDecisionScan bounds how many decision log entries one refresh of
@@ -80,12 +78,11 @@ func statusOptions(s StatusSettings, replica string, dev device, store *authstor
 // many at most, in pages of a thousand).
 const statusDecisionScan = 10000
 
-// statusSource is admin.StatusSource over the App's proxy, the decision
-// log in Redis and the metrics registry.
+// statusSource is admin.StatusSource over the App's proxy (its typed
+// counts and sessions) and the decision log in Redis.
 type statusSource struct {
-	dev     device
-	store   *authstore.Store
-	metrics prometheus.Gatherer
+	dev   device
+	store *authstore.Store
 }
 
 func (s statusSource) Sessions() []admin.Session { return s.dev.sessions() }
@@ -103,34 +100,14 @@ func (s statusSource) Decisions(ctx context.Context, q admin.DecisionQuery) ([]a
 	return out, err
 }
 
-// Counters reads authproxy_connects_total and authproxy_tls_handshakes_total
-// from the registry (what /metrics serves).
+// Counters are the proxy's counts since it started (what
+// authproxy_connects_total and authproxy_tls_handshakes_total count).
 func (s statusSource) Counters() admin.Counters {
-	c := admin.Counters{Connects: map[string]float64{}}
-	families, _ := s.metrics.Gather() // on an error, what could be gathered
-	for _, f := range families {
-		switch f.GetName() {
-		case "authproxy_connects_total":
-			for _, m := range f.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "outcome" {
-						c.Connects[l.GetValue()] += m.GetCounter().GetValue()
-					}
-				}
-			}
-		case "authproxy_tls_handshakes_total":
-			for _, m := range f.GetMetric() {
-				for _, l := range m.GetLabel() {
-					switch {
-					case l.GetName() != "resumed":
-					case l.GetValue() == "true":
-						c.HandshakesResumed += m.GetCounter().GetValue()
-					default:
-						c.HandshakesFull += m.GetCounter().GetValue()
-					}
-				}
-			}
-		}
+	st := s.dev.p.Stats()
+	c := admin.Counters{Connects: make(map[string]float64, len(st.Connects)),
+		HandshakesFull: float64(st.HandshakesFull), HandshakesResumed: float64(st.HandshakesResumed)}
+	for o, n := range st.Connects {
+		c.Connects[string(o)] = float64(n)
 	}
 	return c
 }

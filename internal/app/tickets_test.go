@@ -109,14 +109,14 @@ func TestStartSharesTicketKeysThroughTheStore(t *testing.T) {
 	logs := &testenv.SyncBuffer{}
 	a := startApp(t, c, logs)
 	defer a.Stop()
-	if st := a.proxy.p.TLS().TicketKeys(); st.Mode != "shared" || !st.StoreOK {
+	if st := a.proxy.tls.TicketKeys(); st.Mode != "shared" || !st.StoreOK {
 		t.Fatalf("ticket keys %+v, want shared through a store that answers", st)
 	}
 	if !strings.Contains(logs.String(), "shared through Redis") {
 		t.Fatalf("start log:\n%s", logs.String())
 	}
 	// The first refresh found no salt; the next one (within 10 s) proposes.
-	testenv.WaitFor(t, 15*time.Second, "sealing with a shared key", func() bool { return a.proxy.p.TLS().TicketKeys().SealingShared })
+	testenv.WaitFor(t, 15*time.Second, "sealing with a shared key", func() bool { return a.proxy.tls.TicketKeys().SealingShared })
 	salts := 0
 	for _, k := range mr.Keys() {
 		if strings.HasPrefix(k, "mqtt:tls-ticket-salt:3600000:") {

@@ -66,8 +66,10 @@ type Verdict struct {
 	// the packet itself, a rewritten one, or nil to withhold it.
 	Client []byte
 	// End ends the session: Client, if any, is its last packet (a
-	// DISCONNECT), written at a boundary.
-	End bool
+	// DISCONNECT), written at a boundary; Cause says why (a metric label:
+	// "acl", "malformed", ...), for Config.End.
+	End   bool
+	Cause string
 }
 
 // framer follows a stream's packets across reads, keeping whole only the
@@ -338,10 +340,20 @@ func (s *Session) deliverUp(chunk []byte) error {
 		}
 	}
 	if end.End {
-		s.EndWith(end.Client, endGrace)
+		s.filterEnded(end)
 		return errFilterEnded
 	}
 	return nil
+}
+
+// filterEnded ends the session as its filter asked: through Config.End,
+// the session's owner's one door, when it has one.
+func (s *Session) filterEnded(v Verdict) {
+	if s.cfg.End != nil {
+		s.cfg.End(v.Client, v.Cause)
+		return
+	}
+	s.EndWith(v.Client, endGrace)
 }
 
 // errFilterEnded: the filter ended the session; its last packet, or the
@@ -395,7 +407,7 @@ func (s *Session) deliverDown(chunk []byte) error {
 		return err
 	}
 	if end.End {
-		s.EndWith(end.Client, endGrace)
+		s.filterEnded(end)
 		return errFilterEnded
 	}
 	return err // the broker sent something that is not MQTT: the session ends

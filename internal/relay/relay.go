@@ -102,6 +102,10 @@ type Config struct {
 	// MaxPacket caps a packet the filter sees whole; default
 	// DefaultMaxPacket.
 	MaxPacket int
+	// End, when set, is how the session ends when its filter asks (the
+	// session's owner counts and records it): it must end the session,
+	// with EndWith(final, ...). nil: EndWith(final, a second's grace).
+	End func(final []byte, cause string)
 }
 
 // DefaultMaxPacket is Config.MaxPacket's default.

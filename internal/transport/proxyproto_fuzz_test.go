@@ -71,7 +71,7 @@ func FuzzProxyProtocol(f *testing.F) {
 		if !conn.Info.Remote.IsValid() {
 			t.Fatalf("accepted without an address: %+v", conn.Info)
 		}
-		rest, err := io.ReadAll(conn)
+		rest, err := io.ReadAll(conn.Conn)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,8 +83,8 @@ func FuzzProxyProtocol(f *testing.F) {
 		if err != nil {
 			t.Fatalf("the header %q alone does not read again: %v", data[:headerLen], err)
 		}
-		if src, _, ok := h.TCPAddrs(); !ok || src.String() != conn.RemoteAddr().String() {
-			t.Fatalf("the header alone gives %v, the connection %v", h.SourceAddr, conn.RemoteAddr())
+		if src, _, ok := h.TCPAddrs(); !ok || src.String() != conn.Conn.RemoteAddr().String() {
+			t.Fatalf("the header alone gives %v, the connection %v", h.SourceAddr, conn.Conn.RemoteAddr())
 		}
 	})
 }

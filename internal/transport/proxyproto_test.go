@@ -179,7 +179,7 @@ func TestProxyProtocolAddress(t *testing.T) {
 			if conn.Info.Remote != want || conn.Info.RemotePort != 5555 || conn.Info.Transport != "tcp" {
 				t.Errorf("Info %+v", conn.Info)
 			}
-			for _, a := range []net.Addr{conn.RemoteAddr(), conn.Raw.RemoteAddr()} {
+			for _, a := range []net.Addr{conn.Conn.RemoteAddr(), conn.Raw.RemoteAddr()} {
 				if a.String() != "192.0.2.7:5555" {
 					t.Errorf("RemoteAddr %v", a)
 				}
@@ -196,22 +196,22 @@ func TestProxyProtocolAddress(t *testing.T) {
 					t.Fatalf("Kind %v with bytes read past the header, want Drainable", conn.Kind)
 				}
 				// A read with a passed deadline hands out what is held.
-				_ = conn.SetReadDeadline(time.Unix(1, 0))
+				_ = conn.Conn.SetReadDeadline(time.Unix(1, 0))
 				buf := make([]byte, 64)
-				n, err := conn.Read(buf)
+				n, err := conn.Conn.Read(buf)
 				if err != nil || !bytes.Equal(buf[:n], payload) {
 					t.Fatalf("read with a passed deadline: %q %v, want %q", buf[:n], err, payload)
 				}
 				// Then, with nothing held, it times out without blocking.
-				if _, err := conn.Read(buf); !isTimeoutOrEOF(err) {
+				if _, err := conn.Conn.Read(buf); !isTimeoutOrEOF(err) {
 					t.Fatalf("second read with a passed deadline: %v, want a timeout", err)
 				}
-				_ = conn.SetReadDeadline(time.Time{})
+				_ = conn.Conn.SetReadDeadline(time.Time{})
 				return
 			}
-			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_ = conn.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 			got := make([]byte, len(payload))
-			if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, payload) {
+			if _, err := io.ReadFull(conn.Conn, got); err != nil || !bytes.Equal(got, payload) {
 				t.Fatalf("read %q %v", got, err)
 			}
 		})
@@ -297,14 +297,14 @@ func TestProxyProtocolTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		if conn.Kind != relay.Drainable || conn.Info.TLSVersion == 0 || conn.Info.Remote != netip.MustParseAddr("198.51.100.9") ||
-			conn.RemoteAddr().String() != "198.51.100.9:40000" || conn.Raw.RemoteAddr().String() != "198.51.100.9:40000" {
-			t.Errorf("together=%v: Kind %v Info %+v RemoteAddr %v", together, conn.Kind, conn.Info, conn.RemoteAddr())
+			conn.Conn.RemoteAddr().String() != "198.51.100.9:40000" || conn.Raw.RemoteAddr().String() != "198.51.100.9:40000" {
+			t.Errorf("together=%v: Kind %v Info %+v RemoteAddr %v", together, conn.Kind, conn.Info, conn.Conn.RemoteAddr())
 		}
 		if got := g.seen(); len(got) != 1 || got[0] != conn.Info.Remote {
 			t.Errorf("gate asked about %v", got)
 		}
 		buf := make([]byte, 4)
-		if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "ping" {
+		if _, err := io.ReadFull(conn.Conn, buf); err != nil || string(buf) != "ping" {
 			t.Errorf("read %q %v", buf, err)
 		}
 	}
@@ -408,7 +408,7 @@ func TestProxyProtocolUntrustedPassThrough(t *testing.T) {
 		t.Fatalf("Kind %v Info %+v gate %v", conn.Kind, conn.Info, g.seen())
 	}
 	buf := make([]byte, 4)
-	if _, err := io.ReadFull(conn, buf); err != nil || !bytes.Equal(buf, []byte{0x10, 0x02, 0x00, 0x04}) {
+	if _, err := io.ReadFull(conn.Conn, buf); err != nil || !bytes.Equal(buf, []byte{0x10, 0x02, 0x00, 0x04}) {
 		t.Fatalf("read % x %v", buf, err)
 	}
 

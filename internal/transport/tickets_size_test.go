@@ -226,7 +226,7 @@ func (h *handleStore) unwrap(identity []byte, _ tls.ConnectionState) (*tls.Sessi
 // receive with server-side state (a 32-byte handle), for TLS 1.2 and 1.3,
 // an ECDSA and an RSA device; and the bytes each handshake costs the
 // device on the wire. go test -v -run TestTicketSizes prints the table of
-// BENCHMARKS.md.
+// docs/benchmarks.md.
 func TestTicketSizes(t *testing.T) {
 	dir := t.TempDir()
 	ca, err := pki.NewCA("server CA")

@@ -29,12 +29,12 @@ type Info struct {
 	CertCN     string
 }
 
-// Conn is a terminated connection.
+// Conn is a terminated connection: the relay's endpoint (Conn carries the
+// MQTT bytes, Raw is the socket under it for deadlines, close and
+// readiness, Kind says what Conn may hold in user space) and what is known
+// about it.
 type Conn struct {
-	net.Conn          // carries the MQTT bytes
-	Raw      net.Conn // the socket under Conn: deadlines, close, readiness
-	// Kind says what Conn may hold in user space, for the relay.
-	Kind relay.Kind
+	relay.Endpoint
 	Info Info
 }
 
@@ -74,7 +74,7 @@ func (Plain) Terminate(_ context.Context, c net.Conn, gate Gate) (Conn, error) {
 	if err := gate.check(remote); err != nil {
 		return Conn{}, err
 	}
-	return Conn{Conn: c, Raw: c, Kind: relay.Socket, Info: Info{Remote: remote, RemotePort: portOf(c.RemoteAddr()), Transport: "tcp"}}, nil
+	return Conn{Endpoint: relay.Endpoint{Conn: c, Raw: c, Kind: relay.Socket}, Info: Info{Remote: remote, RemotePort: portOf(c.RemoteAddr()), Transport: "tcp"}}, nil
 }
 
 // Name is "tls".
@@ -96,7 +96,7 @@ func (s *TLS) Terminate(ctx context.Context, c net.Conn, gate Gate) (Conn, error
 		sum := sha256.Sum256(st.PeerCertificates[0].Raw)
 		info.CertSHA256, info.CertCN = sum[:], st.PeerCertificates[0].Subject.CommonName
 	}
-	return Conn{Conn: tc, Raw: c, Kind: relay.Drainable, Info: info}, nil
+	return Conn{Endpoint: relay.Endpoint{Conn: tc, Raw: c, Kind: relay.Drainable}, Info: info}, nil
 }
 
 // AddrOf is the IP address of a, unmapped (an IPv4-mapped IPv6 address is

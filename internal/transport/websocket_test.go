@@ -75,7 +75,7 @@ func (s *wsServer) err(t *testing.T) error {
 	t.Helper()
 	select {
 	case c := <-s.conns:
-		c.Close()
+		c.Conn.Close()
 		t.Fatal("the connection was upgraded")
 	case err := <-s.errs:
 		return err
@@ -121,8 +121,8 @@ func TestWebSocketCarriesMQTTBytes(t *testing.T) {
 		if conn.Kind != relay.Opaque || conn.Info.Transport != "wss" || conn.Info.TLSVersion == 0 || conn.Info.Remote.String() != "127.0.0.1" {
 			t.Errorf("Kind %v Info %+v", conn.Kind, conn.Info)
 		}
-		if !strings.HasPrefix(conn.RemoteAddr().String(), "127.0.0.1:") {
-			t.Errorf("RemoteAddr %v", conn.RemoteAddr())
+		if !strings.HasPrefix(conn.Conn.RemoteAddr().String(), "127.0.0.1:") {
+			t.Errorf("RemoteAddr %v", conn.Conn.RemoteAddr())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		// A packet split over two messages, then two packets in one.
@@ -132,10 +132,10 @@ func TestWebSocketCarriesMQTTBytes(t *testing.T) {
 			}
 		}
 		got := make([]byte, 6)
-		if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, []byte{0x10, 0x04, 0x00, 0x02, 'h', 'i'}) {
+		if _, err := io.ReadFull(conn.Conn, got); err != nil || !bytes.Equal(got, []byte{0x10, 0x04, 0x00, 0x02, 'h', 'i'}) {
 			t.Fatalf("server read % x %v", got, err)
 		}
-		if _, err := conn.Write([]byte{0x20, 0x02, 0x00, 0x00}); err != nil {
+		if _, err := conn.Conn.Write([]byte{0x20, 0x02, 0x00, 0x00}); err != nil {
 			t.Fatal(err)
 		}
 		typ, msg, err := client.Read(ctx)
@@ -264,7 +264,7 @@ func TestWebSocketFrames(t *testing.T) {
 				if err := client.Write(ctx, websocket.MessageBinary, []byte("next")); err != nil {
 					t.Fatal(err)
 				}
-				got, err := io.ReadAll(io.LimitReader(conn, int64(tc.size)+4))
+				got, err := io.ReadAll(io.LimitReader(conn.Conn, int64(tc.size)+4))
 				if err != nil || len(got) != tc.size+4 || string(got[tc.size:]) != "next" {
 					t.Fatalf("read %d bytes %v", len(got), err)
 				}
@@ -273,7 +273,7 @@ func TestWebSocketFrames(t *testing.T) {
 			start := time.Now()
 			buf := make([]byte, 64<<10)
 			for {
-				if _, err = conn.Read(buf); err != nil {
+				if _, err = conn.Conn.Read(buf); err != nil {
 					break
 				}
 			}
@@ -308,7 +308,7 @@ func TestWebSocketPings(t *testing.T) {
 	defer stopReading()
 	go func() { _, _, _ = client.Read(readCtx) }() // answers pings
 	serverRead := make(chan error, 1)
-	go func() { _, err := alive.Read(make([]byte, 1)); serverRead <- err }() // reads pongs
+	go func() { _, err := alive.Conn.Read(make([]byte, 1)); serverRead <- err }() // reads pongs
 	deadline := time.Now().Add(5 * time.Second)
 	for pings.Load() < 4 && time.Now().Before(deadline) {
 		time.Sleep(interval / 2)
@@ -334,7 +334,7 @@ func TestWebSocketPings(t *testing.T) {
 	}
 	dead := s.conn(t)
 	start := time.Now()
-	go func() { _, err := dead.Read(make([]byte, 1)); serverRead <- err }()
+	go func() { _, err := dead.Conn.Read(make([]byte, 1)); serverRead <- err }()
 	select {
 	case err := <-serverRead:
 		if d := time.Since(start); d > 4*interval+time.Second {
@@ -347,7 +347,7 @@ func TestWebSocketPings(t *testing.T) {
 		t.Fatal("a client that never answers a ping was not closed")
 	}
 	start = time.Now()
-	_ = dead.Close()
+	_ = dead.Conn.Close()
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Close took %v", d)
 	}
@@ -369,7 +369,7 @@ func TestWebSocketCloseIsBounded(t *testing.T) {
 	}
 	conn := s.conn(t)
 	start := time.Now()
-	_ = conn.Close()
+	_ = conn.Conn.Close()
 	if d := time.Since(start); d < wsCloseWait/2 || d > wsCloseWait+time.Second {
 		t.Errorf("Close took %v; want about %v (the close frame is not answered)", d, wsCloseWait)
 	}
