@@ -42,7 +42,7 @@ func (p *Proxy) Serve(l net.Listener, t transport.Terminator) error {
 		backoff = 0
 		if pc := p.admit(c); pc != nil {
 			p.wg.Add(1)
-			go p.handle(c, t, pc)
+			p.workers.run(func() { p.handle(c, t, pc) })
 		}
 	}
 }
@@ -108,6 +108,43 @@ func (p *Proxy) removeListener(l net.Listener) {
 	p.mu.Lock()
 	delete(p.listeners, l)
 	p.mu.Unlock()
+}
+
+// workers run attempts on goroutines that outlive them: a goroutine whose
+// stack grew for one connection's handshake and decision (crypto/tls and
+// the Redis client call deep) keeps it for the next, instead of each
+// connect growing a fresh stack and copying it twice or three times. A
+// worker left idle for workerIdle exits, so a burst's workers do not stay.
+type workers struct {
+	jobs chan func() // unbuffered: a send succeeds only into an idle worker
+}
+
+// workerIdle is how long a worker waits for another attempt before it exits.
+const workerIdle = 5 * time.Second
+
+func newWorkers() *workers { return &workers{jobs: make(chan func())} }
+
+// run runs f on an idle worker, or on a new one when none is idle.
+func (w *workers) run(f func()) {
+	select {
+	case w.jobs <- f:
+	default:
+		go w.work(f)
+	}
+}
+
+func (w *workers) work(f func()) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		f()
+		idle.Reset(workerIdle)
+		select {
+		case f = <-w.jobs:
+		case <-idle.C:
+			return
+		}
+	}
 }
 
 // pendingMinAge is how long a connection must have been pending before a

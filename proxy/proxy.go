@@ -94,6 +94,7 @@ type Proxy struct {
 	aclLog   *logLimiter             // and topic denials
 	refusals refusalLog              // connections refused before CONNECT, for the decision log
 	counts   counts                  // what Stats reports
+	workers  *workers                // the goroutines attempts run on
 
 	ctx    context.Context // cancelled by Shutdown: aborts handshakes and CONNECTs in progress
 	cancel context.CancelFunc
@@ -145,6 +146,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.connRate = newRateLimiter(cfg.ConnRatePerIP, max(cfg.ConnBurstPerIP, 1))
 	}
 	p.engine = relay.NewEngine()
+	p.workers = newWorkers()
 	p.logLimit = newLogLimiter("refused connections not logged one by one (LOG_LEVEL=debug shows each)", time.Now)
 	p.aclLog = newLogLimiter("topic denials not logged one by one (LOG_LEVEL=debug shows each)", time.Now)
 	go p.logLimit.summarise(p.log, p.stop)
