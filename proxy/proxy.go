@@ -14,7 +14,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -23,59 +22,7 @@ import (
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
-	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
-
-// Config configures a Proxy. Zero durations and sizes take the defaults
-// documented on each field.
-type Config struct {
-	// Brokers is where admitted sessions go: a Backend (one address), or
-	// another kind of Brokers.
-	Brokers Brokers
-	Auth    policy.Authenticator
-
-	ConnectTimeout time.Duration // accept to complete CONNECT, handshake included; default 10s
-	// HandshakeTimeout bounds the transport's handshake, within
-	// ConnectTimeout; default 5s.
-	HandshakeTimeout time.Duration
-	MaxConnectBytes  int // cap on the first packet; default 65536
-	MaxConnections   int // concurrent client connections; 0: no cap
-	// MaxPending bounds the connections that have not yet delivered their
-	// CONNECT; when full, a new one replaces the oldest if that has waited
-	// a second or more, else it is closed before any TLS work. Default:
-	// MaxConnections/4 (at least 16) when MaxConnections is set, else 1024.
-	MaxPending    int
-	ShutdownGrace time.Duration // how long Shutdown lets connections finish; default 10s
-	// RevalidateInterval is how often every live connection is decided
-	// again (spread evenly over the interval), the safety net for a missed
-	// change notification; default 60s, negative turns it off.
-	RevalidateInterval time.Duration
-	// DenyAction is what a PUBLISH the topic rules refuse costs the
-	// device (sessions whose decisions carry topic rules); default DenyDrop.
-	DenyAction DenyAction
-	// MaxPacketBytes caps a packet of a session with topic rules (it is
-	// read whole before it is judged); default relay.DefaultMaxPacket.
-	// Past it the session ends (MQTT 5: DISCONNECT 0x95).
-	MaxPacketBytes int
-
-	// ConnRatePerIP and ConnBurstPerIP bound new connections per source
-	// address (a token bucket; 0: no limit): past it a connection is
-	// closed before any TLS work.
-	ConnRatePerIP  float64
-	ConnBurstPerIP int
-	// IPBans reads the IP bans, refused before any TLS work; it is called
-	// at start, on every ban change notification and every 30 s (nil:
-	// none).
-	IPBans func(context.Context) ([]IPBan, error)
-
-	// Recorder takes the decision log's entries (nil: none are kept);
-	// ReplicaID names this proxy in them.
-	Recorder  policy.Recorder
-	ReplicaID string
-
-	Logger  *slog.Logger
-	Metrics *Metrics // nil: a private, unregistered set
-}
 
 // Proxy serves MQTT clients. Create it with New, hand it listeners with
 // Serve (each with the transport its connections are terminated with,
@@ -122,18 +69,21 @@ func (p *Proxy) LastChange() time.Time {
 	return time.Time{}
 }
 
-// New validates cfg, fills in its defaults and loads the certificates.
+// New provisions cfg (its defaults and validation) and returns a proxy
+// ready to Serve.
 func New(cfg Config) (*Proxy, error) {
-	if cfg.Auth == nil {
-		return nil, errors.New("proxy: no authenticator")
-	}
-	if cfg.Brokers == nil {
-		return nil, errors.New("proxy: no brokers")
+	switch {
+	case cfg.Auth == nil:
+		return nil, &OptionError{"Auth", "no authenticator"}
+	case cfg.Brokers == nil:
+		return nil, &OptionError{"Brokers", "no brokers"}
 	}
 	if b, ok := cfg.Brokers.(Backend); ok && b.Addr == "" {
-		return nil, errors.New("proxy: no backend address")
+		return nil, &OptionError{"Brokers", "a Backend without an address"}
 	}
-	cfg = withDefaults(cfg)
+	if err := cfg.Provision(); err != nil {
+		return nil, err
+	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, stop: make(chan struct{}),
 		listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, byUser: map[string]map[*session]struct{}{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -160,38 +110,6 @@ func New(cfg Config) (*Proxy, error) {
 		go p.followIPBans()
 	}
 	return p, nil
-}
-
-// DefaultMaxPending is MaxPending's default for a MaxConnections: a
-// quarter of the cap, at least 16 and never above it; 1024 without a cap.
-func DefaultMaxPending(maxConnections int) int {
-	if maxConnections > 0 {
-		return min(max(maxConnections/4, 16), maxConnections)
-	}
-	return 1024
-}
-
-// withDefaults fills in the documented defaults of cfg's zero values.
-func withDefaults(cfg Config) Config {
-	cfg.ConnectTimeout = cmp0(cfg.ConnectTimeout, 10*time.Second)
-	cfg.HandshakeTimeout = cmp0(cfg.HandshakeTimeout, 5*time.Second)
-	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = DefaultMaxPending(cfg.MaxConnections)
-	}
-	if cfg.MaxConnectBytes <= 0 {
-		cfg.MaxConnectBytes = 65536
-	}
-	cfg.ShutdownGrace = cmp0(cfg.ShutdownGrace, 10*time.Second)
-	if cfg.RevalidateInterval == 0 {
-		cfg.RevalidateInterval = time.Minute
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics(nil)
-	}
-	return cfg
 }
 
 // TakeParked returns how many relay directions went idle and gave up their

@@ -53,7 +53,7 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &App{log: log, grace: s.ShutdownGrace}
+	a := &App{log: log, grace: s.ShutdownGrace()}
 	var opened []net.Listener
 	closeAll := func() {
 		for _, l := range opened {
@@ -134,7 +134,7 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopBackground = cancel
 	a.background.Go(func() { a.proxy.follow(bg, store) })
-	a.background.Go(func() { checkNotifications(bg, store, s.RevalidateInterval, log) })
+	a.background.Go(func() { checkNotifications(bg, store, s.RevalidateInterval(), log) })
 	a.background.Go(func() { trimMemory(bg, a.proxy.p.TakeParked) })
 
 	if adminLn != nil {

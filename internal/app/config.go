@@ -81,7 +81,7 @@ type Config struct {
 	GoAuthSaltEncoding         string `env:"GOAUTH_SALT_ENCODING" envDefault:"base64"`
 
 	ConnectTimeout     time.Duration `env:"CONNECT_TIMEOUT" envDefault:"10s"`
-	HandshakeTimeout   time.Duration `env:"TLS_HANDSHAKE_TIMEOUT" envDefault:"5s"`
+	HandshakeTimeout   time.Duration `env:"TLS_HANDSHAKE_TIMEOUT"` // empty: 5s, or CONNECT_TIMEOUT when shorter (the proxy's default)
 	BackendDialTimeout time.Duration `env:"BACKEND_DIAL_TIMEOUT" envDefault:"5s"`
 	MaxConnectBytes    int           `env:"MAX_CONNECT_BYTES" envDefault:"65536"`
 	ACL                string        `env:"ACL" envDefault:"on"`                   // on: topic rules enforced; off: opaque relay

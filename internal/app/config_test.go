@@ -13,52 +13,12 @@ import (
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 )
 
-// documented is every variable with its default as the table of
-// docs/configuration.md gives it ("" for none): names and defaults are the
-// operators' contract.
-var documented = map[string]string{
-	"LISTEN": ":8883", "TLS_CERT_FILE": "", "TLS_KEY_FILE": "", "TLS_CLIENT_CA_FILE": "", "TLS_CLIENT_AUTH": "",
-	"TLS_MIN_VERSION": "1.2", "TLS_TICKET_KEY_FILE": "", "TLS12_CBC": "", "PLAIN_LISTEN": "",
-	"WS_LISTEN": "", "WS_PATH": "/mqtt", "WS_ORIGINS": "", "WS_PING_INTERVAL": "30s", "PROXY_PROTOCOL_FROM": "",
-	"TLS_TICKET_SECRET": "", "TLS_TICKET_SECRET_FILE": "",
-	"BACKEND_ADDR": "", "BACKEND_TLS": "", "BACKEND_TLS_CA_FILE": "", "BACKEND_TLS_SERVER_NAME": "",
-	"BACKEND_TLS_CERT_FILE": "", "BACKEND_TLS_KEY_FILE": "", "BACKEND_USERNAME": "", "BACKEND_PASSWORD": "",
-	"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_KEY_PREFIX": "mqtt:", "REDIS_TIMEOUT": "500ms", "CLIENTIDS_DEFAULT": "%u %u:*",
-	"SCHEMA": "native", "EMQX_AUTHN_CMD": "HMGET mqtt_user:${username} password_hash salt is_superuser", "EMQX_AUTHZ_CMD": "HGETALL mqtt_acl:${username}",
-	"EMQX_PASSWORD_HASH": "sha256", "EMQX_SALT_POSITION": "prefix", "EMQX_ALLOW_PLAIN": "", "EMQX_PBKDF2_MAC_FUN": "", "EMQX_PBKDF2_ITERATIONS": "",
-	"EMQX_PBKDF2_DK_LENGTH": "", "EMQX_AUTHZ_COMPATIBILITY_MODE": "disabled", "GOAUTH_DISABLE_SUPERUSER": "", "GOAUTH_SALT_ENCODING": "base64",
-	"CONNECT_TIMEOUT": "10s", "TLS_HANDSHAKE_TIMEOUT": "5s", "BACKEND_DIAL_TIMEOUT": "5s", "MAX_CONNECT_BYTES": "65536",
-	"MAX_CONNECTIONS": "0", "MAX_PENDING": "", "SHUTDOWN_GRACE": "10s", "REVALIDATE_INTERVAL": "60s",
-	"ACL": "on", "ACL_DENY_ACTION": "drop", "MAX_PACKET_BYTES": "1048576",
-	"CONN_RATE_PER_IP": "0", "AUTH_FAIL_LIMIT_USER": "10/5m", "AUTH_FAIL_LIMIT_IP": "100/5m",
-	"DECISION_LOG": "redis", "DECISION_LOG_MAXLEN": "100000", "REPLICA_ID": "",
-	"METRICS_LISTEN": "127.0.0.1:9090", "PPROF": "", "STATUS": "", "ADMIN_TOKEN": "", "LOG_LEVEL": "info", "LOG_FORMAT": "text",
-}
-
-// TestDefaultsAreTheDocumentedOnes: every variable keeps its name and
-// default, and Defaults is what an environment without AUTHPROXY_
-// variables loads.
-func TestDefaultsAreTheDocumentedOnes(t *testing.T) {
-	typ := reflect.TypeFor[Config]()
-	seen := map[string]bool{}
-	for i := range typ.NumField() {
-		f := typ.Field(i)
-		name := f.Tag.Get("env")
-		want, ok := documented[name]
-		if !ok {
-			t.Errorf("field %s reads %s%s, which docs/configuration.md does not document", f.Name, EnvPrefix, name)
-			continue
-		}
-		seen[name] = true
-		if got := f.Tag.Get("envDefault"); got != want {
-			t.Errorf("%s%s defaults to %q, docs/configuration.md says %q", EnvPrefix, name, got, want)
-		}
-	}
-	for name := range documented {
-		if !seen[name] {
-			t.Errorf("%s%s is documented but not read", EnvPrefix, name)
-		}
-	}
+// TestDefaults: Defaults is what an environment without AUTHPROXY_
+// variables loads, and it validates; the components' defaults (those that
+// follow other values) are filled in by the components themselves. Every
+// variable and its default against docs/configuration.md:
+// cmd/mqtt-authproxy's TestConfigurationDocumentsEveryVariable.
+func TestDefaults(t *testing.T) {
 	d := Defaults()
 	loaded, err := Load([]string{"PATH=/bin", "HOME=/root", "AUTHPROXY", "NOT_AUTHPROXY_LISTEN=x"})
 	if err != nil || !reflect.DeepEqual(d, loaded) {
@@ -66,6 +26,40 @@ func TestDefaultsAreTheDocumentedOnes(t *testing.T) {
 	}
 	if d.Listen != ":8883" || d.RedisTimeout != 500*time.Millisecond || d.RevalidateInterval != time.Minute || d.MaxConnectBytes != 65536 {
 		t.Fatalf("Defaults() = %+v", d)
+	}
+	c := validConfig(testFiles(t))
+	s, err := c.Validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := s.Proxy; p.HandshakeTimeout != 5*time.Second || p.MaxPending != 1024 || p.ConnectTimeout != 10*time.Second || p.RevalidateInterval != time.Minute {
+		t.Fatalf("the proxy's provisioned defaults: %+v", p)
+	}
+}
+
+// TestDefaultsFollowWhatTheyDependOn: a default never conflicts with a
+// value the operator set (CONNECT_TIMEOUT=3s alone used to refuse to start:
+// the handshake's default, 5s, was longer); two explicit values that
+// contradict each other are an error naming one of them.
+func TestDefaultsFollowWhatTheyDependOn(t *testing.T) {
+	c := validConfig(testFiles(t))
+	c.ConnectTimeout = 3 * time.Second
+	s, err := c.Validate()
+	if err != nil || s.Proxy.HandshakeTimeout != 3*time.Second {
+		t.Fatalf("CONNECT_TIMEOUT=3s alone: handshake %v, %v", s.Proxy.HandshakeTimeout, err)
+	}
+	c.HandshakeTimeout = 5 * time.Second
+	if _, err := c.Validate(); err == nil || !strings.Contains(err.Error(), "AUTHPROXY_TLS_HANDSHAKE_TIMEOUT: 5s is longer than ConnectTimeout 3s") {
+		t.Fatalf("both explicit and contradicting: %v", err)
+	}
+	c.HandshakeTimeout = 2 * time.Second
+	if s, err := c.Validate(); err != nil || s.Proxy.HandshakeTimeout != 2*time.Second {
+		t.Fatalf("both explicit and consistent: %v %v", s.Proxy.HandshakeTimeout, err)
+	}
+	c = validConfig(testFiles(t))
+	c.MaxConnections = 100
+	if s, err := c.Validate(); err != nil || s.Proxy.MaxPending != 25 {
+		t.Fatalf("MAX_PENDING follows MAX_CONNECTIONS: %d %v", s.Proxy.MaxPending, err)
 	}
 }
 
@@ -146,7 +140,7 @@ func TestValidateDoesNotMutate(t *testing.T) {
 		if (err1 == nil) != (err2 == nil) || err1 != nil && err1.Error() != err2.Error() {
 			t.Fatalf("two validations disagree: %v / %v", err1, err2)
 		}
-		if s1.Listen != s2.Listen || s1.AdminListen != s2.AdminListen || s1.MaxPending != s2.MaxPending ||
+		if s1.Listen != s2.Listen || s1.AdminListen != s2.AdminListen || s1.Proxy.MaxPending != s2.Proxy.MaxPending ||
 			!reflect.DeepEqual(s1.TLS, s2.TLS) || s1.Backend.ServerName != s2.Backend.ServerName {
 			t.Fatalf("two validations disagree:\n%+v\n%+v", s1, s2)
 		}
@@ -199,8 +193,8 @@ func TestValidateDerives(t *testing.T) {
 	for _, p := range []struct{ conns, pending, want int }{{0, 0, 1024}, {0, 7, 7}, {40, 0, 16}, {400, 0, 100}, {10, 0, 10}, {400, 3, 3}} {
 		c := validConfig(f)
 		c.MaxConnections, c.MaxPending = p.conns, p.pending
-		if s, err := c.Validate(); err != nil || s.MaxPending != p.want {
-			t.Errorf("MAX_CONNECTIONS=%d MAX_PENDING=%d: pending %d %v, want %d", p.conns, p.pending, s.MaxPending, err, p.want)
+		if s, err := c.Validate(); err != nil || s.Proxy.MaxPending != p.want {
+			t.Errorf("MAX_CONNECTIONS=%d MAX_PENDING=%d: pending %d %v, want %d", p.conns, p.pending, s.Proxy.MaxPending, err, p.want)
 		}
 	}
 }

@@ -56,19 +56,10 @@ func startProxy(s Settings, store *authstore.Store, reg prometheus.Registerer, l
 		}
 		logTicketMode(log, s.TLS)
 	}
-	revalidate := s.RevalidateInterval
-	if revalidate == 0 {
-		revalidate = -1 // proxy.Config: negative is off
-	}
-	p, err := proxy.New(proxy.Config{
-		Brokers: backend(s.Backend), Auth: store,
-		ConnectTimeout: s.ConnectTimeout, HandshakeTimeout: s.HandshakeTimeout, MaxConnectBytes: s.MaxConnectBytes,
-		MaxConnections: s.MaxConnections, MaxPending: s.MaxPending, ShutdownGrace: s.ShutdownGrace, RevalidateInterval: revalidate,
-		MaxPacketBytes: s.MaxPacketBytes, DenyAction: denyAction(s.DenyDisconnect),
-		ConnRatePerIP: float64(s.ConnRatePerIP), ConnBurstPerIP: s.ConnRatePerIP, IPBans: ipBans(store),
-		Logger: log, Metrics: proxy.NewMetrics(reg),
-		Recorder: rec, ReplicaID: s.DecisionLog.ReplicaID,
-	})
+	cfg := s.Proxy
+	cfg.Brokers, cfg.Auth, cfg.IPBans = backend(s.Backend), store, ipBans(store)
+	cfg.Logger, cfg.Metrics, cfg.Recorder, cfg.ReplicaID = log, proxy.NewMetrics(reg), rec, s.DecisionLog.ReplicaID
+	p, err := proxy.New(cfg)
 	if err != nil {
 		if terminator != nil {
 			terminator.Close()
@@ -180,17 +171,6 @@ func checkTicketKeys(file string) error {
 // loadCAPool reads a PEM file of CA certificates.
 func loadCAPool(file string) (*x509.CertPool, error) {
 	return transport.LoadCAPool(file)
-}
-
-// defaultMaxPending is MAX_PENDING's default for a MAX_CONNECTIONS.
-func defaultMaxPending(maxConnections int) int { return proxy.DefaultMaxPending(maxConnections) }
-
-// denyAction maps ACL_DENY_ACTION to the proxy's.
-func denyAction(disconnect bool) proxy.DenyAction {
-	if disconnect {
-		return proxy.DenyDisconnect
-	}
-	return proxy.DenyDrop
 }
 
 // ipBans reads the IP bans for the proxy.

@@ -17,7 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
-	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+	"github.com/mqtt-authproxy/mqtt-authproxy/proxy"
 )
 
 // Settings is a validated configuration with what validation derived:
@@ -40,19 +40,20 @@ type Settings struct {
 
 	Backend BackendSettings
 
-	ConnectTimeout     time.Duration
-	HandshakeTimeout   time.Duration
-	ShutdownGrace      time.Duration
-	RevalidateInterval time.Duration // 0: off
-	MaxConnectBytes    int
-	DenyDisconnect     bool // ACL_DENY_ACTION=disconnect
-	MaxPacketBytes     int
-	MaxConnections     int // 0: no cap
-	MaxPending         int // resolved: never 0
-	ConnRatePerIP      int // CONN_RATE_PER_IP: connections a second (and burst) per address; 0: off
+	// Proxy are the proxy's own options, provisioned (its defaults filled
+	// in, the ones that depend on others included); the App adds what it
+	// builds at start (the store, the brokers, logs and metrics).
+	Proxy proxy.Config
 
 	DecisionLog DecisionLogSettings
 }
+
+// ShutdownGrace is how long a shutdown lets relayed sessions run.
+func (s Settings) ShutdownGrace() time.Duration { return s.Proxy.ShutdownGrace }
+
+// RevalidateInterval is how often live sessions are decided again; 0:
+// never.
+func (s Settings) RevalidateInterval() time.Duration { return max(s.Proxy.RevalidateInterval, 0) }
 
 // StoreSettings is what every command that talks to Redis needs.
 type StoreSettings struct {
@@ -119,12 +120,10 @@ func (c Config) Validate() (Settings, error) {
 		add(err)
 	}
 	s := Settings{Store: store, Log: log,
-		Listen: resolveOff(c.Listen), PlainListen: c.PlainListen, AdminListen: resolveOff(c.MetricsListen), Pprof: c.Pprof,
-		ConnectTimeout: c.ConnectTimeout, HandshakeTimeout: c.HandshakeTimeout, ShutdownGrace: c.ShutdownGrace,
-		RevalidateInterval: c.RevalidateInterval, MaxConnectBytes: c.MaxConnectBytes, MaxConnections: c.MaxConnections,
-		ConnRatePerIP:  parseRate(c.ConnRatePerIP),
-		DenyDisconnect: c.ACLDenyAction == "disconnect", MaxPacketBytes: c.MaxPacketBytes,
-		MaxPending: c.MaxPending}
+		Listen: resolveOff(c.Listen), PlainListen: c.PlainListen, AdminListen: resolveOff(c.MetricsListen), Pprof: c.Pprof}
+	p, proxyErrs := c.proxyConfig()
+	s.Proxy = p
+	errs = append(errs, proxyErrs...)
 
 	if s.Listen == "" && s.PlainListen == "" && c.WSListen == "" {
 		add(cfgErr("LISTEN", "is off and %sPLAIN_LISTEN and %sWS_LISTEN are empty: nothing to serve", EnvPrefix, EnvPrefix))
@@ -154,42 +153,73 @@ func (c Config) Validate() (Settings, error) {
 	s.DecisionLog = dl
 	errs = append(errs, dlErrs...)
 
+	if c.BackendDialTimeout <= 0 {
+		add(cfgErr("BACKEND_DIAL_TIMEOUT", "must be positive, is %v", c.BackendDialTimeout))
+	}
+	return s, errors.Join(errs...)
+}
+
+// proxyVars name the variable of each of the proxy's options the
+// configuration sets.
+var proxyVars = map[string]string{
+	"ConnectTimeout": "CONNECT_TIMEOUT", "HandshakeTimeout": "TLS_HANDSHAKE_TIMEOUT", "ShutdownGrace": "SHUTDOWN_GRACE",
+	"RevalidateInterval": "REVALIDATE_INTERVAL", "MaxConnectBytes": "MAX_CONNECT_BYTES", "MaxPacketBytes": "MAX_PACKET_BYTES",
+	"MaxConnections": "MAX_CONNECTIONS", "MaxPending": "MAX_PENDING", "ConnRatePerIP": "CONN_RATE_PER_IP",
+}
+
+// proxyConfig is the proxy's part of the configuration, provisioned by the
+// proxy: its defaults (MAX_PENDING's and TLS_HANDSHAKE_TIMEOUT's follow
+// the values they depend on) and its validation, each problem named by
+// its variable. A duration set to 0 here means off or invalid as each
+// variable says, never the proxy's default (an empty variable takes it).
+func (c Config) proxyConfig() (proxy.Config, []error) {
+	var errs []error
+	p := proxy.Config{ConnectTimeout: c.ConnectTimeout, HandshakeTimeout: c.HandshakeTimeout, ShutdownGrace: c.ShutdownGrace,
+		RevalidateInterval: c.RevalidateInterval, MaxConnectBytes: c.MaxConnectBytes, MaxConnections: c.MaxConnections,
+		MaxPending: c.MaxPending, MaxPacketBytes: c.MaxPacketBytes, DenyAction: proxy.DenyDrop}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"CONNECT_TIMEOUT", c.ConnectTimeout}, {"TLS_HANDSHAKE_TIMEOUT", c.HandshakeTimeout}, {"BACKEND_DIAL_TIMEOUT", c.BackendDialTimeout}, {"SHUTDOWN_GRACE", c.ShutdownGrace}} {
+	}{{"CONNECT_TIMEOUT", c.ConnectTimeout}, {"SHUTDOWN_GRACE", c.ShutdownGrace}} {
 		if d.v <= 0 {
-			add(cfgErr(d.name, "must be positive, is %v", d.v))
+			errs = append(errs, cfgErr(d.name, "must be positive, is %v", d.v))
 		}
 	}
-	if c.RevalidateInterval < 0 {
-		add(cfgErr("REVALIDATE_INTERVAL", "must be positive (or 0 to turn it off), is %v", c.RevalidateInterval))
+	switch {
+	case c.HandshakeTimeout < 0:
+		errs = append(errs, cfgErr("TLS_HANDSHAKE_TIMEOUT", "must be positive, is %v", c.HandshakeTimeout))
+	case c.RevalidateInterval < 0:
+		errs = append(errs, cfgErr("REVALIDATE_INTERVAL", "must be positive (or 0 to turn it off), is %v", c.RevalidateInterval))
+	case c.RevalidateInterval == 0:
+		p.RevalidateInterval = -1 // the proxy's off
 	}
-	if c.ACLDenyAction != "drop" && c.ACLDenyAction != "disconnect" {
-		add(cfgErr("ACL_DENY_ACTION", "%q is not drop or disconnect", c.ACLDenyAction))
+	if c.MaxConnectBytes == 0 || c.MaxPacketBytes == 0 {
+		errs = append(errs, cfgErr(map[bool]string{true: "MAX_CONNECT_BYTES", false: "MAX_PACKET_BYTES"}[c.MaxConnectBytes == 0], "must not be 0"))
 	}
-	if c.MaxPacketBytes < 64 || c.MaxPacketBytes > packets.MaxRemainingLength+5 {
-		add(cfgErr("MAX_PACKET_BYTES", "%d is out of range 64..%d", c.MaxPacketBytes, packets.MaxRemainingLength+5))
+	switch c.ACLDenyAction {
+	case "drop":
+	case "disconnect":
+		p.DenyAction = proxy.DenyDisconnect
+	default:
+		errs = append(errs, cfgErr("ACL_DENY_ACTION", "%q is not drop or disconnect", c.ACLDenyAction))
 	}
-	if c.MaxConnectBytes < 16 || c.MaxConnectBytes > packets.MaxRemainingLength {
-		add(cfgErr("MAX_CONNECT_BYTES", "%d is out of range 16..%d", c.MaxConnectBytes, packets.MaxRemainingLength))
+	rate := parseRate(c.ConnRatePerIP)
+	if rate < 0 {
+		errs = append(errs, cfgErr("CONN_RATE_PER_IP", "%q is not N/s (connections a second per address, burst N) or 0", c.ConnRatePerIP))
+	} else {
+		p.ConnRatePerIP, p.ConnBurstPerIP = float64(rate), rate
 	}
-	if c.MaxConnections < 0 {
-		add(cfgErr("MAX_CONNECTIONS", "%d is negative (0 means no cap)", c.MaxConnections))
+	if len(errs) > 0 {
+		return p, errs
 	}
-	if c.MaxPending < 0 || c.MaxConnections > 0 && c.MaxPending > c.MaxConnections {
-		add(cfgErr("MAX_PENDING", "%d is out of range 0..%sMAX_CONNECTIONS (0 takes the default)", c.MaxPending, EnvPrefix))
+	if err := p.Provision(); err != nil {
+		var oe *proxy.OptionError
+		if errors.As(err, &oe) && proxyVars[oe.Option] != "" {
+			return p, []error{cfgErr(proxyVars[oe.Option], "%s", oe.Msg)}
+		}
+		return p, []error{err}
 	}
-	if parseRate(c.ConnRatePerIP) < 0 {
-		add(cfgErr("CONN_RATE_PER_IP", "%q is not N/s (connections a second per address, burst N) or 0", c.ConnRatePerIP))
-	}
-	if s.MaxPending == 0 {
-		s.MaxPending = defaultMaxPending(c.MaxConnections)
-	}
-	if c.HandshakeTimeout > c.ConnectTimeout {
-		add(cfgErr("TLS_HANDSHAKE_TIMEOUT", "%v is longer than %sCONNECT_TIMEOUT=%v, which bounds the handshake too", c.HandshakeTimeout, EnvPrefix, c.ConnectTimeout))
-	}
-	return s, errors.Join(errs...)
+	return p, nil
 }
 
 // ValidateStore checks what every command that talks to Redis needs (the

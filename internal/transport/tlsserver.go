@@ -90,15 +90,6 @@ func LegacyCBCCipherSuites() []uint16 {
 	}
 }
 
-// LoadKeyPair loads a certificate and key, with errors that name the files.
-func LoadKeyPair(certFile, keyFile string) (*tls.Certificate, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("certificate %s with key %s: %w", certFile, keyFile, err)
-	}
-	return &cert, nil
-}
-
 // LoadTicketKeys reads a ticket key file: one key per line, 64 hex digits;
 // blank lines and lines starting with # are ignored.
 func LoadTicketKeys(file string) ([][32]byte, error) {

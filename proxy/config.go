@@ -1,0 +1,148 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
+	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+)
+
+// Config configures a Proxy. Zero durations and sizes take the defaults
+// documented on each field; Provision fills them in and validates, and New
+// calls it. A default that depends on another value follows it (the
+// handshake's timeout is never longer than the CONNECT's); only two
+// values set explicitly that contradict each other are an error.
+type Config struct {
+	// Brokers is where admitted sessions go: a Backend (one address), or
+	// another kind of Brokers.
+	Brokers Brokers
+	Auth    policy.Authenticator
+
+	ConnectTimeout time.Duration // accept to complete CONNECT, handshake included; default 10s
+	// HandshakeTimeout bounds the transport's handshake, within
+	// ConnectTimeout; default 5s, or ConnectTimeout when that is shorter.
+	HandshakeTimeout time.Duration
+	MaxConnectBytes  int // cap on the first packet, 16 bytes at least; default 65536
+	MaxConnections   int // concurrent client connections; 0: no cap
+	// MaxPending bounds the connections that have not yet delivered their
+	// CONNECT; when full, a new one replaces the oldest if that has waited
+	// a second or more, else it is closed before any TLS work. Default:
+	// MaxConnections/4 (at least 16) when MaxConnections is set, else 1024.
+	MaxPending    int
+	ShutdownGrace time.Duration // how long Shutdown lets connections finish; default 10s
+	// RevalidateInterval is how often every live connection is decided
+	// again (spread evenly over the interval), the safety net for a missed
+	// change notification; default 60s, negative turns it off.
+	RevalidateInterval time.Duration
+	// DenyAction is what a PUBLISH the topic rules refuse costs the
+	// device (sessions whose decisions carry topic rules); default DenyDrop.
+	DenyAction DenyAction
+	// MaxPacketBytes caps a packet of a session with topic rules (it is
+	// read whole before it is judged), 64 bytes at least; default
+	// relay.DefaultMaxPacket. Past it the session ends (MQTT 5:
+	// DISCONNECT 0x95).
+	MaxPacketBytes int
+
+	// ConnRatePerIP and ConnBurstPerIP bound new connections per source
+	// address (a token bucket; 0: no limit): past it a connection is
+	// closed before any TLS work.
+	ConnRatePerIP  float64
+	ConnBurstPerIP int
+	// IPBans reads the IP bans, refused before any TLS work; it is called
+	// at start, on every ban change notification and every 30 s (nil:
+	// none).
+	IPBans func(context.Context) ([]IPBan, error)
+
+	// Recorder takes the decision log's entries (nil: none are kept);
+	// ReplicaID names this proxy in them.
+	Recorder  policy.Recorder
+	ReplicaID string
+
+	Logger  *slog.Logger
+	Metrics *Metrics // nil: a private, unregistered set
+}
+
+// Defaults of Config.
+const (
+	DefaultConnectTimeout     = 10 * time.Second
+	DefaultHandshakeTimeout   = 5 * time.Second
+	DefaultMaxConnectBytes    = 65536
+	DefaultShutdownGrace      = 10 * time.Second
+	DefaultRevalidateInterval = time.Minute
+)
+
+// OptionError is a Config value that cannot be used; Option names the
+// field.
+type OptionError struct {
+	Option string
+	Msg    string
+}
+
+func (e *OptionError) Error() string { return "proxy: " + e.Option + ": " + e.Msg }
+
+// DefaultMaxPending is MaxPending's default for a MaxConnections: a
+// quarter of the cap, at least 16 and never above it; 1024 without a cap.
+func DefaultMaxPending(maxConnections int) int {
+	if maxConnections > 0 {
+		return min(max(maxConnections/4, 16), maxConnections)
+	}
+	return 1024
+}
+
+// Provision validates c's values and fills in the defaults of its zero
+// ones, those that depend on others after those; it needs none of the
+// dependencies (Auth, Brokers), so a program can validate its settings
+// before it has them. It returns the first problem, an *OptionError
+// naming the field.
+func (c *Config) Provision() error {
+	if err := c.checkSizes(); err != nil {
+		return err
+	}
+	explicitHandshake := c.HandshakeTimeout > 0
+	c.ConnectTimeout = cmp0(c.ConnectTimeout, DefaultConnectTimeout)
+	c.HandshakeTimeout = cmp0(c.HandshakeTimeout, min(DefaultHandshakeTimeout, c.ConnectTimeout))
+	if explicitHandshake && c.HandshakeTimeout > c.ConnectTimeout {
+		return &OptionError{"HandshakeTimeout", fmt.Sprintf("%v is longer than ConnectTimeout %v, which bounds the handshake too", c.HandshakeTimeout, c.ConnectTimeout)}
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = DefaultMaxPending(c.MaxConnections)
+	}
+	if c.MaxConnectBytes == 0 {
+		c.MaxConnectBytes = DefaultMaxConnectBytes
+	}
+	if c.MaxPacketBytes == 0 {
+		c.MaxPacketBytes = relay.DefaultMaxPacket
+	}
+	c.ShutdownGrace = cmp0(c.ShutdownGrace, DefaultShutdownGrace)
+	if c.RevalidateInterval == 0 {
+		c.RevalidateInterval = DefaultRevalidateInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+	return nil
+}
+
+// checkSizes checks the caps and counts that have a range.
+func (c *Config) checkSizes() error {
+	switch {
+	case c.MaxConnections < 0:
+		return &OptionError{"MaxConnections", fmt.Sprintf("%d is negative (0 means no cap)", c.MaxConnections)}
+	case c.MaxPending < 0 || c.MaxConnections > 0 && c.MaxPending > c.MaxConnections:
+		return &OptionError{"MaxPending", fmt.Sprintf("%d is out of range 0..MaxConnections (0 takes the default)", c.MaxPending)}
+	case c.MaxConnectBytes != 0 && (c.MaxConnectBytes < 16 || c.MaxConnectBytes > packets.MaxRemainingLength):
+		return &OptionError{"MaxConnectBytes", fmt.Sprintf("%d is out of range 16..%d", c.MaxConnectBytes, packets.MaxRemainingLength)}
+	case c.MaxPacketBytes != 0 && (c.MaxPacketBytes < 64 || c.MaxPacketBytes > packets.MaxRemainingLength+5):
+		return &OptionError{"MaxPacketBytes", fmt.Sprintf("%d is out of range 64..%d", c.MaxPacketBytes, packets.MaxRemainingLength+5)}
+	case c.ConnRatePerIP < 0 || c.ConnBurstPerIP < 0:
+		return &OptionError{"ConnRatePerIP", "must not be negative (0 means no limit)"}
+	}
+	return nil
+}
