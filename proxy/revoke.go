@@ -164,14 +164,14 @@ const (
 // is already arranged; the delay doubles from retryFirst to retryMax while
 // they keep failing. It returns the delay.
 func (s *session) retryLater(f func()) time.Duration {
-	s.timerMu.Lock()
-	defer s.timerMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.retryDelay = min(max(s.retryDelay*2, retryFirst), retryMax)
 	if s.retry == nil && !s.done() {
 		s.retry = time.AfterFunc(s.retryDelay, func() {
-			s.timerMu.Lock()
+			s.mu.Lock()
 			s.retry = nil
-			s.timerMu.Unlock()
+			s.mu.Unlock()
 			f()
 		})
 	}
@@ -180,9 +180,9 @@ func (s *session) retryLater(f func()) time.Duration {
 
 // retried resets the backoff after a successful re-decision.
 func (s *session) retried() {
-	s.timerMu.Lock()
+	s.mu.Lock()
 	s.retryDelay = 0
-	s.timerMu.Unlock()
+	s.mu.Unlock()
 }
 
 // sweep re-decides every live connection once per RevalidateInterval,
@@ -226,8 +226,8 @@ const maxTimer = 24 * time.Hour
 // scheduleNotAfter arranges a re-decision at the user's not_after, so that
 // an expiry closes the connection at that moment.
 func (s *session) scheduleNotAfter(t time.Time) {
-	s.timerMu.Lock()
-	defer s.timerMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.notAfter != nil {
 		s.notAfter.Stop()
 		s.notAfter = nil
@@ -248,10 +248,10 @@ func (s *session) scheduleNotAfter(t time.Time) {
 // stopTimers stops the session's not_after and retry timers.
 func (s *session) stopTimers() {
 	s.scheduleNotAfter(time.Time{})
-	s.timerMu.Lock()
+	s.mu.Lock()
 	if s.retry != nil {
 		s.retry.Stop()
 		s.retry = nil
 	}
-	s.timerMu.Unlock()
+	s.mu.Unlock()
 }

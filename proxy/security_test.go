@@ -86,9 +86,9 @@ func TestScheduleNotAfterExtremes(t *testing.T) {
 	for _, at := range []time.Time{time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
 		time.Date(2318, 1, 1, 0, 0, 0, 0, time.UTC), time.Now().Add(maxTimer + time.Second)} {
 		s.scheduleNotAfter(at)
-		s.timerMu.Lock()
+		s.mu.Lock()
 		armed := s.notAfter != nil && s.notAfter.Stop()
-		s.timerMu.Unlock()
+		s.mu.Unlock()
 		if !armed {
 			t.Fatalf("not_after %v: the timer already fired", at)
 		}

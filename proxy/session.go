@@ -33,9 +33,11 @@ type session struct {
 	down   byteCounter // bytes broker to device
 	denied denials     // topic denials since the last summary
 
-	timerMu    sync.Mutex
-	roles      []string // the roles the last decision read (under timerMu)
-	notAfter   *time.Timer
+	// mu guards what re-decisions change: the roles the last decision
+	// read and the timers of the next ones.
+	mu         sync.Mutex
+	roles      []string      // the roles the last decision read
+	notAfter   *time.Timer   // the re-decision at the user's not_after
 	retry      *time.Timer   // a re-decision after one that failed for want of the store
 	retryDelay time.Duration // its backoff
 }
@@ -120,15 +122,15 @@ const filterEndGrace = time.Second
 
 // hasRole reports whether the session's last decision read the role.
 func (s *session) hasRole(role string) bool {
-	s.timerMu.Lock()
-	defer s.timerMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return slices.Contains(s.roles, role)
 }
 
 func (s *session) setRoles(roles []string) {
-	s.timerMu.Lock()
+	s.mu.Lock()
 	s.roles = roles
-	s.timerMu.Unlock()
+	s.mu.Unlock()
 }
 
 // done reports whether the session has ended or is ending.

@@ -1,6 +1,8 @@
 // Package relay pumps the bytes of an authenticated MQTT session between
-// the device's connection and its broker connection, and writes packets of
-// the proxy's own (a DISCONNECT today) into the device's stream at packet
+// the device's connection and its broker connection, runs the session's
+// filters (relay.Chain) on the packets of a session that has any, and
+// writes packets of the proxy's own (acknowledgements of what a filter
+// withheld, a final DISCONNECT) into the device's stream at packet
 // boundaries, never inside a broker packet.
 //
 // On linux/amd64 and linux/arm64 an Engine parks idle directions in one
