@@ -138,7 +138,9 @@ var _ relay.Filter = (*aclFilter)(nil)
 // are connProps and whose broker answered ack (each side's Topic Alias
 // Maximum bounds the aliases the other may use).
 func newACLFilter(s *session, rules *policy.TopicRules, connProps packets.Properties, ack packets.Connack, action DenyAction) *aclFilter {
-	f := &aclFilter{s: s, level: s.req.Protocol, action: action, pending: map[uint16]pendingSub{}, subs: map[string]struct{}{}}
+	// The maps are made at the first SUBSCRIBE: an idle session that never
+	// subscribes (most devices of a fleet that only publish) holds none.
+	f := &aclFilter{s: s, level: s.req.Protocol, action: action}
 	f.rules.Store(rules)
 	if p, ok := ack.Properties.Get(packets.PropTopicAliasMaximum); ok {
 		f.aliases.max = uint16(p.Int)
@@ -283,6 +285,9 @@ func (f *aclFilter) subscribe(pkt []byte) relay.Verdict {
 		}
 	}
 	f.mu.Lock()
+	if f.pending == nil {
+		f.pending = map[uint16]pendingSub{}
+	}
 	f.pending[sub.PacketID] = pendingSub{filters: filters, codes: codes}
 	f.mu.Unlock()
 	return relay.Verdict{Broker: pkt}
@@ -441,6 +446,9 @@ func (f *aclFilter) suback(pkt []byte) relay.Verdict {
 				f.s.p.log.Info("a subscription granted after the rules stopped covering it; closing", "username", logsafe.String(f.s.req.Username),
 					"client_id", logsafe.String(f.s.req.ClientID), "filter", logsafe.String(ps.filters[i]))
 				return f.end(packets.NotAuthorized, "acl")
+			}
+			if f.subs == nil {
+				f.subs = map[string]struct{}{}
 			}
 			f.subs[ps.filters[i]] = struct{}{}
 		}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -124,7 +125,13 @@ func (b Backend) connect(ctx context.Context, c *packets.Connect) (*BrokerConn, 
 		return fail("broker %s CONNACK: %w", err)
 	}
 	_ = ep.Raw.SetDeadline(time.Time{})
-	return &BrokerConn{Endpoint: ep, Connack: ack, ConnackPacket: pkt, Early: rd.Buffered()}, nil
+	// Early bytes are copied: a slice of the reader's buffer, even an empty
+	// one, would keep the whole buffer for the life of the session.
+	var early []byte
+	if b := rd.Buffered(); len(b) > 0 {
+		early = bytes.Clone(b)
+	}
+	return &BrokerConn{Endpoint: ep, Connack: ack, ConnackPacket: pkt, Early: early}, nil
 }
 
 // Probe checks that the broker is reachable: with backend credentials it
