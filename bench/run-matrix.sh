@@ -12,6 +12,9 @@
 #   proxy-v2       the proxy behind a PROXY v2 header (PROXY_PROTOCOL_FROM)
 #   proxy-ws       the proxy's MQTT over WebSocket over TLS (WS_LISTEN)
 #   haproxy        HAProxy 2.6 terminating TLS in front of mosquitto
+#   floor          bench/floor: the least a Go TLS proxy does (TLS, the
+#                  CONNECT read, a fresh broker connection, two copies),
+#                  deciding nothing: the floor of Go's TLS and the kernel
 # Groups (ONLY=idle,connect,qos0,qos1,storm,scale, any subset; default all
 # but scale):
 #   idle     N_IDLE idle connections held HOLD: RSS per connection
@@ -145,11 +148,12 @@ wait_redis() { # PORT: answers PONG once its data is loaded
 mkdir -p "$BIN"
 go build -o "$BIN/mqtt-authproxy" ./cmd/mqtt-authproxy
 go build -o "$BIN/bench" ./cmd/authproxy-bench
+go build -o "$BIN/floor" ./bench/floor
 bash deploy/gen-certs.sh "$CERTS" localhost 127.0.0.1 >/dev/null 2>&1
 cat "$CERTS/server.pem" "$CERTS/server-key.pem" > "$CERTS/combined.pem"
 
 declare -A PORT=()
-for s in direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws proxy-base haproxy redis storm-broker storm-term; do PORT[$s]=$(port); done
+for s in direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws proxy-base haproxy floor redis storm-broker storm-term; do PORT[$s]=$(port); done
 declare -A MPORT=()
 for s in proxy proxy-acl-off proxy-v2 proxy-ws proxy-base storm-term; do MPORT[$s]=$(port); done
 REDIS_URL="redis://127.0.0.1:${PORT[redis]}/0"
@@ -278,14 +282,17 @@ start_matrix() {
     PROXY_EXE=$BASE_BIN start_proxy proxy-base "${PORT[proxy-base]}" "${MPORT[proxy-base]}" "${PORT[direct]}" AUTHPROXY_ACL="$BASE_ACL"
   fi
   start_haproxy haproxy "${PORT[haproxy]}" "${PORT[direct]}"
+  start floor "${pin_srv[@]}" "$BIN/floor" -listen "127.0.0.1:${PORT[floor]}" -cert "$CERTS/server.pem" -key "$CERTS/server-key.pem" \
+    -backend "127.0.0.1:${PORT[direct]}"
+  wait_port "${PORT[floor]}" floor
 }
 
 declare -A TLSF=([direct]="" [mqtts]="-tls" [proxy]="-tls" [proxy-acl-off]="-tls" [proxy-v2]="-tls -proxy-v2"
-                 [proxy-ws]="-tls -ws /mqtt" [proxy-base]="-tls" [haproxy]="-tls")
+                 [proxy-ws]="-tls -ws /mqtt" [proxy-base]="-tls" [haproxy]="-tls" [floor]="-tls")
 watch_of() { # SYSTEM: term = the terminator (mosquitto itself for direct and mqtts)
   case $1 in
     direct|mqtts) echo "term=${PID[mosquitto]},mosquitto=${PID[mosquitto]}" ;;
-    haproxy) echo "term=${PID[haproxy]},mosquitto=${PID[mosquitto]}" ;;
+    haproxy|floor) echo "term=${PID[$1]},mosquitto=${PID[mosquitto]}" ;;
     *) echo "term=${PID[$1]},mosquitto=${PID[mosquitto]},redis=${PID[redis]}" ;;
   esac
 }
@@ -306,12 +313,12 @@ ordered() { # SYSTEM...: in this order in odd rounds, reversed in even ones
   if (( round % 2 )); then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi
 }
 
-IDLE_SYS=(proxy proxy-acl-off proxy-v2 proxy-ws haproxy)
+IDLE_SYS=(proxy proxy-acl-off proxy-v2 proxy-ws haproxy floor)
 # proxy-acl-off connects too: the ACL on/off figures then compare two
 # processes with the same history.
-CONNECT_SYS=(mqtts proxy proxy-acl-off haproxy)
-QOS0_SYS=(direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws haproxy)
-QOS1_SYS=(direct mqtts proxy proxy-acl-off haproxy)
+CONNECT_SYS=(mqtts proxy proxy-acl-off haproxy floor)
+QOS0_SYS=(direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws haproxy floor)
+QOS1_SYS=(direct mqtts proxy proxy-acl-off haproxy floor)
 if [ -n "$BASE_BIN" ]; then
   IDLE_SYS+=(proxy-base); CONNECT_SYS+=(proxy-base); QOS0_SYS+=(proxy-base); QOS1_SYS+=(proxy-base)
 fi
