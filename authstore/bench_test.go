@@ -4,27 +4,22 @@ import (
 	"context"
 	"testing"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/internal/storetest"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
-
-	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 )
 
 // BenchmarkDecisionRemembered: decisions against a real redis-server with the
 // password verification remembered (one HGETALL and rule checks each). Run
 // it with -cpu 1 for decisions per second on one core.
 func BenchmarkDecisionRemembered(b *testing.B) {
-	srv := testenv.Redis(b)
-	rdb, err := NewClient(testenv.RedisURL(srv))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rdb.Close()
+	rdb, _, _ := storetest.Redis(b)
 	s := New(rdb, Options{})
 	ctx := context.Background()
-	if err := s.SetUser(ctx, "bench", Update{Password: ptr("pw"), ClientIDs: &[]string{"%u-dev-*"}, CIDRs: &[]string{"192.0.2.0/24"}}); err != nil {
+	if err := s.SetUser(ctx, "bench", operator.Update{Password: ptr("pw"), ClientIDs: &[]string{"%u-dev-*"}, CIDRs: &[]string{"192.0.2.0/24"}}); err != nil {
 		b.Fatal(err)
 	}
-	r := req("bench", "pw")
+	r := storetest.Req("bench", "pw")
 	b.ReportAllocs()
 	// Many decisions in flight, as under load: with -cpu 1 this measures
 	// what one core of the proxy decides per second, not Redis's latency.
@@ -37,14 +32,4 @@ func BenchmarkDecisionRemembered(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(s.HashCount()), "hashes")
-}
-
-// BenchmarkVerifyArgon2id is the cost of one decision that is not remembered.
-func BenchmarkVerifyArgon2id(b *testing.B) {
-	h := HashPassword("pw")
-	for b.Loop() {
-		if ok, err := verifyPassword(h, "pw", false); !ok || err != nil {
-			b.Fatal(err)
-		}
-	}
 }

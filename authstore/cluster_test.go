@@ -1,17 +1,19 @@
 package authstore
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
-
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/internal/storetest"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/passwords"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/rules"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
 // TestClusterDecisionsAndChanges runs a real three-master Redis Cluster and
@@ -26,11 +28,7 @@ func TestClusterDecisionsAndChanges(t *testing.T) {
 	for i, n := range nodes {
 		addrs[i] = n.Addr()
 	}
-	rdb, err := NewClient(fmt.Sprintf("redis://%s/0?cluster=true&addr=%s&addr=%s", addrs[0], addrs[1], addrs[2]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
+	rdb := storetest.Client(t, fmt.Sprintf("redis://%s/0?cluster=true&addr=%s&addr=%s", addrs[0], addrs[1], addrs[2]))
 	cc, ok := rdb.(*redis.ClusterClient)
 	if !ok {
 		t.Fatalf("cluster=true made a %T", rdb)
@@ -42,7 +40,7 @@ func TestClusterDecisionsAndChanges(t *testing.T) {
 	// by plain HSETs (so that a change for it can only come from a keyspace
 	// notification).
 	owner := func(key string) string {
-		addr, err := slotOwner(ctx, cc, key)
+		addr, err := storetest.SlotOwner(ctx, cc, key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,34 +61,34 @@ func TestClusterDecisionsAndChanges(t *testing.T) {
 		t.Fatalf("users on %d and %d of %d nodes", len(byNode), len(rawByNode), len(nodes))
 	}
 
-	if err := s.SetRole(ctx, "fleet", RoleUpdate{Publish: &[]string{"fleet/%u/#"}}); err != nil {
+	if err := s.SetRole(ctx, "fleet", operator.RoleUpdate{Publish: &[]string{"fleet/%u/#"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetRole(ctx, DefaultRole, RoleUpdate{Subscribe: &[]string{"public/#"}}); err != nil {
+	if err := s.SetRole(ctx, rules.DefaultRole, operator.RoleUpdate{Subscribe: &[]string{"public/#"}}); err != nil {
 		t.Fatal(err)
 	}
-	changes := watchChanges(t, ctx, s)
+	changes := storetest.Watch(t, ctx, s)
 	expect := func(what, user string) {
 		t.Helper()
-		changes.await(5*time.Second, what+" for "+user, nil, forUser(user))
+		changes.Await(5*time.Second, what+" for "+user, nil, storetest.ForUser(user))
 	}
 	// Watch is subscribed once an operator change comes through.
 	first := byNode[addrs[0]]
-	changes.await(10*time.Second, "Watch to subscribe", func() { _ = s.SetUser(ctx, first, Update{Password: ptr("pw")}) }, forUser(first))
+	changes.Await(10*time.Second, "Watch to subscribe", func() { _ = s.SetUser(ctx, first, operator.Update{Password: ptr("pw")}) }, storetest.ForUser(first))
 
 	for node, name := range byNode {
-		if err := s.SetUser(ctx, name, Update{Password: ptr("pw")}); err != nil {
+		if err := s.SetUser(ctx, name, operator.Update{Password: ptr("pw")}); err != nil {
 			t.Fatal(err)
 		}
-		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != policy.Accepted {
+		if d, err := s.Authenticate(ctx, storetest.Req(name, "pw")); err != nil || d.Outcome != policy.Accepted {
 			t.Fatalf("%s on %s: %+v %v", name, node, d, err)
 		}
 		// Topic rules from roles held on other nodes than the user: two
 		// round trips on a Cluster, and the same rules as anywhere.
-		if err := s.SetUser(ctx, name, Update{Roles: &[]string{"fleet"}}); err != nil {
+		if err := s.SetUser(ctx, name, operator.Update{Roles: &[]string{"fleet"}}); err != nil {
 			t.Fatal(err)
 		}
-		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Topics == nil {
+		if d, err := s.Authenticate(ctx, storetest.Req(name, "pw")); err != nil || d.Topics == nil {
 			t.Fatalf("%s on %s with roles: %+v %v", name, node, d, err)
 		} else if _, ok := d.Topics.CanPublish("fleet/" + name + "/t"); !ok {
 			t.Fatalf("%s on %s: the fleet role's rule was not read", name, node)
@@ -101,27 +99,27 @@ func TestClusterDecisionsAndChanges(t *testing.T) {
 		if err := s.SetEnabled(ctx, name, false); err != nil {
 			t.Fatal(err)
 		}
-		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != policy.Disabled {
+		if d, err := s.Authenticate(ctx, storetest.Req(name, "pw")); err != nil || d.Outcome != policy.Disabled {
 			t.Fatalf("%s on %s after disabling: %+v %v", name, node, d, err)
 		}
 		expect("the operator's change", name)
 
 	}
 	// Plain HSETs, as redis-cli would make them, on every node.
-	hash := HashPassword("pw")
+	hash := passwords.HashPassword("pw")
 	for node, name := range rawByNode {
 		if err := cc.HSet(ctx, s.UserKey(name), "password", hash, "enabled", "true").Err(); err != nil {
 			t.Fatal(err)
 		}
 		expect("the keyspace notification of a plain HSET on "+node, name)
-		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != policy.Accepted {
+		if d, err := s.Authenticate(ctx, storetest.Req(name, "pw")); err != nil || d.Outcome != policy.Accepted {
 			t.Fatalf("%s, written by HSET on %s: %+v %v", name, node, d, err)
 		}
 		if err := cc.HSet(ctx, s.UserKey(name), "enabled", "false").Err(); err != nil {
 			t.Fatal(err)
 		}
 		expect("the keyspace notification of a plain HSET on "+node, name)
-		if d, err := s.Authenticate(ctx, req(name, "pw")); err != nil || d.Outcome != policy.Disabled {
+		if d, err := s.Authenticate(ctx, storetest.Req(name, "pw")); err != nil || d.Outcome != policy.Disabled {
 			t.Fatalf("%s, disabled by HSET on %s: %+v %v", name, node, d, err)
 		}
 	}
@@ -137,11 +135,7 @@ func TestClusterFailoverIsFollowed(t *testing.T) {
 	for _, n := range nodes {
 		byAddr[n.Addr()] = n
 	}
-	rdb, err := NewClient(fmt.Sprintf("redis://%s/0?cluster=true&addr=%s", nodes[0].Addr(), nodes[1].Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
+	rdb := storetest.Client(t, fmt.Sprintf("redis://%s/0?cluster=true&addr=%s", nodes[0].Addr(), nodes[1].Addr()))
 	cc := rdb.(*redis.ClusterClient)
 	ctx := testenv.Context(t)
 	s := New(rdb, Options{Timeout: time.Second})
@@ -150,11 +144,11 @@ func TestClusterFailoverIsFollowed(t *testing.T) {
 	ownerSeenBy := func(via *testenv.Server, key string) string {
 		c := redis.NewClient(&redis.Options{Addr: via.Addr()})
 		defer c.Close()
-		addr, _ := slotOwner(ctx, c, key)
+		addr, _ := storetest.SlotOwner(ctx, c, key)
 		return addr
 	}
 	const user = "alice"
-	if err := s.SetUser(ctx, user, Update{Password: ptr("pw")}); err != nil {
+	if err := s.SetUser(ctx, user, operator.Update{Password: ptr("pw")}); err != nil {
 		t.Fatal(err)
 	}
 	master := byAddr[ownerSeenBy(nodes[0], s.UserKey(user))]
@@ -169,43 +163,24 @@ func TestClusterFailoverIsFollowed(t *testing.T) {
 		}
 	}
 
-	changes := watchChanges(t, ctx, s)
-	changes.await(10*time.Second, "Watch to subscribe", func() { _ = s.SetEnabled(ctx, user, true) }, forUser(user))
+	changes := storetest.Watch(t, ctx, s)
+	changes.Await(10*time.Second, "Watch to subscribe", func() { _ = s.SetEnabled(ctx, user, true) }, storetest.ForUser(user))
 
 	master.Stop()
-	if _, err := s.Authenticate(ctx, req(user, "pw")); !errors.Is(err, policy.ErrUnavailable) {
+	if _, err := s.Authenticate(ctx, storetest.Req(user, "pw")); !errors.Is(err, policy.ErrUnavailable) {
 		t.Fatalf("master gone: %v, want ErrUnavailable", err)
 	}
 	testenv.WaitFor(t, 30*time.Second, "a replica to take over the user's slot", func() bool {
 		owner := ownerSeenBy(survivor, s.UserKey(user))
 		return owner != "" && owner != master.Addr()
 	})
-	changes.await(20*time.Second, "a resync after the failover", nil, isResync)
+	changes.Await(20*time.Second, "a resync after the failover", nil, storetest.IsResync)
 	// Plain HSETs, as redis-cli would make them, on the new master, until
 	// one is notified: only its keyspace notifications can announce this
 	// user (no operator call is made), so the new master is subscribed to.
-	changes.await(20*time.Second, "a plain HSET on the new master to reach Watch",
-		func() { _ = cc.HSet(ctx, s.UserKey(user), "enabled", "false").Err() }, forUser(user))
-	if d, err := s.Authenticate(ctx, req(user, "pw")); err != nil || d.Outcome != policy.Disabled {
+	changes.Await(20*time.Second, "a plain HSET on the new master to reach Watch",
+		func() { _ = cc.HSet(ctx, s.UserKey(user), "enabled", "false").Err() }, storetest.ForUser(user))
+	if d, err := s.Authenticate(ctx, storetest.Req(user, "pw")); err != nil || d.Outcome != policy.Disabled {
 		t.Fatalf("after the failover: %+v %v", d, err)
 	}
-}
-
-// slotOwner is the address of the master serving key's slot, as c sees the
-// cluster.
-func slotOwner(ctx context.Context, c redis.Cmdable, key string) (string, error) {
-	slot, err := c.ClusterKeySlot(ctx, key).Result()
-	if err != nil {
-		return "", err
-	}
-	slots, err := c.ClusterSlots(ctx).Result() // CLUSTER SHARDS would need Redis 7
-	if err != nil {
-		return "", err
-	}
-	for _, r := range slots {
-		if slot >= int64(r.Start) && slot <= int64(r.End) {
-			return r.Nodes[0].Addr, nil
-		}
-	}
-	return "", fmt.Errorf("no node serves slot %d", slot)
 }

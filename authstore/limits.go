@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/rules"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
@@ -72,20 +73,32 @@ func addrKey(a netip.Addr) string {
 // guesses never end a session.
 func (s *Store) refuseEarly(rec userRecord, req policy.Request) (policy.Decision, bool) {
 	now := s.now()
-	e := req.Explain
+	if d, refused := refuseBanned(rec, req, now); refused || req.Verified != nil {
+		return d, refused
+	}
+	return s.refuseFailures(rec, req, now)
+}
+
+// refuseBanned refuses a CONNECT whose user name or client id is banned.
+func refuseBanned(rec userRecord, req policy.Request, now time.Time) (policy.Decision, bool) {
 	for _, b := range []struct {
-		kind          BanKind
+		kind          rules.BanKind
 		value, stored string
-	}{{BanUser, req.Username, rec.banUser}, {BanClientID, req.ClientID, rec.banClientID}} {
-		if ban, ok := parseBan(b.kind, b.value, b.stored); ok && ban.Active(now) && b.value != "" {
-			e.Add("ban "+string(b.kind), policy.Fail, banReason(ban))
+	}{{rules.BanUser, req.Username, rec.banUser}, {rules.BanClientID, req.ClientID, rec.banClientID}} {
+		if ban, ok := rules.ParseBan(b.kind, b.value, b.stored); ok && ban.Active(now) && b.value != "" {
+			req.Explain.Add("ban "+string(b.kind), policy.Fail, banReason(ban))
 			return policy.Decision{Outcome: policy.Banned, Reason: banReason(ban)}, true
 		}
-		e.Add("ban "+string(b.kind), policy.Pass, "not banned")
+		req.Explain.Add("ban "+string(b.kind), policy.Pass, "not banned")
 	}
-	if req.Verified != nil {
-		return policy.Decision{}, false
-	}
+	return policy.Decision{}, false
+}
+
+// refuseFailures refuses a CONNECT past the failed-attempt limits: the
+// address's, and the user's unless the address is one the user
+// authenticated from.
+func (s *Store) refuseFailures(rec userRecord, req policy.Request, now time.Time) (policy.Decision, bool) {
+	e := req.Explain
 	k := s.keysFor(req)
 	if l := s.failLimitIP; l.On() {
 		n := max(rec.failAddr, s.local.get(k.failAddr, l.Window, now))
@@ -113,7 +126,8 @@ func (s *Store) refuseEarly(rec userRecord, req policy.Request) (policy.Decision
 	return policy.Decision{}, false
 }
 
-func banReason(b Ban) string {
+// banReason says what a ban bans, until when and why.
+func banReason(b rules.Ban) string {
 	s := fmt.Sprintf("%s %s banned", b.Kind, logsafe.String(b.Value))
 	if !b.Until.IsZero() {
 		s += " until " + b.Until.UTC().Format(time.RFC3339)

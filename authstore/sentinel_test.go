@@ -8,11 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
-
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/internal/storetest"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
+	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
 // TestSentinelFailover runs a real master, replica and Sentinel and
@@ -43,31 +44,27 @@ func TestSentinelFailover(t *testing.T) {
 		return err == nil && len(replicas) == 1
 	})
 
-	rdb, err := NewClient(fmt.Sprintf("redis://%s/0?master_name=mymaster", sentinel.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rdb.Close() })
+	rdb := storetest.Client(t, fmt.Sprintf("redis://%s/0?master_name=mymaster", sentinel.Addr()))
 	s := New(rdb, Options{Timeout: 300 * time.Millisecond})
-	if err := s.SetUser(ctx, "alice", Update{Password: ptr("pw")}); err != nil {
+	if err := s.SetUser(ctx, "alice", operator.Update{Password: ptr("pw")}); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := s.Authenticate(ctx, req("alice", "pw")); err != nil || d.Outcome != policy.Accepted {
+	if d, err := s.Authenticate(ctx, storetest.Req("alice", "pw")); err != nil || d.Outcome != policy.Accepted {
 		t.Fatalf("through Sentinel: %+v %v", d, err)
 	}
-	changes := watchChanges(t, ctx, s)
+	changes := storetest.Watch(t, ctx, s)
 	// Watch is subscribed once a published change comes through.
-	changes.await(5*time.Second, "Watch to subscribe", func() { _ = s.SetEnabled(ctx, "alice", true) }, forUser("alice"))
+	changes.Await(5*time.Second, "Watch to subscribe", func() { _ = s.SetEnabled(ctx, "alice", true) }, storetest.ForUser("alice"))
 	if n, err := masterC.Do(ctx, "WAIT", 1, 2000).Int(); err != nil || n != 1 {
 		t.Fatalf("WAIT for the replica: %d %v", n, err)
 	}
 
 	master.Stop()
-	if _, err := s.Authenticate(ctx, req("alice", "pw")); !errors.Is(err, policy.ErrUnavailable) {
+	if _, err := s.Authenticate(ctx, storetest.Req("alice", "pw")); !errors.Is(err, policy.ErrUnavailable) {
 		t.Fatalf("master gone, before the failover: %v, want ErrUnavailable", err)
 	}
 	testenv.WaitFor(t, 30*time.Second, "decisions after Sentinel promotes the replica", func() bool {
-		d, err := s.Authenticate(ctx, req("alice", "pw"))
+		d, err := s.Authenticate(ctx, storetest.Req("alice", "pw"))
 		if err != nil && !errors.Is(err, policy.ErrUnavailable) {
 			t.Fatalf("during the failover: %v, want policy.ErrUnavailable or a decision", err)
 		}
@@ -84,15 +81,15 @@ func TestSentinelFailover(t *testing.T) {
 	if err := s.SetEnabled(ctx, "alice", false); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := s.Authenticate(ctx, req("alice", "pw")); err != nil || d.Outcome != policy.Disabled {
+	if d, err := s.Authenticate(ctx, storetest.Req("alice", "pw")); err != nil || d.Outcome != policy.Disabled {
 		t.Fatalf("after disabling on the new master: %+v %v", d, err)
 	}
 	// Watch lost its subscription with the master: it resubscribes on the
 	// new one and asks for a resync (changes in between may be lost), then
 	// delivers changes again.
-	changes.await(15*time.Second, "Watch to resync on the new master", nil, isResync)
+	changes.Await(15*time.Second, "Watch to resync on the new master", nil, storetest.IsResync)
 	if err := s.SetEnabled(ctx, "alice", true); err != nil {
 		t.Fatal(err)
 	}
-	changes.await(15*time.Second, "a change after the failover", nil, forUser("alice"))
+	changes.Await(15*time.Second, "a change after the failover", nil, storetest.ForUser("alice"))
 }

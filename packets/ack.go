@@ -37,25 +37,35 @@ func DecodeAck(pkt []byte, level Level) (Ack, error) {
 	}
 	w.checkFlags(flags)
 	a := Ack{Type: t, PacketID: w.packetID()}
-	var ps, pe int
-	if level == V5 && w.err == nil && w.rest() > 0 {
-		// Remaining length 2: Success and no properties [MQTT-3.4.2.1].
-		a.Code = w.reasonCode("reason code")
-		if w.rest() > 0 {
-			// Remaining length 3: no properties [MQTT-3.4.2.2.1].
-			ps, pe = w.properties()
-		}
-	}
-	if w.err == nil && w.rest() > 0 {
-		w.fail(MalformedPacket, fmt.Sprintf("MQTT-3.%d.1", t), "has %d bytes after its variable header", w.rest())
-	}
+	// Remaining length 2: Success and no properties [MQTT-3.4.2.1]; 3: no
+	// properties [MQTT-3.4.2.2.1].
+	a.Code, a.Properties = w.reasonTail(level)
 	if w.err != nil {
 		return Ack{}, w.err
 	}
-	if pe > ps {
-		a.Properties = Properties{raw: string(pkt[ps:pe])}
-	}
 	return a, nil
+}
+
+// reasonTail reads what may end an acknowledgement or a DISCONNECT: in
+// MQTT 5, a reason code (Success when the packet ends before it) and
+// properties (none when it ends before them); nothing more, else a
+// malformed packet (3.4.1 to 3.7.1, 3.14.1: the section is the type).
+func (w *wire) reasonTail(level Level) (ReasonCode, Properties) {
+	var code ReasonCode
+	var ps, pe int
+	if level == V5 && w.err == nil && w.rest() > 0 {
+		code = w.reasonCode("reason code")
+		if w.rest() > 0 {
+			ps, pe = w.properties(&propTable[w.what])
+		}
+	}
+	if w.err == nil && w.rest() > 0 {
+		w.fail(MalformedPacket, fmt.Sprintf("MQTT-3.%d.1", byte(w.what)), "has %d bytes after its variable header", w.rest())
+	}
+	if w.err != nil {
+		return 0, nil
+	}
+	return code, ownProperties(w.b, ps, pe)
 }
 
 // AppendAck appends a PUBACK, PUBREC, PUBREL or PUBCOMP (t) with no
@@ -82,68 +92,12 @@ func AppendAckProperties(dst []byte, t Type, level Level, id uint16, code Reason
 		panic(fmt.Sprintf("packets: AppendAck of a %s", t))
 	}
 	switch {
-	case level != V5 || code == Success && props.size() == 0:
+	case level != V5 || code == Success && len(props) == 0:
 		return append(dst, first, 2, byte(id>>8), byte(id))
-	case props.size() == 0:
+	case len(props) == 0:
 		return append(dst, first, 3, byte(id>>8), byte(id), byte(code))
 	}
-	dst = appendVarint(append(dst, first), 3+varintLen(props.size())+props.size())
+	dst = appendVarint(append(dst, first), 3+props.sizeWithLength())
 	dst = append(dst, byte(id>>8), byte(id), byte(code))
-	return appendProperties(dst, props.raw)
-}
-
-// Disconnect is a decoded DISCONNECT packet.
-type Disconnect struct {
-	// Code is the MQTT 5 reason code: NormalDisconnection when the packet
-	// omits it (remaining length 0), and always for 3.1/3.1.1.
-	Code       ReasonCode
-	Properties Properties // MQTT 5 only
-}
-
-// DecodeDisconnect decodes and validates a whole DISCONNECT packet for a
-// session of the given protocol level: flags 0000 [MQTT-2.1.3-1]
-// ([MQTT-3.14.1-1] in 3.1.1); in 3.1/3.1.1 no body; in 5 an optional reason
-// code from Table 2-6 and optional properties (3.14.2). It accepts the
-// codes of both directions; that the client sent one the server is meant
-// to send, or a Session Expiry Interval after a CONNECT with none
-// (3.14.2.2.2), is the caller's to judge. It allocates only for
-// properties.
-func DecodeDisconnect(pkt []byte, level Level) (Disconnect, error) {
-	w, flags, err := openPacket(pkt, DISCONNECT)
-	if err != nil {
-		return Disconnect{}, err
-	}
-	w.checkFlags(flags)
-	var d Disconnect
-	var ps, pe int
-	if level == V5 && w.err == nil && w.rest() > 0 {
-		// Remaining length 0: normal disconnection [MQTT-3.14.2.1].
-		d.Code = w.reasonCode("reason code")
-		if w.rest() > 0 {
-			// Remaining length 1: no properties [MQTT-3.14.2.2.1].
-			ps, pe = w.properties()
-		}
-	}
-	if w.err == nil && w.rest() > 0 {
-		w.fail(MalformedPacket, "MQTT-3.14.1", "has %d bytes after its variable header", w.rest())
-	}
-	if w.err != nil {
-		return Disconnect{}, w.err
-	}
-	if pe > ps {
-		d.Properties = Properties{raw: string(pkt[ps:pe])}
-	}
-	return d, nil
-}
-
-// AppendDisconnectProperties appends a DISCONNECT in its shortest form, as
-// AppendDisconnect does, with properties (MQTT 5 only; a v3 DISCONNECT has
-// no body).
-func AppendDisconnectProperties(dst []byte, level Level, code ReasonCode, props Properties) []byte {
-	if level != V5 || props.size() == 0 {
-		return AppendDisconnect(dst, level, code)
-	}
-	dst = appendVarint(append(dst, byte(DISCONNECT)<<4), 1+varintLen(props.size())+props.size())
-	dst = append(dst, byte(code))
-	return appendProperties(dst, props.raw)
+	return appendProperties(dst, props)
 }

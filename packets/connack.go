@@ -31,12 +31,11 @@ func AppendConnack(dst []byte, level Level, sessionPresent bool, code ReasonCode
 		}
 		return append(dst, byte(CONNACK)<<4, 2, sp, rc), true
 	}
-	rl := 2 + varintLen(props.size()) + props.size()
+	rl := 2 + props.sizeWithLength()
 	dst = append(dst, byte(CONNACK)<<4)
 	dst = appendVarint(dst, rl)
 	dst = append(dst, sp, byte(code))
-	dst = appendVarint(dst, props.size())
-	return append(dst, props.raw...), true
+	return appendProperties(dst, props), true
 }
 
 // DecodeConnack decodes a whole CONNACK packet from a broker for a session
@@ -51,33 +50,24 @@ func DecodeConnack(pkt []byte, level Level) (Connack, error) {
 	case h.Size() != len(pkt):
 		return Connack{}, &Error{Code: MalformedPacket, Msg: fmt.Sprintf("CONNACK is %d bytes, header says %d", len(pkt), h.Size())}
 	}
-	d := decoder{s: string(pkt[h.HeaderLen:])}
-	flags := d.u8("acknowledge flags")
+	w := wire{b: pkt, off: h.HeaderLen, what: CONNACK}
+	flags := w.u8("acknowledge flags")
 	var ack Connack
-	ack.Code = d.u8("return code")
-	if level == V5 && d.off < len(d.s) {
-		ack.Properties = d.properties("CONNACK", propMaskAllowAllKnownForReplies)
+	ack.Code = w.u8("return code")
+	var ps, pe int
+	if level == V5 && w.err == nil && w.rest() > 0 {
+		ps, pe = w.properties(&propTable[CONNACK])
 	}
-	if d.err != nil {
-		return Connack{}, d.err
+	if w.err != nil {
+		return Connack{}, w.err
 	}
 	if flags&^1 != 0 {
 		return Connack{}, &Error{Code: MalformedPacket, Rule: "MQTT-3.2.2-1", Msg: "reserved CONNACK flags set"}
 	}
-	if d.off != len(d.s) {
+	if w.rest() != 0 {
 		return Connack{}, &Error{Code: MalformedPacket, Msg: "trailing bytes after CONNACK"}
 	}
 	ack.SessionPresent = flags&1 != 0
+	ack.Properties = ownProperties(pkt, ps, pe)
 	return ack, nil
-}
-
-// AppendDisconnect appends a DISCONNECT. For MQTT 5 it carries the reason
-// code [MQTT-3.14.2.1] (omitted when it is Success, which the spec allows);
-// for 3.1/3.1.1 a DISCONNECT has no body and servers do not send one, so
-// callers normally just close a v3 connection.
-func AppendDisconnect(dst []byte, level Level, code ReasonCode) []byte {
-	if level != V5 || code == Success {
-		return append(dst, byte(DISCONNECT)<<4, 0)
-	}
-	return append(dst, byte(DISCONNECT)<<4, 1, byte(code))
 }

@@ -32,7 +32,8 @@ func (l Level) String() string {
 // Connect is a decoded CONNECT packet. Every field a broker sees is kept so
 // that AppendConnect re-encodes a decoded packet byte-for-byte; the flags
 // byte is derived from the fields. String fields share one immutable copy of
-// the packet, so a Connect stays valid after the caller reuses its buffer.
+// the packet, and the property lists are copies of their own, so a Connect
+// stays valid after the caller reuses its buffer.
 type Connect struct {
 	ProtocolName  string // "MQTT", or "MQIsdp" for 3.1
 	ProtocolLevel Level  // V31, V311 or V5
@@ -55,8 +56,9 @@ type Connect struct {
 }
 
 // DecodeConnect decodes and validates a whole CONNECT packet, fixed header
-// included, as a server must. It makes two allocations: the Connect and one
-// copy of the packet's body.
+// included, as a server must. The Connect owns its data: it makes two
+// allocations, the Connect and one copy of the packet's body, and in MQTT 5
+// one more per non-empty property list.
 //
 // A returned error is an *Error whose Code says how to answer:
 // UnsupportedProtocolVersion (CONNACK 0x01 / 0x84), ClientIdentifierNotValid
@@ -86,29 +88,62 @@ func (c *Connect) decode(pkt []byte) error {
 	case h.Size() < len(pkt):
 		return &Error{Code: MalformedPacket, Msg: fmt.Sprintf("%d bytes after the CONNECT packet", len(pkt)-h.Size())}
 	}
-	d := decoder{s: string(pkt[h.HeaderLen:])}
 	*c = Connect{}
-
-	// Variable header: protocol name, level, flags, keep alive [MQTT-3.1.2].
-	c.ProtocolName = d.str("protocol name")
-	c.ProtocolLevel = Level(d.u8("protocol level"))
-	flags := d.u8("connect flags")
-	c.KeepAlive = d.u16("keep alive")
-	if d.err != nil {
-		return d.err
+	w := wire{b: pkt, off: h.HeaderLen, what: CONNECT}
+	var f connectFields
+	if err := c.variableHeader(&w, &f); err != nil {
+		return err
 	}
-	switch {
-	case c.ProtocolName == "MQTT" && (c.ProtocolLevel == V311 || c.ProtocolLevel == V5):
-	case c.ProtocolName == "MQIsdp" && c.ProtocolLevel == V31:
-	case c.ProtocolName == "MQTT" || c.ProtocolName == "MQIsdp":
+	c.payload(&w, &f)
+	if w.err != nil {
+		return w.err
+	}
+	if w.rest() != 0 {
+		return &Error{Code: MalformedPacket, Rule: "MQTT-3.1.3-1", Msg: fmt.Sprintf("%d trailing bytes after the CONNECT payload", w.rest())}
+	}
+	c.own(pkt, h.HeaderLen, &f)
+	if c.ClientID == "" {
+		switch {
+		case c.ProtocolLevel == V31:
+			// MQTT 3.1 requires a client identifier of 1 to 23 characters.
+			return &Error{Code: ClientIdentifierNotValid, Rule: "MQTT-3.1 3.1", Msg: "empty client identifier in MQTT 3.1"}
+		case c.ProtocolLevel == V311 && !c.CleanStart:
+			return &Error{Code: ClientIdentifierNotValid, Rule: "MQTT-3.1.3-8", Msg: "empty client identifier without clean session"}
+		}
+	}
+	return nil
+}
+
+// connectFields are where the fields of a CONNECT are in the packet, as
+// start and end offsets, until decode copies them out.
+type connectFields struct {
+	name, props, clientID, willProps, willTopic, willPayload, username, password [2]int
+}
+
+func span(start, end int) [2]int { return [2]int{start, end} }
+
+// variableHeader reads the protocol name, level, flags and keep alive
+// [MQTT-3.1.2] and checks them.
+func (c *Connect) variableHeader(w *wire, f *connectFields) error {
+	f.name = span(w.str("protocol name"))
+	c.ProtocolLevel = Level(w.u8("protocol level"))
+	flags := w.u8("connect flags")
+	c.KeepAlive = w.u16("keep alive")
+	if w.err != nil {
+		return w.err
+	}
+	name := w.at(f.name)
+	switch mqtt, isdp := string(name) == "MQTT", string(name) == "MQIsdp"; {
+	case mqtt && (c.ProtocolLevel == V311 || c.ProtocolLevel == V5):
+	case isdp && c.ProtocolLevel == V31:
+	case mqtt || isdp:
 		// [MQTT-3.1.2-2]: an unsupported level gets CONNACK 0x01 (v5: 0x84).
 		return &Error{Code: UnsupportedProtocolVersion, Rule: "MQTT-3.1.2-2",
-			Msg: fmt.Sprintf("protocol %q level %d is not supported", c.ProtocolName, c.ProtocolLevel)}
+			Msg: fmt.Sprintf("protocol %q level %d is not supported", name, c.ProtocolLevel)}
 	default:
 		// [MQTT-3.1.2-1]: any other protocol name: close without CONNACK.
-		return &Error{Code: MalformedPacket, Rule: "MQTT-3.1.2-1", Msg: fmt.Sprintf("protocol name %q is not MQTT", c.ProtocolName)}
+		return &Error{Code: MalformedPacket, Rule: "MQTT-3.1.2-1", Msg: fmt.Sprintf("protocol name %q is not MQTT", name)}
 	}
-	v5 := c.ProtocolLevel == V5
 	if flags&0x01 != 0 {
 		return &Error{Code: MalformedPacket, Rule: "MQTT-3.1.2-3", Msg: "reserved connect flag is set"}
 	}
@@ -125,48 +160,55 @@ func (c *Connect) decode(pkt []byte) error {
 		return &Error{Code: MalformedPacket, Rule: "MQTT-3.1.2-13", Msg: "will QoS set without will flag"}
 	case !c.WillFlag && c.WillRetain:
 		return &Error{Code: MalformedPacket, Rule: "MQTT-3.1.2-15", Msg: "will retain set without will flag"}
-	case !v5 && c.PasswordFlag && !c.UsernameFlag:
+	case c.ProtocolLevel != V5 && c.PasswordFlag && !c.UsernameFlag:
 		return &Error{Code: MalformedPacket, Rule: "MQTT-3.1.2-22", Msg: "password without user name"}
 	}
-	if v5 {
-		c.Properties = d.properties("CONNECT", propMaskConnect)
-	}
+	return nil
+}
 
-	// Payload: client id, will properties, topic, payload, user name,
-	// password, in this order [MQTT-3.1.3-1].
-	c.ClientID = d.str("client identifier")
+// at returns the bytes of field f of the packet w reads.
+func (w *wire) at(f [2]int) []byte { return w.b[f[0]:f[1]] }
+
+// payload reads the properties (MQTT 5) and the payload: client id, will
+// properties, topic, payload, user name, password, in this order
+// [MQTT-3.1.3-1].
+func (c *Connect) payload(w *wire, f *connectFields) {
+	v5 := c.ProtocolLevel == V5
+	if v5 {
+		f.props = span(w.properties(&propTable[CONNECT]))
+	}
+	f.clientID = span(w.str("client identifier"))
 	if c.WillFlag {
 		if v5 {
-			c.WillProperties = d.properties("will", propMaskWill)
+			f.willProps = span(w.properties(&willRules))
 		}
-		c.WillTopic = d.str("will topic")
-		if d.err == nil {
-			d.topicName("will topic", c.WillTopic)
-		}
-		c.WillPayload = d.bin("will payload")
+		f.willTopic = span(w.str("will topic"))
+		w.topicName("will topic", f.willTopic[0], f.willTopic[1], "MQTT-3.3.2-2")
+		f.willPayload = span(w.bin("will payload"))
 	}
 	if c.UsernameFlag {
-		c.Username = d.str("user name")
+		f.username = span(w.str("user name"))
 	}
 	if c.PasswordFlag {
-		c.Password = d.bin("password")
+		f.password = span(w.bin("password"))
 	}
-	if d.err != nil {
-		return d.err
-	}
-	if d.off != len(d.s) {
-		return &Error{Code: MalformedPacket, Rule: "MQTT-3.1.3-1", Msg: fmt.Sprintf("%d trailing bytes after the CONNECT payload", len(d.s)-d.off)}
-	}
-	if c.ClientID == "" {
-		switch {
-		case c.ProtocolLevel == V31:
-			// MQTT 3.1 requires a client identifier of 1 to 23 characters.
-			return &Error{Code: ClientIdentifierNotValid, Rule: "MQTT-3.1 3.1", Msg: "empty client identifier in MQTT 3.1"}
-		case c.ProtocolLevel == V311 && !c.CleanStart:
-			return &Error{Code: ClientIdentifierNotValid, Rule: "MQTT-3.1.3-8", Msg: "empty client identifier without clean session"}
+}
+
+// own copies the fields out of pkt, whose body starts at from: the strings
+// share one copy of the body, each property list is a copy of its own.
+func (c *Connect) own(pkt []byte, from int, f *connectFields) {
+	body := string(pkt[from:])
+	str := func(f [2]int) string {
+		if f[1] == f[0] {
+			return ""
 		}
+		return body[f[0]-from : f[1]-from]
 	}
-	return nil
+	c.ProtocolName, c.ClientID = str(f.name), str(f.clientID)
+	c.WillTopic, c.WillPayload = str(f.willTopic), str(f.willPayload)
+	c.Username, c.Password = str(f.username), str(f.password)
+	c.Properties = ownProperties(pkt, f.props[0], f.props[1])
+	c.WillProperties = ownProperties(pkt, f.willProps[0], f.willProps[1])
 }
 
 // flags returns the connect flags byte that the fields describe.
@@ -208,11 +250,11 @@ func AppendConnect(dst []byte, c *Connect) ([]byte, error) {
 	}
 	rl := 2 + len(c.ProtocolName) + 1 + 1 + 2 + 2 + len(c.ClientID)
 	if v5 {
-		rl += varintLen(c.Properties.size()) + c.Properties.size()
+		rl += c.Properties.sizeWithLength()
 	}
 	if c.WillFlag {
 		if v5 {
-			rl += varintLen(c.WillProperties.size()) + c.WillProperties.size()
+			rl += c.WillProperties.sizeWithLength()
 		}
 		rl += 2 + len(c.WillTopic) + 2 + len(c.WillPayload)
 	}
@@ -231,14 +273,12 @@ func AppendConnect(dst []byte, c *Connect) ([]byte, error) {
 	dst = append(dst, byte(c.ProtocolLevel), c.flags())
 	dst = binary.BigEndian.AppendUint16(dst, c.KeepAlive)
 	if v5 {
-		dst = appendVarint(dst, c.Properties.size())
-		dst = append(dst, c.Properties.raw...)
+		dst = appendProperties(dst, c.Properties)
 	}
 	dst = appendString(dst, c.ClientID)
 	if c.WillFlag {
 		if v5 {
-			dst = appendVarint(dst, c.WillProperties.size())
-			dst = append(dst, c.WillProperties.raw...)
+			dst = appendProperties(dst, c.WillProperties)
 		}
 		dst = appendString(dst, c.WillTopic)
 		dst = appendString(dst, c.WillPayload)

@@ -1,20 +1,23 @@
 // Package packets is the only place where mqtt-authproxy parses bytes that
-// come from devices. It frames MQTT packets with a caller-given size cap
-// (enforced before any allocation for the body), decodes and re-encodes
-// CONNECT for MQTT 3.1, 3.1.1 and 5, encodes CONNACK, decodes and encodes
-// the packets after CONNECT that the relay judges (PUBLISH, SUBSCRIBE,
-// SUBACK, UNSUBSCRIBE, UNSUBACK, PUBACK to PUBCOMP, DISCONNECT), and scans
-// a byte stream for packet boundaries without decoding packets.
+// come from devices, and the one owner of MQTT syntax. It frames MQTT
+// packets with a caller-given size cap (enforced before any allocation for
+// the body), decodes and re-encodes CONNECT for MQTT 3.1, 3.1.1 and 5,
+// encodes and decodes CONNACK, decodes and encodes the packets after
+// CONNECT that the relay judges (PUBLISH, SUBSCRIBE, SUBACK, UNSUBSCRIBE,
+// UNSUBACK, PUBACK to PUBCOMP, DISCONNECT), follows a byte stream's packet
+// boundaries without buffering packets (Framer, Scanner), and validates
+// topic filters and shared subscriptions (ValidateFilter, SplitShared).
 //
-// Every decoder works on a []byte with explicit offsets and a bounds check on
-// every field. Validation follows what the MQTT 3.1.1 and 5.0 specifications
-// require of a server; each check cites its rule.
+// Every decoder reads with one field reader: a []byte with explicit
+// offsets and a bounds check on every field. MQTT 5 properties are checked
+// by one validator, from one table of what each packet may carry.
+// Validation follows what the MQTT 3.1.1 and 5.0 specifications require of
+// a server; each check cites its rule.
 package packets
 
 import (
 	"errors"
 	"fmt"
-	"io"
 )
 
 // Type is an MQTT control packet type (the high nibble of the first byte).
@@ -163,191 +166,104 @@ func headerNeed(b []byte) (h FixedHeader, need int, err error) {
 	return h, 0, err
 }
 
-// Reader frames whole packets from a byte stream with a size cap: the one
-// framing reader of this package (ReadPacket is a Reader in exact mode).
-//
-// A packet over the cap is refused from its fixed header, before anything
-// is allocated for its body. The buffer grows with the bytes that arrive,
-// never ahead of them to the declared size, so a header announcing a large
-// packet costs no memory until its bytes come. A Reader reads as much as
-// its buffer holds (a small packet is usually one Read), so it may read past
-// the packet it returns: those bytes are kept for the next Next, and
-// Buffered returns them for a caller that hands the stream on.
-type Reader struct {
-	src   io.Reader
-	max   int
-	exact bool   // never read past the packet (ReadPacket)
-	buf   []byte // bytes read, not yet returned; the capacity past len is free
-	err   error  // a read error that came with bytes, returned by the next read
+// Framer finds the packets of a byte stream fed to it in chunks of any
+// size, without buffering or decoding them: it holds only a fixed header
+// split across chunks. Scanner, and the relay's framing of a filtered
+// session, follow a stream with it; Reader, which keeps the bytes it
+// frames, parses headers the same way (headerNeed).
+type Framer struct {
+	part    [maxHeaderLen]byte // a fixed header split across chunks, so far
+	partLen int
+	whole   [maxHeaderLen]byte // the last such header, once whole
+	h       FixedHeader        // the packet in progress
+	remain  int                // bytes of it not yet taken
+	err     error
 }
 
-// NewReader returns a Reader of packets of at most maxSize bytes from r.
-func NewReader(r io.Reader, maxSize int) *Reader { return &Reader{src: r, max: maxSize} }
-
-// Next reads and returns the next whole packet, fixed header included, with
-// its decoded header. The returned slice is owned by the caller: later calls
-// never write to it. Errors are ReadPacket's: io.EOF when the stream ends
-// on a packet boundary, ErrTruncated when it ends inside a packet,
-// ErrMalformedLength, ErrTooLarge (with the header), or the read error. A
-// framing error repeats on every later call; after a read error (a
-// timeout) Next may be called again and resumes where it stopped.
-func (r *Reader) Next() (FixedHeader, []byte, error) {
-	h, need, err := headerNeed(r.buf)
-	for need > 0 {
-		if err := r.fill(need, 0); err != nil {
-			if len(r.buf) > 0 && errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				err = fmt.Errorf("%w: %w", ErrTruncated, err)
-			}
-			return FixedHeader{}, nil, err
-		}
-		h, need, err = headerNeed(r.buf)
-	}
-	if err != nil {
-		return FixedHeader{}, nil, err
-	}
-	size := h.Size()
-	if size > r.max {
-		return h, nil, fmt.Errorf("%w: %s of %d bytes, cap %d", ErrTooLarge, h.Type, size, r.max)
-	}
-	for len(r.buf) < size {
-		if err := r.fill(size-len(r.buf), size); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return h, nil, fmt.Errorf("%w: %s: %w", ErrTruncated, h.Type, io.ErrUnexpectedEOF)
-			}
-			return h, nil, err
-		}
-	}
-	pkt := r.buf[:size:size]
-	if r.buf = r.buf[size:]; cap(r.buf) == 0 {
-		r.buf = nil
-	}
-	return h, pkt, nil
+// A Piece is what Framer.Next took from a chunk: bytes of one packet.
+type Piece struct {
+	Header FixedHeader // the packet's
+	// Bytes are a sub-slice of the chunk; or, when the packet's fixed
+	// header was split across chunks, that header, held by the Framer
+	// (valid until it completes another split header, which takes a later
+	// chunk).
+	Bytes []byte
+	First bool // Bytes begin the packet: its fixed header comes first
+	Last  bool // Bytes end the packet
 }
 
-// Buffered returns the bytes read past the last packet Next returned (none
-// in exact mode). The caller may keep them: the Reader never writes to them.
-func (r *Reader) Buffered() []byte { return r.buf[:len(r.buf):len(r.buf)] }
+// AtBoundary reports whether every byte fed so far belongs to a whole
+// packet.
+func (f *Framer) AtBoundary() bool { return f.partLen == 0 && f.remain == 0 && f.err == nil }
 
-// fill reads at least one byte into the buffer, or returns an error. need
-// is how many bytes the current step still lacks (at least 1), size the
-// packet's size once its header is known, else 0. An error that comes with
-// bytes is held and returned by the next call.
-func (r *Reader) fill(need, size int) error {
-	if err := r.err; err != nil {
-		r.err = nil
-		return err
-	}
-	if cap(r.buf)-len(r.buf) < min(need, minRead) {
-		r.grow(size)
-	}
-	p := r.buf[len(r.buf):cap(r.buf)]
-	if r.exact {
-		p = p[:min(len(p), need)]
-	}
-	n, err := r.src.Read(p)
-	r.buf = r.buf[:len(r.buf)+n]
-	if err != nil && n == 0 {
-		return err
-	}
-	r.err = err
-	return nil
-}
-
-// grow moves the buffered bytes to a larger buffer: before the header is
-// known, one that holds a header (exact) or firstRead bytes; after, one
-// that doubles what is held, at least readChunk, at most the packet.
-func (r *Reader) grow(size int) {
-	var c int
+// Next takes the next bytes of chunk and returns how many it took (at
+// least one, for a non-empty chunk) and what they are. At a packet
+// boundary it takes the whole packet when it lies whole in chunk, else its
+// fixed header and what follows of it in chunk; inside a packet, the next
+// bytes of the packet. A fixed header that chunk ends inside is kept until
+// the next chunks complete it: the piece is then empty. A malformed
+// remaining length is an error (ErrMalformedLength), returned again by
+// every later call.
+func (f *Framer) Next(chunk []byte) (p Piece, n int, err error) {
 	switch {
-	case size == 0 && r.exact:
-		c = maxHeaderLen
-	case size == 0:
-		c = firstRead
-	default:
-		c = min(size, max(readChunk, 2*len(r.buf)))
-		if !r.exact {
-			c = max(c, firstRead) // room for what follows a small packet
+	case f.err != nil:
+		return Piece{}, 0, f.err
+	case f.remain > 0:
+		n = min(f.remain, len(chunk))
+		f.remain -= n
+		return Piece{Header: f.h, Bytes: chunk[:n], Last: f.remain == 0}, n, nil
+	case f.partLen == 0:
+		h, need, err := headerNeed(chunk)
+		if err != nil {
+			f.err = err
+			return Piece{}, 0, err
+		}
+		if need == 0 {
+			n = min(h.Size(), len(chunk))
+			f.h, f.remain = h, h.Size()-n
+			return Piece{Header: h, Bytes: chunk[:n], First: true, Last: f.remain == 0}, n, nil
 		}
 	}
-	b := make([]byte, len(r.buf), c)
-	copy(b, r.buf)
-	r.buf = b
-}
-
-const (
-	// firstRead is a Reader's first buffer: a CONNACK and what follows it.
-	firstRead = 512
-	// readChunk is the first buffer for a packet's body: most packets fit.
-	readChunk = 2048
-	// minRead: free space below this (and below what is missing) is not
-	// worth a Read; the buffer grows first.
-	minRead = 64
-)
-
-// ReadPacket reads one whole packet from r and returns it, fixed header
-// included, with its decoded header. maxSize caps the whole packet: a larger
-// declared size returns ErrTooLarge before anything is allocated for the
-// body, and nothing past the fixed header is read. ReadPacket never reads
-// past the packet (it is a Reader in exact mode: each Read asks only for
-// bytes the packet still lacks), so the stream can be handed on after it;
-// the buffer grows with the bytes that arrive, as a Reader's does. The
-// returned slice is owned by the caller.
-func ReadPacket(r io.Reader, maxSize int) (FixedHeader, []byte, error) {
-	rd := Reader{src: r, max: maxSize, exact: true}
-	return rd.Next()
+	for n < len(chunk) {
+		f.part[f.partLen] = chunk[n]
+		f.partLen++
+		n++
+		h, need, err := headerNeed(f.part[:f.partLen])
+		switch {
+		case need > 0:
+			continue
+		case err != nil:
+			f.err = err
+			return Piece{}, n, err
+		}
+		f.whole, f.partLen = f.part, 0
+		f.h, f.remain = h, h.RemainingLength
+		return Piece{Header: h, Bytes: f.whole[:h.HeaderLen], First: true, Last: f.remain == 0}, n, nil
+	}
+	return Piece{}, n, nil
 }
 
 // Scanner follows packet boundaries in a byte stream fed to it in arbitrary
 // chunks, without decoding or buffering packets. The relay uses it to know
-// whether the bytes it has forwarded end on a packet boundary, so that a
-// packet it injects (a DISCONNECT) never lands inside another packet.
-type Scanner struct {
-	hdr    [maxHeaderLen]byte
-	hdrLen int // bytes of a partial fixed header held in hdr
-	remain int // body bytes of the current packet not yet seen
-	err    error
-}
+// whether the bytes it forwards unframed end on a packet boundary, so that
+// a packet it injects (a DISCONNECT) never lands inside another packet.
+type Scanner struct{ f Framer }
 
 // AtBoundary reports whether every byte fed so far belongs to a whole packet.
-func (s *Scanner) AtBoundary() bool { return s.hdrLen == 0 && s.remain == 0 && s.err == nil }
+func (s *Scanner) AtBoundary() bool { return s.f.AtBoundary() }
 
 // Feed advances the scanner over p. It returns the length of the longest
 // prefix of p after which the stream is at a packet boundary (0 when no
 // packet ends inside p), and a framing error once the stream is malformed;
 // the error is sticky.
 func (s *Scanner) Feed(p []byte) (boundary int, err error) {
-	if s.err != nil {
-		return 0, s.err
-	}
-	i := 0
-	for i < len(p) {
-		if s.remain > 0 {
-			take := min(s.remain, len(p)-i)
-			s.remain -= take
-			i += take
-			if s.remain == 0 {
-				boundary = i
-			}
-			continue
-		}
-		s.hdr[s.hdrLen] = p[i]
-		s.hdrLen++
-		i++
-		h, need, err := headerNeed(s.hdr[:s.hdrLen])
-		if need > 0 {
-			continue
-		}
+	for off := 0; off < len(p); {
+		piece, n, err := s.f.Next(p[off:])
 		if err != nil {
-			s.err = err
 			return boundary, err
 		}
-		s.hdrLen = 0
-		s.remain = h.RemainingLength
-		if s.remain == 0 {
-			boundary = i
+		if off += n; piece.Last {
+			boundary = off
 		}
 	}
 	return boundary, nil

@@ -17,7 +17,7 @@ type Publish struct {
 	Topic    []byte // topic name; empty in MQTT 5 when a Topic Alias stands for it
 	PacketID uint16 // non-zero when QoS > 0, else 0
 	// Properties are the MQTT 5 properties in wire order.
-	Properties RawProperties
+	Properties Properties
 	Payload    []byte
 }
 
@@ -107,13 +107,13 @@ func (p *Publish) decodeHeaders(w *wire, flags byte, level Level) *Error {
 	}
 	var ps, pe int
 	if level == V5 {
-		ps, pe = w.properties()
+		ps, pe = w.properties(&propTable[PUBLISH])
 	}
 	if w.err != nil {
 		return w.err
 	}
 	p.Topic = view(w.b, ts, te)
-	p.Properties = RawProperties(view(w.b, ps, pe))
+	p.Properties = Properties(view(w.b, ps, pe))
 
 	switch {
 	case len(p.Topic) == 0 && level != V5:
@@ -160,7 +160,7 @@ func AppendPublishHead(dst []byte, level Level, p *Publish, payloadLen int) ([]b
 		rl += 2
 	}
 	if level == V5 {
-		rl += varintLen(len(p.Properties)) + len(p.Properties)
+		rl += p.Properties.sizeWithLength()
 	}
 	if rl > MaxRemainingLength {
 		return dst, ErrFieldTooLong
@@ -179,8 +179,7 @@ func AppendPublishHead(dst []byte, level Level, p *Publish, payloadLen int) ([]b
 		dst = binary.BigEndian.AppendUint16(dst, p.PacketID)
 	}
 	if level == V5 {
-		dst = appendVarint(dst, len(p.Properties))
-		dst = append(dst, p.Properties...)
+		dst = appendProperties(dst, p.Properties)
 	}
 	return dst, nil
 }

@@ -50,24 +50,27 @@ func TestReaderReads(t *testing.T) {
 	}
 }
 
+// framingErrors are streams that cannot be framed, with their caps and
+// errors: Reader's and ReadPacket's alike.
+var framingErrors = []struct {
+	name string
+	in   []byte
+	max  int
+	want error
+}{
+	{"empty stream", nil, 100, io.EOF},
+	{"type byte only", b(0x10), 100, ErrTruncated},
+	{"length continues past end", b(0x10, 0x80), 100, ErrTruncated},
+	{"body truncated", b(0x10, 5, 1, 2), 100, ErrTruncated},
+	{"five length bytes", b(0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F), 1 << 30, ErrMalformedLength},
+	{"non-minimal length", b(0x10, 0x85, 0x00, 1, 2, 3, 4, 5), 100, ErrMalformedLength},
+	{"over the cap", b(0x10, 0xFF, 0xFF, 0xFF, 0x7F), 65536, ErrTooLarge},
+	{"one over the cap", pkt(0x10, make([]byte, 99)), 100, ErrTooLarge},
+}
+
 // TestReaderErrors: the errors are ReadPacket's.
 func TestReaderErrors(t *testing.T) {
-	cases := []struct {
-		name string
-		in   []byte
-		max  int
-		want error
-	}{
-		{"empty stream", nil, 100, io.EOF},
-		{"type byte only", b(0x10), 100, ErrTruncated},
-		{"length continues past end", b(0x10, 0x80), 100, ErrTruncated},
-		{"body truncated", b(0x10, 5, 1, 2), 100, ErrTruncated},
-		{"five length bytes", b(0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F), 1 << 30, ErrMalformedLength},
-		{"non-minimal length", b(0x10, 0x85, 0x00, 1, 2, 3, 4, 5), 100, ErrMalformedLength},
-		{"over the cap", b(0x10, 0xFF, 0xFF, 0xFF, 0x7F), 65536, ErrTooLarge},
-		{"one over the cap", pkt(0x10, make([]byte, 99)), 100, ErrTooLarge},
-	}
-	for _, c := range cases {
+	for _, c := range framingErrors {
 		for name, in := range map[string]func() io.Reader{
 			"whole":       func() io.Reader { return bytes.NewReader(c.in) },
 			"byte a time": func() io.Reader { return iotest.OneByteReader(bytes.NewReader(c.in)) },
@@ -165,4 +168,118 @@ func TestReaderPacketsAreOwned(t *testing.T) {
 			}
 		}
 	}, 100*4<<10)
+}
+
+func TestReadPacket(t *testing.T) {
+	valid := validConnects[2].pkt
+	h, got, err := ReadPacket(bytes.NewReader(append(append([]byte{}, valid...), 0xC0, 0)), 1024)
+	if err != nil || !bytes.Equal(got, valid) || h.Type != CONNECT || h.Size() != len(valid) {
+		t.Fatalf("ReadPacket = %v %x %v", h, got, err)
+	}
+
+	for _, c := range framingErrors {
+		t.Run(c.name, func(t *testing.T) {
+			_, got, err := ReadPacket(bytes.NewReader(c.in), c.max)
+			if !errors.Is(err, c.want) || got != nil {
+				t.Fatalf("got %x, %v; want %v", got, err, c.want)
+			}
+		})
+	}
+	if _, got, err := ReadPacket(bytes.NewReader(pkt(0x10, make([]byte, 98))), 100); err != nil || len(got) != 100 {
+		t.Fatalf("packet exactly at the cap: %d bytes, %v", len(got), err)
+	}
+}
+
+// countingReader fails the test if more than limit bytes are read.
+type countingReader struct {
+	r     io.Reader
+	n     int
+	limit int
+	t     *testing.T
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	if c.n > c.limit {
+		c.t.Fatalf("read %d bytes, more than %d", c.n, c.limit)
+	}
+	return n, err
+}
+
+func TestReadPacketTooLargeReadsOnlyHeader(t *testing.T) {
+	// A 4-byte length declaring 256 MiB, then an endless stream.
+	in := io.MultiReader(bytes.NewReader(b(0x10, 0xFF, 0xFF, 0xFF, 0x7F)), neverEnding{})
+	cr := &countingReader{r: in, limit: 5, t: t}
+	allocs := testing.AllocsPerRun(10, func() {
+		cr.n = 0
+		cr.r = io.MultiReader(bytes.NewReader(b(0x10, 0xFF, 0xFF, 0xFF, 0x7F)), neverEnding{})
+		if _, _, err := ReadPacket(cr, 65536); !errors.Is(err, ErrTooLarge) {
+			t.Fatal(err)
+		}
+	})
+	var ms runtimeMem
+	ms.check(t, func() {
+		_, _, _ = ReadPacket(io.MultiReader(bytes.NewReader(b(0x10, 0xFF, 0xFF, 0xFF, 0x7F)), neverEnding{}), 65536)
+	}, 64<<10)
+	t.Logf("allocations for a refused 256 MiB header: %v", allocs)
+}
+
+// TestReadPacketGrowsWithTheBytes is the review's finding: a fixed header
+// announcing 64 KiB made ReadPacket allocate 64 KiB before any body byte
+// arrived (1,500 such connections: +69 MiB). The buffer now grows with the
+// bytes that come, and a packet that arrives a byte at a time or in halves
+// still reads whole.
+func TestReadPacketGrowsWithTheBytes(t *testing.T) {
+	header := b(0x10, 0xFF, 0xFF, 0x03) // CONNECT, 65535 bytes to come
+	var ms runtimeMem
+	ms.check(t, func() {
+		for range 100 {
+			if _, _, err := ReadPacket(bytes.NewReader(header), 1<<20); !errors.Is(err, ErrTruncated) {
+				t.Fatal(err)
+			}
+		}
+	}, 100*4<<10)
+
+	body := make([]byte, 65535)
+	for i := range body {
+		body[i] = byte(i)
+	}
+	whole := append(append([]byte(nil), header...), body...)
+	for name, r := range map[string]func() io.Reader{
+		"one byte at a time": func() io.Reader { return iotest.OneByteReader(bytes.NewReader(whole)) },
+		"halves":             func() io.Reader { return iotest.HalfReader(bytes.NewReader(whole)) },
+		"data with EOF":      func() io.Reader { return iotest.DataErrReader(bytes.NewReader(whole)) },
+	} {
+		_, pkt, err := ReadPacket(r(), 1<<20)
+		if err != nil || !bytes.Equal(pkt, whole) {
+			t.Fatalf("%s: %d bytes, %v", name, len(pkt), err)
+		}
+	}
+	if _, _, err := ReadPacket(bytes.NewReader(whole[:len(whole)-1]), 1<<20); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("one byte short: %v", err)
+	}
+}
+
+// chunkReader returns its chunks one per Read (split when p is shorter).
+type chunkReader struct{ chunks [][]byte }
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; len(c.chunks[0]) == 0 {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
+type neverEnding struct{}
+
+func (neverEnding) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'A'
+	}
+	return len(p), nil
 }

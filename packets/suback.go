@@ -27,7 +27,7 @@ func DecodeSuback(pkt []byte, level Level) (Suback, error) {
 	id := w.packetID()
 	var ps, pe int
 	if level == V5 {
-		ps, pe = w.properties()
+		ps, pe = w.properties(&propTable[SUBACK])
 	}
 	if w.err != nil {
 		return Suback{}, w.err
@@ -45,9 +45,7 @@ func DecodeSuback(pkt []byte, level Level) (Suback, error) {
 		}
 		s.Codes[i] = ReasonCode(c)
 	}
-	if pe > ps {
-		s.Properties = Properties{raw: string(pkt[ps:pe])}
-	}
+	s.Properties = ownProperties(pkt, ps, pe)
 	return s, nil
 }
 
@@ -93,7 +91,7 @@ func AppendSuback(dst []byte, level Level, id uint16, props Properties, codes []
 	}
 	rl := 2 + len(codes)
 	if level == V5 {
-		rl += varintLen(props.size()) + props.size()
+		rl += props.sizeWithLength()
 	}
 	if rl > MaxRemainingLength {
 		return dst, ErrFieldTooLong
@@ -101,7 +99,7 @@ func AppendSuback(dst []byte, level Level, id uint16, props Properties, codes []
 	dst = appendVarint(append(dst, byte(SUBACK)<<4), rl)
 	dst = binary.BigEndian.AppendUint16(dst, id)
 	if level == V5 {
-		dst = appendProperties(dst, props.raw)
+		dst = appendProperties(dst, props)
 	}
 	for _, c := range codes {
 		if level != V5 && c >= 0x80 {
@@ -139,7 +137,7 @@ func DecodeUnsuback(pkt []byte, level Level) (Unsuback, error) {
 		}
 		return u, nil
 	}
-	ps, pe := w.properties()
+	ps, pe := w.properties(&propTable[UNSUBACK])
 	if w.err != nil {
 		return Unsuback{}, w.err
 	}
@@ -155,9 +153,7 @@ func DecodeUnsuback(pkt []byte, level Level) (Unsuback, error) {
 		}
 		u.Codes[i] = ReasonCode(c)
 	}
-	if pe > ps {
-		u.Properties = Properties{raw: string(pkt[ps:pe])}
-	}
+	u.Properties = ownProperties(pkt, ps, pe)
 	return u, nil
 }
 
@@ -177,13 +173,13 @@ func AppendUnsuback(dst []byte, level Level, id uint16, props Properties, codes 
 			return dst, fmt.Errorf("%w: UNSUBACK %v", ErrCodeNotAllowed, c)
 		}
 	}
-	rl := 2 + varintLen(props.size()) + props.size() + len(codes)
+	rl := 2 + props.sizeWithLength() + len(codes)
 	if rl > MaxRemainingLength {
 		return dst, ErrFieldTooLong
 	}
 	dst = appendVarint(append(dst, byte(UNSUBACK)<<4), rl)
 	dst = binary.BigEndian.AppendUint16(dst, id)
-	dst = appendProperties(dst, props.raw)
+	dst = appendProperties(dst, props)
 	for _, c := range codes {
 		dst = append(dst, byte(c))
 	}

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
-	"strings"
 )
 
 // Encoding errors of the packets after CONNECT (see also ErrFieldTooLong).
@@ -52,9 +50,9 @@ type SubscribeFilter struct {
 	Err     *Error
 }
 
-// Subscribe is a decoded SUBSCRIBE packet. Its strings share one copy of
-// the packet's properties and filters: it stays valid after the caller
-// reuses the packet's buffer.
+// Subscribe is a decoded SUBSCRIBE packet. Its filters share one copy of
+// the packet's, its properties are a copy of their own: it stays valid
+// after the caller reuses the packet's buffer.
 type Subscribe struct {
 	PacketID   uint16
 	Properties Properties // MQTT 5 only
@@ -63,52 +61,72 @@ type Subscribe struct {
 
 // DecodeSubscribe decodes and validates a whole SUBSCRIBE packet for a
 // session of the given protocol level. It makes two allocations (one copy
-// of properties and filters, the filter list) plus one *Error per invalid
-// filter.
+// of the filters, the filter list), a third for MQTT 5 properties when
+// there are some, and one *Error per invalid filter.
 //
 // A returned error is an *Error with Code MalformedPacket or ProtocolError
 // (v5: DISCONNECT with that code; v3: close). A filter that is merely
 // invalid does not fail the decode: see SubscribeFilter.Err.
 func DecodeSubscribe(pkt []byte, level Level) (Subscribe, error) {
-	w, flags, err := openPacket(pkt, SUBSCRIBE)
+	f, err := decodeFilters(pkt, SUBSCRIBE, level)
 	if err != nil {
 		return Subscribe{}, err
 	}
-	w.checkFlags(flags) // 0010 [MQTT-3.8.1-1]
-	id := w.packetID()  // non-zero [MQTT-2.2.1-3]
-	start, ps, pe := w.off, 0, 0
-	if level == V5 {
-		ps, pe = w.properties()
-	}
-	// Payload: filter and options pairs, at least one [MQTT-3.8.3-2]
-	// ([MQTT-3.8.3-3] in 3.1.1).
-	first, n := w.off, 0
-	for w.err == nil && w.rest() > 0 {
-		fs, fe := w.str("topic filter") // [MQTT-3.8.3-1]
-		w.subscribeOptions(n, SubscribeOptions(w.u8("subscription options")), level,
-			bytes.HasPrefix(w.b[fs:fe], []byte(sharePrefix)))
-		n++
-	}
-	if w.err != nil {
-		return Subscribe{}, w.err
-	}
-	if n == 0 {
-		return Subscribe{}, &Error{Code: ProtocolError, Rule: "MQTT-3.8.3-2", Msg: "SUBSCRIBE has no topic filter"}
-	}
-
-	body := string(pkt[start:])
-	s := Subscribe{PacketID: id, Filters: make([]SubscribeFilter, n)}
-	if level == V5 {
-		s.Properties = Properties{raw: body[ps-start : pe-start]}
-	}
-	off := first - start
+	s := Subscribe{PacketID: f.id, Properties: f.props, Filters: make([]SubscribeFilter, f.n)}
+	off := 0
 	for i := range s.Filters {
-		f := &s.Filters[i]
-		f.Filter, off = stringAt(body, off)
-		f.Options, off = SubscribeOptions(body[off]), off+1
-		f.Err = filterError(SUBSCRIBE, i, f.Filter)
+		sf := &s.Filters[i]
+		sf.Filter, off = stringAt(f.body, off)
+		sf.Options, off = SubscribeOptions(f.body[off]), off+1
+		sf.Err = filterError(SUBSCRIBE, i, sf.Filter)
 	}
 	return s, nil
+}
+
+// filterPacket is what SUBSCRIBE and UNSUBSCRIBE have in common.
+type filterPacket struct {
+	id    uint16
+	props Properties
+	body  string // the filters (SUBSCRIBE: each followed by its options)
+	n     int    // how many
+}
+
+// decodeFilters decodes a whole SUBSCRIBE or UNSUBSCRIBE (t): flags 0010
+// [MQTT-3.8.1-1], [MQTT-3.10.1-1]; a non-zero packet identifier
+// [MQTT-2.2.1-3]; properties (v5); then at least one filter
+// [MQTT-3.8.3-2], [MQTT-3.10.3-2] ([MQTT-3.8.3-3] in 3.1.1), each UTF-8
+// [MQTT-3.8.3-1], [MQTT-3.10.3-1], in a SUBSCRIBE followed by its options.
+func decodeFilters(pkt []byte, t Type, level Level) (filterPacket, error) {
+	w, flags, err := openPacket(pkt, t)
+	if err != nil {
+		return filterPacket{}, err
+	}
+	w.checkFlags(flags)
+	f := filterPacket{id: w.packetID()}
+	var ps, pe int
+	if level == V5 {
+		ps, pe = w.properties(&propTable[t])
+	}
+	first := w.off
+	for ; w.err == nil && w.rest() > 0; f.n++ {
+		fs, fe := w.str("topic filter")
+		if t == SUBSCRIBE {
+			w.subscribeOptions(f.n, SubscribeOptions(w.u8("subscription options")), level,
+				bytes.HasPrefix(w.b[fs:fe], []byte(sharePrefix)))
+		}
+	}
+	switch {
+	case w.err != nil:
+		return filterPacket{}, w.err
+	case f.n == 0:
+		rule := "MQTT-3.8.3-2"
+		if t == UNSUBSCRIBE {
+			rule = "MQTT-3.10.3-2"
+		}
+		return filterPacket{}, &Error{Code: ProtocolError, Rule: rule, Msg: t.String() + " has no topic filter"}
+	}
+	f.props, f.body = ownProperties(pkt, ps, pe), string(pkt[first:])
+	return f, nil
 }
 
 // subscribeOptions checks the options byte of filter i. 3.1/3.1.1: QoS 0..2
@@ -147,29 +165,44 @@ func stringAt(s string, off int) (string, int) {
 // ignored. It returns ErrNoFilters for an empty list and ErrFieldTooLong
 // for a filter over 65,535 bytes or a packet over MaxRemainingLength.
 func AppendSubscribe(dst []byte, level Level, id uint16, props Properties, filters []SubscribeFilter) ([]byte, error) {
+	return appendFilters(dst, SUBSCRIBE, level, id, props, filters)
+}
+
+// entry is a filter as appendFilters writes it: the filter and its
+// options byte (-1: none).
+func (f SubscribeFilter) entry() (string, int) { return f.Filter, int(f.Options) }
+
+func (f UnsubscribeFilter) entry() (string, int) { return f.Filter, -1 }
+
+// appendFilters appends a SUBSCRIBE or UNSUBSCRIBE (t); see AppendSubscribe.
+func appendFilters[F interface{ entry() (string, int) }](dst []byte, t Type, level Level, id uint16, props Properties, filters []F) ([]byte, error) {
 	if len(filters) == 0 {
 		return dst, ErrNoFilters
 	}
 	rl := 2
 	if level == V5 {
-		rl += varintLen(props.size()) + props.size()
+		rl += props.sizeWithLength()
 	}
 	for _, f := range filters {
-		if len(f.Filter) > 0xFFFF {
+		filter, opts := f.entry()
+		if len(filter) > 0xFFFF {
 			return dst, ErrFieldTooLong
 		}
-		rl += 2 + len(f.Filter) + 1
+		rl += 2 + len(filter) + btoi(opts >= 0)
 	}
 	if rl > MaxRemainingLength {
 		return dst, ErrFieldTooLong
 	}
-	dst = appendVarint(append(dst, byte(SUBSCRIBE)<<4|0x02), rl)
+	dst = appendVarint(append(dst, byte(t)<<4|0x02), rl)
 	dst = binary.BigEndian.AppendUint16(dst, id)
 	if level == V5 {
-		dst = appendProperties(dst, props.raw)
+		dst = appendProperties(dst, props)
 	}
 	for _, f := range filters {
-		dst = append(appendString(dst, f.Filter), byte(f.Options))
+		filter, opts := f.entry()
+		if dst = appendString(dst, filter); opts >= 0 {
+			dst = append(dst, byte(opts))
+		}
 	}
 	return dst, nil
 }
@@ -181,8 +214,8 @@ type UnsubscribeFilter struct {
 	Err    *Error
 }
 
-// Unsubscribe is a decoded UNSUBSCRIBE packet. Like Subscribe, it owns one
-// copy of its properties and filters.
+// Unsubscribe is a decoded UNSUBSCRIBE packet. Like Subscribe, it owns
+// its data.
 type Unsubscribe struct {
 	PacketID   uint16
 	Properties Properties // MQTT 5 only
@@ -195,148 +228,21 @@ type Unsubscribe struct {
 // [MQTT-3.10.3-2], each UTF-8 [MQTT-3.10.3-1]. Errors and allocations are
 // DecodeSubscribe's.
 func DecodeUnsubscribe(pkt []byte, level Level) (Unsubscribe, error) {
-	w, flags, err := openPacket(pkt, UNSUBSCRIBE)
+	f, err := decodeFilters(pkt, UNSUBSCRIBE, level)
 	if err != nil {
 		return Unsubscribe{}, err
 	}
-	w.checkFlags(flags)
-	id := w.packetID()
-	start, ps, pe := w.off, 0, 0
-	if level == V5 {
-		ps, pe = w.properties()
-	}
-	first, n := w.off, 0
-	for w.err == nil && w.rest() > 0 {
-		w.str("topic filter")
-		n++
-	}
-	if w.err != nil {
-		return Unsubscribe{}, w.err
-	}
-	if n == 0 {
-		return Unsubscribe{}, &Error{Code: ProtocolError, Rule: "MQTT-3.10.3-2", Msg: "UNSUBSCRIBE has no topic filter"}
-	}
-	body := string(pkt[start:])
-	u := Unsubscribe{PacketID: id, Filters: make([]UnsubscribeFilter, n)}
-	if level == V5 {
-		u.Properties = Properties{raw: body[ps-start : pe-start]}
-	}
-	off := first - start
+	u := Unsubscribe{PacketID: f.id, Properties: f.props, Filters: make([]UnsubscribeFilter, f.n)}
+	off := 0
 	for i := range u.Filters {
-		f := &u.Filters[i]
-		f.Filter, off = stringAt(body, off)
-		f.Err = filterError(UNSUBSCRIBE, i, f.Filter)
+		uf := &u.Filters[i]
+		uf.Filter, off = stringAt(f.body, off)
+		uf.Err = filterError(UNSUBSCRIBE, i, uf.Filter)
 	}
 	return u, nil
 }
 
 // AppendUnsubscribe appends an UNSUBSCRIBE; see AppendSubscribe.
 func AppendUnsubscribe(dst []byte, level Level, id uint16, props Properties, filters []UnsubscribeFilter) ([]byte, error) {
-	if len(filters) == 0 {
-		return dst, ErrNoFilters
-	}
-	rl := 2
-	if level == V5 {
-		rl += varintLen(props.size()) + props.size()
-	}
-	for _, f := range filters {
-		if len(f.Filter) > 0xFFFF {
-			return dst, ErrFieldTooLong
-		}
-		rl += 2 + len(f.Filter)
-	}
-	if rl > MaxRemainingLength {
-		return dst, ErrFieldTooLong
-	}
-	dst = appendVarint(append(dst, byte(UNSUBSCRIBE)<<4|0x02), rl)
-	dst = binary.BigEndian.AppendUint16(dst, id)
-	if level == V5 {
-		dst = appendProperties(dst, props.raw)
-	}
-	for _, f := range filters {
-		dst = appendString(dst, f.Filter)
-	}
-	return dst, nil
-}
-
-const sharePrefix = "$share/"
-
-// SplitShared splits a shared subscription's filter $share/<group>/<filter>
-// [MQTT-4.8.2]. ok is false when filter does not start with "$share/" or is
-// not well formed after it: the group must be non-empty [MQTT-4.8.2-1]
-// without '+', '#' or '/', and followed by '/' and a non-empty filter
-// [MQTT-4.8.2-2]. The prefix is case-sensitive, as topics are. Shared
-// subscriptions are MQTT 5, but brokers honour them from 3.1.1 clients
-// too, so this codec reads $share/ alike at every level.
-func SplitShared(filter string) (group, rest string, ok bool) {
-	after, ok := strings.CutPrefix(filter, sharePrefix)
-	if !ok {
-		return "", "", false
-	}
-	group, rest, ok = strings.Cut(after, "/")
-	if !ok || group == "" || rest == "" || strings.ContainsAny(group, "+#") {
-		return "", "", false
-	}
-	return group, rest, true
-}
-
-// ValidateFilter reports whether filter is a well-formed topic filter: nil,
-// or an *Error with Code TopicFilterInvalid and the rule it breaks. UTF-8
-// validity is the decoder's (it makes the packet malformed), not checked
-// here.
-func ValidateFilter(filter string) error {
-	if err := filterError(0, 0, filter); err != nil {
-		return err
-	}
-	return nil
-}
-
-// filterError checks topic filter i of a packet of type t (0: none).
-func filterError(t Type, i int, filter string) *Error {
-	rule, msg := checkFilter(filter)
-	if rule == "" {
-		return nil
-	}
-	if t != 0 {
-		msg = fmt.Sprintf("%s topic filter %d %s", t, i, msg)
-	} else {
-		msg = "topic filter " + msg
-	}
-	return &Error{Code: TopicFilterInvalid, Rule: rule, Msg: msg}
-}
-
-// checkFilter returns the rule filter breaks and how, or "".
-func checkFilter(f string) (rule, msg string) {
-	if f == "" {
-		return "MQTT-4.7.3-1", "is empty" // at least one character
-	}
-	if after, ok := strings.CutPrefix(f, sharePrefix); ok {
-		group, rest, found := strings.Cut(after, "/")
-		switch {
-		case group == "":
-			return "MQTT-4.8.2-1", "is a shared subscription with an empty share name"
-		case strings.ContainsAny(group, "+#"):
-			return "MQTT-4.8.2-2", "has a wildcard in its share name"
-		case !found || rest == "":
-			return "MQTT-4.8.2-2", "has no topic filter after its share name"
-		}
-		f = rest
-	}
-	// '/', '+' and '#' are ASCII: they never occur inside a multi-byte
-	// UTF-8 sequence, so the bytes can be scanned one by one.
-	for i := 0; i < len(f); i++ {
-		switch f[i] {
-		case '#':
-			// Alone in the last level [MQTT-4.7.1-1] ([MQTT-4.7.1-2] in 3.1.1).
-			if i != len(f)-1 || i > 0 && f[i-1] != '/' {
-				return "MQTT-4.7.1-1", "has '#' elsewhere than alone in the last level"
-			}
-		case '+':
-			// Alone in its level [MQTT-4.7.1-2] ([MQTT-4.7.1-3] in 3.1.1).
-			if i > 0 && f[i-1] != '/' || i+1 < len(f) && f[i+1] != '/' {
-				return "MQTT-4.7.1-2", "has '+' not alone in its level"
-			}
-		}
-	}
-	return "", ""
+	return appendFilters(dst, UNSUBSCRIBE, level, id, props, filters)
 }

@@ -2,20 +2,43 @@ package packets
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"unicode/utf8"
 )
 
-// This file is the reader of the packets after CONNECT. Unlike CONNECT's
-// decoder, which reads one immutable copy of the packet, wire reads the
-// caller's bytes in place: offsets into pkt, a bounds check before every
+// This file is the one reader of packet fields. wire reads the caller's
+// bytes in place: offsets into the packet, a bounds check before every
 // field, and no allocation unless something fails. Each decoder then
-// decides what its result owns: Publish is a view of pkt (the relay decodes
-// one per message); the rest copy the little they keep.
+// decides what its result owns: Publish is a view of the packet (the relay
+// decodes one per message); the rest copy out the little they keep, once.
 
-// wire reads the fields of one whole packet b from off. The first failure
-// is kept in err and every later read returns zero values, so callers check
-// err once per step.
+// Error is a decoding or validation failure. Code is the MQTT 5 reason code
+// a server answers it with (MalformedPacket, ProtocolError,
+// UnsupportedProtocolVersion, ClientIdentifierNotValid; after CONNECT also
+// TopicNameInvalid, TopicAliasInvalid, and TopicFilterInvalid for one
+// filter); for MQTT 3.1/3.1.1, Code.V3 says whether a CONNACK is due or the
+// connection is just closed.
+// Rule names the normative statement of the specification that was broken.
+type Error struct {
+	Code ReasonCode
+	Rule string
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Rule != "" {
+		return fmt.Sprintf("packets: %s [%s]", e.Msg, e.Rule)
+	}
+	return "packets: " + e.Msg
+}
+
+// Unwrap lets errors.Is(err, packets.MalformedPacket) and the like match.
+func (e *Error) Unwrap() error { return e.Code }
+
+// wire reads the fields of one whole packet (or property list) b from
+// off. The first failure is kept in err and every later read returns zero
+// values, so callers check err once per step.
 type wire struct {
 	b    []byte
 	off  int
@@ -40,15 +63,20 @@ func (w *wire) fail(code ReasonCode, rule, format string, args ...any) {
 
 // need checks that n more bytes are there.
 func (w *wire) need(n int, field string) bool {
-	if w.err != nil {
-		return false
-	}
-	if n > len(w.b)-w.off {
-		w.short = w.partial
-		w.fail(MalformedPacket, "", "%s: truncated", field)
+	if w.err != nil || n > len(w.b)-w.off {
+		w.truncated(field)
 		return false
 	}
 	return true
+}
+
+// truncated fails on field running past the bytes, unless w failed
+// before.
+func (w *wire) truncated(field string) {
+	if w.err == nil {
+		w.short = w.partial
+		w.fail(MalformedPacket, "", "%s: truncated", field)
+	}
 }
 
 func (w *wire) u8(field string) byte {
@@ -84,8 +112,7 @@ func (w *wire) varint(field string) int {
 	v, n, err := decodeVarint(w.b[w.off:min(len(w.b), w.off+4)])
 	switch {
 	case err == ErrTruncated:
-		w.short = w.partial
-		w.fail(MalformedPacket, "", "%s: truncated", field)
+		w.truncated(field)
 		return 0
 	case err != nil:
 		w.fail(MalformedPacket, "MQTT-1.5.5-1", "%s: malformed variable byte integer", field)
@@ -106,20 +133,29 @@ func (w *wire) bin(field string) (start, end int) {
 	return w.off - n, w.off
 }
 
-// str reads a UTF-8 encoded string: well-formed, no surrogates [MQTT-1.5.4-1]
-// ([MQTT-1.5.3-1] in 3.1.1), no U+0000 [MQTT-1.5.4-2] ([MQTT-1.5.3-2]).
-// Either is a malformed packet.
+// str reads a UTF-8 encoded string [MQTT-1.5.4] (see utf8).
 func (w *wire) str(field string) (start, end int) {
 	start, end = w.bin(field)
-	if w.err != nil {
-		return start, end
+	w.utf8(field, start, end)
+	return start, end
+}
+
+// utf8 checks that b[start:end] is a UTF-8 encoded string: well-formed,
+// no surrogates [MQTT-1.5.4-1] ([MQTT-1.5.3-1] in 3.1.1), no U+0000
+// [MQTT-1.5.4-2] ([MQTT-1.5.3-2]). Either is a malformed packet.
+func (w *wire) utf8(field string, start, end int) {
+	if v := w.b[start:end]; !utf8.Valid(v) || bytes.IndexByte(v, 0) >= 0 {
+		w.badUTF8(field, v)
 	}
-	if v := w.b[start:end]; !utf8.Valid(v) {
+}
+
+// badUTF8 fails on v, a string that is not UTF-8.
+func (w *wire) badUTF8(field string, v []byte) {
+	if !utf8.Valid(v) {
 		w.fail(MalformedPacket, "MQTT-1.5.4-1", "%s is not well-formed UTF-8", field)
-	} else if bytes.IndexByte(v, 0) >= 0 {
+	} else {
 		w.fail(MalformedPacket, "MQTT-1.5.4-2", "%s contains U+0000", field)
 	}
-	return start, end
 }
 
 // rest is the number of bytes left.
@@ -201,223 +237,7 @@ func (w *wire) reasonCode(field string) ReasonCode {
 	return c
 }
 
-// Properties allowed after CONNECT, per packet [MQTT-2.2.2.2] Table 2-4.
-const (
-	propMaskPublish = 1<<PropPayloadFormat | 1<<PropMessageExpiry | 1<<PropContentType |
-		1<<PropResponseTopic | 1<<PropCorrelationData | 1<<PropSubscriptionID | 1<<PropTopicAlias |
-		1<<PropUserProperty
-	propMaskAck         = 1<<PropReasonString | 1<<PropUserProperty // PUBACK..PUBCOMP, SUBACK, UNSUBACK
-	propMaskSubscribe   = 1<<PropSubscriptionID | 1<<PropUserProperty
-	propMaskUnsubscribe = 1 << PropUserProperty
-	propMaskDisconnect  = 1<<PropSessionExpiry | 1<<PropReasonString | 1<<PropUserProperty | 1<<PropServerReference
-)
-
-// propRules returns the properties packet t allows, those it allows more
-// than once, and the section whose text makes a repeat a protocol error.
-func propRules(t Type) (mask, multi uint64, section string) {
-	switch t {
-	case PUBLISH:
-		// A PUBLISH to a subscriber carries one Subscription Identifier per
-		// matching subscription [MQTT-3.3.2.3.8].
-		return propMaskPublish, 1<<PropUserProperty | 1<<PropSubscriptionID, "MQTT-3.3.2.3"
-	case PUBACK:
-		return propMaskAck, 1 << PropUserProperty, "MQTT-3.4.2.2"
-	case PUBREC:
-		return propMaskAck, 1 << PropUserProperty, "MQTT-3.5.2.2"
-	case PUBREL:
-		return propMaskAck, 1 << PropUserProperty, "MQTT-3.6.2.2"
-	case PUBCOMP:
-		return propMaskAck, 1 << PropUserProperty, "MQTT-3.7.2.2"
-	case SUBSCRIBE:
-		return propMaskSubscribe, 1 << PropUserProperty, "MQTT-3.8.2.1"
-	case SUBACK:
-		return propMaskAck, 1 << PropUserProperty, "MQTT-3.9.2.1"
-	case UNSUBSCRIBE:
-		return propMaskUnsubscribe, 1 << PropUserProperty, "MQTT-3.10.2.1"
-	case UNSUBACK:
-		return propMaskAck, 1 << PropUserProperty, "MQTT-3.11.2.1"
-	case DISCONNECT:
-		return propMaskDisconnect, 1 << PropUserProperty, "MQTT-3.14.2.2"
-	}
-	return 0, 0, ""
+func appendString(dst []byte, s string) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(s)))
+	return append(dst, s...)
 }
-
-// properties reads the length-prefixed property list of the packet and
-// validates it, and returns where the list (without its length) is: every
-// identifier known and allowed in this packet (else malformed
-// [MQTT-2.2.2-2]), no property twice but those the packet may repeat
-// (protocol error), strings well-formed UTF-8 [MQTT-1.5.4-1], and the
-// value rules of each property.
-func (w *wire) properties() (start, end int) {
-	n := w.varint("properties length")
-	if w.err != nil {
-		return w.off, w.off
-	}
-	if n > w.rest() {
-		w.short = w.partial
-		w.fail(MalformedPacket, "", "properties length %d exceeds the packet", n)
-		return w.off, w.off
-	}
-	start, end = w.off, w.off+n
-	mask, multi, section := propRules(w.what)
-	sub := wire{b: w.b[:end], off: start, what: w.what}
-	var seen uint64
-	for sub.err == nil && sub.off < end {
-		id := PropertyID(sub.u8("property identifier"))
-		kind := propKindOf(id)
-		if kind == 0 || mask&(1<<id) == 0 {
-			sub.fail(MalformedPacket, "MQTT-2.2.2-2", "property 0x%02X not allowed", byte(id))
-			break
-		}
-		if seen&(1<<id) != 0 && multi&(1<<id) == 0 {
-			sub.fail(ProtocolError, section, "property 0x%02X appears twice", byte(id))
-			break
-		}
-		seen |= 1 << id
-		sub.prop = id
-		sub.propertyValue(id, kind)
-		sub.prop = 0
-	}
-	if sub.err != nil {
-		w.err = sub.err
-		return start, start
-	}
-	w.off = end
-	return start, end
-}
-
-// propertyValue reads one property's value and checks its rules.
-func (w *wire) propertyValue(id PropertyID, kind byte) {
-	switch kind {
-	case propKindByte:
-		// Payload Format Indicator is 0 or 1 [MQTT-3.3.2.3.2].
-		if v := w.u8("value"); w.err == nil && id == PropPayloadFormat && v > 1 {
-			w.fail(ProtocolError, "MQTT-3.3.2.3.2", "payload format indicator must be 0 or 1, is %d", v)
-		}
-	case propKindTwo:
-		// A Topic Alias of 0 is not permitted [MQTT-3.3.2-8].
-		if v := w.u16("value"); w.err == nil && id == PropTopicAlias && v == 0 {
-			w.fail(TopicAliasInvalid, "MQTT-3.3.2-8", "topic alias is 0")
-		}
-	case propKindFour:
-		w.u32("value")
-	case propKindVarint:
-		// A Subscription Identifier of 0 is a protocol error
-		// [MQTT-3.3.2.3.8], [MQTT-3.8.2.1.2].
-		if v := w.varint("value"); w.err == nil && id == PropSubscriptionID && v == 0 {
-			rule := "MQTT-3.3.2.3.8"
-			if w.what == SUBSCRIBE {
-				rule = "MQTT-3.8.2.1.2"
-			}
-			w.fail(ProtocolError, rule, "subscription identifier is 0")
-		}
-	case propKindString:
-		start, end := w.str("value")
-		if w.err == nil && id == PropResponseTopic {
-			// The Response Topic is a topic name [MQTT-3.3.2-13]: at least
-			// one character [MQTT-4.7.3-1], no wildcards [MQTT-3.3.2-14].
-			switch v := w.b[start:end]; {
-			case len(v) == 0:
-				w.fail(ProtocolError, "MQTT-4.7.3-1", "response topic is empty")
-			case bytes.ContainsAny(v, "+#"):
-				w.fail(ProtocolError, "MQTT-3.3.2-14", "response topic contains a wildcard")
-			}
-		}
-	case propKindBinary:
-		w.bin("value")
-	case propKindPair:
-		w.str("user property name") // [MQTT-1.5.7-1]
-		w.str("user property value")
-	}
-}
-
-// appendProperties appends a v5 property list with its length.
-func appendProperties(dst []byte, raw string) []byte {
-	return append(appendVarint(dst, len(raw)), raw...)
-}
-
-// RawProperties is a validated MQTT 5 property list in wire order, without
-// its length prefix, that aliases the packet it was decoded from: the
-// zero-copy counterpart of Properties, used by Publish so that the relay
-// decodes a PUBLISH without allocating. It is valid while the packet's
-// bytes are; Copy makes an owned one.
-type RawProperties []byte
-
-// propEnd returns where the property starting at off ends, or -1 when r
-// does not hold a whole known property there.
-func (r RawProperties) propEnd(off int) int {
-	if off >= len(r) {
-		return -1
-	}
-	kind := propKindOf(PropertyID(r[off]))
-	off++
-	switch kind {
-	case propKindByte:
-		off++
-	case propKindTwo:
-		off += 2
-	case propKindFour:
-		off += 4
-	case propKindVarint:
-		_, n, err := decodeVarint(r[off:min(len(r), off+4)])
-		if err != nil {
-			return -1
-		}
-		off += n
-	case propKindString, propKindBinary, propKindPair:
-		fields := 1
-		if kind == propKindPair {
-			fields = 2
-		}
-		for range fields {
-			if off+2 > len(r) {
-				return -1
-			}
-			off += 2 + (int(r[off])<<8 | int(r[off+1]))
-		}
-	default:
-		return -1
-	}
-	if off > len(r) {
-		return -1
-	}
-	return off
-}
-
-// find returns where the first property id is, without allocating.
-func (r RawProperties) find(id PropertyID) (start, end int, ok bool) {
-	for off := 0; off < len(r); {
-		end := r.propEnd(off)
-		if end < 0 {
-			return 0, 0, false
-		}
-		if PropertyID(r[off]) == id {
-			return off, end, true
-		}
-		off = end
-	}
-	return 0, 0, false
-}
-
-// TopicAlias returns the Topic Alias property (0x23), without allocating.
-func (r RawProperties) TopicAlias() (uint16, bool) {
-	start, _, ok := r.find(PropTopicAlias)
-	if !ok {
-		return 0, false
-	}
-	return uint16(r[start+1])<<8 | uint16(r[start+2]), true
-}
-
-// Get returns the first property with the given id; a string value is
-// copied.
-func (r RawProperties) Get(id PropertyID) (Property, bool) {
-	start, end, ok := r.find(id)
-	if !ok {
-		return Property{}, false
-	}
-	p, _ := readProperty(string(r[start:end]))
-	return p, true
-}
-
-// Copy returns an owned copy of r.
-func (r RawProperties) Copy() Properties { return Properties{raw: string(r)} }

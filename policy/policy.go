@@ -96,23 +96,6 @@ type Decision struct {
 // Allowed reports whether the CONNECT may go on to the broker.
 func (d Decision) Allowed() bool { return d.Outcome == Accepted }
 
-// Code is the MQTT 5 reason code for the decision; packets.ReasonCode.V3
-// gives the 3.1/3.1.1 return code.
-func (d Decision) Code() packets.ReasonCode {
-	switch d.Outcome {
-	case Accepted:
-		return packets.Success
-	case BadCredentials:
-		return packets.BadUserNameOrPassword
-	case ClientIDNotAllowed:
-		return packets.ClientIdentifierNotValid
-	case TooManyFailures:
-		return packets.ConnectionRateExceeded
-	default:
-		return packets.NotAuthorized
-	}
-}
-
 // Errors. Test with errors.Is; all of them mean "server unavailable".
 var (
 	// ErrUnavailable: Redis failed or did not answer within the timeout.

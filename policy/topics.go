@@ -1,9 +1,11 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
 // Topic rules: which topics a user may publish to and which filters it may
@@ -85,23 +87,19 @@ func CheckPattern(filter string) error { return checkFilter(filter, true) }
 // %c being plain text (an Expanded pattern's As).
 func CheckFilter(filter string) error { return checkFilter(filter, false) }
 
-// checkFilter checks a topic filter; with placeholders, %u and %c must
+// checkFilter checks a topic filter with packets' rules (the MQTT syntax,
+// $share/<name>/<filter> included); with placeholders, %u and %c must also
 // fill whole levels.
 func checkFilter(filter string, placeholders bool) error {
-	if filter == "" {
-		return fmt.Errorf("%w: empty topic filter", ErrMalformedRule)
+	var pe *packets.Error // ValidateFilter's errors are all *packets.Error
+	if err := packets.ValidateFilter(filter); errors.As(err, &pe) {
+		return fmt.Errorf("%w: %s", ErrMalformedRule, pe.Msg)
 	}
-	if !utf8.ValidString(filter) || strings.ContainsRune(filter, 0) {
-		return fmt.Errorf("%w: topic filter %q is not valid UTF-8 without U+0000", ErrMalformedRule, filter)
+	if !placeholders {
+		return nil
 	}
-	levels := strings.Split(filter, "/")
-	for i, l := range levels {
-		switch {
-		case l == "#" && i != len(levels)-1:
-			return fmt.Errorf("%w: topic filter %q: # must be the last level", ErrMalformedRule, filter)
-		case l != "#" && l != "+" && strings.ContainsAny(l, "+#"):
-			return fmt.Errorf("%w: topic filter %q: + and # must fill a whole level", ErrMalformedRule, filter)
-		case placeholders && l != "%u" && l != "%c" && (strings.Contains(l, "%u") || strings.Contains(l, "%c")):
+	for _, l := range strings.Split(filter, "/") {
+		if l != "%u" && l != "%c" && (strings.Contains(l, "%u") || strings.Contains(l, "%c")) {
 			return fmt.Errorf("%w: topic filter %q: %%u and %%c must fill a whole level", ErrMalformedRule, filter)
 		}
 	}
@@ -273,12 +271,13 @@ func (r *TopicRules) CanReceive(topic string) (Grant, bool) {
 
 // CanSubscribe reports whether filter may be subscribed to: one grant must
 // cover it, matching every topic the filter can match. A shared
-// subscription $share/<group>/<filter> is judged by its filter.
+// subscription $share/<group>/<filter> (packets.SplitShared) is judged by
+// its filter.
 func (r *TopicRules) CanSubscribe(filter string) (Grant, bool) {
 	if r.All {
 		return Grant{Pattern: Pattern{Filter: "#", Source: "superuser"}}, true
 	}
-	if _, f, ok := splitShared(filter); ok {
+	if _, f, ok := packets.SplitShared(filter); ok {
 		filter = f
 	}
 	levels := strings.Split(filter, "/")
@@ -288,16 +287,6 @@ func (r *TopicRules) CanSubscribe(filter string) (Grant, bool) {
 		}
 	}
 	return Grant{}, false
-}
-
-// splitShared splits $share/<group>/<filter>.
-func splitShared(filter string) (group, rest string, ok bool) {
-	after, ok := strings.CutPrefix(filter, "$share/")
-	if !ok {
-		return "", "", false
-	}
-	group, rest, ok = strings.Cut(after, "/")
-	return group, rest, ok && group != "" && rest != ""
 }
 
 // Matches reports whether topic, a topic name, matches filter [MQTT-4.7].

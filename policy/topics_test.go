@@ -241,7 +241,8 @@ func TestCompileTopics(t *testing.T) {
 		{"devices/+/cmd", false},
 		{"$share/grp/devices/alice/x", true},
 		{"$share/grp/devices/bob/x", false},
-		{"$share/g/jobs/#", false}, // judged by its filter jobs/#, not granted
+		{"$share/g/jobs/#", false},          // judged by its filter jobs/#, not granted
+		{"$share/+/devices/alice/x", false}, // no share name: judged as a whole, which no grant covers
 	} {
 		if _, ok := r.CanSubscribe(c.filter); ok != c.want {
 			t.Errorf("CanSubscribe(%q) = %v, want %v", c.filter, ok, c.want)
@@ -299,6 +300,19 @@ func TestCheckPattern(t *testing.T) {
 		if err := CheckPattern(good); err != nil {
 			t.Errorf("CheckPattern(%q) = %v", good, err)
 		}
+	}
+	// A share name holds no wildcard, is not empty, and is followed by a
+	// filter [MQTT-4.8.2]: packets' syntax, the same as a SUBSCRIBE's.
+	for _, bad := range []string{"$share/+/x", "$share/#", "$share/a#/x", "$share//x", "$share/g", "$share/g/a+"} {
+		if err := CheckFilter(bad); !errors.Is(err, ErrMalformedRule) {
+			t.Errorf("CheckFilter(%q) = %v, want ErrMalformedRule", bad, err)
+		}
+	}
+	if err := CheckPattern("$share/g/%u/#"); err != nil {
+		t.Errorf("a shared pattern: %v", err)
+	}
+	if err := CheckPattern("a/#/b"); err == nil || err.Error() != `malformed rule: topic filter "a/#/b": # must be the last level` {
+		t.Errorf("CheckPattern(a/#/b) = %v", err)
 	}
 	if _, err := CompileTopics([]Pattern{{"ok/#", "user"}, {"bad/#/x", "role r"}}, nil, "u", "c"); !errors.Is(err, ErrMalformedRule) ||
 		!strings.Contains(err.Error(), "role r") {

@@ -13,6 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/passwords"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/rules"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
@@ -40,7 +43,7 @@ func TestBruteForceWhileDevicesConnect(t *testing.T) {
 	p, addr := h.replicaWith(authstore.Options{FailLimitUser: authstore.Limit{N: 10, Window: time.Minute},
 		FailLimitIP: authstore.Limit{N: 100, Window: time.Minute}}, func(c *Config) { c.ConnRatePerIP, c.ConnBurstPerIP = 50, 50 })
 	for i := range 20 {
-		h.setUser(fmt.Sprintf("dev%d", i), authstore.Update{Password: ptr(fmt.Sprintf("pw-%d", i))})
+		h.setUser(fmt.Sprintf("dev%d", i), operator.Update{Password: ptr(fmt.Sprintf("pw-%d", i))})
 	}
 	cfg := h.clientTLS(tls.VersionTLS13)
 	// dev0, the attacker's target, connected from its address before.
@@ -137,11 +140,11 @@ func TestBruteForceWhileDevicesConnect(t *testing.T) {
 func TestBansOnEveryReplica(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	p2, addr2 := h.replica()
-	h.setUser("ban", authstore.Update{Password: ptr("pw")})
+	h.setUser("ban", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	v5, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "ban:5", "ban", "pw"))
 	v3, _, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V311, "ban:3", "ban", "pw"))
-	if _, err := h.store.AddBan(context.Background(), authstore.BanUser, "ban", 0, "test"); err != nil {
+	if _, err := h.store.AddBan(context.Background(), rules.BanUser, "ban", 0, "test"); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -157,7 +160,7 @@ func TestBansOnEveryReplica(t *testing.T) {
 	}
 	// An IP ban: sessions from the address close, new ones are refused
 	// before TLS.
-	h.setUser("ipb", authstore.Update{Password: ptr("pw")})
+	h.setUser("ipb", operator.Update{Password: ptr("pw")})
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}
 	conn, err := tls.DialWithDialer(d, "tcp", addr2, cfg)
 	if err != nil {
@@ -168,7 +171,7 @@ func TestBansOnEveryReplica(t *testing.T) {
 		t.Fatal(ack, err)
 	}
 	handshakes := testutil.ToFloat64(p2.metrics.handshakeNew) + testutil.ToFloat64(p2.metrics.handshakeResu)
-	if _, err := h.store.AddBan(context.Background(), authstore.BanIP, "127.0.0.8/31", time.Hour, "scanner"); err != nil {
+	if _, err := h.store.AddBan(context.Background(), rules.BanIP, "127.0.0.8/31", time.Hour, "scanner"); err != nil {
 		t.Fatal(err)
 	}
 	expectClosed(t, live, revocationBound)
@@ -193,7 +196,7 @@ func TestBansOnEveryReplica(t *testing.T) {
 func TestHashQueueFullAnswersBusy(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	const connectTimeout = 30 * time.Second
-	_, addr := h.replicaWith(authstore.Options{MaxHashes: 1, MaxHashQueue: 1}, func(c *Config) { c.ConnectTimeout = connectTimeout })
+	_, addr := h.replicaWith(authstore.Options{Passwords: passwords.Options{MaxHashes: 1, MaxHashQueue: 1}}, func(c *Config) { c.ConnectTimeout = connectTimeout })
 	// A slow hash: argon2id with 64 MiB and 8 passes.
 	slow := "$argon2id$v=19$m=65536,t=8,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
 	for i := range 3 {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
@@ -49,7 +49,7 @@ func subscribeCodes(t *testing.T, c *mqtttest.Client, id uint16, filters ...stri
 
 // publishAck publishes and returns the acknowledgement (PUBACK for QoS 1,
 // PUBREC for QoS 2; nil for QoS 0).
-func publishAck(t *testing.T, c *mqtttest.Client, id uint16, topic string, qos byte, props packets.RawProperties) *packets.Ack {
+func publishAck(t *testing.T, c *mqtttest.Client, id uint16, topic string, qos byte, props packets.Properties) *packets.Ack {
 	t.Helper()
 	p := packets.Publish{QoS: qos, Topic: []byte(topic), Payload: []byte("from " + topic), Properties: props}
 	if qos > 0 {
@@ -117,7 +117,7 @@ func TestTopicRules(t *testing.T) {
 			}
 			h := newHarness(t, o)
 			for _, u := range []string{"alice", "bob"} {
-				h.setUser(u, authstore.Update{Password: ptr("pw"), Publish: &[]string{"devices/%u/#"}, Subscribe: &[]string{"devices/%u/#"}})
+				h.setUser(u, operator.Update{Password: ptr("pw"), Publish: &[]string{"devices/%u/#"}, Subscribe: &[]string{"devices/%u/#"}})
 			}
 			for _, lv := range []packets.Level{packets.V311, packets.V5} {
 				t.Run("MQTT "+lv.String(), func(t *testing.T) { topicRules(t, h, lv) })
@@ -210,8 +210,8 @@ func TestTopicAliasTrick(t *testing.T) {
 				o.backendPass = brokerSecret
 			}
 			h := newHarness(t, o)
-			h.setUser("mal", authstore.Update{Password: ptr("pw"), Publish: &[]string{"devices/%u/#"}, Subscribe: &[]string{"devices/%u/#"}})
-			h.setUser("vic", authstore.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}})
+			h.setUser("mal", operator.Update{Password: ptr("pw"), Publish: &[]string{"devices/%u/#"}, Subscribe: &[]string{"devices/%u/#"}})
+			h.setUser("vic", operator.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}})
 			cfg := h.clientTLS(tls.VersionTLS13)
 			mal, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal", "mal", "pw"))
 			malSub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal:sub", "mal", "pw"))
@@ -222,7 +222,7 @@ func TestTopicAliasTrick(t *testing.T) {
 			if got := subscribeCodes(t, vic, 1, "devices/vic/#"); got[0] != 1 {
 				t.Fatalf("subscribe: %v", got)
 			}
-			alias := packets.RawProperties{byte(packets.PropTopicAlias), 0, 1} // Topic Alias 1
+			alias := packets.Properties{byte(packets.PropTopicAlias), 0, 1} // Topic Alias 1
 			// 1. Set on an allowed topic: delivered.
 			if a := publishAck(t, mal, 1, "devices/mal/a", 1, alias); a.Code != 0 {
 				t.Fatalf("allowed: 0x%02X", a.Code)
@@ -269,7 +269,7 @@ func TestNameNeverInjectsWildcards(t *testing.T) {
 	h := newHarness(t, harnessOptions{strictTopics: true})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	for _, name := range []string{"+", "a/b", "#"} {
-		h.setUser(name, authstore.Update{Password: ptr("pw"), ClientIDs: &[]string{"*"}, Publish: &[]string{"devices/%u/#"}, Subscribe: &[]string{"devices/%u/#"}})
+		h.setUser(name, operator.Update{Password: ptr("pw"), ClientIDs: &[]string{"*"}, Publish: &[]string{"devices/%u/#"}, Subscribe: &[]string{"devices/%u/#"}})
 		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, fmt.Sprintf("inj-%d", len(name)), name, "pw"))
 		if ack.Code != 0 {
 			t.Fatalf("%q: CONNACK 0x%02X", name, ack.Code)
@@ -293,7 +293,7 @@ func TestTopicRulesChangeLive(t *testing.T) {
 	h := newHarness(t, harnessOptions{strictTopics: true, redisArgs: []string{"--notify-keyspace-events", "Kghx"}})
 	_, addr2 := h.replica()
 	cfg := h.clientTLS(tls.VersionTLS13)
-	h.setUser("live", authstore.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}, Publish: &[]string{"devices/%u/in"}})
+	h.setUser("live", operator.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}, Publish: &[]string{"devices/%u/in"}})
 	a, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "live:a", "live", "pw"))
 	b, _, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V5, "live:b", "live", "pw"))
 	for _, c := range []*mqtttest.Client{a, b} {
@@ -325,12 +325,12 @@ func TestTopicRulesChangeLive(t *testing.T) {
 	t.Logf("both replicas closed the sessions %v after HDEL", time.Since(start).Round(time.Millisecond))
 
 	// A role change reaches every user holding it.
-	if err := h.store.SetRole(context.Background(), "fleet", authstore.RoleUpdate{Subscribe: &[]string{"fleet/#"}}); err != nil {
+	if err := h.store.SetRole(context.Background(), "fleet", operator.RoleUpdate{Subscribe: &[]string{"fleet/#"}}); err != nil {
 		t.Fatal(err)
 	}
 	var fleet []*mqtttest.Client
 	for i, u := range []string{"f1", "f2"} {
-		h.setUser(u, authstore.Update{Password: ptr("pw"), Roles: &[]string{"fleet"}})
+		h.setUser(u, operator.Update{Password: ptr("pw"), Roles: &[]string{"fleet"}})
 		addr := []string{h.addr, addr2}[i]
 		c, ack, _ := h.connectRawTo(addr, cfg, mqtttest.Creds(packets.V5, u, u, "pw"))
 		if ack.Code != 0 {
@@ -341,7 +341,7 @@ func TestTopicRulesChangeLive(t *testing.T) {
 		}
 		fleet = append(fleet, c)
 	}
-	if err := h.store.SetRole(context.Background(), "fleet", authstore.RoleUpdate{Subscribe: &[]string{"fleet/status/#"}}); err != nil {
+	if err := h.store.SetRole(context.Background(), "fleet", operator.RoleUpdate{Subscribe: &[]string{"fleet/status/#"}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range fleet {
@@ -444,7 +444,7 @@ func expectClosedWith(t *testing.T, c *mqtttest.Client, within time.Duration, co
 // reaches the broker.
 func TestMalformedAfterConnect(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("bad", authstore.Update{Password: ptr("pw")})
+	h.setUser("bad", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	for i, c := range []struct {
 		level packets.Level

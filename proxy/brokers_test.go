@@ -11,7 +11,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -50,7 +50,7 @@ func TestEndToEnd(t *testing.T) {
 }
 
 func publishSubscribe(t *testing.T, h *harness) {
-	h.setUser("ps", authstore.Update{Password: ptr("pw")})
+	h.setUser("ps", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	c3, a3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "ps:3", "ps", "pw"))
 	c5, a5, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "ps:5", "ps", "pw"))
@@ -64,7 +64,7 @@ func publishSubscribe(t *testing.T, h *harness) {
 }
 
 func willOnDrop(t *testing.T, h *harness) {
-	h.setUser("wl", authstore.Update{Password: ptr("pw")})
+	h.setUser("wl", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	watcher, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "wl:will-watcher", "wl", "pw"))
 	if err := watcher.Subscribe("will/+", 1); err != nil {
@@ -87,7 +87,7 @@ func willOnDrop(t *testing.T, h *harness) {
 }
 
 func persistentSession(t *testing.T, h *harness) {
-	h.setUser("pst", authstore.Update{Password: ptr("pw")})
+	h.setUser("pst", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS12)
 	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "pst:pub", "pst", "pw"))
 	defer pub.Disconnect()
@@ -131,7 +131,7 @@ func sha(s string) string {
 // hivemqReceived: the CONNECT HiveMQ got carries the device's user name (or
 // the configured one) and the backend password, never the device's password.
 func hivemqReceived(t *testing.T, h *harness) {
-	h.setUser("hq", authstore.Update{Password: ptr("device-secret")})
+	h.setUser("hq", operator.Update{Password: ptr("device-secret")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "hq:kept", "hq", "device-secret"))
 	if ack.Code != 0 {
@@ -164,7 +164,7 @@ func hivemqReceived(t *testing.T, h *harness) {
 }
 
 func brokerRestart(t *testing.T, h *harness) {
-	h.setUser("rs", authstore.Update{Password: ptr("pw")})
+	h.setUser("rs", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	h.broker.Stop()
 	for lv, want := range map[packets.Level]byte{packets.V311: 0x03, packets.V5: 0x88} {
@@ -184,7 +184,7 @@ func brokerRestart(t *testing.T, h *harness) {
 // refusal does not stick to the session once the credentials are right, and
 // an acceptance does not stick to it once the user is disabled.
 func bugReport(t *testing.T, h *harness) {
-	h.setUser("alice", authstore.Update{Password: ptr("right")})
+	h.setUser("alice", operator.Update{Password: ptr("right")})
 	for _, tv := range tlsVersions {
 		t.Run(tv.name+"/v3.1.1", func(t *testing.T) {
 			h.hset("alice", "enabled", "true")

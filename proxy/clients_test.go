@@ -14,7 +14,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 )
 
@@ -59,7 +59,7 @@ print(" ".join(str(x) for x in out))
 // python3-paho-mqtt and paho.golang read them, in MQTT 3.1.1 and 5.
 func TestMixedSubscribeRealClients(t *testing.T) {
 	h := newHarness(t, harnessOptions{strictTopics: true})
-	h.setUser("mix", authstore.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}})
+	h.setUser("mix", operator.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}})
 	_, port, _ := net.SplitHostPort(h.addr)
 	ca := certFile(h.certDir, "ca.pem")
 	filters := []string{"devices/mix/a", "devices/other/#", "devices/mix/b/+"}

@@ -76,10 +76,12 @@ const (
 )
 
 // OptionError is a Config value that cannot be used; Option names the
-// field.
+// field, and Related the other field it contradicts, if any (Msg names it
+// as written there, so that a program can name its own setting instead).
 type OptionError struct {
-	Option string
-	Msg    string
+	Option  string
+	Msg     string
+	Related string
 }
 
 func (e *OptionError) Error() string { return "proxy: " + e.Option + ": " + e.Msg }
@@ -106,7 +108,8 @@ func (c *Config) Provision() error {
 	c.ConnectTimeout = cmp0(c.ConnectTimeout, DefaultConnectTimeout)
 	c.HandshakeTimeout = cmp0(c.HandshakeTimeout, min(DefaultHandshakeTimeout, c.ConnectTimeout))
 	if explicitHandshake && c.HandshakeTimeout > c.ConnectTimeout {
-		return &OptionError{"HandshakeTimeout", fmt.Sprintf("%v is longer than ConnectTimeout %v, which bounds the handshake too", c.HandshakeTimeout, c.ConnectTimeout)}
+		return &OptionError{Option: "HandshakeTimeout", Related: "ConnectTimeout",
+			Msg: fmt.Sprintf("%v is longer than ConnectTimeout=%v, which bounds the handshake too", c.HandshakeTimeout, c.ConnectTimeout)}
 	}
 	if c.MaxPending <= 0 {
 		c.MaxPending = DefaultMaxPending(c.MaxConnections)
@@ -134,15 +137,15 @@ func (c *Config) Provision() error {
 func (c *Config) checkSizes() error {
 	switch {
 	case c.MaxConnections < 0:
-		return &OptionError{"MaxConnections", fmt.Sprintf("%d is negative (0 means no cap)", c.MaxConnections)}
+		return &OptionError{Option: "MaxConnections", Msg: fmt.Sprintf("%d is negative (0 means no cap)", c.MaxConnections)}
 	case c.MaxPending < 0 || c.MaxConnections > 0 && c.MaxPending > c.MaxConnections:
-		return &OptionError{"MaxPending", fmt.Sprintf("%d is out of range 0..MaxConnections (0 takes the default)", c.MaxPending)}
+		return &OptionError{Option: "MaxPending", Msg: fmt.Sprintf("%d is out of range 0..MaxConnections (0 takes the default)", c.MaxPending)}
 	case c.MaxConnectBytes != 0 && (c.MaxConnectBytes < 16 || c.MaxConnectBytes > packets.MaxRemainingLength):
-		return &OptionError{"MaxConnectBytes", fmt.Sprintf("%d is out of range 16..%d", c.MaxConnectBytes, packets.MaxRemainingLength)}
+		return &OptionError{Option: "MaxConnectBytes", Msg: fmt.Sprintf("%d is out of range 16..%d", c.MaxConnectBytes, packets.MaxRemainingLength)}
 	case c.MaxPacketBytes != 0 && (c.MaxPacketBytes < 64 || c.MaxPacketBytes > packets.MaxRemainingLength+5):
-		return &OptionError{"MaxPacketBytes", fmt.Sprintf("%d is out of range 64..%d", c.MaxPacketBytes, packets.MaxRemainingLength+5)}
+		return &OptionError{Option: "MaxPacketBytes", Msg: fmt.Sprintf("%d is out of range 64..%d", c.MaxPacketBytes, packets.MaxRemainingLength+5)}
 	case c.ConnRatePerIP < 0 || c.ConnBurstPerIP < 0:
-		return &OptionError{"ConnRatePerIP", "must not be negative (0 means no limit)"}
+		return &OptionError{Option: "ConnRatePerIP", Msg: "must not be negative (0 means no limit)"}
 	}
 	return nil
 }

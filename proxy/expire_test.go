@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
@@ -19,8 +19,8 @@ import (
 // re-validation; another user's connections stay up.
 func TestExpiredUserClosedWithKghx(t *testing.T) {
 	h := newHarness(t, harnessOptions{redisArgs: []string{"--notify-keyspace-events", "Kghx"}, revalidate: time.Hour})
-	h.setUser("temp", authstore.Update{Password: ptr("pw")})
-	h.setUser("other", authstore.Update{Password: ptr("pw")})
+	h.setUser("temp", operator.Update{Password: ptr("pw")})
+	h.setUser("other", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	v5, ack5, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "temp:5", "temp", "pw"))
 	v3, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "temp:3", "temp", "pw"))

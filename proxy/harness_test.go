@@ -21,6 +21,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/rules"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
@@ -166,7 +169,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		}
 	})
 	h.front = newForwarder(t, h.broker.Addr())
-	rdb, err := authstore.NewClient(testenv.RedisURL(h.redis))
+	rdb, err := redisconn.NewClient(testenv.RedisURL(h.redis))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +182,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	}
 	h.store = authstore.New(rdb, authstore.Options{Timeout: o.redisTimeout, Logger: logger})
 	if !o.strictTopics {
-		if err := h.admin.HSet(context.Background(), h.store.RoleKey(authstore.DefaultRole), "publish", "#", "subscribe", "#").Err(); err != nil {
+		if err := h.admin.HSet(context.Background(), h.store.RoleKey(rules.DefaultRole), "publish", "#", "subscribe", "#").Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -278,7 +281,7 @@ func (h *harness) replica() (*Proxy, string) {
 
 // replicaWith is replica with store options and a configuration changed.
 func (h *harness) replicaWith(o authstore.Options, change func(*Config)) (*Proxy, string) {
-	rdb, err := authstore.NewClient(testenv.RedisURL(h.redis))
+	rdb, err := redisconn.NewClient(testenv.RedisURL(h.redis))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -318,7 +321,7 @@ func (h *harness) serve(withTLS bool) string {
 // tlsOf is the TLS terminator the harness made for p.
 func (h *harness) tlsOf(p *Proxy) *transport.TLS { return h.tlsFor[p] }
 
-func (h *harness) setUser(name string, u authstore.Update) {
+func (h *harness) setUser(name string, u operator.Update) {
 	h.t.Helper()
 	if err := h.store.SetUser(context.Background(), name, u); err != nil {
 		h.t.Fatal(err)

@@ -74,12 +74,12 @@ func (p *Proxy) LastChange() time.Time {
 func New(cfg Config) (*Proxy, error) {
 	switch {
 	case cfg.Auth == nil:
-		return nil, &OptionError{"Auth", "no authenticator"}
+		return nil, &OptionError{Option: "Auth", Msg: "no authenticator"}
 	case cfg.Brokers == nil:
-		return nil, &OptionError{"Brokers", "no brokers"}
+		return nil, &OptionError{Option: "Brokers", Msg: "no brokers"}
 	}
 	if b, ok := cfg.Brokers.(Backend); ok && b.Addr == "" {
-		return nil, &OptionError{"Brokers", "a Backend without an address"}
+		return nil, &OptionError{Option: "Brokers", Msg: "a Backend without an address"}
 	}
 	if err := cfg.Provision(); err != nil {
 		return nil, err

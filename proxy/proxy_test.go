@@ -20,6 +20,8 @@ import (
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
@@ -44,8 +46,8 @@ func TestClientCertRemovedOnResumedSession(t *testing.T) {
 	other, _ := h.ca.Client("device-8")
 	for _, tv := range tlsVersions {
 		t.Run(tv.name, func(t *testing.T) {
-			h.setUser("carol", authstore.Update{Password: ptr("pw"), Certs: &[]string{"sha256:" + dev.SHA256()}})
-			h.setUser("certonly", authstore.Update{Certs: &[]string{"sha256:" + dev.SHA256()}})
+			h.setUser("carol", operator.Update{Password: ptr("pw"), Certs: &[]string{"sha256:" + dev.SHA256()}})
+			h.setUser("certonly", operator.Update{Certs: &[]string{"sha256:" + dev.SHA256()}})
 			cfg := h.clientTLS(tv.v)
 			cfg.Certificates = []tls.Certificate{dev.TLS()}
 			c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "carol:c7", "carol", "pw"))
@@ -60,8 +62,8 @@ func TestClientCertRemovedOnResumedSession(t *testing.T) {
 			}
 			c.Disconnect()
 
-			h.setUser("carol", authstore.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
-			h.setUser("certonly", authstore.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
+			h.setUser("carol", operator.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
+			h.setUser("certonly", operator.Update{Certs: &[]string{"sha256:" + other.SHA256()}})
 			_, ack, resumed = h.connectRaw(cfg, mqtttest.Creds(packets.V311, "carol:c7", "carol", "pw"))
 			if !resumed || ack.Code != 0x05 {
 				t.Fatalf("certificate removed, resumed session: 0x%02X resumed=%v, want 0x05", ack.Code, resumed)
@@ -78,7 +80,7 @@ func TestClientCertRemovedOnResumedSession(t *testing.T) {
 // through the proxy.
 func TestVersionsPublishSubscribe(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("dev", authstore.Update{Password: ptr("pw")})
+	h.setUser("dev", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	clients := map[packets.Level]*mqtttest.Client{}
 	for _, lv := range []packets.Level{packets.V31, packets.V311, packets.V5} {
@@ -115,7 +117,7 @@ func TestMosquittoClients(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	subBin := testenv.LookPath(t, "mosquitto_sub")
 	pubBin := testenv.LookPath(t, "mosquitto_pub")
-	h.setUser("mq", authstore.Update{Password: ptr("mq-pw")})
+	h.setUser("mq", operator.Update{Password: ptr("mq-pw")})
 	_, port, _ := net.SplitHostPort(h.addr)
 	ca := certFile(h.certDir, "ca.pem")
 	common := []string{"-h", "localhost", "-p", port, "--cafile", ca, "-u", "mq", "-P", "mq-pw", "-V", "mqttv311"}
@@ -150,7 +152,7 @@ func TestMosquittoClients(t *testing.T) {
 // when they are back.
 func TestStoreAndBrokerDown(t *testing.T) {
 	h := newHarness(t, harnessOptions{redisTimeout: 200 * time.Millisecond})
-	h.setUser("eve", authstore.Update{Password: ptr("pw")})
+	h.setUser("eve", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	expect := func(level packets.Level, want byte) {
 		t.Helper()
@@ -172,7 +174,7 @@ func TestStoreAndBrokerDown(t *testing.T) {
 		t.Fatal("the broker was dialled while the store was down")
 	}
 	h.redis.Start()
-	h.setUser("eve", authstore.Update{Password: ptr("pw")}) // no persistence: the restart emptied it
+	h.setUser("eve", operator.Update{Password: ptr("pw")}) // no persistence: the restart emptied it
 	testenv.WaitFor(t, 5*time.Second, "recovery after Redis restart", func() bool {
 		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "eve:e", "eve", "pw"))
 		c.Conn.Close()
@@ -192,10 +194,14 @@ func TestStoreAndBrokerDown(t *testing.T) {
 // connection, and the proxy keeps serving.
 func TestBadInputNeverReachesBroker(t *testing.T) {
 	h := newHarness(t, harnessOptions{connectTimeout: 300 * time.Millisecond})
-	h.setUser("fay", authstore.Update{Password: ptr("pw")})
+	h.setUser("fay", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
+	// read reads until the proxy closes c. It waits well past
+	// CONNECT_TIMEOUT (300ms) for a silent client, and less than the 5 s
+	// default of TLS_HANDSHAKE_TIMEOUT, which would otherwise close it: a
+	// timeout error here is a connection left open.
 	read := func(c net.Conn) ([]byte, error) {
-		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(4 * time.Second))
 		var buf bytes.Buffer
 		_, err := buf.ReadFrom(c)
 		return buf.Bytes(), err
@@ -223,16 +229,12 @@ func TestBadInputNeverReachesBroker(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			start := time.Now()
 			got, err := read(conn)
 			if err != nil && !strings.Contains(err.Error(), "reset") {
 				t.Fatalf("connection not closed: %v", err)
 			}
 			if !bytes.Equal(got, c.want) {
 				t.Fatalf("answer %x, want %x", got, c.want)
-			}
-			if c.send == nil && time.Since(start) > 2*time.Second {
-				t.Fatalf("silent client closed after %v, CONNECT_TIMEOUT is 300ms", time.Since(start))
 			}
 		})
 	}
@@ -254,10 +256,8 @@ func TestBadInputNeverReachesBroker(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		start := time.Now()
-		_, _ = read(conn)
-		if time.Since(start) > 2*time.Second {
-			t.Fatal("a silent TCP client was not closed at CONNECT_TIMEOUT")
+		if _, err := read(conn); isTimeout(err) {
+			t.Fatalf("a silent TCP client was not closed at CONNECT_TIMEOUT: %v", err)
 		}
 	})
 	if n := h.front.accepts.Load(); n != 0 {
@@ -288,7 +288,7 @@ func TestBadInputNeverReachesBroker(t *testing.T) {
 func TestBrokerSeesRewrittenConnect(t *testing.T) {
 	t.Run("backend password, device's user name kept", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{brokerUsers: map[string]string{"gus": "broker-secret"}, backendPass: "broker-secret"})
-		h.setUser("gus", authstore.Update{Password: ptr("device-secret")})
+		h.setUser("gus", operator.Update{Password: ptr("device-secret")})
 		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS12), mqtttest.Creds(packets.V311, "gus:g1", "gus", "device-secret"))
 		if ack.Code != 0 {
 			t.Fatalf("CONNACK 0x%02X: the broker refused the rewritten credentials", ack.Code)
@@ -308,7 +308,7 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 		h := newHarness(t, harnessOptions{brokerUsers: map[string]string{"svc": "svc-pw"}, backendUser: "svc", backendPass: "svc-pw"})
 		// A client id that does not hold the user name, so that no byte of
 		// the device's user name may reach the broker.
-		h.setUser("hal", authstore.Update{Password: ptr("device-secret"), ClientIDs: &[]string{"h1"}})
+		h.setUser("hal", operator.Update{Password: ptr("device-secret"), ClientIDs: &[]string{"h1"}})
 		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), mqtttest.Creds(packets.V5, "h1", "hal", "device-secret"))
 		if ack.Code != 0 {
 			t.Fatalf("CONNACK 0x%02X", ack.Code)
@@ -323,7 +323,7 @@ func TestBrokerSeesRewrittenConnect(t *testing.T) {
 	})
 	t.Run("no backend credentials: no password at all", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
-		h.setUser("ivy", authstore.Update{Password: ptr("device-secret")})
+		h.setUser("ivy", operator.Update{Password: ptr("device-secret")})
 		c, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), mqtttest.Creds(packets.V311, "ivy:i1", "ivy", "device-secret"))
 		if ack.Code != 0 {
 			t.Fatalf("CONNACK 0x%02X", ack.Code)
@@ -358,7 +358,7 @@ func packetLen(t *testing.T, b []byte) int {
 // goroutine behind.
 func TestNoGoroutineLeak(t *testing.T) {
 	h := newHarness(t, harnessOptions{connectTimeout: 500 * time.Millisecond})
-	h.setUser("jo", authstore.Update{Password: ptr("pw")})
+	h.setUser("jo", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	// Warm up: pools, the first handshake, Redis connections.
 	c, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "jo:w", "jo", "pw"))
@@ -442,7 +442,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 // new connections are accepted.
 func TestShutdown(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("kim", authstore.Update{Password: ptr("pw")})
+	h.setUser("kim", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	c5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "kim:k5", "kim", "pw"))
 	c3, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "kim:k3", "kim", "pw"))
@@ -472,7 +472,7 @@ func TestShutdown(t *testing.T) {
 // while an open session keeps running.
 func TestCertificateReload(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("lu", authstore.Update{Password: ptr("pw")})
+	h.setUser("lu", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	old, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "lu:l1", "lu", "pw"))
 	if ack.Code != 0 {
@@ -506,7 +506,7 @@ func TestCertificateReload(t *testing.T) {
 // any TLS work; when a slot frees, the next one is served.
 func TestMaxConnections(t *testing.T) {
 	h := newHarness(t, harnessOptions{maxConnections: 1})
-	h.setUser("mo", authstore.Update{Password: ptr("pw")})
+	h.setUser("mo", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	first, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "mo:m1", "mo", "pw"))
 	if ack.Code != 0 {
@@ -545,10 +545,10 @@ func TestBackendTLS(t *testing.T) {
 	}
 	rds := testenv.Redis(t)
 	broker := testenv.Mosquitto(t, testenv.MosquittoOptions{TLSCert: files.ServerCert, TLSKey: files.ServerKey, TLSClientCA: files.CA})
-	rdb, _ := authstore.NewClient(testenv.RedisURL(rds))
+	rdb, _ := redisconn.NewClient(testenv.RedisURL(rds))
 	defer rdb.Close()
 	store := authstore.New(rdb, authstore.Options{})
-	if err := store.SetUser(context.Background(), "bt", authstore.Update{Password: ptr("pw"), Publish: &[]string{"%u/#"}, Subscribe: &[]string{"%u/#"}}); err != nil {
+	if err := store.SetUser(context.Background(), "bt", operator.Update{Password: ptr("pw"), Publish: &[]string{"%u/#"}, Subscribe: &[]string{"%u/#"}}); err != nil {
 		t.Fatal(err)
 	}
 	client, _ := ca.Client("mqtt-authproxy")
@@ -627,7 +627,7 @@ func TestBackendProbe(t *testing.T) {
 // other's TLS sessions, and the decision is still made afresh.
 func TestSharedTicketKeys(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("tk", authstore.Update{Password: ptr("pw")})
+	h.setUser("tk", operator.Update{Password: ptr("pw")})
 	keyFile := filepath.Join(t.TempDir(), "tickets")
 	if err := os.WriteFile(keyFile, []byte("# shared\n"+strings.Repeat("ab", 32)+"\n"+strings.Repeat("cd", 32)+"\n"), 0o600); err != nil {
 		t.Fatal(err)

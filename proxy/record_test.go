@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -44,7 +44,7 @@ func TestDecisionRecords(t *testing.T) {
 	h := newHarness(t, harnessOptions{strictTopics: true})
 	rec := &records{}
 	addr := h.proxyWith(func(c *Config) { c.Recorder, c.ReplicaID = rec, "replica-a" })
-	h.setUser("dl", authstore.Update{Password: ptr("secret-pw"), Publish: &[]string{"devices/%u/#"}})
+	h.setUser("dl", operator.Update{Password: ptr("secret-pw"), Publish: &[]string{"devices/%u/#"}})
 	cfg := h.clientTLS(tls.VersionTLS12)
 	if _, ack, _ := h.connectRawTo(addr, cfg, mqtttest.Creds(packets.V311, "dl", "dl", "wrong")); ack.Code != 0x04 {
 		t.Fatalf("wrong password: 0x%02X", ack.Code)

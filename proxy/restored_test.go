@@ -13,7 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
@@ -87,8 +87,8 @@ func TestRestoredSessionObeysNarrowedRules(t *testing.T) {
 					o.backendPass = brokerSecret
 				}
 				h := newHarness(t, o)
-				h.setUser("dev1", authstore.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}})
-				h.setUser("ops", authstore.Update{Password: ptr("pw"), Publish: &[]string{"devices/#"}})
+				h.setUser("dev1", operator.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}})
+				h.setUser("ops", operator.Update{Password: ptr("pw"), Publish: &[]string{"devices/#"}})
 				cfg := h.clientTLS(tls.VersionTLS13)
 
 				dev, ack, _ := h.connectRaw(cfg, persistent(level, "dev1", "dev1"))
@@ -148,7 +148,7 @@ func TestRestoredSessionObeysNarrowedRules(t *testing.T) {
 // one it may still read.
 func TestRestoredSessionRealClients(t *testing.T) {
 	h := newHarness(t, harnessOptions{strictTopics: true})
-	h.setUser("ops", authstore.Update{Password: ptr("pw"), Publish: &[]string{"devices/#"}})
+	h.setUser("ops", operator.Update{Password: ptr("pw"), Publish: &[]string{"devices/#"}})
 	_, port, _ := net.SplitHostPort(h.addr)
 	ca := certFile(h.certDir, "ca.pem")
 	cfg := h.clientTLS(tls.VersionTLS13)
@@ -160,7 +160,7 @@ func TestRestoredSessionRealClients(t *testing.T) {
 		}
 	}
 	story := func(t *testing.T, user string, subscribe, receive func() string) {
-		h.setUser(user, authstore.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}})
+		h.setUser(user, operator.Update{Password: ptr("pw"), Subscribe: &[]string{"devices/%u/#"}})
 		subscribe()
 		h.hset(user, "subscribe", "devices/%u/status")
 		publish("devices/" + user + "/secret")
@@ -263,7 +263,7 @@ func TestDeliveryFilter(t *testing.T) {
 	pub := func(topic string, alias uint16, qos byte, id uint16, payload string) []byte {
 		p := packets.Publish{Topic: []byte(topic), QoS: qos, PacketID: id, Payload: []byte(payload)}
 		if alias != 0 {
-			p.Properties = packets.RawProperties([]byte{byte(packets.PropTopicAlias), byte(alias >> 8), byte(alias)})
+			p.Properties = packets.Properties{byte(packets.PropTopicAlias), byte(alias >> 8), byte(alias)}
 		}
 		b, err := packets.AppendPublish(nil, packets.V5, &p)
 		if err != nil {

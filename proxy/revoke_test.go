@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -86,7 +86,7 @@ func TestRevocationOnEveryReplica(t *testing.T) {
 			h.hset("rev", "enabled", "false")
 		}},
 		{"password changed", nil, 0, func(h *harness) {
-			if err := h.store.SetUser(context.Background(), "rev", authstore.Update{Password: ptr("new")}); err != nil {
+			if err := h.store.SetUser(context.Background(), "rev", operator.Update{Password: ptr("new")}); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -94,8 +94,8 @@ func TestRevocationOnEveryReplica(t *testing.T) {
 		t.Run(how.name, func(t *testing.T) {
 			h := newHarness(t, harnessOptions{redisArgs: how.redisArgs, revalidate: how.revalidate})
 			_, addr2 := h.replica()
-			h.setUser("rev", authstore.Update{Password: ptr("pw")})
-			h.setUser("other", authstore.Update{Password: ptr("pw")})
+			h.setUser("rev", operator.Update{Password: ptr("pw")})
+			h.setUser("other", operator.Update{Password: ptr("pw")})
 			cfg := h.clientTLS(tls.VersionTLS13)
 			v5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "rev:5", "rev", "pw"))
 			v3, ack3, _ := h.connectRawTo(addr2, cfg, mqtttest.Creds(packets.V311, "rev:3", "rev", "pw"))
@@ -129,8 +129,8 @@ func TestRevocationOnEveryReplica(t *testing.T) {
 // DISCONNECT 0x98.
 func TestRevocationMidFlood(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("flood", authstore.Update{Password: ptr("pw")})
-	h.setUser("feeder", authstore.Update{Password: ptr("pw")})
+	h.setUser("flood", operator.Update{Password: ptr("pw")})
+	h.setUser("feeder", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	sub, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "flood:sub", "flood", "pw"))
 	if ack.Code != 0 {
@@ -182,7 +182,7 @@ func TestRevocationMidFlood(t *testing.T) {
 // flow again.
 func TestRedisOutageKeepsLiveConnections(t *testing.T) {
 	h := newHarness(t, harnessOptions{revalidate: 100 * time.Millisecond})
-	h.setUser("stay", authstore.Update{Password: ptr("pw")})
+	h.setUser("stay", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	sub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "stay:sub", "stay", "pw"))
 	pub, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "stay:pub", "stay", "pw"))
@@ -225,7 +225,7 @@ func TestRedisOutageKeepsLiveConnections(t *testing.T) {
 // change; a not_after that passes closes the connection at that moment.
 func TestKickAndNotAfter(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("k", authstore.Update{Password: ptr("pw")})
+	h.setUser("k", operator.Update{Password: ptr("pw")})
 	cfg := h.clientTLS(tls.VersionTLS12)
 	c1, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "k:k1", "k", "pw"))
 	c2, _, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "k:k2", "k", "pw"))
@@ -240,7 +240,7 @@ func TestKickAndNotAfter(t *testing.T) {
 	}
 
 	na := time.Now().Add(1500 * time.Millisecond)
-	h.setUser("exp", authstore.Update{Password: ptr("pw"), NotAfter: &na})
+	h.setUser("exp", operator.Update{Password: ptr("pw"), NotAfter: &na})
 	c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "exp:e1", "exp", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("connect before not_after")

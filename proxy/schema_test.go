@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/schemas"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -29,7 +30,7 @@ const (
 // the schema, and waits until its change feed is subscribed to the
 // schema's keyspace patterns (patterns of them, besides the native
 // store's two). It returns the proxy's TLS address.
-func schemaProxy(t *testing.T, h *harness, sc authstore.Schema, patterns int64) string {
+func schemaProxy(t *testing.T, h *harness, sc schemas.Schema, patterns int64) string {
 	t.Helper()
 	_, addr := h.replicaWith(authstore.Options{Schema: sc}, nil)
 	testenv.WaitFor(t, 10*time.Second, "the change feeds to subscribe", func() bool {
@@ -86,7 +87,7 @@ func (h *harness) do(args ...any) {
 // within a second while a bystander's keeps relaying.
 func TestSchemaEMQXThroughTheProxy(t *testing.T) {
 	h := newHarness(t, harnessOptions{strictTopics: true, redisArgs: []string{"--notify-keyspace-events", "Kghx"}})
-	sc, err := authstore.NewEMQXSchema(authstore.EMQXOptions{AuthnCmd: authstore.DefaultEMQXAuthnCmd, AuthzCmd: authstore.DefaultEMQXAuthzCmd,
+	sc, err := schemas.NewEMQX(schemas.EMQXOptions{AuthnCmd: schemas.DefaultEMQXAuthnCmd, AuthzCmd: schemas.DefaultEMQXAuthzCmd,
 		PasswordHash: "sha256", SaltPosition: "prefix"})
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +173,7 @@ func TestSchemaEMQXThroughTheProxy(t *testing.T) {
 // sessions they concern within a second.
 func TestSchemaGoAuthThroughTheProxy(t *testing.T) {
 	h := newHarness(t, harnessOptions{strictTopics: true, redisArgs: []string{"--notify-keyspace-events", "K$sghx"}})
-	sc, err := authstore.NewGoAuthSchema(authstore.GoAuthOptions{})
+	sc, err := schemas.NewGoAuth(schemas.GoAuthOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

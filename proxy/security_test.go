@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
@@ -54,7 +55,7 @@ func TestFarFutureNotAfterIsQuiet(t *testing.T) {
 	var clients []*mqtttest.Client
 	for i, na := range []string{"9999-12-31T23:59:59Z", "2400-01-01T00:00:00Z", "2318-01-01T00:00:00+14:00"} {
 		user := fmt.Sprintf("far%d", i)
-		h.setUser(user, authstore.Update{Password: ptr("pw")})
+		h.setUser(user, operator.Update{Password: ptr("pw")})
 		h.hset(user, "not_after", na)
 		c, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, user, user, "pw"))
 		if ack.Code != 0 {
@@ -102,7 +103,7 @@ func TestMalformedRuleEndsLiveSession(t *testing.T) {
 	for _, bad := range [][]string{{"enabled", "no"}, {"not_after", "2020-01-01"}, {"password", "not-a-hash"}, {"cidrs", "10.0.0.0/33"}} {
 		t.Run(bad[0]+"="+bad[1], func(t *testing.T) {
 			h := newHarness(t, harnessOptions{redisArgs: []string{"--notify-keyspace-events", "Kgh"}})
-			h.setUser("mal", authstore.Update{Password: ptr("pw")})
+			h.setUser("mal", operator.Update{Password: ptr("pw")})
 			cfg := h.clientTLS(tls.VersionTLS13)
 			v5, ack, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V5, "mal:5", "mal", "pw"))
 			v3, ack3, _ := h.connectRaw(cfg, mqtttest.Creds(packets.V311, "mal:3", "mal", "pw"))
@@ -133,21 +134,32 @@ func TestMalformedRuleEndsLiveSession(t *testing.T) {
 // a flood of unknown users, deleting a user still closes its live session
 // within the revocation bound (a re-decision needs no hash), and the flood
 // computed hashes all the while.
+//
+// The flood goes on until the test ends. It once was a fixed number of
+// attempts, most of them answered "server busy" at once without a hash:
+// on 2 loaded cores under -race, where a hash took half a second, it ended
+// before it had computed the hashes the test waited for. An attempt
+// answered "busy" now waits until another's hash is done (a place in the
+// queue is free) before trying again, so that the flood keeps the queue
+// full without spinning on busy answers, which would slow the revocation
+// down with work the proxy alone would not have.
 func TestRevocationDuringHashFlood(t *testing.T) {
 	h := newHarness(t, harnessOptions{redisTimeout: time.Second})
-	h.setUser("alice", authstore.Update{Password: ptr("pw")})
+	h.setUser("alice", operator.Update{Password: ptr("pw")})
 	alice, ack, _ := h.connectRaw(h.clientTLS(tls.VersionTLS13), mqtttest.Creds(packets.V5, "alice", "alice", "pw"))
 	if ack.Code != 0 {
 		t.Fatal("connect failed")
 	}
+	hashesBefore := h.store.HashCount()
 	stop := make(chan struct{})
+	hashed := make(chan struct{}, 300) // a flood attempt's hash was done
 	var wg sync.WaitGroup
 	var attempts atomic.Int64
 	for i := range 300 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := 0; n < 5; n++ { // bounded
+			for n := 0; ; n++ {
 				select {
 				case <-stop:
 					return
@@ -157,16 +169,34 @@ func TestRevocationDuringHashFlood(t *testing.T) {
 				if err != nil {
 					continue
 				}
-				_, _, _ = mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "", fmt.Sprintf("nobody%d", i), fmt.Sprint("guess", i, "-", n)))
+				_, ack, err := mqtttest.Connect(conn, mqtttest.Creds(packets.V311, "", fmt.Sprintf("nobody%d", i), fmt.Sprint("guess", i, "-", n)))
 				conn.Close()
 				attempts.Add(1)
+				switch {
+				case err != nil: // try again
+				case ack.Code == 0x03: // 3.1.1's "server busy": the queue is full
+					select {
+					case <-hashed:
+					case <-stop:
+						return
+					}
+				default: // refused after a hash: a place in the queue is free
+					select {
+					case hashed <- struct{}{}:
+					default:
+					}
+				}
 			}
 		}()
 	}
 	defer func() { close(stop); wg.Wait() }()
-	// The flood is on once hashes queue up.
-	testenv.WaitFor(t, 10*time.Second, "the hash flood", func() bool { return h.store.HashCount() > 20 })
-	hashesBefore := h.store.HashCount()
+	// The flood is on once it has computed more hashes than there are
+	// slots (MaxHashes: GOMAXPROCS): every slot has been taken by it, and
+	// it keeps them taken.
+	testenv.WaitFor(t, 30*time.Second, "the hash flood", func() bool {
+		return h.store.HashCount()-hashesBefore > int64(runtime.GOMAXPROCS(0))
+	})
+	hashesBefore = h.store.HashCount()
 	start := time.Now()
 	if err := h.store.DeleteUser(context.Background(), "alice"); err != nil {
 		t.Fatal(err)
@@ -253,10 +283,10 @@ func netPipe(t *testing.T) (net.Conn, net.Conn) {
 // take site1-gw's session, which the second wave's "%u-*" allowed.
 func TestClientIDBoundToUserByDefault(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("alice", authstore.Update{Password: ptr("a-pw")})
-	h.setUser("bob", authstore.Update{Password: ptr("b-pw")})
-	h.setUser("site1", authstore.Update{Password: ptr("s-pw")})
-	h.setUser("site1-gw", authstore.Update{Password: ptr("g-pw")})
+	h.setUser("alice", operator.Update{Password: ptr("a-pw")})
+	h.setUser("bob", operator.Update{Password: ptr("b-pw")})
+	h.setUser("site1", operator.Update{Password: ptr("s-pw")})
+	h.setUser("site1-gw", operator.Update{Password: ptr("g-pw")})
 	cfg := h.clientTLS(tls.VersionTLS13)
 	persistent := func(level packets.Level, id, user, pass string) packets.Connect {
 		c := mqtttest.Creds(level, id, user, pass)
@@ -310,7 +340,7 @@ func TestClientIDBoundToUserByDefault(t *testing.T) {
 // the silent ones time out.
 func TestSilentConnectionsDoNotLockOut(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("dev", authstore.Update{Password: ptr("pw")})
+	h.setUser("dev", operator.Update{Password: ptr("pw")})
 	addr := h.proxyWith(func(c *Config) {
 		c.MaxConnections = 100
 		c.ConnectTimeout, c.HandshakeTimeout = 60*time.Second, 60*time.Second
@@ -388,8 +418,8 @@ func TestPendingSetEvictsOnlyOldConnections(t *testing.T) {
 // have a deadline derived from its keepalive, and the session ends.
 func TestStalledReaderEndsSession(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("slow", authstore.Update{Password: ptr("pw")})
-	h.setUser("feed", authstore.Update{Password: ptr("pw")})
+	h.setUser("slow", operator.Update{Password: ptr("pw")})
+	h.setUser("feed", operator.Update{Password: ptr("pw")})
 	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}

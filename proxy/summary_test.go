@@ -14,7 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/decisionlog"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -120,8 +121,8 @@ func (r *records) count() int {
 // connections Shutdown cuts short included.
 func TestRefusalSummariesInTheDecisionLog(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("victim", authstore.Update{Password: ptr("right-pw")})
-	dl := h.store.DecisionLog(authstore.DecisionLogOptions{})
+	h.setUser("victim", operator.Update{Password: ptr("right-pw")})
+	dl := h.store.DecisionLog(decisionlog.Options{})
 	t.Cleanup(dl.Close)
 	m := NewMetrics(nil)
 	const burst = 150 // connections of 127.0.0.1 that pass CONN_RATE_PER_IP
@@ -235,7 +236,7 @@ func TestRefusalSummariesInTheDecisionLog(t *testing.T) {
 	if dl.Dropped() != 0 {
 		t.Fatalf("%d entries dropped", dl.Dropped())
 	}
-	got, err := h.store.ReadDecisions(testenv.Context(t), authstore.DecisionFilter{Limit: 1000})
+	got, err := h.store.ReadDecisions(testenv.Context(t), decisionlog.Filter{Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
@@ -40,7 +42,7 @@ func (r ticketReplica) keys() transport.TicketKeyState { return r.tls.TicketKeys
 // ticket keys shared through that store.
 func (h *harness) ticketReplica(name string, tc transport.TLSConfig) ticketReplica {
 	h.t.Helper()
-	rdb, err := authstore.NewClient(testenv.RedisURL(h.redis))
+	rdb, err := redisconn.NewClient(testenv.RedisURL(h.redis))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -175,8 +177,8 @@ func (h *harness) loggedResumed(user, outcome string) int {
 // resumed field.
 func TestTicketsResumeOnEveryReplica(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.setUser("dev", authstore.Update{Password: ptr("pw")})
-	h.setUser("off", authstore.Update{Password: ptr("pw"), Enabled: ptr(false)})
+	h.setUser("dev", operator.Update{Password: ptr("pw")})
+	h.setUser("off", operator.Update{Password: ptr("pw"), Enabled: ptr(false)})
 	tc := h.sharedTLS()
 	a, b, c := h.ticketReplica("A", tc), h.ticketReplica("B", tc), h.ticketReplica("C", tc)
 	waitShared(t, a, b, c)
@@ -252,7 +254,7 @@ func TestTicketRotationAcrossReplicas(t *testing.T) {
 	t.Parallel() // mostly waiting for the clock
 	const period, kept = 2 * time.Second, 3
 	h := newHarness(t, harnessOptions{})
-	h.setUser("dev", authstore.Update{Password: ptr("pw")})
+	h.setUser("dev", operator.Update{Password: ptr("pw")})
 	tc := h.sharedTLS()
 	tc.TicketKeyRotation, tc.TicketKeysKept = period, kept
 	all := []ticketReplica{h.ticketReplica("A", tc), h.ticketReplica("B", tc), h.ticketReplica("C", tc)}
@@ -320,7 +322,7 @@ func TestTicketRotationAcrossReplicas(t *testing.T) {
 func TestTicketsWithRedisStopped(t *testing.T) {
 	t.Parallel() // mostly waiting for timeouts
 	h := newHarness(t, harnessOptions{redisArgs: []string{"--appendonly", "yes"}})
-	h.setUser("dev", authstore.Update{Password: ptr("pw")})
+	h.setUser("dev", operator.Update{Password: ptr("pw")})
 	tc := h.sharedTLS()
 	a, b, c := h.ticketReplica("A", tc), h.ticketReplica("B", tc), h.ticketReplica("C", tc)
 	waitShared(t, a, b, c)

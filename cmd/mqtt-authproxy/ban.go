@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/rules"
 )
 
 func cmdBan(io stdio) *cobra.Command {
@@ -33,14 +33,14 @@ func cmdBanAdd(io stdio) *cobra.Command {
 	reason := fs.String("reason", "", "why, shown by ban list, decisions and the logs")
 	asJSON := jsonFlag(fs)
 	c.RunE = func(_ *cobra.Command, args []string) error {
-		kind := authstore.BanKind(args[0])
-		if err := authstore.CheckBanValue(kind, args[1]); err != nil {
+		kind := rules.BanKind(args[0])
+		if err := rules.CheckBanValue(kind, args[1]); err != nil {
 			return usagef("ban add: %v", err)
 		}
 		if *d < 0 {
 			return usagef("ban add: --for %v is negative", *d)
 		}
-		store, ctx, done, err := storeFromEnv()
+		store, ctx, done, err := storeFromEnv("ban add")
 		if err != nil {
 			return err
 		}
@@ -58,7 +58,7 @@ func cmdBanAdd(io stdio) *cobra.Command {
 	return c
 }
 
-func until(b authstore.Ban) string {
+func until(b rules.Ban) string {
 	if b.Until.IsZero() {
 		return " until removed"
 	}
@@ -73,11 +73,11 @@ func cmdBanRemove(io stdio) *cobra.Command {
 	}
 	asJSON := jsonFlag(c.Flags())
 	c.RunE = func(_ *cobra.Command, args []string) error {
-		kind := authstore.BanKind(args[0])
-		if err := authstore.CheckBanValue(kind, args[1]); err != nil {
+		kind := rules.BanKind(args[0])
+		if err := rules.CheckBanValue(kind, args[1]); err != nil {
 			return usagef("ban remove: %v", err)
 		}
-		store, ctx, done, err := storeFromEnv()
+		store, ctx, done, err := storeFromEnv("ban remove")
 		if err != nil {
 			return err
 		}
@@ -98,7 +98,7 @@ func cmdBanList(io stdio) *cobra.Command {
 	c := &cobra.Command{Use: "list", Short: "Print the active bans", Args: exactArgs(0, "no argument")}
 	asJSON := jsonFlag(c.Flags())
 	c.RunE = func(_ *cobra.Command, _ []string) error {
-		store, ctx, done, err := storeFromEnv()
+		store, ctx, done, err := storeFromEnv("ban list")
 		if err != nil {
 			return err
 		}
@@ -109,7 +109,7 @@ func cmdBanList(io stdio) *cobra.Command {
 		}
 		if *asJSON {
 			if bans == nil {
-				bans = []authstore.Ban{}
+				bans = []rules.Ban{}
 			}
 			return printJSON(io.out, bans)
 		}

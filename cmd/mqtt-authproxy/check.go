@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/app"
 )
 
@@ -46,54 +46,70 @@ func runCheck(io stdio, asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	var results []checkResult
-	report := func(r checkResult) { // each line as soon as it is known
-		results = append(results, r)
-		if asJSON {
-			return
-		}
-		line := "ok    " + r.Name
-		if !r.OK {
-			line = "FAIL  " + r.Name
-		}
-		if r.Target != "" {
-			line += " " + r.Target
-		}
-		if r.Error != "" {
-			line += ": " + r.Error
-		}
-		fmt.Fprintln(io.out, line)
-	}
-	report(checkResult{Name: "configuration", OK: true})
+	r := &checkReport{io: io, asJSON: asJSON}
+	r.add(checkResult{Name: "configuration", OK: true})
 	if settings.TLS != nil {
-		report(checkResult{Name: "TLS certificate", Target: settings.TLS.CertFile, OK: true})
+		r.add(checkResult{Name: "TLS certificate", Target: settings.TLS.CertFile, OK: true})
 	}
+	quietRedisLogs() // the redis line says why
 	store, closeStore, err := app.OpenStore(settings.Store, nil)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
 	ctx := context.Background()
-	failed := false
 	for _, c := range []struct {
 		name, target string
 		probe        func(context.Context) error
 	}{
-		{"redis", authstore.RedactURL(settings.Store.RedisURL), store.Ping},
+		{"redis", redisconn.RedactURL(settings.Store.RedisURL), store.Ping},
 		{"backend", settings.Backend.Addr, func(ctx context.Context) error { return app.ProbeBackend(ctx, settings.Backend) }},
 	} {
-		r := checkResult{Name: c.name, Target: c.target, OK: true}
+		res := checkResult{Name: c.name, Target: c.target, OK: true}
 		if err := c.probe(ctx); err != nil {
-			r.OK, r.Error, failed = false, err.Error(), true
+			res.OK, res.Error = false, err.Error()
 		}
-		report(r)
+		r.add(res)
 	}
-	if asJSON {
-		if err := printJSON(io.out, map[string]any{"ok": !failed, "checks": results}); err != nil {
+	return r.finish()
+}
+
+// checkReport gathers check's results, printing each line as soon as it
+// is known (--json: one object at the end).
+type checkReport struct {
+	io      stdio
+	asJSON  bool
+	results []checkResult
+	failed  bool
+}
+
+func (r *checkReport) add(c checkResult) {
+	r.results = append(r.results, c)
+	r.failed = r.failed || !c.OK
+	if r.asJSON {
+		return
+	}
+	line := "ok    " + c.Name
+	if !c.OK {
+		line = "FAIL  " + c.Name
+	}
+	if c.Target != "" {
+		line += " " + c.Target
+	}
+	if c.Error != "" {
+		line += ": " + c.Error
+	}
+	fmt.Fprintln(r.io.out, line)
+}
+
+// finish prints the JSON object, and fails when a check did.
+func (r *checkReport) finish() error {
+	if r.asJSON {
+		if err := printJSON(r.io.out, map[string]any{"ok": !r.failed, "checks": r.results}); err != nil {
 			return err
 		}
 	}
-	if failed {
+	if r.failed {
 		return errCheckFailed
 	}
 	return nil

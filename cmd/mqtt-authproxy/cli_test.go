@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -10,7 +11,8 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/spf13/cobra"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 )
 
 // commandPaths is every command of the tree, as the words that select it.
@@ -84,10 +86,10 @@ func TestJSONWhereThereIsOutput(t *testing.T) {
 func TestFlagsInAnyOrder(t *testing.T) {
 	m := miniredis.RunT(t)
 	env := map[string]string{"AUTHPROXY_REDIS_URL": "redis://" + m.Addr() + "/0"}
-	show := func(name string, args ...string) authstore.User {
+	show := func(name string, args ...string) operator.User {
 		t.Helper()
 		r := runBin(t, env, "", append([]string{"user", "show"}, append(args, name)...)...)
-		var u authstore.User
+		var u operator.User
 		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &u) != nil {
 			t.Fatalf("user show %v %s: %+v", args, name, r)
 		}
@@ -122,5 +124,57 @@ func TestFlagsInAnyOrder(t *testing.T) {
 	}
 	if r := runBin(t, env, "", "user", "--json", "list"); r.code != 2 {
 		t.Errorf("a subcommand's flag before the subcommand: %+v", r)
+	}
+}
+
+// TestUserSetPasswordStdin: user set --password-stdin reads the new
+// password from the first line of standard input, as explain's flag does,
+// and is one of the password choices, exclusive of the others.
+func TestUserSetPasswordStdin(t *testing.T) {
+	m := miniredis.RunT(t)
+	env := map[string]string{"AUTHPROXY_REDIS_URL": "redis://" + m.Addr() + "/0"}
+	if r := runBin(t, env, "s3cret\n", "user", "set", "dora", "--password-stdin"); r.code != 0 || r.stdout != "user dora created\n" {
+		t.Fatalf("create: %+v", r)
+	}
+	if r := runBin(t, env, "n3w\n", "user", "set", "dora", "--password-stdin"); r.code != 0 || r.stdout != "user dora updated\n" {
+		t.Fatalf("rotate: %+v", r)
+	}
+	for pw, code := range map[string]int{"n3w": 0, "s3cret": 1} {
+		if r := runBin(t, env, pw+"\n", "explain", "dora", "--password-stdin"); r.code != code {
+			t.Errorf("explain with password %q: exit %d, want %d: %+v", pw, r.code, code, r)
+		}
+	}
+	for _, other := range [][]string{{"--generate"}, {"--no-password", "--certs", "cn:dora"}, {"--password-hash", "$2b$04$.MyMYYEjToFnNHnw3bpEqeesH5ElAsqBHvBxHoVFgBFxhAGLw8lwy"}} {
+		if r := runBin(t, env, "pw\n", append([]string{"user", "set", "dora", "--password-stdin"}, other...)...); r.code != 2 {
+			t.Errorf("--password-stdin with %v: %+v, want exit 2", other, r)
+		}
+	}
+	if r := runBin(t, env, "", "user", "set", "erin", "--password-stdin"); r.code != 2 || !strings.Contains(r.stderr, "no password on standard input") {
+		t.Errorf("--password-stdin with nothing on standard input: %+v", r)
+	}
+}
+
+// TestCommandsWithRedisDown: with Redis unreachable an operator command
+// fails (exit 1) with one line in the product's words: the command, the
+// Redis URL without its password, the cause; none of go-redis's own log
+// lines.
+func TestCommandsWithRedisDown(t *testing.T) {
+	down := map[string]string{"AUTHPROXY_REDIS_URL": fmt.Sprintf("redis://:secret@127.0.0.1:%d/0", testenv.FreePort(t))}
+	for _, c := range []struct {
+		command string
+		args    []string
+	}{
+		{"user set", []string{"user", "set", "x", "--generate"}},
+		{"ban list", []string{"ban", "list"}},
+		{"explain", []string{"explain", "x"}},
+	} {
+		t.Run(c.command, func(t *testing.T) {
+			t.Parallel()
+			r := runBin(t, down, "", c.args...)
+			if r.code != 1 || !strings.HasPrefix(r.stderr, "mqtt-authproxy: "+c.command+": Redis at redis://:xxxxx@127.0.0.1:") ||
+				!strings.Contains(r.stderr, "connection refused") || strings.Count(r.stderr, "\n") != 1 || strings.Contains(r.stderr, "secret") {
+				t.Errorf("%v with Redis down: %+v", c.args, r)
+			}
+		})
 	}
 }

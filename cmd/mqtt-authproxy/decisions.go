@@ -13,10 +13,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/decisionlog"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/app"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
@@ -59,15 +58,15 @@ be read.`,
 	fs.StringVar(&f.outcome, "outcome", "", "only this outcome (accepted, bad_credentials, disabled, clientid_not_allowed, ...)")
 	fs.StringVar(&f.since, "since", "", "only decisions from this long ago (15m, 2h, 7d) or since an RFC 3339 time")
 	fs.BoolVar(&f.follow, "follow", false, "then print new decisions as they are logged, until interrupted")
-	fs.IntVar(&f.limit, "limit", authstore.DefaultDecisionLimit, "print at most the newest N matching decisions (with --follow, 0: only new ones)")
+	fs.IntVar(&f.limit, "limit", decisionlog.DefaultLimit, "print at most the newest N matching decisions (with --follow, 0: only new ones)")
 	fs.BoolVar(&f.asJSON, "json", false, "print one JSON object per line, for scripts")
 	c.RunE = func(*cobra.Command, []string) error { return runDecisions(io, f) }
 	return c
 }
 
 // filter is the store's filter for the flags, relative to now.
-func (f decisionsFlags) filter(now time.Time) (authstore.DecisionFilter, error) {
-	df := authstore.DecisionFilter{User: f.user, ClientID: f.clientID, Outcome: f.outcome, Limit: f.limit}
+func (f decisionsFlags) filter(now time.Time) (decisionlog.Filter, error) {
+	df := decisionlog.Filter{User: f.user, ClientID: f.clientID, Outcome: f.outcome, Limit: f.limit}
 	switch {
 	case f.limit < 0:
 		return df, usagef("decisions: --limit %d is negative", f.limit)
@@ -118,17 +117,13 @@ func runDecisions(io stdio, f decisionsFlags) error {
 	if err != nil {
 		return err
 	}
-	// go-redis logs each failed dial on stderr; the one message that
-	// matters is the command's error.
-	redis.SetLogger(quietRedis{})
+	quietRedisLogs()
 	store, closeStore, err := app.OpenStore(s, nil)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = closeStore() }()
-	unreachable := func(err error) error {
-		return fmt.Errorf("decisions: Redis at %s: %w", authstore.RedactURL(s.RedisURL), err)
-	}
+	unreachable := func(err error) error { return redisUnreachable("decisions", s.RedisURL, err) }
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -156,11 +151,6 @@ func runDecisions(io stdio, f decisionsFlags) error {
 	}
 	return nil
 }
-
-// quietRedis discards go-redis's own log lines.
-type quietRedis struct{}
-
-func (quietRedis) Printf(context.Context, string, ...any) {}
 
 // decisionColumns are the table's columns, with the widths a followed
 // table starts with (a static one fits its rows).

@@ -9,26 +9,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/decisionlog"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
 // decisionLog is a decision log writing to the CLI's Redis (env), as a
 // replica does.
-func decisionLog(t *testing.T, env map[string]string) *authstore.DecisionLog {
+func decisionLog(t *testing.T, env map[string]string) *decisionlog.Writer {
 	t.Helper()
-	rdb, err := authstore.NewClient(env["AUTHPROXY_REDIS_URL"])
+	rdb, err := redisconn.NewClient(env["AUTHPROXY_REDIS_URL"])
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	l := authstore.NewDecisionLog(rdb, authstore.DecisionLogOptions{})
+	l := decisionlog.NewWriter(rdb, decisionlog.Options{})
 	t.Cleanup(l.Close)
 	return l
 }
 
-func awaitLogged(t *testing.T, l *authstore.DecisionLog, n uint64) {
+func awaitLogged(t *testing.T, l *decisionlog.Writer, n uint64) {
 	t.Helper()
 	testenv.WaitFor(t, 10*time.Second, fmt.Sprintf("%d decisions written", n), func() bool { return l.Written() >= n })
 }

@@ -26,7 +26,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/spf13/cobra"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/app"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 )
@@ -87,71 +87,33 @@ func runDemo(io stdio, o demoOptions) error {
 	if err != nil {
 		return usagef("demo: --listen %q is not host:port", o.listen)
 	}
-
-	// The embedded Redis.
 	mr := miniredis.NewMiniRedis()
 	if err := mr.StartAddr(o.redis); err != nil {
 		return fmt.Errorf("embedded Redis on %s: %w (choose another with --redis)", o.redis, err)
 	}
 	defer mr.Close()
-
-	// The embedded broker.
-	broker := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
-	if err := broker.AddHook(new(auth.AllowHook), nil); err != nil {
-		return err
-	}
-	bl, err := net.Listen("tcp", o.broker)
+	broker, brokerAddr, err := startDemoBroker(o.broker)
 	if err != nil {
-		return fmt.Errorf("embedded broker on %s: %w (choose another with --broker)", o.broker, err)
-	}
-	bl.Close()
-	if err := broker.AddListener(listeners.NewTCP(listeners.Config{ID: "demo", Address: o.broker})); err != nil {
 		return err
-	}
-	if err := broker.Serve(); err != nil {
-		return fmt.Errorf("embedded broker: %w", err)
 	}
 	defer broker.Close()
-
-	// A fresh CA and server certificate.
-	if o.dir == "" {
-		if o.dir, err = os.MkdirTemp("", "mqtt-authproxy-demo-"); err != nil {
-			return err
-		}
-	}
-	ca, err := pki.NewCA("mqtt-authproxy demo CA")
-	if err != nil {
-		return err
-	}
-	hosts := []string{"localhost", "127.0.0.1", "::1"}
-	if host != "" && !slices.Contains(hosts, host) {
-		hosts = append(hosts, host)
-	}
-	server, err := ca.Server(hosts...)
-	if err != nil {
-		return err
-	}
-	files, err := pki.WriteFiles(o.dir, ca, server)
+	files, err := demoCertificates(&o, host)
 	if err != nil {
 		return err
 	}
 
 	// The proxy, configured as serve would be from an empty environment.
-	settings, err := demoConfig(o, files.ServerCert, files.ServerKey, bl.Addr().String(), mr.Addr()).Validate()
+	settings, err := demoConfig(o, files.ServerCert, files.ServerKey, brokerAddr, mr.Addr()).Validate()
 	if err != nil {
 		return err
 	}
-	log := newLogger(io.err, settings.Log)
+	log := slog.New(demoQuiet{newLogger(io.err, settings.Log).Handler()})
 	a, err := app.Start(context.Background(), settings, log)
 	if err != nil {
 		return err
 	}
-	// The seeded user, with the topics of the printed commands (topic rules
-	// are on by default: without them the user could do nothing).
-	password := "demo-" + strings.ToLower(rand.Text()[:10])
-	topics := []string{demoTopics}
-	if err := a.Store().SetUser(context.Background(), o.user,
-		authstore.Update{Password: &password, Publish: &topics, Subscribe: &topics}); err != nil {
+	password, err := seedDemoUser(a, o.user)
+	if err != nil {
 		a.Stop()
 		return err
 	}
@@ -167,6 +129,82 @@ func runDemo(io stdio, o demoOptions) error {
 	a.Stop()
 	return nil
 }
+
+// startDemoBroker starts the embedded broker on addr and returns it with
+// the address it listens on.
+func startDemoBroker(addr string) (*mqtt.Server, string, error) {
+	broker := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
+	if err := broker.AddHook(new(auth.AllowHook), nil); err != nil {
+		return nil, "", err
+	}
+	bl, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("embedded broker on %s: %w (choose another with --broker)", addr, err)
+	}
+	bl.Close()
+	if err := broker.AddListener(listeners.NewTCP(listeners.Config{ID: "demo", Address: addr})); err != nil {
+		return nil, "", err
+	}
+	if err := broker.Serve(); err != nil {
+		return nil, "", fmt.Errorf("embedded broker: %w", err)
+	}
+	return broker, bl.Addr().String(), nil
+}
+
+// demoCertificates writes a fresh CA and a server certificate for
+// localhost and host to o.dir (a new temporary folder when empty).
+func demoCertificates(o *demoOptions, host string) (pki.Files, error) {
+	if o.dir == "" {
+		dir, err := os.MkdirTemp("", "mqtt-authproxy-demo-")
+		if err != nil {
+			return pki.Files{}, err
+		}
+		o.dir = dir
+	}
+	ca, err := pki.NewCA("mqtt-authproxy demo CA")
+	if err != nil {
+		return pki.Files{}, err
+	}
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if host != "" && !slices.Contains(hosts, host) {
+		hosts = append(hosts, host)
+	}
+	server, err := ca.Server(hosts...)
+	if err != nil {
+		return pki.Files{}, err
+	}
+	return pki.WriteFiles(o.dir, ca, server)
+}
+
+// seedDemoUser creates the demo's user with a fresh password, and the
+// topics of the printed commands (topic rules are on by default: without
+// them the user could do nothing).
+func seedDemoUser(a *app.App, user string) (password string, err error) {
+	password = "demo-" + strings.ToLower(rand.Text()[:10])
+	topics := []string{demoTopics}
+	err = a.Store().SetUser(context.Background(), user, operator.Update{Password: &password, Publish: &topics, Subscribe: &topics})
+	return password, err
+}
+
+// demoQuiet leaves out of the demo's log the line the embedded Redis
+// causes that a newcomer reads as an error: miniredis has no CONFIG GET,
+// so the proxy cannot check its keyspace notifications. The demo needs
+// none: the CLI's writes announce themselves to live connections, and a
+// redis-cli change reaches the next CONNECT, as the demo says.
+type demoQuiet struct{ slog.Handler }
+
+func (h demoQuiet) Handle(ctx context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, "Redis keyspace notifications could not be checked") {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h demoQuiet) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return demoQuiet{h.Handler.WithAttrs(attrs)}
+}
+
+func (h demoQuiet) WithGroup(name string) slog.Handler { return demoQuiet{h.Handler.WithGroup(name)} }
 
 type demoInfo struct {
 	dir, ca, port, redisPort, redisAddr, user, password, metrics string

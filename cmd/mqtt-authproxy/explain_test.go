@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -11,7 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/passwords"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -38,7 +39,7 @@ func TestExplainAgreesWithConnect(t *testing.T) {
 	admin := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer admin.Close()
 	ctx := context.Background()
-	hash := authstore.HashPassword("pw")
+	hash := passwords.HashPassword("pw")
 	hset := func(user string, kv ...string) {
 		admin.Del(ctx, "mqtt:user:"+user)
 		if err := admin.HSet(ctx, "mqtt:user:"+user, append([]string{"password", hash, "publish", "t/%u/#"}, kv...)).Err(); err != nil {
@@ -147,4 +148,19 @@ func TestExplainText(t *testing.T) {
 		t.Errorf("allowed: %+v", r)
 	}
 
+}
+
+// TestExplainSaysTheReasonOnce: a refusal whose reason is its outcome
+// ("disabled") says it once; another reason follows the outcome.
+func TestExplainSaysTheReasonOnce(t *testing.T) {
+	for _, c := range []struct{ outcome, reason, want string }{
+		{"disabled", "disabled", "decision: refused (disabled)\n"},
+		{"bad_credentials", "password does not match", "decision: refused (bad_credentials): password does not match\n"},
+	} {
+		var out bytes.Buffer
+		explanation{Outcome: c.outcome, Reason: c.reason}.print(stdio{out: &out})
+		if !strings.Contains(out.String(), c.want) {
+			t.Errorf("explain says:\n%s\nwant the line %q", out.String(), c.want)
+		}
+	}
 }

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/passwords"
 )
 
 func cmdHash(io stdio) *cobra.Command {
@@ -28,7 +28,7 @@ prints its argon2id hash, for operators who write users with redis-cli:
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(io.out, authstore.HashPassword(pw))
+			fmt.Fprintln(io.out, passwords.HashPassword(pw))
 			return nil
 		},
 	}

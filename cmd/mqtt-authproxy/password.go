@@ -34,6 +34,12 @@ func readPassword(io stdio) (string, error) {
 		}
 		return string(a), nil
 	}
+	return readPasswordLine(io)
+}
+
+// readPasswordLine reads a password from the first line of stdin, a
+// terminal or not (--password-stdin).
+func readPasswordLine(io stdio) (string, error) {
 	line, err := bufio.NewReader(io.in).ReadString('\n')
 	if err != nil && line == "" {
 		return "", usagef("no password on standard input (pipe one in, or use --generate)")

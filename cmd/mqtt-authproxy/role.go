@@ -9,7 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/rules"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
@@ -66,14 +67,14 @@ func runRoleSet(io stdio, name string, publish, subscribe *listFlag, asJSON bool
 		return err
 	}
 
-	store, ctx, done, err := storeFromEnv()
+	store, ctx, done, err := storeFromEnv("role set")
 	if err != nil {
 		return err
 	}
 	defer done()
 	before, gerr := store.GetRole(ctx, name)
 	exists := gerr == nil || errors.Is(gerr, policy.ErrMalformedRule)
-	if gerr != nil && !exists && !errors.Is(gerr, authstore.ErrNoSuchRole) {
+	if gerr != nil && !exists && !errors.Is(gerr, operator.ErrNoSuchRole) {
 		return gerr
 	}
 	// What the role holds once written: a hash left without fields is gone.
@@ -85,9 +86,9 @@ func runRoleSet(io stdio, name string, publish, subscribe *listFlag, asJSON bool
 	}
 	left := after(publish, before.Publish) + after(subscribe, before.Subscribe) + len(before.Extra)
 	if !exists && left == 0 {
-		return fmt.Errorf("%w: %q (only empty values given: nothing to remove)", authstore.ErrNoSuchRole, name)
+		return fmt.Errorf("%w: %q (only empty values given: nothing to remove)", operator.ErrNoSuchRole, name)
 	}
-	if err := store.SetRole(ctx, name, authstore.RoleUpdate{Publish: publish.ptr(), Subscribe: subscribe.ptr()}); err != nil {
+	if err := store.SetRole(ctx, name, operator.RoleUpdate{Publish: publish.ptr(), Subscribe: subscribe.ptr()}); err != nil {
 		if errors.Is(err, policy.ErrMalformedRule) {
 			return usagef("role set: %v", err)
 		}
@@ -124,7 +125,7 @@ func checkTopics(cmd string, publish, subscribe *listFlag) error {
 }
 
 func runRoleSimple(io stdio, sub string, args []string, asJSON bool) error {
-	store, ctx, done, err := storeFromEnv()
+	store, ctx, done, err := storeFromEnv("role " + sub)
 	if err != nil {
 		return err
 	}
@@ -156,10 +157,10 @@ func reportRole(io stdio, asJSON bool, name, action string) error {
 	return nil
 }
 
-func printRole(io stdio, r authstore.Role) {
+func printRole(io stdio, r operator.Role) {
 	line := func(k, v string) { fmt.Fprintf(io.out, "%-10s %s\n", k+":", v) }
 	name := r.Name
-	if name == authstore.DefaultRole {
+	if name == rules.DefaultRole {
 		name += " (applies to every user)"
 	}
 	line("role", name)

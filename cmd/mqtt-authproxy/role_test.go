@@ -12,7 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 )
 
@@ -95,7 +95,7 @@ func TestUserTopicRules(t *testing.T) {
 	}
 
 	r = runBin(t, env, "", "user", "show", "sensor-1", "--json")
-	var u authstore.User
+	var u operator.User
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &u) != nil {
 		t.Fatalf("show --json: %+v", r)
 	}
@@ -208,7 +208,7 @@ func TestRoleCommands(t *testing.T) {
 	rdb.HSet(ctx, "mqtt:role:fleet", "note", "managed by ops")
 
 	r = runBin(t, env, "", "role", "show", "fleet", "--json")
-	var role authstore.Role
+	var role operator.Role
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &role) != nil {
 		t.Fatalf("show --json: %+v", r)
 	}

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -13,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
-	"github.com/mqtt-authproxy/mqtt-authproxy/internal/app"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/passwords"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
@@ -31,26 +29,6 @@ func cmdUser(io stdio) *cobra.Command {
 		cmdSimple(io, "show", "Print the user's rules (never the hash)", runUserSimple),
 		cmdSimple(io, "list", "Print all user names (SCAN, never KEYS)", runUserSimple),
 	)
-}
-
-// storeFromEnv opens the Redis store of the AUTHPROXY_* configuration for
-// an operator command, with a context that bounds the command; done closes
-// both.
-func storeFromEnv() (*authstore.Store, context.Context, func(), error) {
-	cfg, err := app.Load(os.Environ())
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	s, err := cfg.ValidateStore()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	store, closeStore, err := app.OpenStore(s, nil)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	return store, ctx, func() { cancel(); _ = closeStore() }, nil
 }
 
 // cmdSimple is one of the user or role subcommands that take NAME (list:
@@ -98,7 +76,7 @@ func printNames(io stdio, names []string, asJSON bool) error {
 }
 
 func runUserSimple(io stdio, sub string, args []string, asJSON bool) error {
-	store, ctx, done, err := storeFromEnv()
+	store, ctx, done, err := storeFromEnv("user " + sub)
 	if err != nil {
 		return err
 	}
@@ -145,7 +123,7 @@ func report(io stdio, asJSON bool, name, action string) error {
 	return nil
 }
 
-func printUser(io stdio, u authstore.User) {
+func printUser(io stdio, u operator.User) {
 	line := func(k, v string) { fmt.Fprintf(io.out, "%-10s %s\n", k+":", v) }
 	line("user", u.Name)
 	line("enabled", strconv.FormatBool(u.Enabled))
@@ -240,9 +218,11 @@ func cmdUserSet(io stdio) *cobra.Command {
 		Short: "Create or update a user (password from stdin or a prompt, never argv)",
 		Long: `Creates or updates a user. The password is never taken from the command
 line: it is read from standard input (first line) when that is not a
-terminal, or asked for twice without echo. A new user gets a password unless
---no-password (certificate-only users) or --password-hash is given; an
-existing user keeps theirs unless --password or --generate is given.
+terminal, or asked for twice without echo; with --password-stdin it is read
+from the first line of standard input in any case, as explain's. A new user
+gets a password unless --no-password (certificate-only users) or
+--password-hash is given; an existing user keeps theirs unless --password,
+--password-stdin or --generate is given.
 List flags may be repeated and take values separated by white space or
 commas; --publish and --subscribe by white space only (a comma is a legal
 topic character). An empty value (--publish '') removes the rule. Flags and
@@ -269,6 +249,7 @@ only where its own filters, its roles and the default role allow.`,
 	fs.Lookup("enabled").NoOptDefVal = "true"
 	fs.StringVar(&o.notAfter, "not-after", "", "RFC 3339 time after which the user is refused; empty removes it")
 	fs.BoolVar(&o.askPassword, "password", false, "read a new password (stdin or prompt)")
+	fs.BoolVar(&o.passwordStdin, "password-stdin", false, "read a new password from the first line of standard input, never a prompt")
 	fs.BoolVar(&o.generate, "generate", false, "generate a strong random password and print it once")
 	fs.StringVar(&o.hash, "password-hash", "", "store this ready hash (argon2id, bcrypt or PBKDF2) instead of a password")
 	fs.BoolVar(&o.noPassword, "no-password", false, "create the user without a password (certificate-only: requires --certs)")
@@ -288,24 +269,74 @@ type userSetOptions struct {
 	notAfter                  string
 	notAfterSet               bool
 	askPassword, generate     bool
+	passwordStdin             bool
 	hash                      string
 	noPassword, asJSON        bool
 }
 
 func runUserSet(io stdio, name string, o userSetOptions) error {
+	u, err := o.update()
+	if err != nil {
+		return err
+	}
+	store, ctx, done, err := storeFromEnv("user set")
+	if err != nil {
+		return err
+	}
+	defer done()
+	_, gerr := store.GetUser(ctx, name)
+	exists := gerr == nil || errors.Is(gerr, policy.ErrMalformedRule)
+	if gerr != nil && !exists && !errors.Is(gerr, operator.ErrNoSuchUser) {
+		return gerr
+	}
+
+	var generated string
+	switch {
+	case o.generate:
+		generated = rand.Text() // 26 base32 characters, 130 bits
+		h := passwords.HashGenerated(generated)
+		u.PasswordHash = &h
+	case o.passwordStdin:
+		pw, err := readPasswordLine(io)
+		if err != nil {
+			return err
+		}
+		u.Password = &pw
+	case o.askPassword || (!exists && !o.noPassword && o.hash == ""):
+		pw, err := readPassword(io)
+		if err != nil {
+			return err
+		}
+		u.Password = &pw
+	}
+	if err := store.SetUser(ctx, name, u); err != nil {
+		if errors.Is(err, policy.ErrMalformedRule) || errors.Is(err, passwords.ErrMalformedHash) {
+			return usagef("user set: %v", err)
+		}
+		return err
+	}
+	action := "updated"
+	if !exists {
+		action = "created"
+	}
+	return printUserSet(io, name, action, generated, o.asJSON)
+}
+
+// update is the change the flags make, checked before Redis is asked.
+func (o userSetOptions) update() (operator.Update, error) {
 	n := 0
-	for _, b := range []bool{o.askPassword, o.generate, o.hash != "", o.noPassword} {
+	for _, b := range []bool{o.askPassword || o.passwordStdin, o.generate, o.hash != "", o.noPassword} {
 		if b {
 			n++
 		}
 	}
 	if n > 1 {
-		return usagef("user set: give at most one of --password, --generate, --password-hash, --no-password")
+		return operator.Update{}, usagef("user set: give at most one of --password (or --password-stdin), --generate, --password-hash, --no-password")
 	}
 	if err := checkTopics("user set", &o.publish, &o.subscribe); err != nil {
-		return err
+		return operator.Update{}, err
 	}
-	u := authstore.Update{ClientIDs: o.clientIDs.ptr(), Certs: o.certs.ptr(), CIDRs: o.cidrs.ptr(),
+	u := operator.Update{ClientIDs: o.clientIDs.ptr(), Certs: o.certs.ptr(), CIDRs: o.cidrs.ptr(),
 		Publish: o.publish.ptr(), Subscribe: o.subscribe.ptr(), Roles: o.roles.ptr()}
 	if o.enabled.set {
 		u.Enabled = &o.enabled.v
@@ -315,7 +346,7 @@ func runUserSet(io stdio, name string, o userSetOptions) error {
 		if o.notAfter != "" {
 			var err error
 			if t, err = time.Parse(time.RFC3339, o.notAfter); err != nil {
-				return usagef("user set: --not-after %q is not an RFC 3339 time (2026-12-31T23:59:59Z)", o.notAfter)
+				return u, usagef("user set: --not-after %q is not an RFC 3339 time (2026-12-31T23:59:59Z)", o.notAfter)
 			}
 		}
 		u.NotAfter = &t
@@ -324,44 +355,14 @@ func runUserSet(io stdio, name string, o userSetOptions) error {
 		u.PasswordHash = &o.hash
 	}
 	if o.noPassword && !o.certs.set {
-		return usagef("user set: --no-password needs --certs: a user without a password authenticates by certificate")
+		return u, usagef("user set: --no-password needs --certs: a user without a password authenticates by certificate")
 	}
+	return u, nil
+}
 
-	store, ctx, done, err := storeFromEnv()
-	if err != nil {
-		return err
-	}
-	defer done()
-	_, gerr := store.GetUser(ctx, name)
-	exists := gerr == nil || errors.Is(gerr, policy.ErrMalformedRule)
-	if gerr != nil && !exists && !errors.Is(gerr, authstore.ErrNoSuchUser) {
-		return gerr
-	}
-
-	var generated string
-	switch {
-	case o.generate:
-		generated = rand.Text() // 26 base32 characters, 130 bits
-		h := authstore.HashGenerated(generated)
-		u.PasswordHash = &h
-	case o.askPassword || (!exists && !o.noPassword && o.hash == ""):
-		pw, err := readPassword(io)
-		if err != nil {
-			return err
-		}
-		u.Password = &pw
-	}
-	if err := store.SetUser(ctx, name, u); err != nil {
-		if errors.Is(err, policy.ErrMalformedRule) || errors.Is(err, authstore.ErrMalformedHash) {
-			return usagef("user set: %v", err)
-		}
-		return err
-	}
-	action := "updated"
-	if !exists {
-		action = "created"
-	}
-	if o.asJSON {
+// printUserSet says what user set did, and the generated password once.
+func printUserSet(io stdio, name, action, generated string, asJSON bool) error {
+	if asJSON {
 		out := map[string]string{"user": name, "action": action}
 		if generated != "" {
 			out["password"] = generated

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/decisionlog"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/admin"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
 )
@@ -27,7 +29,7 @@ type App struct {
 
 	store      *authstore.Store
 	closeStore func() error
-	decisions  *authstore.DecisionLog // nil when DECISION_LOG=off
+	decisions  *decisionlog.Writer // nil when DECISION_LOG=off
 	replicaID  string
 	proxy      device
 	admin      *admin.Server
@@ -139,7 +141,7 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 
 	if adminLn != nil {
 		a.admin = admin.New(admin.Options{Gatherer: reg, Pprof: s.Pprof, Logger: log, Checks: []admin.Check{
-			{Name: "redis", Target: authstore.RedactURL(s.Store.RedisURL), Probe: store.Ping},
+			{Name: "redis", Target: redisconn.RedactURL(s.Store.RedisURL), Probe: store.Ping},
 			{Name: "backend", Target: s.Backend.Addr, Probe: backendProbe(s.Backend)},
 		}, Status: statusOptions(s.Status, a.replicaID, a.proxy, store), Token: s.Status.Token})
 		a.serving.Go(func() { _ = a.admin.Serve(adminLn) })
@@ -195,7 +197,7 @@ func (a *App) Addrs() Addrs { return a.addrs }
 func (a *App) Store() *authstore.Store { return a.store }
 
 // DecisionLog is the App's decision log writer; nil when DECISION_LOG=off.
-func (a *App) DecisionLog() *authstore.DecisionLog { return a.decisions }
+func (a *App) DecisionLog() *decisionlog.Writer { return a.decisions }
 
 // ReplicaID names this process in the decision log: REPLICA_ID, or the
 // host name plus a random suffix made at Start.
@@ -207,7 +209,7 @@ func (a *App) ShutdownGrace() time.Duration { return a.grace }
 // OpenStore opens the Redis store of s (no connection is made until it is
 // used); closeStore releases its client. log nil is slog.Default().
 func OpenStore(s StoreSettings, log *slog.Logger) (store *authstore.Store, closeStore func() error, err error) {
-	rdb, err := authstore.NewClient(s.RedisURL)
+	rdb, err := redisconn.NewClient(s.RedisURL)
 	if err != nil {
 		return nil, nil, cfgErr("REDIS_URL", "%v", err) // NewClient's errors hide the password
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 )
 
@@ -49,7 +50,7 @@ func TestDefaultsFollowWhatTheyDependOn(t *testing.T) {
 		t.Fatalf("CONNECT_TIMEOUT=3s alone: handshake %v, %v", s.Proxy.HandshakeTimeout, err)
 	}
 	c.HandshakeTimeout = 5 * time.Second
-	if _, err := c.Validate(); err == nil || !strings.Contains(err.Error(), "AUTHPROXY_TLS_HANDSHAKE_TIMEOUT: 5s is longer than ConnectTimeout 3s") {
+	if _, err := c.Validate(); err == nil || !strings.Contains(err.Error(), "AUTHPROXY_TLS_HANDSHAKE_TIMEOUT: 5s is longer than AUTHPROXY_CONNECT_TIMEOUT=3s") {
 		t.Fatalf("both explicit and contradicting: %v", err)
 	}
 	c.HandshakeTimeout = 2 * time.Second
@@ -224,7 +225,7 @@ func TestValidateNamesTheVariable(t *testing.T) {
 }
 
 // TestRedisURLCheckAgreesWithNewClient: the parse-only check accepts
-// exactly the URLs authstore.NewClient accepts, and its error hides the
+// exactly the URLs redisconn.NewClient accepts, and its error hides the
 // password as NewClient's does.
 func TestRedisURLCheckAgreesWithNewClient(t *testing.T) {
 	for _, u := range []string{
@@ -235,12 +236,12 @@ func TestRedisURLCheckAgreesWithNewClient(t *testing.T) {
 		"http://x", "user:SECRET@127.0.0.1:6379", "redis://127.0.0.1:bad/0?master_name=m&password=SECRET", "",
 		"redis://127.0.0.1:6379/notanumber", "redis://127.0.0.1:6379/0?master_name=m&dial_timeout=x",
 	} {
-		rdb, nerr := authstore.NewClient(u)
+		rdb, nerr := redisconn.NewClient(u)
 		if nerr == nil {
 			_ = rdb.Close()
 		}
 		err := checkRedisURL(u)
-		if (err == nil) != (nerr == nil) || redisURLParses(u) != (nerr == nil) {
+		if (err == nil) != (nerr == nil) {
 			t.Errorf("%q: check says %v, NewClient %v", u, err, nerr)
 		}
 		if err != nil && strings.Contains(err.Error(), "SECRET") {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/decisionlog"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
@@ -71,16 +72,16 @@ func newDecisionLogDropped(reg prometheus.Registerer) prometheus.Counter {
 
 // openDecisionLog starts the decision log of d on the store's Redis, with
 // replica as its replica id; nil when it is off.
-func openDecisionLog(d DecisionLogSettings, replica string, store *authstore.Store, dropped prometheus.Counter, log *slog.Logger) *authstore.DecisionLog {
+func openDecisionLog(d DecisionLogSettings, replica string, store *authstore.Store, dropped prometheus.Counter, log *slog.Logger) *decisionlog.Writer {
 	if !d.On {
 		return nil
 	}
-	return store.DecisionLog(authstore.DecisionLogOptions{MaxLen: d.MaxLen, Replica: replica, Logger: log,
+	return store.DecisionLog(decisionlog.Options{MaxLen: d.MaxLen, Replica: replica, Logger: log,
 		OnDrop: func(n int) { dropped.Add(float64(n)) }})
 }
 
 // recorder is l as the proxy's Recorder: none at all when the log is off.
-func recorder(l *authstore.DecisionLog) policy.Recorder {
+func recorder(l *decisionlog.Writer) policy.Recorder {
 	if l == nil {
 		return nil
 	}

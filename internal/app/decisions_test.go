@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/decisionlog"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -80,7 +82,7 @@ func TestReplicaIDs(t *testing.T) {
 func TestStartWritesTheDecisionLog(t *testing.T) {
 	rs := testenv.Redis(t)
 	ctx := testenv.Context(t)
-	rdb, err := authstore.NewClient(testenv.RedisURL(rs))
+	rdb, err := redisconn.NewClient(testenv.RedisURL(rs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,10 +129,10 @@ func TestStartWritesTheDecisionLog(t *testing.T) {
 	}
 	connect(a, "ghost")
 	testenv.WaitFor(t, 10*time.Second, "the CONNECT in the decision log", func() bool {
-		recs, err := reader.ReadDecisions(ctx, authstore.DecisionFilter{User: "ghost"})
+		recs, err := reader.ReadDecisions(ctx, decisionlog.Filter{User: "ghost"})
 		return err == nil && len(recs) == 1
 	})
-	recs, _ := reader.ReadDecisions(ctx, authstore.DecisionFilter{User: "ghost"})
+	recs, _ := reader.ReadDecisions(ctx, decisionlog.Filter{User: "ghost"})
 	if r := recs[0]; r.Replica != a.ReplicaID() || r.Kind != "connect" || r.Outcome != "bad_credentials" || r.ClientID != "ghost" || r.Reason == "" {
 		t.Errorf("entry: %+v", r)
 	}
@@ -148,7 +150,7 @@ func TestStartWritesTheDecisionLog(t *testing.T) {
 		t.Errorf("/metrics lacks authproxy_decision_log_dropped_total with the log off")
 	}
 	b.Stop() // every connection is done: a log would have written its entry
-	if recs, err := reader.ReadDecisions(ctx, authstore.DecisionFilter{User: "phantom"}); err != nil || len(recs) != 0 {
+	if recs, err := reader.ReadDecisions(ctx, decisionlog.Filter{User: "phantom"}); err != nil || len(recs) != 0 {
 		t.Errorf("with DECISION_LOG=off: %+v %v", recs, err)
 	}
 }

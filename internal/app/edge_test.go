@@ -27,7 +27,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	paholog "github.com/eclipse/paho.golang/paho/log"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -122,7 +122,7 @@ func startEdge(t *testing.T, change func(*Config)) *edgeStack {
 func (e *edgeStack) user(name, password string, cidrs ...string) {
 	e.t.Helper()
 	all := []string{"#"}
-	u := authstore.Update{Password: &password, Publish: &all, Subscribe: &all}
+	u := operator.Update{Password: &password, Publish: &all, Subscribe: &all}
 	if len(cidrs) > 0 {
 		u.CIDRs = &cidrs
 	}

@@ -8,15 +8,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/schemas"
 	"github.com/mqtt-authproxy/mqtt-authproxy/proxy"
 )
 
@@ -57,7 +56,7 @@ func (s Settings) RevalidateInterval() time.Duration { return max(s.Proxy.Revali
 
 // StoreSettings is what every command that talks to Redis needs.
 type StoreSettings struct {
-	RedisURL         string // may hold a password: show it with authstore.RedactURL
+	RedisURL         string // may hold a password: show it with redisconn.RedactURL
 	KeyPrefix        string
 	Timeout          time.Duration
 	ClientIDsDefault []string
@@ -65,7 +64,7 @@ type StoreSettings struct {
 	// FailLimitUser and FailLimitIP are AUTH_FAIL_LIMIT_USER and _IP.
 	FailLimitUser, FailLimitIP authstore.Limit
 	// Schema reads another product's layout (SCHEMA); nil: native.
-	Schema authstore.Schema
+	Schema schemas.Schema
 }
 
 // LogSettings are LOG_LEVEL and LOG_FORMAT, parsed.
@@ -215,7 +214,11 @@ func (c Config) proxyConfig() (proxy.Config, []error) {
 	if err := p.Provision(); err != nil {
 		var oe *proxy.OptionError
 		if errors.As(err, &oe) && proxyVars[oe.Option] != "" {
-			return p, []error{cfgErr(proxyVars[oe.Option], "%s", oe.Msg)}
+			msg := oe.Msg
+			if v := proxyVars[oe.Related]; v != "" {
+				msg = strings.Replace(msg, oe.Related, EnvPrefix+v, 1)
+			}
+			return p, []error{cfgErr(proxyVars[oe.Option], "%s", msg)}
 		}
 		return p, []error{err}
 	}
@@ -401,50 +404,9 @@ func parseLevel(s string) (slog.Level, error) {
 	return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
 }
 
-// checkRedisURL parses a REDIS_URL the way authstore.NewClient does, only
+// checkRedisURL parses a REDIS_URL the way redisconn.NewClient does, only
 // parsing: no client is created. The error names no password.
-func checkRedisURL(raw string) error {
-	if redisURLParses(raw) {
-		return nil
-	}
-	// authstore.NewClient refuses such a URL before it creates a client,
-	// with an error that hides the passwords (and is tested to).
-	rdb, err := authstore.NewClient(raw)
-	if err != nil {
-		return err
-	}
-	_ = rdb.Close() // not reached while redisURLParses follows NewClient
-	return fmt.Errorf("%s does not parse", authstore.RedactURL(raw))
-}
-
-// redisURLParses reports whether authstore.NewClient would accept raw: the
-// same dispatch (Sentinel with master_name, Cluster with cluster=true,
-// else one server) over go-redis's parsers.
-func redisURLParses(raw string) bool {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return false
-	}
-	q := u.Query()
-	switch {
-	case q.Has("master_name"):
-		_, err := redis.ParseFailoverURL(raw)
-		return err == nil
-	case q.Has("cluster"):
-		cluster, err := strconv.ParseBool(q.Get("cluster"))
-		if err != nil {
-			return false
-		}
-		q.Del("cluster")
-		u.RawQuery = q.Encode()
-		if cluster {
-			_, err := redis.ParseClusterURL(u.String())
-			return err == nil
-		}
-	}
-	_, err = redis.ParseURL(u.String())
-	return err == nil
-}
+func checkRedisURL(raw string) error { return redisconn.CheckURL(raw) }
 
 // parseRate reads CONN_RATE_PER_IP: "N/s" or "0"; -1 when it is neither.
 func parseRate(v string) int {
@@ -498,25 +460,25 @@ var schemaVars = map[string]string{
 
 // schema makes the SCHEMA's reader from its variables (nil for native);
 // each option it cannot use is a ConfigError naming its variable.
-func (c Config) schema() (authstore.Schema, []error) {
-	var sc authstore.Schema
+func (c Config) schema() (schemas.Schema, []error) {
+	var sc schemas.Schema
 	var err error
 	switch c.Schema {
 	case "native":
 		return nil, nil
 	case "emqx":
-		sc, err = authstore.NewEMQXSchema(authstore.EMQXOptions{AuthnCmd: c.EMQXAuthnCmd, AuthzCmd: c.EMQXAuthzCmd,
+		sc, err = schemas.NewEMQX(schemas.EMQXOptions{AuthnCmd: c.EMQXAuthnCmd, AuthzCmd: c.EMQXAuthzCmd,
 			PasswordHash: c.EMQXPasswordHash, SaltPosition: c.EMQXSaltPosition, AllowPlain: c.EMQXAllowPlain,
 			PBKDF2MacFun: c.EMQXPBKDF2MacFun, PBKDF2Iterations: c.EMQXPBKDF2Iterations, PBKDF2DKLength: c.EMQXPBKDF2DKLength,
 			AuthzCompatibilityMode: c.EMQXAuthzCompatibilityMode})
 	case "mosquitto-go-auth":
-		sc, err = authstore.NewGoAuthSchema(authstore.GoAuthOptions{DisableSuperuser: c.GoAuthDisableSuperuser, SaltEncoding: c.GoAuthSaltEncoding})
+		sc, err = schemas.NewGoAuth(schemas.GoAuthOptions{DisableSuperuser: c.GoAuthDisableSuperuser, SaltEncoding: c.GoAuthSaltEncoding})
 	default:
 		return nil, []error{cfgErr("SCHEMA", "%q is not native, emqx or mosquitto-go-auth", c.Schema)}
 	}
 	var errs []error
 	for _, e := range unjoin(err) {
-		var oe *authstore.OptionError
+		var oe *schemas.OptionError
 		if errors.As(e, &oe) && schemaVars[oe.Option] != "" {
 			errs = append(errs, cfgErr(schemaVars[oe.Option], "%s", oe.Msg))
 		} else {

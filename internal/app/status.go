@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/decisionlog"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/admin"
 )
 
@@ -90,7 +91,7 @@ func (s statusSource) Sessions() []admin.Session { return s.dev.sessions() }
 func (s statusSource) LastChange() time.Time { return s.dev.lastChange() }
 
 func (s statusSource) Decisions(ctx context.Context, q admin.DecisionQuery) ([]admin.Decision, error) {
-	recs, err := s.store.ReadDecisions(ctx, authstore.DecisionFilter{User: q.User, Since: q.Since, Limit: q.Limit, MaxScan: statusDecisionScan})
+	recs, err := s.store.ReadDecisions(ctx, decisionlog.Filter{User: q.User, Since: q.Since, Limit: q.Limit, MaxScan: statusDecisionScan})
 	out := make([]admin.Decision, len(recs))
 	for i, r := range recs {
 		out[i] = admin.Decision{Time: r.Time, Replica: r.Replica, Kind: r.Kind, Remote: r.Remote, Username: r.Username, ClientID: r.ClientID,

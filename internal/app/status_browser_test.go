@@ -16,7 +16,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -71,7 +71,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	ctx := context.Background()
 	password := "sensor-1-password"
 	own := []string{"devices/%u/#"}
-	if err := a.Store().SetUser(ctx, "sensor-1", authstore.Update{Password: &password, Publish: &own, Subscribe: &own}); err != nil {
+	if err := a.Store().SetUser(ctx, "sensor-1", operator.Update{Password: &password, Publish: &own, Subscribe: &own}); err != nil {
 		t.Fatal(err)
 	}
 	// The change feed is subscribed: a kick reaches this proxy (and is its

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 )
 
 // TestTicketSaltsReplacedMetric: ticket salts planted in Redis before the
@@ -18,7 +19,7 @@ func TestTicketSaltsReplacedMetric(t *testing.T) {
 	var redisURL string
 	e := startEdge(t, func(c *Config) {
 		c.TLSTicketSecret, redisURL = testTicketSecret, c.RedisURL
-		rdb, err := authstore.NewClient(c.RedisURL)
+		rdb, err := redisconn.NewClient(c.RedisURL)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,7 +37,7 @@ func TestTicketSaltsReplacedMetric(t *testing.T) {
 	if _, body := get(t, "http://"+e.app.Addrs().Admin.String()+"/metrics"); !strings.Contains(body, "\nauthproxy_ticket_salts_replaced_total 2\n") {
 		t.Errorf("/metrics lacks authproxy_ticket_salts_replaced_total 2:\n%s", grepLines(body, "ticket_salts"))
 	}
-	rdb, err := authstore.NewClient(redisURL)
+	rdb, err := redisconn.NewClient(redisURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,148 +1,155 @@
 package archtest
 
 import (
-	"bufio"
-	"bytes"
-	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
 
-const module = "github.com/mqtt-authproxy/mqtt-authproxy"
-
-// allowed is README's layout table: which of the module's packages each
-// package may import (in non-test files). A package not listed may import
-// nothing of ours; a new package must be added here, and to README.
-var allowed = map[string][]string{
-	"packets":             {},
-	"policy":              {"packets", "internal/logsafe"},
-	"internal/logsafe":    {},
-	"internal/pki":        {},
-	"internal/relay":      {"packets"},
-	"internal/transport":  {"internal/relay"},
-	"authstore":           {"policy", "packets", "internal/logsafe"},
-	"proxy":               {"policy", "packets", "internal/relay", "internal/transport", "internal/logsafe"},
-	"internal/admin":      {},
-	"internal/app":        {"proxy", "authstore", "policy", "packets", "internal/transport", "internal/relay", "internal/admin", "internal/logsafe"},
-	"internal/mqtttest":   {"packets"},
-	"internal/testenv":    {"packets", "internal/mqtttest", "internal/pki"},
-	"internal/archtest":   {},
-	"cmd/mqtt-authproxy":  {"internal/app", "internal/admin", "authstore", "policy", "proxy", "packets", "internal/pki", "internal/logsafe", "internal/transport"},
-	"cmd/authproxy-bench": {"packets", "internal/mqtttest"},
+// layout is the import graph of the module's packages (non-test files),
+// exactly: for each package, the packages of this module it imports. It is
+// the layout table of docs/architecture.md. A package not listed, an import
+// not listed, and a listed import that no longer exists all fail, so that
+// a new arrow is always a deliberate edit here and in the docs.
+var layout = map[string][]string{
+	"cmd/mqtt-authproxy":           {"internal/app", "authstore", "policy", "proxy", "packets", "internal/pki", "internal/logsafe"},
+	"internal/app":                 {"proxy", "authstore", "policy", "internal/transport", "internal/admin"},
+	"internal/admin":               {},
+	"proxy":                        {"policy", "packets", "internal/relay", "internal/transport", "internal/logsafe"},
+	"internal/transport":           {"internal/relay"},
+	"internal/relay":               {"packets"},
+	"authstore":                    {"authstore/changefeed", "authstore/decisionlog", "authstore/operator", "authstore/passwords", "authstore/redisconn", "authstore/rules", "authstore/schemas", "authstore/tickets", "policy", "internal/logsafe"},
+	"authstore/changefeed":         {"authstore/redisconn", "authstore/schemas", "policy"},
+	"authstore/decisionlog":        {"authstore/redisconn", "policy"},
+	"authstore/operator":           {"authstore/passwords", "authstore/redisconn", "authstore/rules"},
+	"authstore/schemas":            {"authstore/passwords", "authstore/rules", "policy", "internal/logsafe"},
+	"authstore/rules":              {"policy", "internal/logsafe"},
+	"authstore/passwords":          {"policy"},
+	"authstore/tickets":            {"authstore/redisconn"},
+	"authstore/redisconn":          {},
+	"authstore/internal/storetest": {"authstore/redisconn", "internal/testenv", "policy", "packets"},
+	"policy":                       {"packets"},
+	"packets":                      {},
+	"internal/logsafe":             {},
+	"internal/mqtttest":            {"packets"},
+	"internal/testenv":             {},
+	"internal/pki":                 {},
+	"internal/archtest":            {},
+	"cmd/authproxy-bench":          {"packets", "internal/mqtttest"},
+	"bench/floor":                  {"packets"},
 }
 
-// TestImportsFollowTheLayout fails on an import against the direction of
-// README's layout table.
+// TestImportsFollowTheLayout: the module's import graph is the layout
+// table, no arrow more and no arrow less.
 func TestImportsFollowTheLayout(t *testing.T) {
-	out := goList(t, "-f", "{{.ImportPath}} {{join .Imports \" \"}}", module+"/...")
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	seen := 0
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		pkg := strings.TrimPrefix(strings.TrimPrefix(fields[0], module), "/")
-		may, known := allowed[pkg]
+	graph := importGraph(t)
+	for _, pkg := range slices.Sorted(maps.Keys(graph)) {
+		may, known := layout[pkg]
 		if !known {
-			t.Errorf("package %s is not in the layout table (internal/archtest and README)", pkg)
+			t.Errorf("package %s is not in the layout table (internal/archtest and docs/architecture.md); it imports %v", pkg, graph[pkg])
 			continue
 		}
-		seen++
-		for _, imp := range fields[1:] {
-			ours, ok := strings.CutPrefix(imp, module+"/")
-			if !ok {
-				continue
-			}
-			if !slices.Contains(may, ours) {
-				t.Errorf("%s imports %s, against the layout (it may import %v)", pkg, ours, may)
+		for _, imp := range graph[pkg] {
+			if !slices.Contains(may, imp) {
+				t.Errorf("%s imports %s, which the layout table does not list (it lists %v): against the layout, or a new arrow to add to the table and the docs", pkg, imp, may)
 			}
 		}
 	}
-	if seen < 8 {
-		t.Fatalf("only %d packages listed", seen)
+	for _, pkg := range slices.Sorted(maps.Keys(layout)) {
+		imports, exists := graph[pkg]
+		if !exists {
+			t.Errorf("the layout table lists %s, which is no package: remove its row", pkg)
+			continue
+		}
+		for _, imp := range layout[pkg] {
+			if !slices.Contains(imports, imp) {
+				t.Errorf("the layout table lets %s import %s, which it does not: remove the arrow (the table is the graph)", pkg, imp)
+			}
+		}
 	}
 }
 
-// TestProxyFunctionsAreShort: no function in proxy/ (tests aside) is
-// longer than maxLines; a connection's life reads as steps.
-func TestProxyFunctionsAreShort(t *testing.T) {
-	const maxLines = 60
-	root := repoRoot(t)
-	files, _ := filepath.Glob(filepath.Join(root, "proxy", "*.go"))
+// importGraph is, for each package of the module, the packages of the
+// module its non-test files import (on any platform, under any tag).
+func importGraph(t *testing.T) map[string][]string {
+	t.Helper()
+	graph := map[string][]string{}
 	fset := token.NewFileSet()
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
+	for pkg, files := range packageFiles(t) {
+		imports := []string{}
+		for _, path := range files {
+			for _, spec := range parseFile(t, fset, path, parser.ImportsOnly).Imports {
+				imp, _ := strconv.Unquote(spec.Path.Value)
+				if ours, ok := strings.CutPrefix(imp, module+"/"); ok && !slices.Contains(imports, ours) {
+					imports = append(imports, ours)
+				}
+			}
+		}
+		graph[pkg] = imports
+	}
+	return graph
+}
+
+// TestLayoutTableInDocs: the layout table of docs/architecture.md says what
+// the layout table here says: a row for every package, its "may import"
+// column ("nothing", or the packages in backquotes) the package's imports.
+func TestLayoutTableInDocs(t *testing.T) {
+	rows := docsLayout(t)
+	for _, pkg := range slices.Sorted(maps.Keys(layout)) {
+		imports, ok := rows[pkg]
+		if !ok {
+			t.Errorf("docs/architecture.md: no row of the layout table names %s", pkg)
 			continue
 		}
-		af, err := parser.ParseFile(fset, f, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range af.Decls {
-			fd, ok := d.(*ast.FuncDecl)
-			if !ok || fd.Body == nil {
-				continue
-			}
-			lines := fset.Position(fd.End()).Line - fset.Position(fd.Pos()).Line + 1
-			if lines > maxLines {
-				t.Errorf("%s: %s is %d lines (at most %d)", filepath.Base(f), fd.Name.Name, lines, maxLines)
-			}
+		if want := slices.Sorted(slices.Values(layout[pkg])); !slices.Equal(imports, want) {
+			t.Errorf("docs/architecture.md: %s may import %v, the layout table %v", pkg, imports, want)
 		}
 	}
 }
 
-// TestCrossBuild: the module builds for every platform README names; the
-// relay's fast path is built only where it is tested (linux amd64 and
-// arm64), a portable one elsewhere.
-func TestCrossBuild(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short")
-	}
-	for _, target := range []string{"linux/amd64", "linux/arm64", "linux/386", "darwin/arm64"} {
-		goos, goarch, _ := strings.Cut(target, "/")
-		cmd := exec.Command(goTool(), "build", "-o", os.DevNull, "./...")
-		cmd.Dir = repoRoot(t)
-		cmd.Env = append(os.Environ(), "GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("go build for %s: %v\n%s", target, err, out)
-		}
-	}
-}
+var backquoted = regexp.MustCompile("`([^`]+)`")
 
-// goTool is the go command running the tests: go test puts its GOROOT/bin
-// first in PATH.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return "go"
-}
-
-func goList(t *testing.T, args ...string) []byte {
+// docsLayout reads the table under "## Layout" in docs/architecture.md:
+// for each package its first column names, the sorted packages its last
+// column names. Paths that are no package (deploy/, docs/) are left out.
+func docsLayout(t *testing.T) map[string][]string {
 	t.Helper()
-	cmd := exec.Command(goTool(), append([]string{"list"}, args...)...)
-	cmd.Dir = repoRoot(t)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, stderr.String())
-	}
-	return out
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := filepath.Abs("../..")
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "architecture.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
-		t.Fatalf("no go.mod at %s", dir)
+	_, section, ok := strings.Cut(string(b), "\n## Layout\n")
+	if !ok {
+		t.Fatal(`docs/architecture.md has no "## Layout" section`)
 	}
-	return dir
+	section, _, _ = strings.Cut(section, "\n## ")
+	rows := map[string][]string{}
+	for line := range strings.Lines(section) {
+		cells := strings.Split(strings.TrimSpace(line), "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		var imports []string
+		for _, m := range backquoted.FindAllStringSubmatch(cells[len(cells)-2], -1) {
+			imports = append(imports, strings.TrimSuffix(m[1], "/"))
+		}
+		slices.Sort(imports)
+		for _, m := range backquoted.FindAllStringSubmatch(cells[1], -1) {
+			pkg := strings.TrimSuffix(m[1], "/")
+			if _, ok := layout[pkg]; ok {
+				if _, dup := rows[pkg]; dup {
+					t.Errorf("docs/architecture.md: two rows name %s", pkg)
+				}
+				rows[pkg] = imports
+			}
+		}
+	}
+	return rows
 }

@@ -1,17 +1,13 @@
 // Package mqtttest is the one raw MQTT 3.1/3.1.1/5 client of the tests and
-// of the load generator (cmd/authproxy-bench). It frames and encodes with
-// the packets package wherever packets has an encoder (CONNECT, DISCONNECT,
-// the fixed header); the bodies of SUBSCRIBE, PUBLISH and PUBACK, which
-// packets cannot encode yet, are written here once, in AppendSubscribe,
-// AppendPublish and AppendPuback, until packets takes them over.
+// of the load generator (cmd/authproxy-bench). It frames, encodes and
+// decodes with the packets package: what it adds is a client's manners
+// (packet identifiers, the acknowledgements of QoS 1 and 2, deadlines).
 package mqtttest
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -61,74 +57,33 @@ func Creds(level packets.Level, clientID, user, pass string) packets.Connect {
 		UsernameFlag: true, Username: user, PasswordFlag: true, Password: pass}
 }
 
-// maxHeaderLen is the longest fixed header: a type byte and four length bytes.
-const maxHeaderLen = 5
-
-// body grows dst for a packet with a body of n bytes and returns it with an
-// empty slice of its spare capacity, maxHeaderLen bytes past its end, for
-// the body. packets.AppendPacket(dst, first, body) then writes the fixed
-// header into the room left and moves the body down behind it, in place: a
-// dst with capacity to spare costs no allocation.
-func body(dst []byte, n int) (grown, b []byte) {
-	dst = slices.Grow(dst, maxHeaderLen+n)
-	return dst, dst[len(dst)+maxHeaderLen : len(dst)+maxHeaderLen]
-}
-
-func appendString(dst []byte, s string) []byte {
-	return append(binary.BigEndian.AppendUint16(dst, uint16(len(s))), s...)
-}
-
-// appendNoProperties appends an MQTT 5 empty property list (nothing before 5).
-func appendNoProperties(dst []byte, level packets.Level) []byte {
-	if level == packets.V5 {
-		return append(dst, 0)
-	}
-	return dst
-}
-
-func propsLen(level packets.Level) int {
-	if level == packets.V5 {
-		return 1
-	}
-	return 0
-}
-
 // AppendSubscribe appends a SUBSCRIBE of one filter at the given maximum QoS
 // (MQTT 5: no properties, subscription options qos).
 func AppendSubscribe(dst []byte, level packets.Level, id uint16, filter string, qos byte) []byte {
-	dst, b := body(dst, 2+propsLen(level)+2+len(filter)+1)
-	b = binary.BigEndian.AppendUint16(b, id)
-	b = appendNoProperties(b, level)
-	b = append(appendString(b, filter), qos)
-	return packets.AppendPacket(dst, byte(packets.SUBSCRIBE)<<4|2, b)
+	out, err := packets.AppendSubscribe(dst, level, id, nil, []packets.SubscribeFilter{{Filter: filter, Options: packets.SubscribeOptions(qos)}})
+	if err != nil {
+		panic(err) // a filter over 65,535 bytes: the test's mistake
+	}
+	return out
 }
 
 // AppendPublish appends a PUBLISH (MQTT 5: no properties); id is written
-// only for QoS 1 and 2. With capacity to spare in dst it does not allocate,
-// so a caller that reuses its buffer publishes without allocating.
+// only for QoS 1 and 2. With capacity to spare in dst it does not allocate
+// (the topic's bytes are a copy on the stack up to 32 bytes), so a caller
+// that reuses its buffer publishes without allocating.
 func AppendPublish(dst []byte, level packets.Level, topic string, payload []byte, qos byte, retain bool, id uint16) []byte {
-	first := byte(packets.PUBLISH)<<4 | qos<<1
-	if retain {
-		first |= 1
+	p := packets.Publish{QoS: qos, Retain: retain, Topic: []byte(topic), PacketID: id, Payload: payload}
+	out, err := packets.AppendPublish(dst, level, &p)
+	if err != nil {
+		panic(err) // a topic over 65,535 bytes: the test's mistake
 	}
-	n := 2 + len(topic) + propsLen(level) + len(payload)
-	if qos > 0 {
-		n += 2
-	}
-	dst, b := body(dst, n)
-	b = appendString(b, topic)
-	if qos > 0 {
-		b = binary.BigEndian.AppendUint16(b, id)
-	}
-	b = append(appendNoProperties(b, level), payload...)
-	return packets.AppendPacket(dst, first, b)
+	return out
 }
 
 // AppendPuback appends a PUBACK of packet id (MQTT 5: reason Success,
 // omitted as the specification allows).
 func AppendPuback(dst []byte, id uint16) []byte {
-	dst, b := body(dst, 2)
-	return packets.AppendPacket(dst, byte(packets.PUBACK)<<4, binary.BigEndian.AppendUint16(b, id))
+	return packets.AppendAck(dst, packets.PUBACK, packets.V5, id, packets.Success)
 }
 
 // ReadUntil reads packets of at most maxSize bytes from r, skipping other
@@ -152,8 +107,12 @@ func (c *Client) Subscribe(filter string, qos byte) error {
 	if err != nil {
 		return err
 	}
-	if rc := pkt[len(pkt)-1]; rc >= 0x80 {
-		return fmt.Errorf("SUBACK refused: 0x%02X", rc)
+	ack, err := packets.DecodeSuback(pkt, c.Level)
+	if err != nil {
+		return err
+	}
+	if rc := ack.Codes[0]; rc >= 0x80 {
+		return fmt.Errorf("SUBACK refused: 0x%02X", byte(rc))
 	}
 	return nil
 }
@@ -195,46 +154,18 @@ type Message struct {
 
 // ReadPublish waits up to timeout for the next PUBLISH, acknowledging QoS 1.
 func (c *Client) ReadPublish(timeout time.Duration) (Message, error) {
-	h, pkt, err := c.until(packets.PUBLISH, timeout)
+	_, pkt, err := c.until(packets.PUBLISH, timeout)
 	if err != nil {
 		return Message{}, err
 	}
-	m, id := decodePublish(h, pkt, c.Level)
-	if m.QoS == 1 {
-		_, _ = c.Conn.Write(AppendPuback(nil, id))
+	p, err := packets.DecodePublish(pkt, c.Level)
+	if err != nil {
+		return Message{}, err
 	}
-	return m, nil
-}
-
-// decodePublish decodes a well-formed PUBLISH (it trusts the broker).
-func decodePublish(h packets.FixedHeader, pkt []byte, level packets.Level) (Message, uint16) {
-	body := pkt[h.HeaderLen:]
-	n := int(binary.BigEndian.Uint16(body))
-	m := Message{Topic: string(body[2 : 2+n]), QoS: h.Flags >> 1 & 3}
-	off := 2 + n
-	var id uint16
-	if m.QoS > 0 {
-		id = binary.BigEndian.Uint16(body[off:])
-		off += 2
+	if p.QoS == 1 {
+		_, _ = c.Conn.Write(AppendPuback(nil, p.PacketID))
 	}
-	if level == packets.V5 {
-		pl, k := uvarint(body[off:])
-		off += k + pl
-	}
-	m.Payload = append([]byte(nil), body[off:]...)
-	return m, id
-}
-
-func uvarint(b []byte) (int, int) {
-	v, shift := 0, 0
-	for i, c := range b {
-		v |= int(c&0x7f) << shift
-		if c&0x80 == 0 {
-			return v, i + 1
-		}
-		shift += 7
-	}
-	return v, len(b)
+	return Message{Topic: string(p.Topic), Payload: p.Payload, QoS: p.QoS}, nil
 }
 
 // until reads packets, each within timeout, until one of type t.

@@ -72,19 +72,18 @@ type Verdict struct {
 	Cause string
 }
 
-// framer follows a stream's packets across reads, keeping whole only the
-// packets its filter must see, with a size cap on those.
+// framer follows a stream's packets across reads (with packets.Framer),
+// keeping whole only the packets its filter must see, with a size cap on
+// those.
 type framer struct {
 	max  int // cap on a packet kept whole, or on a head before its verdict
 	want func(packets.Type) Want
+	fr   packets.Framer
 
 	// The packet in progress at the end of the last chunk.
-	hdr    [5]byte
-	hdrLen int
-	remain int       // bytes of it still to come, once its header is known
-	mode   frameMode // what happens to them
-	size   int       // its whole size (modeHead)
-	carry  []byte    // it, kept so far (header included)
+	mode  frameMode // what happens to its bytes still to come
+	size  int       // its whole size (modeHead)
+	carry []byte    // it, kept so far (header included)
 }
 
 // frameMode is what happens to the bytes of the packet in progress.
@@ -101,12 +100,13 @@ const (
 var errFramed = errors.New("relay: stream cannot be framed")
 
 // framedFuncs are what a framer hands the stream's bytes to: pass takes
-// byte ranges that stream through, whole each packet kept whole (a
-// sub-slice of the chunk when it lies inside it, else a copy of its own),
-// head the beginning of a WantHead packet, returning what replaces it
-// (nil: the packet is dropped) once decided.
+// byte ranges that stream through (end: they end a packet), whole each
+// packet kept whole (a sub-slice of the chunk when it lies inside it, else
+// a copy of its own), head the beginning of a WantHead packet, returning
+// what replaces it (nil: the packet is dropped) once decided. What they
+// are given stays valid until the chunk has been handled.
 type framedFuncs struct {
-	pass  func([]byte) error
+	pass  func(p []byte, end bool) error
 	whole func([]byte) error
 	head  func(head []byte, size int) (out []byte, decided bool, err error)
 }
@@ -115,68 +115,38 @@ type framedFuncs struct {
 // error of a callback.
 func (f *framer) process(chunk []byte, fn framedFuncs) error {
 	for len(chunk) > 0 {
-		if f.remain > 0 {
-			n := min(f.remain, len(chunk))
-			if err := f.body(chunk[:n], fn); err != nil {
-				return err
-			}
-			chunk = chunk[n:]
-			continue
-		}
-		// At a packet's start, or inside its fixed header.
-		if f.hdrLen == 0 {
-			h, err := packets.ParseHeader(chunk)
-			if err == nil {
-				n, err := f.start(h, chunk, fn)
-				if err != nil {
-					return err
-				}
-				chunk = chunk[n:]
-				continue
-			}
-			if !errors.Is(err, packets.ErrTruncated) {
-				return fmt.Errorf("%w: %w", errFramed, err)
-			}
-		}
-		// The header spans chunks: gather it byte by byte.
-		f.hdr[f.hdrLen] = chunk[0]
-		f.hdrLen++
-		chunk = chunk[1:]
-		h, err := packets.ParseHeader(f.hdr[:f.hdrLen])
-		if errors.Is(err, packets.ErrTruncated) && f.hdrLen < len(f.hdr) {
-			continue
-		}
+		p, n, err := f.fr.Next(chunk)
 		if err != nil {
 			return fmt.Errorf("%w: %w", errFramed, err)
 		}
-		hdr := f.hdr[:f.hdrLen]
-		f.hdrLen = 0
-		if err := f.begin(h, hdr, fn); err != nil {
-			return err
+		chunk = chunk[n:]
+		switch {
+		case len(p.Bytes) == 0: // a fixed header the chunk ends inside
+		case !p.First:
+			err = f.body(p.Bytes, p.Last, fn)
+		default:
+			err = f.start(p, fn)
 		}
-		if f.remain == 0 && f.mode >= modeWhole {
-			if err := fn.whole(f.takeCarry()); err != nil {
-				return err
-			}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// body handles part, the next bytes of the packet in progress.
-func (f *framer) body(part []byte, fn framedFuncs) error {
-	if f.mode == modeHead {
-		return f.headBody(part, fn)
-	}
-	f.remain -= len(part)
+// body handles part, the next bytes of the packet in progress; last: they
+// end it.
+func (f *framer) body(part []byte, last bool, fn framedFuncs) error {
 	switch f.mode {
+	case modeHead:
+		return f.headBody(part, last, fn)
 	case modePass:
-		return fn.pass(part)
+		return fn.pass(part, last)
 	case modeSkip:
 		return nil
 	}
 	f.carry = append(f.carry, part...)
-	if f.remain == 0 {
+	if last {
 		return fn.whole(f.takeCarry())
 	}
 	return nil
@@ -186,11 +156,10 @@ func (f *framer) body(part []byte, fn framedFuncs) error {
 // under the cap, asks the filter, and once it decided hands the rest of
 // part on as the verdict says. A packet that ends within the cap before a
 // verdict is judged whole.
-func (f *framer) headBody(part []byte, fn framedFuncs) error {
+func (f *framer) headBody(part []byte, last bool, fn framedFuncs) error {
 	take := min(len(part), f.max-len(f.carry))
 	f.carry = append(f.carry, part[:take]...)
-	f.remain -= take
-	if f.remain == 0 {
+	if last && take == len(part) {
 		return fn.whole(f.takeCarry())
 	}
 	if err := f.decide(fn); err != nil {
@@ -204,7 +173,7 @@ func (f *framer) headBody(part []byte, fn framedFuncs) error {
 		return nil
 	}
 	if rest := part[take:]; len(rest) > 0 {
-		return f.body(rest, fn)
+		return f.body(rest, last, fn)
 	}
 	return nil
 }
@@ -222,54 +191,36 @@ func (f *framer) decide(fn framedFuncs) error {
 		return nil
 	}
 	f.mode = modePass
-	return fn.pass(out)
+	return fn.pass(out, false)
 }
 
-// start handles a packet whose header lies whole at chunk's start: a
-// packet that lies whole in chunk goes to pass or whole at once, without a
-// copy; one that does not is begun. It returns the bytes of chunk used.
-func (f *framer) start(h packets.FixedHeader, chunk []byte, fn framedFuncs) (int, error) {
-	size := h.Size()
+// start handles the first piece of a packet: one that lies whole in it
+// goes to pass or whole at once, without a copy; one that does not is
+// begun.
+func (f *framer) start(p packets.Piece, fn framedFuncs) error {
+	h := p.Header
 	want := f.want(h.Type)
-	if want == WantWhole && size > f.max {
-		return 0, fmt.Errorf("%w: %w: %s of %d bytes, cap %d", errFramed, packets.ErrTooLarge, h.Type, size, f.max)
-	}
-	if size <= len(chunk) {
-		if want != WantPass {
-			return size, fn.whole(chunk[:size])
-		}
-		return size, fn.pass(chunk[:size])
-	}
-	if err := f.begin(h, chunk[:h.HeaderLen], fn); err != nil {
-		return 0, err
-	}
-	if f.mode != modeHead {
-		return h.HeaderLen, nil
-	}
-	// The rest of chunk is the head's first bytes.
-	if err := f.body(chunk[h.HeaderLen:], fn); err != nil {
-		return 0, err
-	}
-	return len(chunk), nil
-}
-
-// begin starts a packet that continues past the chunk: its header is hdr.
-func (f *framer) begin(h packets.FixedHeader, hdr []byte, fn framedFuncs) error {
-	f.remain, f.size = h.RemainingLength, h.Size()
-	switch f.want(h.Type) {
-	case WantPass:
-		f.mode = modePass
-		return fn.pass(hdr)
-	case WantHead:
-		f.mode = modeHead
-		f.carry = append(make([]byte, 0, min(h.Size(), f.max, 4096)), hdr...)
-		return nil
-	}
-	if h.Size() > f.max {
+	if want == WantWhole && h.Size() > f.max {
 		return fmt.Errorf("%w: %w: %s of %d bytes, cap %d", errFramed, packets.ErrTooLarge, h.Type, h.Size(), f.max)
 	}
+	switch {
+	case p.Last && want == WantPass:
+		return fn.pass(p.Bytes, true)
+	case p.Last:
+		return fn.whole(p.Bytes)
+	case want == WantPass:
+		f.mode = modePass
+		return fn.pass(p.Bytes, false)
+	case want == WantHead:
+		f.mode, f.size = modeHead, h.Size()
+		f.carry = append(make([]byte, 0, min(h.Size(), f.max, 4096)), p.Bytes[:h.HeaderLen]...)
+		if rest := p.Bytes[h.HeaderLen:]; len(rest) > 0 {
+			return f.headBody(rest, false, fn)
+		}
+		return nil
+	}
 	f.mode = modeWhole
-	f.carry = append(make([]byte, 0, min(h.Size(), 4096)), hdr...)
+	f.carry = append(make([]byte, 0, min(h.Size(), 4096)), p.Bytes...)
 	return nil
 }
 
@@ -282,12 +233,17 @@ func (f *framer) takeCarry() []byte {
 }
 
 // batch gathers what a chunk sends on: contiguous ranges of the chunk are
-// merged, so a chunk whose packets all pass is one write.
+// merged, so a chunk whose packets all pass is one write. bounds says,
+// for each segment, where in it the last packet that ends in it ends (0:
+// none does), so that the client's side knows its packet boundaries
+// without framing the stream again.
 type batch struct {
-	segs [][]byte
+	segs   [][]byte
+	bounds []int
 }
 
-func (b *batch) add(p []byte) {
+// add appends p; end says p ends a packet.
+func (b *batch) add(p []byte, end bool) {
 	if len(p) == 0 {
 		return
 	}
@@ -295,16 +251,52 @@ func (b *batch) add(p []byte) {
 		last := b.segs[n-1]
 		if len(last)+len(p) <= cap(last) && &last[:len(last)+1][len(last)] == &p[0] {
 			b.segs[n-1] = last[:len(last)+len(p)]
+			if end {
+				b.bounds[n-1] = len(b.segs[n-1])
+			}
 			return
 		}
 	}
 	b.segs = append(b.segs, p)
+	b.bounds = append(b.bounds, 0)
+	if end {
+		b.bounds[len(b.bounds)-1] = len(p)
+	}
 }
 
-func (b *batch) reset() { b.segs = b.segs[:0] }
+func (b *batch) reset() { b.segs, b.bounds = b.segs[:0], b.bounds[:0] }
 
 // errStop stops a chunk's framing once the filter ended the session.
 var errStop = errors.New("relay: session ended by its filter")
+
+// verdicts gathers what a chunk's verdicts ask beyond forwarding: the
+// answers to the other side, and an end.
+type verdicts struct {
+	answers [][]byte
+	end     Verdict
+}
+
+// take records v, whose answer to the other side is answer: an end stops
+// the chunk's framing (errStop).
+func (vs *verdicts) take(v Verdict, answer []byte) error {
+	if v.End {
+		vs.end = v
+		return errStop
+	}
+	if answer != nil {
+		vs.answers = append(vs.answers, answer)
+	}
+	return nil
+}
+
+// ended ends the session when a verdict asked for it.
+func (s *Session) ended(vs *verdicts) error {
+	if !vs.end.End {
+		return nil
+	}
+	s.filterEnded(vs.end)
+	return errFilterEnded
+}
 
 // deliverUp frames the client's bytes and hands each packet to the filter:
 // what it forwards goes to the broker in as few writes as the chunk
@@ -314,36 +306,24 @@ var errStop = errors.New("relay: session ended by its filter")
 func (s *Session) deliverUp(chunk []byte) error {
 	d := &s.up
 	d.out.reset()
-	var replies [][]byte
-	var end Verdict
+	var vs verdicts
 	err := d.framer.process(chunk, framedFuncs{whole: func(pkt []byte) error {
 		v := s.cfg.Filter.Up(pkt)
-		d.out.add(v.Broker)
-		if v.End {
-			end = v
-			return errStop
-		}
-		if v.Client != nil {
-			replies = append(replies, v.Client)
-		}
-		return nil
+		d.out.add(v.Broker, true)
+		return vs.take(v, v.Client)
 	}})
 	if err != nil && !errors.Is(err, errStop) {
-		end = s.cfg.Filter.Malformed(err)
+		vs.end = s.cfg.Filter.Malformed(err)
 	}
 	if err := s.writeBrokerSegs(d.out.segs); err != nil {
 		return err
 	}
-	for _, r := range replies {
+	for _, r := range vs.answers {
 		if err := s.Inject(r); err != nil {
 			return err
 		}
 	}
-	if end.End {
-		s.filterEnded(end)
-		return errFilterEnded
-	}
-	return nil
+	return s.ended(&vs)
 }
 
 // filterEnded ends the session as its filter asked: through Config.End,
@@ -368,26 +348,15 @@ var errFilterEnded = errors.New("relay: session ended by its filter")
 func (s *Session) deliverDown(chunk []byte) error {
 	d := &s.down
 	d.out.reset()
-	var replies [][]byte
-	var end Verdict
-	take := func(v Verdict) error {
-		if v.End {
-			end = v
-			return errStop
-		}
-		if v.Broker != nil {
-			replies = append(replies, v.Broker)
-		}
-		return nil
-	}
+	var vs verdicts
 	err := d.framer.process(chunk, framedFuncs{
-		pass: func(p []byte) error { d.out.add(p); return nil },
+		pass: func(p []byte, end bool) error { d.out.add(p, end); return nil },
 		whole: func(pkt []byte) error {
 			v := s.cfg.Filter.Down(pkt)
-			if err := take(v); err != nil {
+			if err := vs.take(v, v.Broker); err != nil {
 				return err
 			}
-			d.out.add(v.Client)
+			d.out.add(v.Client, true)
 			return nil
 		},
 		head: func(head []byte, size int) ([]byte, bool, error) {
@@ -395,20 +364,19 @@ func (s *Session) deliverDown(chunk []byte) error {
 			if !decided {
 				return nil, false, nil
 			}
-			return v.Client, true, take(v)
+			return v.Client, true, vs.take(v, v.Broker)
 		},
 	})
-	for _, seg := range d.out.segs {
-		if err := s.writeClient(seg); err != nil {
+	for i, seg := range d.out.segs {
+		if err := s.forward(seg, d.out.bounds[i]); err != nil {
 			return err
 		}
 	}
-	if err := s.writeBrokerSegs(replies); err != nil {
+	if err := s.writeBrokerSegs(vs.answers); err != nil {
 		return err
 	}
-	if end.End {
-		s.filterEnded(end)
-		return errFilterEnded
+	if ended := s.ended(&vs); ended != nil {
+		return ended
 	}
 	return err // the broker sent something that is not MQTT: the session ends
 }

@@ -54,7 +54,7 @@ func TestFramerSplitsAnywhere(t *testing.T) {
 		for rest := all; len(rest) > 0; {
 			n := 1 + r.IntN(min(len(rest), []int{1, 7, 300, 70000}[r.IntN(4)]))
 			err := f.process(rest[:n], framedFuncs{
-				pass: func(p []byte) error { rebuilt = append(rebuilt, p...); return nil },
+				pass: func(p []byte, _ bool) error { rebuilt = append(rebuilt, p...); return nil },
 				whole: func(p []byte) error {
 					wholes = append(wholes, append([]byte(nil), p...))
 					rebuilt = append(rebuilt, p...)
@@ -130,7 +130,7 @@ func TestFramerHeads(t *testing.T) {
 		for rest := all; len(rest) > 0; {
 			n := 1 + r.IntN(min(len(rest), []int{1, 7, 300, 70000}[r.IntN(4)]))
 			err := f.process(rest[:n], framedFuncs{
-				pass: func(p []byte) error { out = append(out, p...); return nil },
+				pass: func(p []byte, _ bool) error { out = append(out, p...); return nil },
 				whole: func(p []byte) error {
 					next(p, len(p))
 					judged++
@@ -191,13 +191,13 @@ func TestFramerCap(t *testing.T) {
 	big := packets.AppendPacket(nil, 0x30, make([]byte, 5000))
 	nop := func([]byte) error { return nil }
 	f := &framer{max: 4096, want: wantIf(packets.PUBLISH, WantWhole)}
-	err := f.process(big[:10], framedFuncs{pass: nop, whole: nop})
+	err := f.process(big[:10], framedFuncs{pass: func([]byte, bool) error { return nil }, whole: nop})
 	if !errors.Is(err, packets.ErrTooLarge) || len(f.carry) != 0 {
 		t.Fatalf("over the cap: %v, %d bytes kept", err, len(f.carry))
 	}
 	f = &framer{max: 4096, want: wantIf(packets.SUBACK, WantWhole)}
 	var passed int
-	if err := f.process(big, framedFuncs{pass: func(p []byte) error { passed += len(p); return nil }}); err != nil || passed != len(big) {
+	if err := f.process(big, framedFuncs{pass: func(p []byte, _ bool) error { passed += len(p); return nil }}); err != nil || passed != len(big) {
 		t.Fatalf("unwanted big packet: %v, %d of %d bytes passed", err, passed, len(big))
 	}
 	f = &framer{max: 4096, want: func(packets.Type) Want { return WantWhole }}
@@ -208,7 +208,7 @@ func TestFramerCap(t *testing.T) {
 	// the filter cannot judge within the cap is refused.
 	f = &framer{max: 4096, want: wantIf(packets.PUBLISH, WantHead)}
 	passed = 0
-	decided := framedFuncs{pass: func(p []byte) error { passed += len(p); return nil },
+	decided := framedFuncs{pass: func(p []byte, _ bool) error { passed += len(p); return nil },
 		head: func(h []byte, _ int) ([]byte, bool, error) { return h, true, nil }}
 	for _, c := range [][]byte{big[:100], big[100:3000], big[3000:]} {
 		if err := f.process(c, decided); err != nil {
@@ -341,4 +341,95 @@ func TestFilteredSession(t *testing.T) {
 	if _, err := broker.Read(make([]byte, 1)); err == nil || errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("the broker connection is open: %v", err)
 	}
+}
+
+// TestFramerBoundaries: what a chunk sends on, read only once the chunk
+// has been handled (as the relay writes its batch), is the stream with the
+// verdicts applied (a rewritten head keeps the packet's framing), and the
+// boundaries the batch records are where a
+// Scanner reading the output finds them: the client's side needs no
+// second framing. Chunks of one to three bytes split fixed headers in
+// every way, twice within a chunk too.
+func TestFramerBoundaries(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	want := func(t packets.Type) Want {
+		switch t {
+		case packets.PUBLISH:
+			return WantHead
+		case packets.SUBACK:
+			return WantWhole
+		}
+		return WantPass
+	}
+	for round := range 300 {
+		all, _ := stream(r, 1+r.IntN(40))
+		f := &framer{max: 1 << 20, want: want}
+		var out []byte
+		var sc packets.Scanner
+		var b batch
+		fn := framedFuncs{
+			pass: func(p []byte, end bool) error { b.add(p, end); return nil },
+			whole: func(p []byte) error {
+				h, _ := packets.ParseHeader(p)
+				switch {
+				case h.Type != packets.PUBLISH || verdictOf(p, h) == 0:
+					b.add(p, true)
+				case verdictOf(p, h) == 1:
+					b.add(flip(p), true)
+				}
+				return nil
+			},
+			head: func(head []byte, _ int) ([]byte, bool, error) {
+				h, err := packets.ParseHeader(head)
+				if err != nil || len(head) < h.HeaderLen+3 {
+					return nil, false, nil
+				}
+				switch verdictOf(head, h) {
+				case 0:
+					return head, true, nil
+				case 1:
+					return flip(head), true, nil
+				}
+				return nil, true, nil
+			}}
+		for rest := all; len(rest) > 0; {
+			n := 1 + r.IntN(min(len(rest), []int{3, 3, 300, 70000}[r.IntN(4)]))
+			b.reset()
+			if err := f.process(rest[:n], fn); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			rest = rest[n:]
+			for i, seg := range b.segs {
+				out = append(out, seg...)
+				at, err := sc.Feed(seg)
+				if err != nil || at != b.bounds[i] {
+					t.Fatalf("round %d: a segment's last boundary at %d, the Scanner says %d (%v)", round, b.bounds[i], at, err)
+				}
+			}
+		}
+		var expect []byte
+		var fr packets.Framer
+		for rest := all; len(rest) > 0; {
+			p, n, _ := fr.Next(rest)
+			rest = rest[n:]
+			switch {
+			case p.Header.Type != packets.PUBLISH:
+				expect = append(expect, p.Bytes...)
+			case verdictOf(p.Bytes, p.Header) == 0:
+				expect = append(expect, p.Bytes...)
+			case verdictOf(p.Bytes, p.Header) == 1:
+				expect = append(expect, flip(p.Bytes)...)
+			}
+		}
+		if !bytes.Equal(out, expect) {
+			t.Fatalf("round %d: the output is not the stream with the verdicts applied", round)
+		}
+	}
+}
+
+// flip rewrites a packet's first byte: the RETAIN flag of a PUBLISH.
+func flip(p []byte) []byte {
+	out := bytes.Clone(p)
+	out[0] ^= 0x01
+	return out
 }

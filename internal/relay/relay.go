@@ -134,7 +134,8 @@ type Session struct {
 	state   state
 	writing bool            // a write to the client is in progress (outside mu)
 	acked   bool            // the first packet has been written
-	sc      packets.Scanner // the boundaries of what the client was sent
+	sc      packets.Scanner // the boundaries of what the client was sent unframed
+	mid     bool            // the client's stream is inside a packet
 	inject  [][]byte        // packets to write at the client stream's next boundary
 	final   bool            // the last of inject ends the session
 	watches []*watch
@@ -283,7 +284,7 @@ func (s *Session) EndWith(final []byte, grace time.Duration) bool {
 // a boundary and nobody is writing; otherwise the writer in progress (or
 // the next one at a boundary) does. It unlocks s.mu.
 func (s *Session) flushLocked() error {
-	if !s.acked || s.writing || !s.sc.AtBoundary() || len(s.inject) == 0 {
+	if !s.acked || s.writing || s.mid || len(s.inject) == 0 {
 		s.mu.Unlock()
 		return nil
 	}
@@ -356,10 +357,15 @@ func (s *Session) writeBrokerSegs(segs [][]byte) error {
 	return nil
 }
 
-// writeClient forwards broker bytes to the client, tracking packet
-// boundaries; packets waiting for injection go in at the last boundary
-// in p.
-func (s *Session) writeClient(p []byte) error {
+// writeClient forwards broker bytes of an unfiltered session to the
+// client; a Scanner finds their packet boundaries.
+func (s *Session) writeClient(p []byte) error { return s.forward(p, -1) }
+
+// forward writes p, broker bytes, to the client; packets waiting for
+// injection go in at the last boundary in p. boundary is where in p the
+// last packet that ends in p ends (0: none does), as the framer of a
+// filtered session knows it, or -1 for the Scanner to find it.
+func (s *Session) forward(p []byte, boundary int) error {
 	s.mu.Lock()
 	for s.writing && s.state < ended {
 		s.cond.Wait()
@@ -368,10 +374,15 @@ func (s *Session) writeClient(p []byte) error {
 		s.mu.Unlock()
 		return ErrEnded
 	}
-	boundary, err := s.sc.Feed(p)
-	if err != nil {
-		s.mu.Unlock()
-		return err // the broker sent something that is not MQTT
+	if boundary < 0 {
+		var err error
+		if boundary, err = s.sc.Feed(p); err != nil {
+			s.mu.Unlock()
+			return err // the broker sent something that is not MQTT
+		}
+	}
+	if len(p) > 0 {
+		s.mid = boundary != len(p)
 	}
 	if len(s.inject) == 0 || boundary == 0 {
 		return s.writeClientLocked(p, len(p), false)
@@ -427,7 +438,7 @@ func (s *Session) writeClientLocked(p []byte, at int, boundary bool) error {
 		case err != nil:
 			s.mu.Unlock()
 			return err
-		case len(s.inject) > 0 && s.sc.AtBoundary() && s.state < ended:
+		case len(s.inject) > 0 && !s.mid && s.state < ended:
 			p, at, boundary = nil, 0, true // injected while we wrote: write them now
 			continue
 		}

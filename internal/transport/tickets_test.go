@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/pki"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 )
@@ -403,7 +404,7 @@ func TestTicketKeysPlantedSaltsOnRedis(t *testing.T) {
 	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	replica := func() *ticketKeys {
-		rdb, err := authstore.NewClient(testenv.RedisURL(srv))
+		rdb, err := redisconn.NewClient(testenv.RedisURL(srv))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 )
 
 // wsServer serves one WebSocket terminator on loopback: every accepted
@@ -220,13 +222,11 @@ func TestWebSocketRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		start := time.Now()
+		// Its 1 s deadline is the only one: a timeout within the wait of
+		// s.err (10 s) is that deadline's.
 		var ne net.Error
 		if err := s.err(t); !errors.As(err, &ne) || !ne.Timeout() {
 			t.Fatalf("Terminate: %v, want a timeout", err)
-		}
-		if d := time.Since(start); d > 3*time.Second {
-			t.Errorf("Terminate returned after %v, past its 1s deadline", d)
 		}
 	})
 }
@@ -270,15 +270,16 @@ func TestWebSocketFrames(t *testing.T) {
 				}
 				return
 			}
-			start := time.Now()
+			// The proxy ends it: a timeout here is a connection left open.
+			_ = conn.Raw.SetReadDeadline(time.Now().Add(10 * time.Second))
 			buf := make([]byte, 64<<10)
 			for {
 				if _, err = conn.Conn.Read(buf); err != nil {
 					break
 				}
 			}
-			if d := time.Since(start); d > 7*time.Second {
-				t.Errorf("the connection ended after %v", d)
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("the connection did not end: %v", err)
 			}
 			if tc.code != 0 {
 				if _, _, err := client.Read(ctx); websocket.CloseStatus(err) != tc.code {
@@ -290,8 +291,9 @@ func TestWebSocketFrames(t *testing.T) {
 }
 
 // TestWebSocketPings: the proxy pings; a client that answers stays, one
-// that stops reading (no pong) is closed within two intervals, and Close
-// does not wait past a second for a peer that never answers the close.
+// that stops reading (no pong) is closed (within two intervals: the test
+// waits for it, without timing it), and Close returns for a peer that
+// never answers the close.
 func TestWebSocketPings(t *testing.T) {
 	term, cfg := edgeTLS(t)
 	const interval = 150 * time.Millisecond
@@ -309,13 +311,7 @@ func TestWebSocketPings(t *testing.T) {
 	go func() { _, _, _ = client.Read(readCtx) }() // answers pings
 	serverRead := make(chan error, 1)
 	go func() { _, err := alive.Conn.Read(make([]byte, 1)); serverRead <- err }() // reads pongs
-	deadline := time.Now().Add(5 * time.Second)
-	for pings.Load() < 4 && time.Now().Before(deadline) {
-		time.Sleep(interval / 2)
-	}
-	if pings.Load() < 4 {
-		t.Fatalf("%d pings in 5s at a %v interval", pings.Load(), interval)
-	}
+	testenv.WaitFor(t, 5*time.Second, fmt.Sprintf("4 pings at a %v interval", interval), func() bool { return pings.Load() >= 4 })
 	select {
 	case err := <-serverRead:
 		t.Fatalf("a connection that answers pings was closed: %v", err)
@@ -333,23 +329,31 @@ func TestWebSocketPings(t *testing.T) {
 		t.Fatal(err)
 	}
 	dead := s.conn(t)
-	start := time.Now()
 	go func() { _, err := dead.Conn.Read(make([]byte, 1)); serverRead <- err }()
 	select {
 	case err := <-serverRead:
-		if d := time.Since(start); d > 4*interval+time.Second {
-			t.Errorf("closed after %v", d)
-		}
 		if err == nil {
 			t.Error("read without error")
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a client that never answers a ping was not closed")
 	}
-	start = time.Now()
-	_ = dead.Conn.Close()
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("Close took %v", d)
+	closeWithin(t, dead.Conn, wsCloseWait+5*time.Second)
+}
+
+// closeWithin closes c, failing if Close has not returned within d, and
+// says how long it took.
+func closeWithin(t *testing.T, c net.Conn, d time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	closed := make(chan struct{})
+	go func() { _ = c.Close(); close(closed) }()
+	select {
+	case <-closed:
+		return time.Since(start)
+	case <-time.After(d):
+		t.Fatalf("Close has not returned after %v", d)
+		return 0
 	}
 }
 
@@ -368,9 +372,7 @@ func TestWebSocketCloseIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn := s.conn(t)
-	start := time.Now()
-	_ = conn.Conn.Close()
-	if d := time.Since(start); d < wsCloseWait/2 || d > wsCloseWait+time.Second {
+	if d := closeWithin(t, conn.Conn, wsCloseWait+5*time.Second); d < wsCloseWait/2 {
 		t.Errorf("Close took %v; want about %v (the close frame is not answered)", d, wsCloseWait)
 	}
 }

@@ -1,0 +1,3 @@
+package authstore
+
+func ptr[T any](v T) *T { return &v }

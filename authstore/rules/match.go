@@ -1,0 +1,96 @@
+package rules
+
+import (
+	"crypto/subtle"
+	"net/netip"
+	"strings"
+	"unicode/utf8"
+)
+
+// CertMatches reports whether the presented certificate satisfies any rule.
+func CertMatches(rs []Cert, fingerprint []byte, cn string, present bool) bool {
+	if !present {
+		return false
+	}
+	match := 0
+	for _, r := range rs {
+		if r.SHA256 != nil {
+			match |= subtle.ConstantTimeCompare(r.SHA256, fingerprint)
+		} else if r.CN == cn {
+			match = 1
+		}
+	}
+	return match == 1
+}
+
+// AddrAllowed reports whether a (an IPv4-mapped address as IPv4) is in
+// any of ps.
+func AddrAllowed(ps []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// ClientIDAllowed matches id against globs where * is any run of characters,
+// ? is one character, and %u stands for the username, matched literally.
+func ClientIDAllowed(globs []string, id, username string) bool {
+	for _, g := range globs {
+		if globMatch(g, id, username) {
+			return true
+		}
+	}
+	return false
+}
+
+func globMatch(pattern, s, username string) bool {
+	// Expand the pattern into tokens: literal runes, '*' and '?'. %u is the
+	// username as literal runes, so a username with * or ? stays literal.
+	type tok struct {
+		r    rune
+		kind byte // 'l' literal, '*', '?'
+	}
+	var toks []tok
+	for i := 0; i < len(pattern); {
+		if strings.HasPrefix(pattern[i:], "%u") {
+			for _, r := range username {
+				toks = append(toks, tok{r, 'l'})
+			}
+			i += 2
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(pattern[i:])
+		switch r {
+		case '*', '?':
+			toks = append(toks, tok{r, byte(r)})
+		default:
+			toks = append(toks, tok{r, 'l'})
+		}
+		i += size
+	}
+	rs := []rune(s)
+	// Iterative matcher with single-star backtracking.
+	ti, si, starT, starS := 0, 0, -1, 0
+	for si < len(rs) {
+		switch {
+		case ti < len(toks) && (toks[ti].kind == '?' || toks[ti].kind == 'l' && toks[ti].r == rs[si]):
+			ti++
+			si++
+		case ti < len(toks) && toks[ti].kind == '*':
+			starT, starS = ti, si
+			ti++
+		case starT >= 0:
+			starS++
+			ti, si = starT+1, starS
+		default:
+			return false
+		}
+	}
+	for ti < len(toks) && toks[ti].kind == '*' {
+		ti++
+	}
+	return ti == len(toks)
+}
