@@ -50,30 +50,12 @@ const (
 var ErrMalformedHash = errors.New("malformed password hash")
 
 // errUnknownFormat is a stored hash of no format this package reads.
-var errUnknownFormat = fmt.Errorf("%w: unknown format (want $argon2id$, $2a$/$2b$/$2y$ or PBKDF2$)", ErrMalformedHash)
+var errUnknownFormat = fmt.Errorf("%w: unknown format (want $argon2id$, $2a$/$2b$/$2y$, PBKDF2$ or %s)", ErrMalformedHash, GeneratedPrefix)
 
 // HashPassword returns an argon2id PHC string for password with the
 // package's default parameters and a fresh random salt.
 func HashPassword(password string) string {
 	return hashArgon2id(password, Argon2Time, Argon2Memory)
-}
-
-// Argon2id parameters of machine-generated passwords (HashGenerated): one
-// pass over 1 MiB, about 1 ms of a core.
-const (
-	GeneratedArgon2Memory = 1024 // KiB
-	GeneratedArgon2Time   = 1
-)
-
-// HashGenerated hashes a password the proxy generated (`user set
-// --generate`: 130 random bits) with light argon2id parameters. A slow
-// hash protects passwords people choose, which a stolen hash lets an
-// attacker guess from a dictionary; a random 130-bit secret has no
-// dictionary, and guessing it is out of reach at any hash speed, so 20-40
-// ms per verification would only make a cold reconnect storm of such
-// devices 20-40 times slower.
-func HashGenerated(password string) string {
-	return hashArgon2id(password, GeneratedArgon2Time, GeneratedArgon2Memory)
 }
 
 func hashArgon2id(password string, t, m uint32) string {
@@ -105,7 +87,7 @@ func CheckNativeFormat(stored string) error {
 }
 
 // Format names a stored hash's format for the operator: argon2id,
-// bcrypt, pbkdf2, unknown, or "" for none.
+// bcrypt, pbkdf2, generated (GeneratedPrefix), unknown, or "" for none.
 func Format(stored string) string {
 	switch {
 	case strings.HasPrefix(stored, "$argon2id$"):
@@ -114,6 +96,8 @@ func Format(stored string) string {
 		return "bcrypt"
 	case strings.HasPrefix(stored, "PBKDF2$"):
 		return "pbkdf2"
+	case isGenerated(stored):
+		return "generated"
 	case stored == "":
 		return ""
 	}
@@ -135,6 +119,8 @@ func verifyPassword(stored, password string, parseOnly bool) (bool, error) {
 		return verifyPBKDF2(stored, password, parseOnly)
 	case strings.HasPrefix(stored, EMQXPrefix):
 		return verifyEMQX(stored, password, parseOnly)
+	case isGenerated(stored):
+		return verifyGenerated(stored, password, parseOnly)
 	}
 	return false, errUnknownFormat
 }
