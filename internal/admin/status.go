@@ -278,7 +278,14 @@ func (h *statusHandler) status(ctx context.Context, user string, now time.Time) 
 		t = t.UTC()
 		st.ChangeFeed.LastChange = &t
 	}
+	st.sessions(src, user)
+	st.decisions(ctx, src, user, now)
+	st.counters(src.Counters())
+	return st
+}
 
+// sessions fills the live sessions (of user, or all), newest first.
+func (st *Status) sessions(src StatusSource, user string) {
 	st.Sessions = []Session{}
 	for _, s := range src.Sessions() {
 		if user == "" || s.Username == user {
@@ -288,7 +295,11 @@ func (h *statusHandler) status(ctx context.Context, user string, now time.Time) 
 	slices.SortStableFunc(st.Sessions, func(a, b Session) int { return b.Since.Compare(a.Since) })
 	st.Summary.Sessions = len(st.Sessions)
 	st.Sessions = st.Sessions[:min(len(st.Sessions), StatusSessionLimit)]
+}
 
+// decisions fills the window of recent decisions (of user, or all),
+// newest first, and what is counted of them.
+func (st *Status) decisions(ctx context.Context, src StatusSource, user string, now time.Time) {
 	rctx, cancel := context.WithTimeout(ctx, statusReadTimeout)
 	ds, err := src.Decisions(rctx, DecisionQuery{User: user, Since: now.Add(-StatusDecisionAge), Limit: StatusDecisionLimit})
 	cancel()
@@ -313,8 +324,10 @@ func (h *statusHandler) status(ctx context.Context, user string, now time.Time) 
 			st.Summary.Refused++
 		}
 	}
+}
 
-	c := src.Counters()
+// counters fills this replica's counts since it started.
+func (st *Status) counters(c Counters) {
 	st.Connects = []OutcomeCount{}
 	for o, n := range c.Connects {
 		if n > 0 {
@@ -328,7 +341,6 @@ func (h *statusHandler) status(ctx context.Context, user string, now time.Time) 
 		st.Handshakes.ResumptionRate = &rate
 		st.Summary.ResumptionRate = &rate
 	}
-	return st
 }
 
 // countOutcomes counts ds by kind and outcome: CONNECTs first, then the

@@ -56,62 +56,94 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		log = slog.Default()
 	}
 	a := &App{log: log, grace: s.ShutdownGrace()}
-	var opened []net.Listener
-	closeAll := func() {
-		for _, l := range opened {
-			_ = l.Close()
-		}
+	ls, err := openListeners(ctx, s)
+	if err != nil {
+		return nil, err
 	}
-	listen := func(name, addr string, lc net.ListenConfig) (net.Listener, error) {
-		l, err := lc.Listen(ctx, "tcp", addr)
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("listener %s%s=%s: %w", EnvPrefix, name, addr, err)
-		}
-		opened = append(opened, l)
-		return l, nil
+	a.addrs = ls.addrs
+	reg, err := a.openStore(s, log)
+	if err != nil {
+		ls.close()
+		return nil, err
 	}
+	a.proxy, err = startProxy(s, a.store, reg, log, ls.devices, &a.serving, recorder(a.decisions))
+	if err != nil {
+		ls.close()
+		a.decisions.Close()
+		_ = a.closeStore()
+		return nil, err
+	}
+	registerTicketMetrics(reg, a.proxy.tls)
+	a.startBackground(ctx, s, log)
+	if ls.admin != nil {
+		a.serveAdmin(ls.admin, s, reg, log)
+	}
+	return a, nil
+}
+
+// listeners are an App's open listeners: the devices' with the transport
+// each serves, and the admin endpoint's (nil when off).
+type listeners struct {
+	devices []deviceListener
+	admin   net.Listener
+	addrs   Addrs
+	opened  []net.Listener
+}
+
+func (ls *listeners) close() {
+	for _, l := range ls.opened {
+		_ = l.Close()
+	}
+}
+
+// openListeners opens every listener the settings name, or none: on an
+// error, those opened are closed, and the error names the variable.
+func openListeners(ctx context.Context, s Settings) (*listeners, error) {
+	ls := &listeners{}
 	// No TCP keepalive on device connections: MQTT has its own, which the
 	// broker enforces on the relayed session.
 	deviceLC := net.ListenConfig{KeepAlive: -1}
-	var devices []deviceListener
-	if s.Listen != "" {
-		l, err := listen("LISTEN", s.Listen, deviceLC)
+	for _, d := range []struct {
+		name, addr string
+		kind       deviceKind
+		bound      *net.Addr
+	}{{"LISTEN", s.Listen, tlsDevice, &ls.addrs.TLS}, {"PLAIN_LISTEN", s.PlainListen, plainDevice, &ls.addrs.Plain},
+		{"WS_LISTEN", s.Edge.WSListen, wsDevice, &ls.addrs.WS}} {
+		if d.addr == "" {
+			continue
+		}
+		l, err := ls.listen(ctx, d.name, d.addr, deviceLC)
 		if err != nil {
 			return nil, err
 		}
-		devices = append(devices, deviceListener{l, tlsDevice})
-		a.addrs.TLS = l.Addr()
+		ls.devices = append(ls.devices, deviceListener{l, d.kind})
+		*d.bound = l.Addr()
 	}
-	if s.PlainListen != "" {
-		l, err := listen("PLAIN_LISTEN", s.PlainListen, deviceLC)
-		if err != nil {
-			return nil, err
-		}
-		devices = append(devices, deviceListener{l, plainDevice})
-		a.addrs.Plain = l.Addr()
-	}
-	if s.Edge.WSListen != "" {
-		l, err := listen("WS_LISTEN", s.Edge.WSListen, deviceLC)
-		if err != nil {
-			return nil, err
-		}
-		devices = append(devices, deviceListener{l, wsDevice})
-		a.addrs.WS = l.Addr()
-	}
-	var adminLn net.Listener
 	if s.AdminListen != "" {
-		l, err := listen("METRICS_LISTEN", s.AdminListen, net.ListenConfig{})
+		l, err := ls.listen(ctx, "METRICS_LISTEN", s.AdminListen, net.ListenConfig{})
 		if err != nil {
 			return nil, err
 		}
-		adminLn = l
-		a.addrs.Admin = l.Addr()
+		ls.admin, ls.addrs.Admin = l, l.Addr()
 	}
+	return ls, nil
+}
 
+func (ls *listeners) listen(ctx context.Context, name, addr string, lc net.ListenConfig) (net.Listener, error) {
+	l, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		ls.close()
+		return nil, fmt.Errorf("listener %s%s=%s: %w", EnvPrefix, name, addr, err)
+	}
+	ls.opened = append(ls.opened, l)
+	return l, nil
+}
+
+// openStore opens the store and the decision log, and the registry their
+// metrics (and the proxy's, next) go to.
+func (a *App) openStore(s Settings, log *slog.Logger) (*prometheus.Registry, error) {
 	store, closeStore, err := OpenStore(s.Store, log)
 	if err != nil {
-		closeAll()
 		return nil, err
 	}
 	a.store, a.closeStore = store, closeStore
@@ -124,33 +156,31 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 	a.replicaID = replicaID(s.DecisionLog.ReplicaID)
 	s.DecisionLog.ReplicaID = a.replicaID
 	a.decisions = openDecisionLog(s.DecisionLog, a.replicaID, store, newDecisionLogDropped(reg), log)
-	a.proxy, err = startProxy(s, store, reg, log, devices, &a.serving, recorder(a.decisions))
-	if err != nil {
-		closeAll()
-		a.decisions.Close()
-		_ = closeStore()
-		return nil, err
-	}
-	registerTicketMetrics(reg, a.proxy.tls)
+	return reg, nil
+}
 
+// startBackground runs what goes on beside the listeners until Stop: the
+// change feed, the check of Redis's keyspace notifications, the memory
+// trim.
+func (a *App) startBackground(ctx context.Context, s Settings, log *slog.Logger) {
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.stopBackground = cancel
-	a.background.Go(func() { a.proxy.follow(bg, store) })
-	a.background.Go(func() { checkNotifications(bg, store, s.RevalidateInterval(), log) })
+	a.background.Go(func() { a.proxy.follow(bg, a.store) })
+	a.background.Go(func() { checkNotifications(bg, a.store, s.RevalidateInterval(), log) })
 	a.background.Go(func() { trimMemory(bg, a.proxy.p.TakeParked) })
+}
 
-	if adminLn != nil {
-		a.admin = admin.New(admin.Options{Gatherer: reg, Pprof: s.Pprof, Logger: log, Checks: []admin.Check{
-			{Name: "redis", Target: redisconn.RedactURL(s.Store.RedisURL), Probe: store.Ping},
-			{Name: "backend", Target: s.Backend.Addr, Probe: backendProbe(s.Backend)},
-		}, Status: statusOptions(s.Status, a.replicaID, a.proxy, store), Token: s.Status.Token})
-		a.serving.Go(func() { _ = a.admin.Serve(adminLn) })
-		log.Info("metrics and health", "addr", adminLn.Addr().String())
-		if s.Status.On {
-			log.Info("status page on /status", "url", "http://"+adminLn.Addr().String()+"/status", "token_required", s.Status.Token != "")
-		}
+// serveAdmin serves the admin endpoint on l.
+func (a *App) serveAdmin(l net.Listener, s Settings, reg *prometheus.Registry, log *slog.Logger) {
+	a.admin = admin.New(admin.Options{Gatherer: reg, Pprof: s.Pprof, Logger: log, Checks: []admin.Check{
+		{Name: "redis", Target: redisconn.RedactURL(s.Store.RedisURL), Probe: a.store.Ping},
+		{Name: "backend", Target: s.Backend.Addr, Probe: backendProbe(s.Backend)},
+	}, Status: statusOptions(s.Status, a.replicaID, a.proxy, a.store), Token: s.Status.Token})
+	a.serving.Go(func() { _ = a.admin.Serve(l) })
+	log.Info("metrics and health", "addr", l.Addr().String())
+	if s.Status.On {
+		log.Info("status page on /status", "url", "http://"+l.Addr().String()+"/status", "token_required", s.Status.Token != "")
 	}
-	return a, nil
 }
 
 // registerTicketMetrics exports the TLS ticket keys' counts: 0 without TLS

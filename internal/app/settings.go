@@ -310,6 +310,16 @@ func (c Config) validateTLS(listeners string) (*TLSSettings, []error) {
 	default:
 		add(cfgErr("TLS_MIN_VERSION", "%q is not 1.2 or 1.3", c.TLSMinVersion))
 	}
+	var authErrs []error
+	t.ClientAuth, authErrs = c.clientAuth()
+	errs = append(errs, authErrs...)
+	return t, errs
+}
+
+// clientAuth is TLS_CLIENT_AUTH, its default following TLS_CLIENT_CA_FILE
+// (require with a CA, none without), checked with the CA file.
+func (c Config) clientAuth() (tls.ClientAuthType, []error) {
+	var errs []error
 	auth := c.TLSClientAuth
 	if auth == "" {
 		auth = "none"
@@ -317,25 +327,25 @@ func (c Config) validateTLS(listeners string) (*TLSSettings, []error) {
 			auth = "require"
 		}
 	}
+	mode := tls.NoClientCert
 	switch auth {
 	case "none":
-		t.ClientAuth = tls.NoClientCert
 	case "request":
-		t.ClientAuth = tls.VerifyClientCertIfGiven
+		mode = tls.VerifyClientCertIfGiven
 	case "require":
-		t.ClientAuth = tls.RequireAndVerifyClientCert
+		mode = tls.RequireAndVerifyClientCert
 	default:
-		add(cfgErr("TLS_CLIENT_AUTH", "%q is not none, request or require", c.TLSClientAuth))
+		errs = append(errs, cfgErr("TLS_CLIENT_AUTH", "%q is not none, request or require", c.TLSClientAuth))
 	}
 	if auth != "none" && c.TLSClientCAFile == "" {
-		add(cfgErr("TLS_CLIENT_AUTH", "is %q but %sTLS_CLIENT_CA_FILE is not set", auth, EnvPrefix))
+		errs = append(errs, cfgErr("TLS_CLIENT_AUTH", "is %q but %sTLS_CLIENT_CA_FILE is not set", auth, EnvPrefix))
 	}
 	if c.TLSClientCAFile != "" {
 		if _, err := loadCAPool(c.TLSClientCAFile); err != nil {
-			add(cfgErr("TLS_CLIENT_CA_FILE", "%v", err))
+			errs = append(errs, cfgErr("TLS_CLIENT_CA_FILE", "%v", err))
 		}
 	}
-	return t, errs
+	return mode, errs
 }
 
 // validateBackend checks the broker's variables and loads its files.
