@@ -310,7 +310,7 @@ if any(s in ("proxy-v2", "proxy-ws") for s, _ in runs):
 
 # --- issue 16: the storm ------------------------------------------------------
 STORM_TITLES = {"a": "a) proxy, default argon2id (m=19456, t=2)", "a0": "a0) as a), the BASE_BIN build",
-                "b": "b) proxy, `user set --generate` hashes (m=1024, t=1)", "b0": "b0) as b), the BASE_BIN build",
+                "b": "b) proxy, `user set --generate` secrets (salted SHA-256)", "b0": "b0) as b), the BASE_BIN build",
                 "c": "c) HAProxy -> Mosquitto, its password file"}
 storm = {c: runs.get((f"storm-{c}", "storm"), {}) for c in STORM_TITLES}
 storm = {c: v for c, v in storm.items() if v}

@@ -94,7 +94,7 @@ for c in $STORM_CASES; do
     *) echo "unknown storm case $c (a b c a0 b0)" >&2; exit 2 ;; esac
 done
 # The storm's proxy runs with the product's defaults. STORM_MAX_PENDING=N
-# sets AUTHPROXY_MAX_PENDING (default 1024 without MAX_CONNECTIONS: past
+# sets AUTHPROXY_MAX_PENDING (default 4096 without MAX_CONNECTIONS: past
 # it a connection is closed before TLS and the device retries; raising it
 # above K lets all K into their TLS handshake at once, which was not
 # faster in a trial: more Redis lookups then miss REDIS_TIMEOUT).

@@ -34,6 +34,16 @@ type Config struct {
 	// MaxConnections/4 (at least 16) when MaxConnections is set, else 1024.
 	MaxPending    int
 	ShutdownGrace time.Duration // how long Shutdown lets connections finish; default 10s
+	// DrainRate is how many sessions a second Shutdown ends, one at a
+	// time, evenly spaced (no burst); 0: the sessions open at Shutdown are
+	// spread evenly over ShutdownGrace. ShutdownGrace wins: what is left
+	// when it ends is ended then (drain.go).
+	DrainRate float64
+	// DrainServerReference, when set, is the Server Reference MQTT 5
+	// devices are sent with DISCONNECT 0x9C (use another server) when
+	// Shutdown ends their session; without it they get 0x8B (server
+	// shutting down). 3.x devices are closed.
+	DrainServerReference string
 	// RevalidateInterval is how often every live connection is decided
 	// again (spread evenly over the interval), the safety net for a missed
 	// change notification; default 60s, negative turns it off.
@@ -56,6 +66,11 @@ type Config struct {
 	// at start, on every ban change notification and every 30 s (nil:
 	// none).
 	IPBans func(context.Context) ([]IPBan, error)
+	// Revoked says why the credential a live session was accepted with
+	// (its token, its client certificate) is revoked now, "" when it is
+	// not; asked of every session on each revocation notification, from
+	// memory (nil: revocations reach sessions at their next re-decision).
+	Revoked func(policy.Request) string
 
 	// Recorder takes the decision log's entries (nil: none are kept);
 	// ReplicaID names this proxy in them.
@@ -87,12 +102,17 @@ type OptionError struct {
 func (e *OptionError) Error() string { return "proxy: " + e.Option + ": " + e.Msg }
 
 // DefaultMaxPending is MaxPending's default for a MaxConnections: a
-// quarter of the cap, at least 16 and never above it; 1024 without a cap.
+// quarter of the cap, at least 16 and never above it; 4096 without a cap.
+// 4096 lets a fleet of that many devices reconnecting at once (a cold
+// storm) all start their handshakes instead of being closed and retrying,
+// and keeps the bar for silent connections high: to keep devices out they
+// must come 4096 a second. A pending connection costs about 10-20 KiB
+// while its handshake runs.
 func DefaultMaxPending(maxConnections int) int {
 	if maxConnections > 0 {
 		return min(max(maxConnections/4, 16), maxConnections)
 	}
-	return 1024
+	return 4096
 }
 
 // Provision validates c's values and fills in the defaults of its zero
@@ -146,6 +166,8 @@ func (c *Config) checkSizes() error {
 		return &OptionError{Option: "MaxPacketBytes", Msg: fmt.Sprintf("%d is out of range 64..%d", c.MaxPacketBytes, packets.MaxRemainingLength+5)}
 	case c.ConnRatePerIP < 0 || c.ConnBurstPerIP < 0:
 		return &OptionError{Option: "ConnRatePerIP", Msg: "must not be negative (0 means no limit)"}
+	case c.DrainRate < 0:
+		return &OptionError{Option: "DrainRate", Msg: "must not be negative (0 spreads the sessions over ShutdownGrace)"}
 	}
 	return nil
 }

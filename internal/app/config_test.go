@@ -33,7 +33,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := s.Proxy; p.HandshakeTimeout != 5*time.Second || p.MaxPending != 1024 || p.ConnectTimeout != 10*time.Second || p.RevalidateInterval != time.Minute {
+	if p := s.Proxy; p.HandshakeTimeout != 5*time.Second || p.MaxPending != 4096 || p.ConnectTimeout != 10*time.Second || p.RevalidateInterval != time.Minute {
 		t.Fatalf("the proxy's provisioned defaults: %+v", p)
 	}
 }
@@ -191,7 +191,7 @@ func TestValidateDerives(t *testing.T) {
 		t.Errorf("no CA: %v", s.TLS.ClientAuth)
 	}
 
-	for _, p := range []struct{ conns, pending, want int }{{0, 0, 1024}, {0, 7, 7}, {40, 0, 16}, {400, 0, 100}, {10, 0, 10}, {400, 3, 3}} {
+	for _, p := range []struct{ conns, pending, want int }{{0, 0, 4096}, {0, 7, 7}, {40, 0, 16}, {400, 0, 100}, {10, 0, 10}, {400, 3, 3}} {
 		c := validConfig(f)
 		c.MaxConnections, c.MaxPending = p.conns, p.pending
 		if s, err := c.Validate(); err != nil || s.Proxy.MaxPending != p.want {
