@@ -24,12 +24,24 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 	case err != nil:
 		return nil, err
 	case o.failover != nil:
+		o.failover.ReadBufferSize, o.failover.WriteBufferSize = bufferSize, bufferSize
+		o.failover.PipelineReadBufferSize, o.failover.PipelineWriteBufferSize = bufferSize, bufferSize
 		return redis.NewFailoverClient(o.failover), nil
 	case o.cluster != nil:
+		o.cluster.ReadBufferSize, o.cluster.WriteBufferSize = bufferSize, bufferSize
 		return redis.NewClusterClient(o.cluster), nil
 	}
+	o.single.ReadBufferSize, o.single.WriteBufferSize = bufferSize, bufferSize
+	o.single.PipelineReadBufferSize, o.single.PipelineWriteBufferSize = bufferSize, bufferSize
 	return redis.NewClient(o.single), nil
 }
+
+// bufferSize is each Redis connection's read and write buffer, pipelines'
+// included: a decision's commands and replies are a few hundred bytes, so
+// go-redis's defaults (32 KiB, and 128 KiB for a pipeline's reads) held
+// memory for nothing on every pooled connection; a larger reply (the
+// decision log's pages) is read through it in more calls.
+const bufferSize = 8 << 10
 
 // CheckURL reports whether NewClient accepts rawURL, with NewClient's
 // error, without creating a client.
