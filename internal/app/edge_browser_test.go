@@ -72,7 +72,7 @@ func TestWebSocketBrowser(t *testing.T) {
 	defer cancelBrowser()
 
 	q := url.Values{"url": {"wss://127.0.0.1:" + strconv.Itoa(e.app.Addrs().WS.(*net.TCPAddr).Port) + "/mqtt"},
-		"user": {"browser"}, "pass": {"browser-pw"}, "client": {"browser-page"}, "topic": {"browser/demo"}}
+		"user": {"browser"}, "pass": {"browser-pw"}, "client": {"browser:page"}, "topic": {"browser/demo"}}
 	if _, err := chromedp.Run(bctx, chromedp.Navigate(origin+"/?"+q.Encode())); err != nil {
 		t.Fatalf("open the page: %v", err)
 	}
@@ -84,7 +84,7 @@ func TestWebSocketBrowser(t *testing.T) {
 	if err != nil || status != "subscribed" {
 		t.Fatalf("page status %q %v", status, err)
 	}
-	if line := e.connectLine("browser-page"); !strings.Contains(line, "outcome=accepted") {
+	if line := e.connectLine("browser:page"); !strings.Contains(line, "outcome=accepted") {
 		t.Fatalf("connect line %q", line)
 	}
 

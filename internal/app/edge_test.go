@@ -398,7 +398,7 @@ func TestWebSocketMQTTjs(t *testing.T) {
 		if len(got) != 1 || got[0]["code"] != wantCode {
 			t.Errorf("v%s wrong password: %v, want code %v", v, got, wantCode)
 		}
-		if line := e.connectLine(user + "-bad"); !strings.Contains(line, "outcome=bad_credentials") {
+		if line := e.connectLine(user + ":bad"); !strings.Contains(line, "outcome=bad_credentials") {
 			t.Errorf("connect line %q", line)
 		}
 
