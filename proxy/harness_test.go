@@ -122,6 +122,7 @@ type harness struct {
 	// tlsCfg is the TLS configuration of the harness's proxies: each
 	// proxy it starts gets a TLS terminator of its own, made from it.
 	tlsCfg transport.TLSConfig
+	tlsMu  sync.Mutex // tlsFor: a test's goroutines start proxies and serve them
 	tlsFor map[*Proxy]*transport.TLS
 }
 
@@ -241,7 +242,9 @@ func (h *harness) startProxy(store *authstore.Store) *Proxy {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(tt.Close)
+	h.tlsMu.Lock()
 	h.tlsFor[p] = tt
+	h.tlsMu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = p.Follow(ctx, store); close(done) }()
@@ -319,7 +322,11 @@ func (h *harness) serve(withTLS bool) string {
 }
 
 // tlsOf is the TLS terminator the harness made for p.
-func (h *harness) tlsOf(p *Proxy) *transport.TLS { return h.tlsFor[p] }
+func (h *harness) tlsOf(p *Proxy) *transport.TLS {
+	h.tlsMu.Lock()
+	defer h.tlsMu.Unlock()
+	return h.tlsFor[p]
+}
 
 func (h *harness) setUser(name string, u operator.Update) {
 	h.t.Helper()
