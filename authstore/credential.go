@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/passwords"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/rules"
@@ -40,11 +41,21 @@ type Verifier interface {
 }
 
 // verifierFor chooses the credential a CONNECT is checked with, from what
-// the user's rules hold: a password when the user has one (a certificate
-// its certs name is checked after, as a rule), else the certificate for a
-// certificate-only user, else nothing to authenticate with.
-func (s *Store) verifierFor(r rules.User) Verifier {
+// it presents and what the user's rules hold: a token of a listed issuer
+// (verified by present: req.Token), a token the device signed with a key
+// of the user's jwt_keys, the client certificate's name without a
+// password (CERT_USERNAME), a password when the user has one (a
+// certificate its certs name is checked after, as a rule), else the
+// certificate for a certificate-only user, else nothing to authenticate
+// with. A live session decided again gets the kind it was accepted with.
+func (s *Store) verifierFor(req policy.Request, r rules.User) Verifier {
 	switch {
+	case req.Token != nil:
+		return tokenVerifier{s}
+	case deviceToken(req, r):
+		return deviceTokenVerifier{s}
+	case s.certIdentity(req):
+		return certIdentityVerifier{s}
 	case r.HasPassword:
 		return passwordVerifier{s}
 	case r.HasCerts:
@@ -68,14 +79,24 @@ func (s *Store) checkCredential(ctx context.Context, req policy.Request, r rules
 		stored = r.Password
 	}
 	cred := s.credential(r.HasPassword, stored)
+	v := s.verifierFor(req, r)
 	if req.Verified != nil {
+		if a, ok := v.(again); ok {
+			return a.again(req, r), nil
+		}
+		if d, ok := s.verifiedOld(req, r); ok {
+			return d, nil
+		}
 		return checkVerified(req, r, cred), nil
 	}
-	d, err := s.verifierFor(r).Verify(ctx, req, r, known)
-	if err != nil || d.Outcome != "" {
+	d, err := v.Verify(ctx, req, r, known)
+	if err != nil || d.Outcome != "" || d.CredentialKind != "" { // a kind with its own credential has set it
 		return d, err
 	}
-	d.Credential = cred
+	d.Credential, d.CredentialKind = cred, v.Kind()
+	if d.OldPassword {
+		d.Credential = s.credential(true, r.Rotation.Old)
+	}
 	return d, nil
 }
 
@@ -90,9 +111,16 @@ func (v passwordVerifier) Verify(ctx context.Context, req policy.Request, r rule
 		return policy.Decision{}, nil
 	}
 	d, err := v.s.checkStoredPassword(ctx, req, r.Password, known)
+	if err == nil && d.Outcome == policy.BadCredentials && req.HasPassword && r.Rotation.Active(v.s.now()) {
+		d, err = v.s.checkOldPassword(ctx, req, r.Rotation, known, d)
+	}
 	if err != nil || d.Outcome != "" {
 		req.Explain.Add("password", policy.Fail, d.Reason)
 		return d, err
+	}
+	if d.OldPassword {
+		req.Explain.Add("password", policy.Pass, "the previous password matches: accepted until "+r.Rotation.Until.UTC().Format(time.RFC3339)+" (a rotation's overlap)")
+		return d, nil
 	}
 	req.Explain.Add("password", policy.Pass, "the password matches")
 	return d, nil
@@ -105,7 +133,7 @@ type certificateVerifier struct{ s *Store }
 func (certificateVerifier) Kind() string { return "certificate" }
 
 func (v certificateVerifier) Verify(ctx context.Context, req policy.Request, r rules.User, _ bool) (policy.Decision, error) {
-	if !rules.CertMatches(r.Certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil) {
+	if !rules.CertAllowed(r.Certs, req.CertSHA256, req.CertCN, req.CertCASHA256) {
 		req.Explain.Add("certificate", policy.Fail, "certificate-only user without a matching client certificate")
 		return v.s.denyAfterDummy(ctx, req.Password, "certificate-only user without a matching client certificate")
 	}
@@ -132,7 +160,7 @@ func checkVerified(req policy.Request, r rules.User, cred policy.Credential) pol
 	if subtle.ConstantTimeCompare(req.Verified[:], cred[:]) != 1 {
 		return policy.Decision{Outcome: policy.BadCredentials, Reason: "password changed since the session was accepted"}
 	}
-	if !r.HasPassword && r.HasCerts && !rules.CertMatches(r.Certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil) {
+	if !r.HasPassword && r.HasCerts && !rules.CertAllowed(r.Certs, req.CertSHA256, req.CertCN, req.CertCASHA256) {
 		return policy.Decision{Outcome: policy.BadCredentials, Reason: "client certificate no longer matches the user's certs"}
 	}
 	if !r.HasPassword && !r.HasCerts {

@@ -20,6 +20,10 @@ import (
 // policy.ErrMalformedRule once the credential is verified. With
 // req.Verified set (a live session decided again) no hash is computed.
 func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.Decision, error) {
+	req, shown, err := s.present(ctx, req) // a token or a certificate may name the user
+	if err != nil || shown.final(req) {
+		return shown.decision(), err
+	}
 	rec, err := s.lookup(ctx, req)
 	if err != nil {
 		return policy.Decision{}, err
@@ -29,6 +33,9 @@ func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.De
 	}
 	// An explanation leaves nothing behind: no count, no known address.
 	sideEffects := req.Verified == nil && req.Explain == nil
+	if shown.refusal != nil {
+		return s.refuseShown(ctx, req, shown, sideEffects), nil
+	}
 	if len(rec.fields) == 0 {
 		return s.unknownUser(ctx, req, rec, sideEffects)
 	}
@@ -51,14 +58,24 @@ func (s *Store) Authenticate(ctx context.Context, req policy.Request) (policy.De
 	default:
 		d.Topics, d.Roles, ruleErr = s.compileTopics(rec, req)
 	}
+	if ruleErr == nil {
+		d.Limits, ruleErr = limitsOf(rec, req.Explain) // quota.go
+	}
 	if ruleErr != nil {
 		req.Explain.Add("rules readable", policy.Fail, ruleErr.Error())
 		s.log.Warn("malformed rule refuses the user", "username", logsafe.String(req.Username), "error", ruleErr)
 		return policy.Decision{}, fmt.Errorf("authstore: user %s: %w", logsafe.String(req.Username), ruleErr)
 	}
 	req.Explain.Add("rules readable", policy.Pass, "")
-	d.NotAfter = r.NotAfter
+	d.NotAfter = earliest(d.NotAfter, r.NotAfter)
 	d.Outcome, d.Reason = s.judge(r, req, d.Topics, rec.schema == nil)
+	if err := s.route(&d, rec, req); err != nil { // brokers.go: pool, mountpoint
+		return policy.Decision{}, err
+	}
+	s.explainSessions(ctx, req, &d) // quota.go: max_sessions, for explain
+	if sideEffects && d.Outcome == policy.Accepted {
+		s.noteUse(req, r, d)
+	}
 	return d, nil
 }
 
@@ -69,6 +86,12 @@ func (s *Store) unknownUser(ctx context.Context, req policy.Request, rec userRec
 	req.Explain.Add("user", policy.Fail, "no user "+logsafe.String(req.Username)+s.whereUser(rec))
 	if req.Verified != nil {
 		return policy.Decision{Outcome: policy.BadCredentials, Reason: "user no longer exists"}, nil
+	}
+	if s.namedByCredential(req) { // a token or a certificate: no password to cost like one
+		if sideEffects {
+			s.countFailure(ctx, req)
+		}
+		return policy.Decision{Outcome: policy.BadCredentials, Reason: "no user " + logsafe.String(req.Username) + " for the credential"}, nil
 	}
 	d, err := s.denyAfterDummy(ctx, req.Password, "unknown user")
 	if err == nil && sideEffects {
@@ -125,7 +148,7 @@ func (s *Store) judge(r rules.User, req policy.Request, topics *policy.TopicRule
 // checks are the rules judge applies, in order.
 func (s *Store) checks(r rules.User, req policy.Request, topics *policy.TopicRules, native bool) []check {
 	now := s.now()
-	certOK := func() bool { return rules.CertMatches(r.Certs, req.CertSHA256, req.CertCN, req.CertSHA256 != nil) }
+	certOK := func() bool { return rules.CertAllowed(r.Certs, req.CertSHA256, req.CertCN, req.CertCASHA256) }
 	return []check{
 		{"enabled", native, func() bool { return r.Enabled }, policy.Disabled,
 			func(ok bool) string { return map[bool]string{true: "enabled", false: "disabled"}[ok] }},

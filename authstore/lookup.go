@@ -42,6 +42,7 @@ type roleRecord struct {
 type lookupKeys struct {
 	user, failUser, failAddr, known, banUsers, banClientIDs string
 	addr, clientID, username                                string
+	token                                                   *policy.Token // its claims may be the user's rules (withClaims)
 }
 
 func (s *Store) keysFor(req policy.Request) lookupKeys {
@@ -49,7 +50,7 @@ func (s *Store) keysFor(req policy.Request) lookupKeys {
 	return lookupKeys{
 		user: s.UserKey(req.Username), failUser: s.FailUserKey(req.Username), failAddr: s.FailIPKey(addr),
 		known: s.KnownKey(req.Username), banUsers: s.BanKey(string(rules.BanUser)), banClientIDs: s.BanKey(string(rules.BanClientID)),
-		addr: addr, clientID: req.ClientID, username: req.Username,
+		addr: addr, clientID: req.ClientID, username: req.Username, token: req.Token,
 	}
 }
 
@@ -126,7 +127,7 @@ func (s *Store) lookupNative(ctx context.Context, k lookupKeys) (userRecord, err
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return userRecord{}, err
 	}
-	rec := userRecord{fields: r.user.Val(), banUser: r.banUser.Val(), banClientID: r.banClientID.Val()}
+	rec := userRecord{fields: rules.WithClaims(r.user.Val(), tokenRules(k.token)), banUser: r.banUser.Val(), banClientID: r.banClientID.Val()}
 	rec.failUser, _ = r.failUser.Int64()
 	rec.failAddr, _ = r.failAddr.Int64()
 	rec.knownAt = int64(r.known.Val())

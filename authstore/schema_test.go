@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,8 +127,8 @@ func TestEMQXDocumentedLayout(t *testing.T) {
 		pub, sub bool
 	}{
 		{"t/1", false, true},
-		{"t/2", false, false}, // subscribe at QoS 1 or 2 only: a condition the proxy does not check
-		{"t/3", false, false}, // publish without retain only: likewise
+		{"t/2", false, true}, // subscribe at QoS 1 or 2 only: the condition below
+		{"t/3", true, false}, // publish without retain only: likewise
 		{"t/4", true, false},
 		{"t/5", true, true}, // all: publish and subscribe; t/5/# covers t/5
 		{"t/5/x/y", true, true},
@@ -138,6 +139,22 @@ func TestEMQXDocumentedLayout(t *testing.T) {
 		}
 		if _, ok := d.Topics.CanSubscribe(c.topic); ok != c.sub {
 			t.Errorf("CanSubscribe(%s) = %v, want %v", c.topic, ok, c.sub)
+		}
+	}
+	// The rules' conditions hold: t/2 at QoS 1 or 2 only, t/3 without
+	// retain only.
+	for _, c := range []struct {
+		what string
+		ok   bool
+		want bool
+	}{
+		{"subscribe t/2 at QoS 0", second(d.Topics.CanSubscribeAs("t/2", 0)), false},
+		{"subscribe t/2 at QoS 2", second(d.Topics.CanSubscribeAs("t/2", 2)), true},
+		{"publish t/3 retained", second(d.Topics.CanPublishAs("t/3", 1, true)), false},
+		{"publish t/3 not retained", second(d.Topics.CanPublishAs("t/3", 1, false)), true},
+	} {
+		if c.ok != c.want {
+			t.Errorf("%s: %v, want %v", c.what, c.ok, c.want)
 		}
 	}
 	if _, ok := d.Topics.CanSubscribe("t/5/#"); !ok {
@@ -308,8 +325,8 @@ func TestEMQXTopicRules(t *testing.T) {
 		{"json/pub", true, false},
 		{"json/sub", false, true},
 		{"json/all", true, true},
-		{"json/retain", false, true},
-		{"json/qos", false, false},
+		{"json/retain", true, true}, // publish only without retain: checked below
+		{"json/qos", true, true},    // publish and subscribe at QoS 1 only: checked below
 		{"json/deny", false, false},
 		{"json/bad-action", false, false},
 		{"json/bad-qos", false, false},
@@ -334,6 +351,23 @@ func TestEMQXTopicRules(t *testing.T) {
 		}
 		if _, ok := d.Topics.CanSubscribe(c.topic); ok != c.sub {
 			t.Errorf("alice: CanSubscribe(%s) = %v, want %v", c.topic, ok, c.sub)
+		}
+	}
+	for _, c := range []struct {
+		what string
+		ok   bool
+		want bool
+	}{
+		{"json/retain retained", second(d.Topics.CanPublishAs("json/retain", 0, true)), false},
+		{"json/retain plain", second(d.Topics.CanPublishAs("json/retain", 2, false)), true},
+		{"json/qos publish QoS 1", second(d.Topics.CanPublishAs("json/qos", 1, true)), true},
+		{"json/qos publish QoS 0", second(d.Topics.CanPublishAs("json/qos", 0, false)), false},
+		{"json/qos subscribe QoS 1", second(d.Topics.CanSubscribeAs("json/qos", 1)), true},
+		{"json/qos subscribe QoS 2", second(d.Topics.CanSubscribeAs("json/qos", 2)), false},
+		{"json/all any", second(d.Topics.CanPublishAs("json/all", 2, true)), true},
+	} {
+		if c.ok != c.want {
+			t.Errorf("alice: %s: %v, want %v", c.what, c.ok, c.want)
 		}
 	}
 	var rulesStep string
@@ -573,23 +607,24 @@ func TestSchemaOneRoundTrip(t *testing.T) {
 	rdb.AddHook(count)
 	s := New(rdb, Options{Timeout: time.Second, Schema: mustGoAuth(t, schemas.GoAuthOptions{})})
 	wantOutcome(t, decide(t, s, storetest.Req("alice", "bcrypt-pass")), policy.Accepted)
-	if count.pipelines != 1 || count.commands != 0 {
-		t.Fatalf("a decision made %d pipelines and %d single commands, want one pipeline", count.pipelines, count.commands)
+	if count.pipelines.Load() != 1 || count.commands.Load() != 0 {
+		t.Fatalf("a decision made %d pipelines and %d single commands, want one pipeline", count.pipelines.Load(), count.commands.Load())
 	}
 	if _, err := s.AddBan(context.Background(), rules.BanUser, "alice", time.Hour, "test"); err != nil {
 		t.Fatal(err)
 	}
 	hashes := s.HashCount()
-	*count = sentCounter{}
+	count.pipelines.Store(0)
+	count.commands.Store(0)
 	wantOutcome(t, decide(t, s, storetest.Req("alice", "bcrypt-pass")), policy.Banned)
-	if count.pipelines != 1 || count.commands != 0 || s.HashCount() != hashes {
-		t.Fatalf("a banned user: %d pipelines, %d commands, %d hashes", count.pipelines, count.commands, s.HashCount()-hashes)
+	if count.pipelines.Load() != 1 || count.commands.Load() != 0 || s.HashCount() != hashes {
+		t.Fatalf("a banned user: %d pipelines, %d commands, %d hashes", count.pipelines.Load(), count.commands.Load(), s.HashCount()-hashes)
 	}
 }
 
 // sentCounter is a go-redis hook counting what a client sends, but for a
 // new connection's handshake.
-type sentCounter struct{ pipelines, commands int }
+type sentCounter struct{ pipelines, commands atomic.Int64 } // atomic: Watch's refreshes run beside the test
 
 // setup are the commands of a connection's handshake.
 var setup = []string{"hello", "client", "auth", "select", "ping", "readonly"}
@@ -598,7 +633,7 @@ func (c *sentCounter) DialHook(next redis.DialHook) redis.DialHook { return next
 func (c *sentCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if !slices.Contains(setup, cmd.Name()) {
-			c.commands++
+			c.commands.Add(1)
 		}
 		return next(ctx, cmd)
 	}
@@ -606,7 +641,7 @@ func (c *sentCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (c *sentCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		if slices.ContainsFunc(cmds, func(cmd redis.Cmder) bool { return !slices.Contains(setup, cmd.Name()) }) {
-			c.pipelines++
+			c.pipelines.Add(1)
 		}
 		return next(ctx, cmds)
 	}
@@ -725,8 +760,8 @@ func TestSchemaOnCluster(t *testing.T) {
 	s := New(rdb, Options{Timeout: 2 * time.Second, Schema: mustGoAuth(t, schemas.GoAuthOptions{})})
 	d := decide(t, s, storetest.Req("alice", "bcrypt-pass"))
 	wantOutcome(t, d, policy.Accepted)
-	if count.pipelines != 1 || count.commands != 0 {
-		t.Fatalf("%d pipelines, %d commands; want one pipeline", count.pipelines, count.commands)
+	if count.pipelines.Load() != 1 || count.commands.Load() != 0 {
+		t.Fatalf("%d pipelines, %d commands; want one pipeline", count.pipelines.Load(), count.commands.Load())
 	}
 	if _, ok := d.Topics.CanSubscribe("a/b"); !ok {
 		t.Error("alice's sacls and racls do not apply")
@@ -742,3 +777,6 @@ func TestSchemaOnCluster(t *testing.T) {
 	feed.Await(10*time.Second, "SADD common:rwacls on its node", func() { _ = cc.SAdd(ctx, "common:rwacls", "d/%u").Err() },
 		func(c policy.Change) bool { return c.Role == rules.DefaultRole })
 }
+
+// second is the second of two results (a grant's verdict).
+func second[A, B any](_ A, b B) B { return b }

@@ -27,11 +27,14 @@ import (
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/changefeed"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/decisionlog"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/lastuse"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/passwords"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/revoked"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/schemas"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/tickets"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/tokens"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
@@ -58,8 +61,15 @@ type Options struct {
 	// Schema reads users and topic rules laid out by another product
 	// (schemas.NewEMQX, schemas.NewGoAuth); nil: the native layout.
 	Schema schemas.Schema
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Tokens verifies the tokens a CONNECT may carry as its password
+	// (issuers, device tokens); nil: none are (a password that looks like
+	// a token is a password).
+	Tokens *tokens.Verifier
+	// CertUsername is CERT_USERNAME: which name of a verified client
+	// certificate is the user's ("" or CertUsernameOff: none).
+	CertUsername string
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 // withDefaults fills the options left zero.
@@ -120,6 +130,10 @@ type Store struct {
 	byDefault        atomic.Int64 // CONNECTs refused by the client id default
 	byDefaultLogged  atomic.Int64 // unix ns of the last log line about one
 	schema           schemas.Schema
+	uses             atomic.Pointer[lastuse.Writer] // records credential uses; nil: none (see LastUse)
+	tokens           *tokens.Verifier               // never nil: one without issuers when none is configured
+	revoked          *revoked.Set                   // the revoked tokens and certificates, in memory
+	certUsername     string                         // CERT_USERNAME
 }
 
 var _ policy.Authenticator = (*Store)(nil)
@@ -137,6 +151,7 @@ func New(rdb redis.UniversalClient, o Options) *Store {
 		Schema: o.Schema, Logger: o.Logger})
 	s.Reader = decisionlog.NewReader(rdb, o.Prefix)
 	s.Salts = tickets.New(rdb, tickets.Options{Prefix: o.Prefix, Timeout: o.Timeout, Logger: o.Logger, Now: o.Now})
+	s.credentialsBeyondPasswords(o)
 	_, _ = rand.Read(s.credKey[:]) // never fails (crypto/rand since Go 1.24)
 	s.compiled, _ = lru.New[string, *policy.TopicRules](compiledRulesCacheSize)
 	s.roleGuess, _ = lru.New[string, []string](roleGuessCacheSize)

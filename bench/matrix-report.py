@@ -291,6 +291,46 @@ if any(s == "proxy-base" for s, _ in runs):
         rm, per, _ = ratios(a, b)
         print(f"| {title} | {ta} | {tb} | {fmt(rm, 'x')} | {per} |")
 
+# --- issue 29: brokers ---------------------------------------------------------
+if any(s_ in ("proxy-pool", "proxy-mount") for s_, _ in runs):
+    print("\nBrokers (issue 29): a connect with three broker addresses and hash against one address (proxy-pool, proxy), and a message with a mountpoint against the same user's rules without one (proxy-mount, proxy), same rounds, topic rules on.\n")
+    print("| figure | with | without | with / without, of medians | with / without, per round | bar |")
+    print("|---|---|---|---|---|---|")
+    for title, sys_, case, f, kind, lim in [
+            ("proxy CPU per full TLS 1.3 connect, three addresses + hash (us)", "proxy-pool", "tls13-full", cpu_term, "us", None),
+            ("proxy CPU per resumed TLS 1.3 connect, three addresses + hash (us)", "proxy-pool", "tls13-resumed", cpu_term, "us", None),
+            ("proxy CPU per full TLS 1.2 connect, three addresses + hash (us)", "proxy-pool", "tls12-full", cpu_term, "us", None),
+            ("proxy CPU per resumed TLS 1.2 connect, three addresses + hash (us)", "proxy-pool", "tls12-resumed", cpu_term, "us", None),
+            ("proxy CPU per message, QoS 0 1 KiB paced, mountpoint (us)", "proxy-mount", "qos0-paced", cpu_term, "us", 1.05),
+            ("proxy CPU per ack, QoS 1, 8 publishers, mountpoint (us)", "proxy-mount", "qos1-8pub", cpu_term, "us", 1.05),
+            ("QoS 0 1 KiB flood, delivered msgs/s, mountpoint", "proxy-mount", "qos0-flood", rate, "rate", None),
+            ("QoS 1, 1 publisher, acks/s, mountpoint", "proxy-mount", "qos1-1pub", rate, "rate", None)]:
+        if (sys_, case) not in runs or ("proxy", case) not in runs:
+            continue
+        _, a, ta = cell(sys_, case, f, kind)
+        _, b, tb = cell("proxy", case, f, kind)
+        rm, per, _ = ratios(a, b)
+        verdict = "" if lim is None or rm is None else f"<= {lim}: {'met' if rm <= lim else 'missed'}"
+        print(f"| {title} | {ta} | {tb} | {fmt(rm, 'x')} | {per} | {verdict} |")
+
+# --- issue 28: limits -------------------------------------------------------------
+if any(s_ == "proxy-limits" for s_, _ in runs):
+    print("\nLimits (issue 28): a message of a user with every limit set (none reached) against the same user's rules without limits (proxy-limits, proxy), same rounds, topic rules on.\n")
+    print("| figure | with | without | with / without, of medians | with / without, per round | bar |")
+    print("|---|---|---|---|---|---|")
+    for title, case, f, kind, lim in [
+            ("proxy CPU per message, QoS 0 1 KiB paced, limits (us)", "qos0-paced", cpu_term, "us", 1.05),
+            ("proxy CPU per ack, QoS 1, 8 publishers, limits (us)", "qos1-8pub", cpu_term, "us", 1.05),
+            ("QoS 0 1 KiB flood, delivered msgs/s, limits", "qos0-flood", rate, "rate", None),
+            ("QoS 1, 1 publisher, acks/s, limits", "qos1-1pub", rate, "rate", None)]:
+        if ("proxy-limits", case) not in runs or ("proxy", case) not in runs:
+            continue
+        _, a, ta = cell("proxy-limits", case, f, kind)
+        _, b, tb = cell("proxy", case, f, kind)
+        rm, per, _ = ratios(a, b)
+        verdict = "" if lim is None or rm is None else f"<= {lim}: {'met' if rm <= lim else 'missed'}"
+        print(f"| {title} | {ta} | {tb} | {fmt(rm, 'x')} | {per} | {verdict} |")
+
 # --- issue 18/21: edge listeners ---------------------------------------------
 if any(s in ("proxy-v2", "proxy-ws") for s, _ in runs):
     print("\nEdge listeners (issues 18, 21): what PROXY protocol and WebSocket cost next to plain TLS, same rounds (ACL on).\n")
@@ -311,7 +351,8 @@ if any(s in ("proxy-v2", "proxy-ws") for s, _ in runs):
 # --- issue 16: the storm ------------------------------------------------------
 STORM_TITLES = {"a": "a) proxy, default argon2id (m=19456, t=2)", "a0": "a0) as a), the BASE_BIN build",
                 "b": "b) proxy, `user set --generate` secrets (salted SHA-256)", "b0": "b0) as b), the BASE_BIN build",
-                "c": "c) HAProxy -> Mosquitto, its password file"}
+                "c": "c) HAProxy -> Mosquitto, its password file",
+                "t": "t) proxy, tokens (ES256, an issuer whose users come from the token)"}
 storm = {c: runs.get((f"storm-{c}", "storm"), {}) for c in STORM_TITLES}
 storm = {c: v for c, v in storm.items() if v}
 metrics = collections.defaultdict(float)  # (name, series) -> sum over rounds
@@ -362,7 +403,7 @@ if any(storm.values()):
                 lines.setdefault(t, []).append("")
     for title, cells_ in lines.items():
         print(f"| {title} | " + " | ".join(cells_) + " |")
-    pairs = [(x, y) for x, y in (("a", "c"), ("b", "c"), ("a", "a0"), ("b", "b0")) if x in storm and y in storm]
+    pairs = [(x, y) for x, y in (("a", "c"), ("b", "c"), ("t", "c"), ("a", "a0"), ("b", "b0")) if x in storm and y in storm]
     said = []
     for x, y in pairs:
         rs = [storm[x][i]["seconds"] / storm[y][i]["seconds"] for i in storm[x] if i in storm[y]]

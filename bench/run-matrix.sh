@@ -15,6 +15,19 @@
 #   floor          bench/floor: the least a Go TLS proxy does (TLS, the
 #                  CONNECT read, a fresh broker connection, two copies),
 #                  deciding nothing: the floor of Go's TLS and the kernel
+#   proxy-pool     (BROKERS=1, the default) the proxy with three broker
+#                  addresses (three listeners of the same Mosquitto) and
+#                  BACKEND_POLICY=hash, in the connect group beside proxy
+#   proxy-mount    (BROKERS=1) the proxy process itself, its bench user
+#                  with the same rules and a mountpoint (mp/), in the qos0
+#                  and qos1 groups beside proxy: what the mountpoint costs
+#   proxy-limits   (LIMITS=1, the default) the proxy process itself, its
+#                  bench user with the same rules and every limit set,
+#                  none reached (rates far above the load, max_keepalive
+#                  60 under the bench's 300: its watch runs), in the qos0
+#                  and qos1 groups beside proxy: what limits cost a
+#                  message (an idle session's cost: BenchmarkIdleLimitsMemory
+#                  in proxy, as the idle group wants a fresh process)
 # Groups (ONLY=idle,connect,qos0,qos1,storm,scale, any subset; default all
 # but scale):
 #   idle     N_IDLE idle connections held HOLD: RSS per connection
@@ -29,7 +42,9 @@
 #            SCALE_STORM: proxy and haproxy
 #   storm    cold reconnect storm of K distinct users (bench/storm-users.py):
 #            a) proxy, default argon2id; b) proxy, `user set --generate`
-#            hashes; c) HAProxy -> mosquitto with its own password file
+#            hashes; c) HAProxy -> mosquitto with its own password file;
+#            t) proxy, ES256 tokens of an issuer (bench/storm-tokens.py),
+#            only when STORM_CASES names it (STORM_CASES="t c")
 # Every round starts every server fresh (Mosquitto, Redis, the proxies,
 # HAProxy), runs every selected case on every system, the order of the
 # systems reversed every other round, and stops them; the storm's cases
@@ -82,6 +97,8 @@ STORM_BOUND=${STORM_BOUND:-300s}
 # a b c, and a0 b0 with BASE_BIN).
 BASE_BIN=${BASE_BIN:-}
 BASE_ACL=${BASE_ACL:-on}
+BROKERS=${BROKERS:-1}
+LIMITS=${LIMITS:-1}
 case $BASE_ACL in on|off) ;; *) echo "BASE_ACL=$BASE_ACL: on or off" >&2; exit 2 ;; esac
 if [ -n "$BASE_BIN" ]; then
   [ -x "$BASE_BIN" ] || { echo "BASE_BIN=$BASE_BIN is not an executable" >&2; exit 2; }
@@ -90,8 +107,8 @@ else
   STORM_CASES=${STORM_CASES:-a b c}
 fi
 for c in $STORM_CASES; do
-  case $c in a|b|c) ;; a0|b0) [ -n "$BASE_BIN" ] || { echo "storm case $c needs BASE_BIN" >&2; exit 2; } ;;
-    *) echo "unknown storm case $c (a b c a0 b0)" >&2; exit 2 ;; esac
+  case $c in a|b|c|t) ;; a0|b0) [ -n "$BASE_BIN" ] || { echo "storm case $c needs BASE_BIN" >&2; exit 2; } ;;
+    *) echo "unknown storm case $c (a b c t a0 b0)" >&2; exit 2 ;; esac
 done
 # The storm's proxy runs with the product's defaults. STORM_MAX_PENDING=N
 # sets AUTHPROXY_MAX_PENDING (default 4096 without MAX_CONNECTIONS: past
@@ -153,14 +170,16 @@ bash deploy/gen-certs.sh "$CERTS" localhost 127.0.0.1 >/dev/null 2>&1
 cat "$CERTS/server.pem" "$CERTS/server-key.pem" > "$CERTS/combined.pem"
 
 declare -A PORT=()
-for s in direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws proxy-base haproxy floor redis storm-broker storm-term; do PORT[$s]=$(port); done
+for s in direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws proxy-base haproxy floor redis storm-broker storm-term proxy-pool pool-b pool-c; do PORT[$s]=$(port); done
+PORT[proxy-mount]=${PORT[proxy]} # the proxy itself, another user
+PORT[proxy-limits]=${PORT[proxy]} # likewise
 declare -A MPORT=()
-for s in proxy proxy-acl-off proxy-v2 proxy-ws proxy-base storm-term; do MPORT[$s]=$(port); done
+for s in proxy proxy-acl-off proxy-v2 proxy-ws proxy-base storm-term proxy-pool; do MPORT[$s]=$(port); done
 REDIS_URL="redis://127.0.0.1:${PORT[redis]}/0"
 
 {
   echo "date: $(date -u +%FT%TZ)"
-  echo "command: ROUNDS=$ROUNDS PIN=$PIN ONLY=$ONLY DUR=$DUR N_CONN=$N_CONN N_IDLE=$N_IDLE HOLD=$HOLD K=$K PACED_RATE=$PACED_RATE STORM_BOUND=$STORM_BOUND${BASE_BIN:+ BASE_BIN=$BASE_BIN BASE_ACL=$BASE_ACL} STORM_CASES=\"$STORM_CASES\" bash bench/run-matrix.sh $MODE"
+  echo "command: ROUNDS=$ROUNDS PIN=$PIN ONLY=$ONLY DUR=$DUR N_CONN=$N_CONN N_IDLE=$N_IDLE HOLD=$HOLD K=$K PACED_RATE=$PACED_RATE STORM_BOUND=$STORM_BOUND BROKERS=$BROKERS${BASE_BIN:+ BASE_BIN=$BASE_BIN BASE_ACL=$BASE_ACL} STORM_CASES=\"$STORM_CASES\" bash bench/run-matrix.sh $MODE"
   if [ -n "$BASE_BIN" ]; then
     rev=$(go version -m "$BASE_BIN" 2>/dev/null | awk '/vcs.revision/{print substr($3,1,7)}')
     echo "base: $BASE_BIN, commit ${rev:-not recorded in the binary}"
@@ -192,6 +211,15 @@ wait_redis "${PORT[redis]}"
 # Its client ids named, so that a BASE_BIN from before the default
 # %u %u:* admits them too.
 echo bench-password | AUTHPROXY_REDIS_URL=$REDIS_URL "$BIN/mqtt-authproxy" user set bench --publish "$RULES" --subscribe "$RULES" --clientids 'bench bench:*' >/dev/null
+# The mountpoint's bench user (proxy-mount): the same rules, under mp/.
+echo bench-password | AUTHPROXY_REDIS_URL=$REDIS_URL "$BIN/mqtt-authproxy" user set bench-mp --publish "$RULES" --subscribe "$RULES" --mountpoint mp/ >/dev/null
+# The limits' bench user (proxy-limits): the same rules, every limit set
+# and none reached.
+if [ "$LIMITS" = 1 ]; then
+  echo bench-password | AUTHPROXY_REDIS_URL=$REDIS_URL "$BIN/mqtt-authproxy" user set bench-lim --publish "$RULES" --subscribe "$RULES" \
+    --pub-rate 1000000 --pub-bytes 1000000000000 --max-payload 268435455 --max-qos 2 --retain true --max-subs 1000 \
+    --max-sessions 1000000 --max-keepalive 60 >/dev/null
+fi
 n_rules=$(AUTHPROXY_REDIS_URL=$REDIS_URL "$BIN/mqtt-authproxy" user show bench --json | jq '.publish | length')
 [ "$n_rules" = 20 ] || { echo "the bench user has $n_rules publish rules, not 20" >&2; exit 1; }
 if want storm && [ -z "$cached" ]; then
@@ -205,6 +233,9 @@ if want storm && [ -z "$cached" ] && [ -n "${STORM_CACHE:-}" ]; then
   mkdir -p "$STORM_CACHE/k$K"; cp "$SEED/dump.rdb" "$STORM_DIR"/*.txt "$STORM_CACHE/k$K/"
 fi
 stop seed-redis
+if want storm && [[ " $STORM_CASES " == *" t "* ]]; then
+  /usr/bin/python3 bench/storm-tokens.py "$K" "$STORM_DIR" # tokens expire in a day: made every run
+fi
 if want storm; then
   cp "$STORM_DIR/mosquitto-passwd.txt" "$OUT/run/mosquitto-passwd"
   mosquitto_passwd -U "$OUT/run/mosquitto-passwd"
@@ -225,6 +256,9 @@ start_mosquitto() { # NAME PORT [password file]: plain listener (and, for the ma
     echo "listener $2 127.0.0.1"
     if [ -n "${3:-}" ]; then echo "allow_anonymous false"; echo "password_file $3"; else echo "allow_anonymous true"; fi
     if [ "$1" = mosquitto ]; then
+      # proxy-pool's second and third addresses: the same broker.
+      echo "listener ${PORT[pool-b]} 127.0.0.1"; echo "allow_anonymous true"
+      echo "listener ${PORT[pool-c]} 127.0.0.1"; echo "allow_anonymous true"
       echo "listener ${PORT[mqtts]} 127.0.0.1"; echo "allow_anonymous true"
       echo "certfile $CERTS/server.pem"; echo "keyfile $CERTS/server-key.pem"
     fi
@@ -265,6 +299,7 @@ scrape() { # NAME METRICS-PORT TAG: the proxy's own series, kept for the report
 
 MATRIX_PROXIES=(proxy proxy-acl-off proxy-v2 proxy-ws)
 [ -z "$BASE_BIN" ] || MATRIX_PROXIES+=(proxy-base)
+[ "$BROKERS" != 1 ] || MATRIX_PROXIES+=(proxy-pool)
 start_matrix() {
   start_redis redis
   start_mosquitto mosquitto "${PORT[direct]}"
@@ -281,6 +316,10 @@ start_matrix() {
   if [ -n "$BASE_BIN" ]; then
     PROXY_EXE=$BASE_BIN start_proxy proxy-base "${PORT[proxy-base]}" "${MPORT[proxy-base]}" "${PORT[direct]}" AUTHPROXY_ACL="$BASE_ACL"
   fi
+  if [ "$BROKERS" = 1 ]; then
+    start_proxy proxy-pool "${PORT[proxy-pool]}" "${MPORT[proxy-pool]}" "${PORT[direct]}" AUTHPROXY_BACKEND_POLICY=hash \
+      AUTHPROXY_BACKEND_ADDR="127.0.0.1:${PORT[direct]} 127.0.0.1:${PORT[pool-b]} 127.0.0.1:${PORT[pool-c]}"
+  fi
   start_haproxy haproxy "${PORT[haproxy]}" "${PORT[direct]}"
   start floor "${pin_srv[@]}" "$BIN/floor" -listen "127.0.0.1:${PORT[floor]}" -cert "$CERTS/server.pem" -key "$CERTS/server-key.pem" \
     -backend "127.0.0.1:${PORT[direct]}"
@@ -288,11 +327,15 @@ start_matrix() {
 }
 
 declare -A TLSF=([direct]="" [mqtts]="-tls" [proxy]="-tls" [proxy-acl-off]="-tls" [proxy-v2]="-tls -proxy-v2"
-                 [proxy-ws]="-tls -ws /mqtt" [proxy-base]="-tls" [haproxy]="-tls" [floor]="-tls")
+                 [proxy-ws]="-tls -ws /mqtt" [proxy-base]="-tls" [haproxy]="-tls" [floor]="-tls" [proxy-pool]="-tls" [proxy-mount]="-tls")
+TLSF[proxy-limits]="-tls"
+declare -A BUSER=([proxy-mount]=bench-mp) # the bench user of a system: bench unless named here
+BUSER[proxy-limits]=bench-lim
 watch_of() { # SYSTEM: term = the terminator (mosquitto itself for direct and mqtts)
   case $1 in
     direct|mqtts) echo "term=${PID[mosquitto]},mosquitto=${PID[mosquitto]}" ;;
     haproxy|floor) echo "term=${PID[$1]},mosquitto=${PID[mosquitto]}" ;;
+    proxy-mount|proxy-limits) echo "term=${PID[proxy]},mosquitto=${PID[mosquitto]},redis=${PID[redis]}" ;;
     *) echo "term=${PID[$1]},mosquitto=${PID[mosquitto]},redis=${PID[redis]}" ;;
   esac
 }
@@ -301,7 +344,7 @@ bench() { # SYSTEM CASE bench-args...
   local sys=$1 cs=$2 out; shift 2
   # shellcheck disable=SC2086 # TLSF holds several flags
   if out=$("${pin_load[@]}" "$BIN/bench" -json -label "$round|$PIN|$sys|$cs" -addr "127.0.0.1:${PORT[$sys]}" ${TLSF[$sys]} \
-      -ca "$CERTS/ca.pem" -user bench -pass bench-password -watch "$(watch_of "$sys")" "$@" 2>>"$OUT/logs/bench.log"); then
+      -ca "$CERTS/ca.pem" -user "${BUSER[$sys]:-bench}" -pass bench-password -watch "$(watch_of "$sys")" "$@" 2>>"$OUT/logs/bench.log"); then
     echo "$out" >> "$RESULTS"
     echo "$out" | jq -r '"  \(.label): \(.ops) ops \(.errors) errors \(.rate_per_s|floor)/s term \(.cpu_per_op_us.term // 0 | .*10|floor/10) us/op mosquitto \(.cpu_share.mosquitto // 0 | .*100|floor)% \(if .rss_per_conn_kib then "rss/conn \(.rss_per_conn_kib.term|.*100|floor/100) KiB" else "" end)"' >&2
   else
@@ -321,6 +364,12 @@ QOS0_SYS=(direct mqtts proxy proxy-acl-off proxy-v2 proxy-ws haproxy floor)
 QOS1_SYS=(direct mqtts proxy proxy-acl-off haproxy floor)
 if [ -n "$BASE_BIN" ]; then
   IDLE_SYS+=(proxy-base); CONNECT_SYS+=(proxy-base); QOS0_SYS+=(proxy-base); QOS1_SYS+=(proxy-base)
+fi
+if [ "$BROKERS" = 1 ]; then
+  CONNECT_SYS+=(proxy-pool); QOS0_SYS+=(proxy-mount); QOS1_SYS+=(proxy-mount)
+fi
+if [ "$LIMITS" = 1 ]; then
+  QOS0_SYS+=(proxy-limits); QOS1_SYS+=(proxy-limits)
 fi
 
 restart_terminators() { # the proxy and HAProxy of the matrix, fresh
@@ -381,6 +430,10 @@ STORM_PROXY_ENV=(AUTHPROXY_LOG_LEVEL=info)
 storm_case() { # a|b|c|a0|b0 (a0, b0: a and b with BASE_BIN)
   local c=$1 pw=$STORM_DIR/pw-a.txt bin=$BIN/mqtt-authproxy
   case $c in a0|b0) bin=$BASE_BIN ;; esac
+  local extra=()
+  if [ "$c" = t ]; then # token devices (bench/storm-tokens.py): no password, no hash
+    pw=$STORM_DIR/tokens.txt extra=(AUTHPROXY_JWT_ISSUERS_FILE="$STORM_DIR/issuers.yaml")
+  fi
   if [ "$c" = c ]; then
     start_mosquitto storm-broker "${PORT[storm-broker]}" "$OUT/run/mosquitto-passwd"
     start_haproxy storm-term "${PORT[storm-term]}" "${PORT[storm-broker]}"
@@ -390,7 +443,7 @@ storm_case() { # a|b|c|a0|b0 (a0, b0: a and b with BASE_BIN)
     start_redis storm-redis
     start_mosquitto storm-broker "${PORT[storm-broker]}"
     PROXY_EXE=$bin start_proxy storm-term "${PORT[storm-term]}" "${MPORT[storm-term]}" "${PORT[storm-broker]}" \
-      AUTHPROXY_REDIS_KEY_PREFIX="s${c:0:1}:" "${STORM_PROXY_ENV[@]}"
+      AUTHPROXY_REDIS_KEY_PREFIX="s${c:0:1}:" "${STORM_PROXY_ENV[@]}" "${extra[@]}"
     watch="term=${PID[storm-term]},mosquitto=${PID[storm-broker]},redis=${PID[storm-redis]}"
   fi
   local out

@@ -112,7 +112,7 @@ var reasons = map[ReasonCode]struct {
 	TopicAliasInvalid:                   {"topic alias invalid", -1, inDisconnect},
 	PacketTooLarge:                      {"packet too large", -1, inConnack | inDisconnect},
 	MessageRateTooHigh:                  {"message rate too high", -1, inDisconnect},
-	QuotaExceeded:                       {"quota exceeded", 0x03, inConnack | inPuback | inPubrec | inSuback | inDisconnect},
+	QuotaExceeded:                       {"quota exceeded", 0x05, inConnack | inPuback | inPubrec | inSuback | inDisconnect}, // max_sessions: "not authorized", as the quota will not pass by waiting
 	AdministrativeAction:                {"administrative action", -1, inDisconnect},
 	PayloadFormatInvalid:                {"payload format invalid", -1, inConnack | inPuback | inPubrec | inDisconnect},
 	RetainNotSupported:                  {"retain not supported", -1, inConnack | inDisconnect},

@@ -7,6 +7,7 @@ package policy
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net/netip"
 	"time"
@@ -45,6 +46,16 @@ type Request struct {
 	WillTopic string
 	// Explain, when set, receives every check's verdict (explain).
 	Explain *Explanation
+	// Cert is the verified client certificate (nil: none) and
+	// CertCASHA256 the SHA-256 of the DER of the CA certificate that
+	// signed it (nil when unknown): the certificate identity
+	// (CERT_USERNAME), ca:sha256 pinning and certificate revocation read
+	// them.
+	Cert         *x509.Certificate
+	CertCASHA256 []byte
+	// Token, on a live session decided again, is what the token its
+	// CONNECT was accepted with said (Decision.Token): never the token.
+	Token *Token
 }
 
 // Credential identifies the stored credential a decision accepted: a MAC,
@@ -67,6 +78,12 @@ const (
 	WillNotAllowed     Outcome = "will_not_allowed"     // the will's topic is not one the user may publish to
 	Banned             Outcome = "banned"               // the user name or the client id is banned
 	TooManyFailures    Outcome = "too_many_failures"    // past the failed-attempt limit of the user or the address
+	// TokenExpired: a live session's token reached its exp plus the
+	// leeway (a CONNECT with an expired token is BadCredentials).
+	TokenExpired Outcome = "token_expired"
+	// MountpointNotAllowed: the user's mountpoint holds %u and the user
+	// name holds '/', '+' or '#', which would reach outside its place.
+	MountpointNotAllowed Outcome = "mountpoint_not_allowed"
 )
 
 // Decision is the answer to a Request.
@@ -91,6 +108,71 @@ type Decision struct {
 	// included when it exists): a change to one of them decides the
 	// session again.
 	Roles []string
+	// OldPassword: the CONNECT was accepted with the user's previous
+	// password, kept through a rotation's overlap (password_old); NotAfter
+	// is then at most the overlap's end, when the session is decided again.
+	OldPassword bool
+	// CredentialKind names the credential an accepted CONNECT proved
+	// itself with (see the Credential* constants).
+	CredentialKind string
+	// Username, when set, is the user the credential named for a CONNECT
+	// that gave none (a token's username claim, a certificate's name): the
+	// session is that user's.
+	Username string
+	// Token is set when a token was the credential: the session keeps it
+	// (Request.Token) to be decided again, and ends at its expiry
+	// (NotAfter is at most its exp plus the leeway).
+	Token *Token
+	// Backend names the broker pool the session goes to (the backend
+	// field of the user, else of its roles); "" is the default pool.
+	Backend string
+	// Mountpoint is the prefix of every topic of the session on the
+	// broker's side (the mountpoint field, %u filled in), ending in '/';
+	// "" none. The topic rules judge the device's view, without it.
+	Mountpoint string
+	// Known: the CONNECT's address authenticated this user recently (the
+	// addresses the failed-attempt limits know); such a CONNECT goes first
+	// where CONNECTs wait their turn (the broker connect rate).
+	Known bool
+	// Limits are how much the session may do (pub_rate, max_qos, ...;
+	// see limits.go), each with where it came from; nil: none.
+	Limits *Limits
+}
+
+// Kinds of credential (Decision.CredentialKind).
+const (
+	CredentialPassword     = "password"
+	CredentialCertificate  = "certificate"          // a certificate-only user's certs
+	CredentialCertIdentity = "certificate identity" // CERT_USERNAME: the name from the certificate
+	CredentialToken        = "token"                // a token of an issuer of JWT_ISSUERS_FILE
+	CredentialDeviceToken  = "device token"         // a token signed with a key of the user's jwt_keys
+)
+
+// Token is what a verified token said, as a decision and a live session
+// keep it: never the token itself, nor its signature.
+type Token struct {
+	Kind    string // CredentialToken or CredentialDeviceToken
+	Issuer  string // iss ("" for a device token without one)
+	Subject string // sub
+	JTI     string // jti, "" when absent
+	KeyID   string // kid of the key that verified it, "" when the token named none
+	Expiry  time.Time
+	// Leeway is how long past Expiry the token is still accepted.
+	Leeway time.Duration
+	// Rules, for an issuer whose users come from the token, are the
+	// user's rules from its claims; nil when the user's hash holds them.
+	Rules *TokenRules
+}
+
+// Ends is when a session admitted by the token ends: its exp plus the
+// leeway.
+func (t *Token) Ends() time.Time { return t.Expiry.Add(t.Leeway) }
+
+// TokenRules are a user's rules taken from a token's claims, in the
+// syntax of the user hash's fields (one entry per element); a nil slice
+// is a claim that is absent.
+type TokenRules struct {
+	Publish, Subscribe, ClientIDs, Roles []string
 }
 
 // Allowed reports whether the CONNECT may go on to the broker.
@@ -123,6 +205,9 @@ type Change struct {
 	// Resync: notifications may have been missed (the subscription was
 	// re-established after a Redis outage): re-decide every live connection.
 	Resync bool
+	// Revoked: the revoked tokens and certificates changed; sessions
+	// whose credential they now name are closed.
+	Revoked bool
 }
 
 // Record is one entry of the decision log: a CONNECT decided, a live
@@ -146,6 +231,12 @@ type Record struct {
 	// Count is how many connections a summary stands for (Kind
 	// KindSummary); 0 in an entry about one.
 	Count int `json:"count,omitempty"`
+	// Credential is the kind of credential a CONNECT was accepted with
+	// ("password", "token", ...); Issuer and JTI name its token, if one
+	// was (never the token itself).
+	Credential string `json:"credential,omitempty"`
+	Issuer     string `json:"issuer,omitempty"`
+	JTI        string `json:"jti,omitempty"`
 }
 
 // KindSummary is the Kind of an entry that stands for Count connections

@@ -52,6 +52,9 @@ type Expanded struct {
 	// Exact: the grant matches its own filter only, character for
 	// character, wildcards taken literally (EMQX's "eq t/#" rules).
 	Exact bool
+	// Cond limits what the grant allows (EMQX's qos and retain
+	// conditions); the zero Cond allows everything.
+	Cond Condition
 }
 
 // Grant is a compiled pattern: its filter with %u and %c filled in.
@@ -59,6 +62,8 @@ type Grant struct {
 	Pattern
 	levels []string
 	exact  string // the whole filter of an Exact grant, "" otherwise
+	// Cond limits what the grant allows; the zero Cond allows everything.
+	Cond Condition
 }
 
 // Filter is the grant's filter after substitution.
@@ -73,6 +78,8 @@ type TopicRules struct {
 	pub, recv topicIndex
 	// All grants everything (a superuser of another schema).
 	All bool
+	// conditional: some grant has a Condition (see conditions.go).
+	conditional bool
 	// Dropped are the patterns that match nothing for this session: %u or
 	// %c filled with a name holding '+', '#' or '/' (a name never injects
 	// a wildcard), or %c with an empty client id.
@@ -144,7 +151,7 @@ func compileExpanded(es []Expanded) ([]Grant, error) {
 		if err := checkFilter(e.As, false); err != nil {
 			return nil, fmt.Errorf("%s: %w", e.Source, err)
 		}
-		g := Grant{Pattern: e.Pattern, levels: strings.Split(e.As, "/")}
+		g := Grant{Pattern: e.Pattern, levels: strings.Split(e.As, "/"), Cond: e.Cond}
 		if e.Exact {
 			g.exact = e.As
 		}
@@ -155,6 +162,7 @@ func compileExpanded(es []Expanded) ([]Grant, error) {
 
 // index lists the grants a topic name is matched against by first level.
 func (r *TopicRules) index() {
+	r.conditional = hasConditions(r.publish) || hasConditions(r.subscribe)
 	r.pub = newTopicIndex(r.publish, func(g *Grant) []string { return g.levels }, true)
 	r.recv = newTopicIndex(r.subscribe, func(g *Grant) []string { return g.levels }, false)
 }
@@ -185,7 +193,11 @@ func newTopicIndex(gs []Grant, levels func(*Grant) []string, exact bool) topicIn
 }
 
 // match returns the first grant that matches topic.
-func (x *topicIndex) match(topic string) (Grant, bool) {
+func (x *topicIndex) match(topic string) (Grant, bool) { return x.matchWhere(topic, nil) }
+
+// matchWhere returns the first grant that matches topic and, when allows
+// is set, that it allows.
+func (x *topicIndex) matchWhere(topic string, allows func(*Grant) bool) (Grant, bool) {
 	first, _, _ := strings.Cut(topic, "/")
 	lit, wild := x.lit[first], x.wild
 	for len(lit) > 0 || len(wild) > 0 {
@@ -195,7 +207,8 @@ func (x *topicIndex) match(topic string) (Grant, bool) {
 		} else {
 			i, wild = wild[0], wild[1:]
 		}
-		if x.exact[i] && topic == x.grants[i].exact || !x.exact[i] && matchLevels(x.levels[i], topic) {
+		if (x.exact[i] && topic == x.grants[i].exact || !x.exact[i] && matchLevels(x.levels[i], topic)) &&
+			(allows == nil || allows(&x.grants[i])) {
 			return x.grants[i], true
 		}
 	}

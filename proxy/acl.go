@@ -198,7 +198,7 @@ func (f *aclFilter) publish(pkt []byte) relay.Verdict {
 	if perr != nil {
 		return f.malformed(perr)
 	}
-	if !f.mayPublish(topic) {
+	if !f.mayPublish(topic, p.QoS, p.Retain) {
 		if a != nil && len(p.Topic) > 0 {
 			a.synced = false // the broker keeps its older mapping
 		}
@@ -212,9 +212,13 @@ func (f *aclFilter) publish(pkt []byte) relay.Verdict {
 }
 
 // mayPublish reports whether the current rules let the device publish to
-// topic.
-func (f *aclFilter) mayPublish(topic []byte) bool {
+// topic at that QoS and retain flag (rules with conditions: EMQX's).
+func (f *aclFilter) mayPublish(topic []byte, qos byte, retain bool) bool {
 	rules := f.rules.Load()
+	if rules.Conditional() {
+		_, ok := rules.CanPublishAs(string(topic), qos, retain)
+		return ok
+	}
 	if f.allowedBy == rules && f.allowedTopic != nil && bytes.Equal(f.allowedTopic, topic) {
 		return true
 	}
@@ -257,7 +261,7 @@ func (f *aclFilter) subscribe(pkt []byte) relay.Verdict {
 	allowed := make([]packets.SubscribeFilter, 0, len(sub.Filters))
 	for i, sf := range sub.Filters {
 		filters[i] = sf.Filter
-		switch _, ok := rules.CanSubscribe(sf.Filter); {
+		switch _, ok := rules.CanSubscribeAs(sf.Filter, sf.Options.QoS()); {
 		case sf.Err != nil:
 			codes[i] = packets.TopicFilterInvalid
 		case !ok:

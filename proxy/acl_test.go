@@ -398,22 +398,22 @@ func TestPublishVerdictRemembered(t *testing.T) {
 	f := &aclFilter{}
 	f.rules.Store(compile("a/#"))
 	for range 2 {
-		if !f.mayPublish([]byte("a/b")) {
+		if !f.mayPublish([]byte("a/b"), 0, false) {
 			t.Fatal("a/b under a/#")
 		}
 	}
-	if f.mayPublish([]byte("a")) == false || f.mayPublish([]byte("b/a")) {
+	if f.mayPublish([]byte("a"), 0, false) == false || f.mayPublish([]byte("b/a"), 0, false) {
 		t.Fatal("a under a/# is allowed, b/a is not")
 	}
-	if f.mayPublish([]byte("b/a")) {
+	if f.mayPublish([]byte("b/a"), 0, false) {
 		t.Fatal("a denial was remembered as allowed")
 	}
-	f.mayPublish([]byte("a/b"))
+	f.mayPublish([]byte("a/b"), 0, false)
 	f.rules.Store(compile("c/#")) // a rule change
-	if f.mayPublish([]byte("a/b")) {
+	if f.mayPublish([]byte("a/b"), 0, false) {
 		t.Fatal("allowed under the rules before the change")
 	}
-	if !f.mayPublish([]byte("c/d")) || f.mayPublish([]byte("c/")) == false {
+	if !f.mayPublish([]byte("c/d"), 0, false) || f.mayPublish([]byte("c/"), 0, false) == false {
 		t.Fatal("c/# grants")
 	}
 }

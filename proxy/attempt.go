@@ -33,9 +33,11 @@ type attempt struct {
 	level    packets.Level // the CONNECT's, once known
 	req      policy.Request
 	decision policy.Decision
-	reason   string // the accepting decision's
+	cred     policy.Credential // what req.Verified points at until the session copies it
+	reason   string            // the accepting decision's
 	broker   *BrokerConn
 	session  *session // once handed off: it owns the connections
+	counted  bool     // holds a place under the user's max_sessions (quota.go)
 }
 
 // handle runs one accepted connection through its steps. It returns when
@@ -59,6 +61,9 @@ func (a *attempt) run(ctx context.Context, t transport.Terminator) *refusal {
 		return r
 	}
 	if r := a.decide(ctx); r != nil {
+		return r
+	}
+	if r := a.admit(ctx); r != nil { // max_sessions: quota.go
 		return r
 	}
 	if r := a.dialBroker(ctx); r != nil {
@@ -145,7 +150,7 @@ func (a *attempt) decide(ctx context.Context) *refusal {
 	a.req = policy.Request{
 		Username: c.Username, HasPassword: c.PasswordFlag, Password: c.Password,
 		ClientID: c.ClientID, Protocol: c.ProtocolLevel, RemoteAddr: info.Remote,
-		CertSHA256: info.CertSHA256, CertCN: info.CertCN,
+		CertSHA256: info.CertSHA256, CertCN: info.CertCN, Cert: info.Cert, CertCASHA256: info.CertCASHA256,
 		HasWill: c.WillFlag, WillTopic: c.WillTopic,
 	}
 	authStart := time.Now()
@@ -164,7 +169,11 @@ func (a *attempt) decide(ctx context.Context) *refusal {
 	a.decision, a.reason = d, d.Reason
 	// The live session is decided again against the credential it was
 	// accepted with: it needs no password and never a hash.
-	a.req.Verified, a.req.Password = &d.Credential, ""
+	// (The credential is copied out of d, so that d does not move to the
+	// heap for it; the session keeps its own copy.)
+	a.cred = d.Credential
+	a.req.Verified, a.req.Password = &a.cred, ""
+	a.adopt(d)
 	return nil
 }
 
@@ -174,10 +183,16 @@ func (a *attempt) dialBroker(ctx context.Context) *refusal {
 	dialStart := time.Now()
 	bc, err := a.p.cfg.Brokers.Connect(ctx, Admitted{Request: a.req, Decision: a.decision, Connect: a.connect})
 	a.p.metrics.BackendDial.Observe(time.Since(dialStart).Seconds())
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrBrokersBusy):
+		return refuseWith(OutcomeBackendBusy, packets.ServerBusy, err)
+	case errors.Is(err, ErrUnknownPool):
+		return refuseWith(OutcomeBackendPoolUnknown, packets.ServerUnavailable, err)
+	case err != nil:
 		return refuseWith(OutcomeBackendUnavailable, packets.ServerUnavailable, err)
 	}
 	if !bc.Connack.Accepted() {
+		bc.release()
 		bc.Conn.Close()
 		return &refusal{outcome: OutcomeBrokerRefused, answer: answerRaw, raw: bc.ConnackPacket,
 			err: fmt.Errorf("broker answered CONNACK 0x%02X", bc.Connack.Code)}
@@ -194,15 +209,18 @@ func (a *attempt) handOff() *refusal {
 	changesBefore := a.p.changes.Load()
 	s := newSession(a.p, a.conn, a.broker, a.req, a.connect, a.decision)
 	if !a.p.addSession(s) {
+		s.releaseBroker()
 		a.broker.Conn.Close()
 		return &refusal{outcome: OutcomeShutdown, answer: answerDisconnectV5, code: packets.ServerShuttingDown}
 	}
 	a.session = s
+	s.takeCount(a)
 	// From here the relay's write timeout bounds writes, and reads wait.
 	_ = a.raw.SetDeadline(time.Time{})
 	// Through the session's writer: a kick that came first is delivered
-	// right behind the CONNACK.
-	if err := s.relay.WriteFirst(a.broker.ConnackPacket); err != nil {
+	// right behind the CONNACK (the broker's, or the one the session's
+	// limits made).
+	if err := s.relay.WriteFirst(s.connackFor(a.broker.ConnackPacket)); err != nil {
 		s.relay.Close()
 		if !errors.Is(err, relay.ErrEnded) {
 			return closed(OutcomeClosed, err)
@@ -229,6 +247,7 @@ func (a *attempt) finish(r *refusal) {
 		a.answer(r)
 	}
 	if a.session == nil {
+		a.unadmit()
 		a.raw.Close()
 		a.p.metrics.Active.Dec()
 		a.p.releaseSlot()
@@ -255,6 +274,7 @@ func (a *attempt) answer(r *refusal) {
 	}
 	var out []byte
 	switch r.answer {
+	case answerNone: // closed without a packet
 	case answerConnack:
 		if level == 0 {
 			level = packets.V311

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -42,7 +43,34 @@ type BrokerConn struct {
 	Connack       packets.Connack
 	ConnackPacket []byte // the CONNACK as the broker sent it
 	Early         []byte // bytes the broker sent right behind its CONNACK
+	// Addr is the broker's address (host:port), as the status page shows
+	// it beside the session.
+	Addr string
+	// Release, when set, is called once when the session on this
+	// connection has ended (or when the proxy closes a connection it
+	// could not use): a Brokers that counts sessions per broker counts
+	// it down there.
+	Release func()
 }
+
+// release calls Release, once, if set.
+func (c *BrokerConn) release() {
+	if f := c.Release; f != nil {
+		c.Release = nil
+		f()
+	}
+}
+
+// Errors of a Brokers that the proxy answers in their own way (any other
+// error is "server unavailable": v5 0x88, 3.1.1 0x03).
+var (
+	// ErrBrokersBusy: the broker connect rate held the CONNECT past its
+	// deadline; the device is told "server busy" (v5 0x89, 3.1.1 0x03).
+	ErrBrokersBusy = errors.New("broker connect rate exceeded")
+	// ErrUnknownPool: the decision named a broker pool that does not exist
+	// (v5 0x88, 3.1.1 0x03, counted as backend_pool_unknown).
+	ErrUnknownPool = errors.New("unknown broker pool")
+)
 
 // Backend is one broker at one address: the Brokers of a proxy in front
 // of a single broker.
@@ -60,9 +88,13 @@ const DefaultDialTimeout = 5 * time.Second
 var _ Brokers = Backend{}
 
 // Connect sends the broker the session's CONNECT with the backend
-// credentials in place of the device's, and returns its answer.
+// credentials in place of the device's (and the will's topic under the
+// decision's mountpoint), and returns its answer.
 func (b Backend) Connect(ctx context.Context, s Admitted) (*BrokerConn, error) {
 	rewritten := rewriteConnect(s.Connect, b.Username, b.Password)
+	if rewritten.WillFlag && s.Decision.Mountpoint != "" {
+		rewritten.WillTopic = s.Decision.Mountpoint + rewritten.WillTopic
+	}
 	return b.connect(ctx, &rewritten)
 }
 
@@ -131,7 +163,7 @@ func (b Backend) connect(ctx context.Context, c *packets.Connect) (*BrokerConn, 
 	if b := rd.Buffered(); len(b) > 0 {
 		early = bytes.Clone(b)
 	}
-	return &BrokerConn{Endpoint: ep, Connack: ack, ConnackPacket: pkt, Early: early}, nil
+	return &BrokerConn{Endpoint: ep, Connack: ack, ConnackPacket: pkt, Early: early, Addr: b.Addr}, nil
 }
 
 // Probe checks that the broker is reachable: with backend credentials it

@@ -127,10 +127,14 @@ func BenchmarkRelayThroughput(b *testing.B) {
 
 // topicAuth accepts everyone with 20 topic rules (the last one matching
 // the benchmark's topic), as a fleet's device would have.
-type topicAuth struct{ rules *policy.TopicRules }
+type topicAuth struct {
+	rules      *policy.TopicRules
+	mountpoint string
+	limits     *policy.Limits
+}
 
 func (a topicAuth) Authenticate(context.Context, policy.Request) (policy.Decision, error) {
-	return policy.Decision{Outcome: policy.Accepted, Topics: a.rules}, nil
+	return policy.Decision{Outcome: policy.Accepted, Topics: a.rules, Mountpoint: a.mountpoint, Limits: a.limits}, nil
 }
 
 func benchRules(b *testing.B) *policy.TopicRules {
@@ -149,14 +153,22 @@ func benchRules(b *testing.B) *policy.TopicRules {
 // BenchmarkRelayPublish: 1 KiB QoS 0 PUBLISHes through the proxy and back
 // (device -> proxy -> echo broker -> proxy -> device), with topic rules
 // off (the opaque relay) and on (every PUBLISH framed, decoded and matched
-// against 20 rules; the broker's packets framed on the way back). ns/op is
-// one message both ways; allocs/op counts the whole process.
+// against 20 rules; the broker's packets framed on the way back), and on
+// with a mountpoint (each PUBLISH rewritten under mp/ on its way to the
+// broker and back out of it on its way back), and on with every limit set
+// (both rate buckets taken, never empty; the quotas checked; the keep
+// alive watch fed). ns/op is one message both ways; allocs/op counts the
+// whole process.
 func BenchmarkRelayPublish(b *testing.B) {
-	for _, acl := range []bool{false, true} {
-		name := "acl-off"
+	for _, name := range []string{"acl-off", "acl-on", "acl-on-mountpoint", "acl-on-limits"} {
 		var auth policy.Authenticator = allowAll{}
-		if acl {
-			name, auth = "acl-on", topicAuth{benchRules(b)}
+		switch name {
+		case "acl-on":
+			auth = topicAuth{rules: benchRules(b)}
+		case "acl-on-mountpoint":
+			auth = topicAuth{rules: benchRules(b), mountpoint: "mp/"}
+		case "acl-on-limits":
+			auth = topicAuth{rules: benchRules(b), limits: benchLimits()} // limits_bench_test.go
 		}
 		b.Run(name, func(b *testing.B) {
 			p, err := New(Config{Brokers: Backend{Addr: echoBroker(b)}, Auth: auth, RevalidateInterval: -1, ShutdownGrace: 100 * time.Millisecond,

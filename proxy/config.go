@@ -76,6 +76,9 @@ type Config struct {
 	// ReplicaID names this proxy in them.
 	Recorder  policy.Recorder
 	ReplicaID string
+	// Sessions counts the live sessions of each user across replicas, for
+	// max_sessions (authstore/sessions); nil counts this proxy's only.
+	Sessions SessionCounter
 
 	Logger  *slog.Logger
 	Metrics *Metrics // nil: a private, unregistered set

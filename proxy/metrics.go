@@ -19,6 +19,8 @@ type Metrics struct {
 	Disconnects   *prometheus.CounterVec // live connections closed by the proxy, by cause
 	Revalidations *prometheus.CounterVec // re-decisions of live connections, by result
 	ACLDenied     *prometheus.CounterVec // packets the topic rules refused, by action (publish, subscribe)
+	Throttled     *prometheus.CounterVec // seconds devices were held back by a rate, by limit (pub_rate, pub_bytes)
+	LimitRefusals *prometheus.CounterVec // what a limit refused, by limit (max_payload, max_qos, retain, max_subs, max_sessions)
 	bytesUp       prometheus.Counter
 	bytesDown     prometheus.Counter
 	handshakeNew  prometheus.Counter
@@ -47,12 +49,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ACLDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authproxy_acl_denied_total",
 			Help: "PUBLISH packets and SUBSCRIBE filters the topic rules refused, by action (publish, subscribe)."}, []string{"action"}),
 	}
+	m.Throttled = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authproxy_throttled_seconds_total",
+		Help: "Time devices were held back (not read) by a rate limit, by limit (pub_rate, pub_bytes)."}, []string{"limit"})
+	m.LimitRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "authproxy_limit_refusals_total",
+		Help: "PUBLISHes, SUBSCRIBE filters and CONNECTs a limit refused, by limit (max_payload, max_qos, retain, max_subs, max_sessions)."}, []string{"limit"})
 	m.bytesUp = m.Bytes.WithLabelValues("upstream")
 	m.bytesDown = m.Bytes.WithLabelValues("downstream")
 	m.handshakeNew = m.Handshakes.WithLabelValues("false")
 	m.handshakeResu = m.Handshakes.WithLabelValues("true")
 	if reg != nil {
-		reg.MustRegister(m.Active, m.Connects, m.AuthDuration, m.Handshakes, m.Bytes, m.BackendDial, m.Disconnects, m.Revalidations, m.ACLDenied)
+		reg.MustRegister(m.Active, m.Connects, m.AuthDuration, m.Handshakes, m.Bytes, m.BackendDial, m.Disconnects, m.Revalidations, m.ACLDenied,
+			m.Throttled, m.LimitRefusals)
 	}
 	return m
 }
@@ -68,6 +75,11 @@ type Stats struct {
 	// LastChange is when the last change notification came; zero if none
 	// has.
 	LastChange time.Time
+	// LimitRefusals counts what each limit refused (by its field name:
+	// max_payload, max_qos, retain, max_subs, max_sessions); Throttled is
+	// the time devices were held back by a rate, all sessions together.
+	LimitRefusals map[string]int64
+	Throttled     time.Duration
 }
 
 // counts keeps what Stats reports, beside the Prometheus series.
@@ -75,6 +87,7 @@ type counts struct {
 	connects          sync.Map // Outcome -> *atomic.Int64
 	handshakesFull    atomic.Int64
 	handshakesResumed atomic.Int64
+	limits            limitCounts // limits.go
 }
 
 // connected counts an attempt's outcome, in the series and in Stats.
@@ -106,5 +119,6 @@ func (p *Proxy) Stats() Stats {
 		s.Connects[k.(Outcome)] = v.(*atomic.Int64).Load()
 		return true
 	})
+	s.LimitRefusals, s.Throttled = p.counts.limits.stats()
 	return s
 }

@@ -22,6 +22,8 @@ const (
 	OutcomeStoreUnavailable   Outcome = "store_unavailable"
 	OutcomeBusy               Outcome = "busy"
 	OutcomeBackendUnavailable Outcome = "backend_unavailable"
+	OutcomeBackendBusy        Outcome = "backend_busy"         // the broker connect rate, past the CONNECT's deadline
+	OutcomeBackendPoolUnknown Outcome = "backend_pool_unknown" // the decision named a pool that does not exist
 	OutcomeBrokerRefused      Outcome = "broker_refused"
 	OutcomeMalformed          Outcome = "malformed"
 	OutcomeProtocolVersion    Outcome = "unsupported_protocol"
@@ -56,6 +58,8 @@ func ConnackCode(o policy.Outcome) packets.ReasonCode {
 		return packets.ClientIdentifierNotValid
 	case policy.TooManyFailures:
 		return packets.ConnectionRateExceeded
+	case policy.TooManySessions:
+		return packets.QuotaExceeded // 3.1.1: 0x05
 	}
 	return packets.NotAuthorized
 }
@@ -166,6 +170,9 @@ func (a *attempt) log(l *slog.Logger, lim *logLimiter, e policy.Record, r *refus
 	}
 	if a.reason != "" {
 		attrs = append(attrs, slog.String("reason", a.reason))
+	}
+	if e.Credential != "" && e.Credential != "password" { // the token's issuer and id, never the token
+		attrs = append(attrs, slog.String("credential", e.Credential), slog.String("issuer", logsafe.String(e.Issuer)), slog.String("jti", logsafe.String(e.JTI)))
 	}
 	if r != nil && r.err != nil {
 		attrs = append(attrs, slog.String("error", logsafe.Error(r.err)))

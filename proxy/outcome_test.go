@@ -128,6 +128,9 @@ func TestOutcomeTable(t *testing.T) {
 		{"busy", fakeAuth{err: policy.ErrBusy}, ok, nil, OutcomeBusy, connack(packets.V311, packets.ServerBusy), connack(packets.V5, packets.ServerBusy)},
 		{"broker unreachable", fakeAuth{d: accepted}, fakeBrokers{err: errors.New("no route")}, nil, OutcomeBackendUnavailable, connack(packets.V311, packets.ServerUnavailable), connack(packets.V5, packets.ServerUnavailable)},
 		{"broker refuses", fakeAuth{d: accepted}, fakeBrokers{code: packets.NotAuthorized}, nil, OutcomeBrokerRefused, connack(packets.V311, packets.NotAuthorized), connack(packets.V5, packets.NotAuthorized)},
+		{"broker connect rate", fakeAuth{d: accepted}, fakeBrokers{err: fmt.Errorf("%w: held", ErrBrokersBusy)}, nil, OutcomeBackendBusy, connack(packets.V311, packets.ServerBusy), connack(packets.V5, packets.ServerBusy)},
+		{"unknown pool", fakeAuth{d: accepted}, fakeBrokers{err: fmt.Errorf("%w: nope", ErrUnknownPool)}, nil, OutcomeBackendPoolUnknown, connack(packets.V311, packets.ServerUnavailable), connack(packets.V5, packets.ServerUnavailable)},
+		{"mountpoint not allowed", refused(policy.MountpointNotAllowed), ok, nil, Decided(policy.MountpointNotAllowed), connack(packets.V311, packets.NotAuthorized), connack(packets.V5, packets.NotAuthorized)},
 		{"malformed CONNECT", fakeAuth{d: accepted}, ok, func(level packets.Level) []byte {
 			b := connectBytes(level)
 			b[9] |= 1 // the reserved flag [MQTT-3.1.2-3]
@@ -243,6 +246,7 @@ func TestEveryEndIsCounted(t *testing.T) {
 			go func() { _ = p.Serve(l, transport.Plain{}) }()
 			defer p.Shutdown(context.Background())
 			conn := l.dial(t)
+			kicked := make(chan int, 1)
 			go func() { _, _ = conn.Write(connectBytes(c.level)) }()
 			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 			if _, ack, err := packets.ReadPacket(conn, 1<<16); err != nil || ack[0] != 0x20 {
@@ -252,13 +256,19 @@ func TestEveryEndIsCounted(t *testing.T) {
 				go func() { _, _ = conn.Write(c.send) }()
 			} else {
 				testenv.WaitFor(t, 5*time.Second, "the session to be registered", func() bool { return p.Sessions() == 1 })
-				if n := p.Kick("dev"); n != 1 {
-					t.Fatalf("kicked %d sessions", n)
-				}
+				// Kick may write the DISCONNECT on its caller's goroutine,
+				// and a net.Pipe write waits for its reader: kick from
+				// another goroutine than the one that reads.
+				go func() { kicked <- p.Kick("dev") }()
 			}
 			rest, err := io.ReadAll(conn)
 			if err != nil || !bytes.Equal(rest, c.last) {
 				t.Fatalf("the device read %x (%v) before EOF, want %x", rest, err, c.last)
+			}
+			if c.send == nil {
+				if n := <-kicked; n != 1 {
+					t.Fatalf("kicked %d sessions", n)
+				}
 			}
 			testenv.WaitFor(t, 5*time.Second, "the end counted under "+c.cause, func() bool {
 				return testutil.ToFloat64(p.metrics.Disconnects.WithLabelValues(c.cause)) == 1

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/relay"
-	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
 
 // Proxy serves MQTT clients. Create it with New, hand it listeners with
@@ -42,6 +41,9 @@ type Proxy struct {
 	refusals refusalLog              // connections refused before CONNECT, for the decision log
 	counts   counts                  // what Stats reports
 	workers  *workers                // the goroutines attempts run on
+	// localSessions counts sessions per user for max_sessions when
+	// Config.Sessions is nil (quota.go).
+	localSessions localSessions
 
 	ctx    context.Context // cancelled by Shutdown: aborts handshakes and CONNECTs in progress
 	cancel context.CancelFunc
@@ -127,11 +129,13 @@ func (p *Proxy) Addrs() []net.Addr {
 	return out
 }
 
-// Shutdown stops accepting (every Serve returns net.ErrClosed), lets
-// relayed sessions run for the grace period (or until ctx ends), then
-// ends the rest, sending MQTT 5 clients a DISCONNECT with reason 0x8B
-// (server shutting down) at a packet boundary. Connections still
-// authenticating are closed at once. It returns when every connection is
+// Shutdown stops accepting (every Serve returns net.ErrClosed) and drains
+// the relayed sessions: it ends them one at a time, evenly spaced, at
+// DrainRate a second or spread over the grace period (drain.go), until
+// the grace (or ctx) ends, then ends the rest at once. MQTT 5 clients get
+// a DISCONNECT at a packet boundary: 0x9C (use another server) with
+// DrainServerReference when it is set, else 0x8B (server shutting down).
+// Connections still authenticating are closed at once. It returns when every connection is
 // closed: nil when they all ended within the grace, ctx.Err() when ctx
 // ended first. The transports handed to Serve are the caller's to close.
 func (p *Proxy) Shutdown(ctx context.Context) error {
@@ -148,6 +152,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	defer grace.Stop()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
+	final := p.drainFinal()
+	stopDrain := p.drain(p.cfg.ShutdownGrace, final)
 	var err error
 	select {
 	case <-done:
@@ -155,8 +161,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
+	stopDrain()
 	for _, s := range p.allSessions() {
-		go s.end(packets.ServerShuttingDown, "shutdown")
+		go s.endFinal(final, "shutdown")
 	}
 	<-done
 	p.flushRefusals()

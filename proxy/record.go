@@ -35,6 +35,10 @@ func (a *attempt) entry(outcome Outcome, r *refusal) policy.Record {
 	if a.connect != nil {
 		e.Username, e.ClientID = a.connect.Username, a.connect.ClientID
 	}
+	e.Credential = a.decision.CredentialKind
+	if t := a.decision.Token; t != nil {
+		e.Issuer, e.JTI = t.Issuer, t.JTI
+	}
 	return e
 }
 

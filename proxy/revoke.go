@@ -29,6 +29,8 @@ func (p *Proxy) Follow(ctx context.Context, feed ChangeFeed) error {
 		switch {
 		case c.Resync:
 			go p.RevalidateAll()
+		case c.Revoked:
+			go p.applyRevocations()
 		case c.Kick:
 			go p.Kick(c.Username)
 		case c.Role != "":
@@ -120,6 +122,12 @@ func (p *Proxy) revalidate(s *session, why string) {
 		p.metrics.Revalidations.WithLabelValues("allowed").Inc()
 		s.retried()
 		s.setRoles(d.Roles)
+		s.oldPassword.Store(d.OldPassword)
+		s.limitsChanged(d) // quota.go
+		// The backend or the mountpoint changed: the device reconnects (route.go).
+		if s.rerouted(d, why) {
+			return
+		}
 		if s.acl != nil && d.Topics != nil {
 			if filter, ok := s.acl.update(d.Topics); !ok {
 				p.metrics.Revalidations.WithLabelValues("revoked").Inc()
@@ -140,7 +148,7 @@ func (p *Proxy) revalidate(s *session, why string) {
 		p.log.Info("revoked", "username", logsafe.String(s.req.Username), "client_id", logsafe.String(s.req.ClientID),
 			"remote", s.remote, "outcome", outcome, "reason", reason, "why", why)
 		s.record("revalidate", outcome, reason+" (live session decided again: "+why+")")
-		s.end(packets.AdministrativeAction, "revoked")
+		s.end(endOf(d.Outcome))
 	case p.ctx.Err() != nil:
 		// Shutting down.
 	default:

@@ -12,6 +12,7 @@ import (
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/transport"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
+	"github.com/mqtt-authproxy/mqtt-authproxy/proxy/limits"
 )
 
 // session is one authenticated client relayed to its own broker
@@ -25,13 +26,35 @@ type session struct {
 	// req is the CONNECT's request with Verified set and no password: the
 	// session is decided again against the credential it was accepted
 	// with, so a re-decision needs neither the password nor a hash.
-	req    policy.Request
-	acl    *aclFilter // nil without topic rules: the opaque relay
-	info   transport.Info
-	since  time.Time
-	up     byteCounter // bytes device to broker
-	down   byteCounter // bytes broker to device
-	denied denials     // topic denials since the last summary
+	req        policy.Request
+	credential policy.Credential // what req.Verified points at
+	acl        *aclFilter        // nil without topic rules: the opaque relay
+	info       transport.Info
+	since      time.Time
+	up         byteCounter // bytes device to broker
+	down       byteCounter // bytes broker to device
+	denied     denials     // topic denials since the last summary
+	// credKind is the kind of credential the session was accepted with,
+	// oldPassword whether its last decision accepted a rotation's
+	// previous password (the session registry shows them).
+	credKind    string
+	oldPassword atomic.Bool
+
+	// broker is the broker's address and mountpoint the session's topic
+	// prefix there ("" none); release counts the session down at its
+	// Brokers when it ends (nil: nothing to do). route.go.
+	broker, mountpoint string
+	pool               string // the decision's Backend ("" the default pool)
+	release            func()
+
+	// limits is the session's limits filter, nil on the opaque relay
+	// (proxy/limits; limits.go); connack the CONNACK the device is sent
+	// when its limits changed the broker's (nil: the broker's as it is);
+	// counted: the session counts toward its user's max_sessions
+	// (quota.go).
+	limits  *limits.Filter
+	connack []byte
+	counted bool
 
 	// mu guards what re-decisions change: the roles the last decision
 	// read and the timers of the next ones.
@@ -48,7 +71,14 @@ const kickGrace = time.Second
 
 func newSession(p *Proxy, client transport.Conn, broker *BrokerConn, req policy.Request, connect *packets.Connect, d policy.Decision) *session {
 	s := &session{p: p, req: req, remote: client.Conn.RemoteAddr().String(), roles: d.Roles, info: client.Info, since: time.Now()}
+	if req.Verified != nil {
+		s.credential = *req.Verified
+		s.req.Verified = &s.credential
+	}
+	s.credKind = d.CredentialKind
+	s.oldPassword.Store(d.OldPassword)
 	s.up.total, s.down.total = p.metrics.bytesUp, p.metrics.bytesDown
+	s.takeBroker(broker, d)
 	filter := relay.NewChain(req.Protocol, s.filters(d, connect, broker.Connack)...)
 	s.relay = p.engine.NewSession(relay.Config{
 		Filter:       filter,
@@ -75,15 +105,21 @@ func (s *session) filters(d policy.Decision, connect *packets.Connect, ack packe
 		s.acl = newACLFilter(s, d.Topics, connect.Properties, ack, s.p.cfg.DenyAction)
 		fs = append(fs, s.acl)
 	}
-	return fs
+	// The mountpoint last, on the broker's side: the filters before it
+	// judge the device's view.
+	fs = append(fs, s.mountpointFilter(connect))
+	return s.withLimits(fs, d, connect, ack) // limits, last: limits.go
 }
 
 // ended runs once when the relay has closed both connections: the
 // session's accounting, in one place.
 func (s *session) ended() {
 	s.flushDenials()
+	s.limits.Stop()
+	s.uncount()
 	s.p.removeSession(s)
 	s.stopTimers()
+	s.releaseBroker()
 	s.p.metrics.Active.Dec()
 	s.p.releaseSlot()
 	s.p.wg.Done()
@@ -175,6 +211,15 @@ type SessionInfo struct {
 	TopicRules bool      `json:"topic_rules"`
 	BytesUp    int64     `json:"bytes_up"`
 	BytesDown  int64     `json:"bytes_down"`
+	// Credential is the kind of credential the session was accepted with;
+	// OldPassword: a rotation's previous password.
+	Credential  string `json:"credential,omitempty"`
+	OldPassword bool   `json:"old_password,omitempty"`
+
+	// Slowed: a rate limit holds the device back now (or did within the
+	// last second); Limits lists the session's limits ("" none).
+	Slowed bool   `json:"slowed,omitempty"`
+	Limits string `json:"limits,omitempty"`
 }
 
 // Snapshot lists the live sessions, oldest first.
@@ -188,7 +233,8 @@ func (p *Proxy) Snapshot() []SessionInfo {
 		}
 		out = append(out, SessionInfo{Username: s.req.Username, ClientID: s.req.ClientID, Remote: s.remote, Since: s.since,
 			Protocol: int(s.req.Protocol), TLS: tlsName, Resumed: s.info.Resumed, TopicRules: s.acl != nil,
-			BytesUp: s.up.n.Load(), BytesDown: s.down.n.Load()})
+			BytesUp: s.up.n.Load(), BytesDown: s.down.n.Load(), Credential: s.credKind, OldPassword: s.oldPassword.Load(),
+			Slowed: s.limits.Slowed(), Limits: s.limits.Describe()})
 	}
 	slices.SortFunc(out, func(a, b SessionInfo) int { return a.Since.Compare(b.Since) })
 	return out

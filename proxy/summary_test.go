@@ -104,12 +104,6 @@ func TestRefusalSummaryCap(t *testing.T) {
 	}
 }
 
-func (r *records) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.all)
-}
-
 // TestRefusalSummariesInTheDecisionLog is the regression test of the
 // decision log flood: 200 connections from one address closed or reset
 // before their CONNECT (TLS handshakes cut short, handshakes completed then

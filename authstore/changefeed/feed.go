@@ -105,7 +105,7 @@ func (f *Feed) Watch(ctx context.Context, deliver func(policy.Change)) error {
 	}
 	r := f.newRouter(one)
 	resync := func() { one(policy.Change{Resync: true}) }
-	channels := []string{f.keys.ChangesChannel(), f.keys.KickChannel(), f.keys.RoleChangesChannel(), f.keys.BanChangesChannel()}
+	channels := []string{f.keys.ChangesChannel(), f.keys.KickChannel(), f.keys.RoleChangesChannel(), f.keys.BanChangesChannel(), f.keys.RevokedChannel()}
 	cc, cluster := f.rdb.(*redis.ClusterClient)
 	if !cluster {
 		return f.receive(ctx, f.rdb.Subscribe(ctx), channels, r.patterns, false, r.route, resync)
@@ -130,6 +130,7 @@ type router struct {
 	rolePattern, roleChannel string
 	schemaPatterns           map[string]bool
 	keyspace                 string // the keyspace channel of the empty prefix
+	revokedPattern           string // the revoked credentials' hash (any schema)
 }
 
 // newRouter subscribes to the users' and roles' keyspace notifications
@@ -140,14 +141,16 @@ func (f *Feed) newRouter(deliver func(policy.Change)) *router {
 	r.userPattern, r.userChannel = redisconn.KeyspaceChannel(f.rdb, f.keys.UserKey(""))
 	r.rolePattern, r.roleChannel = redisconn.KeyspaceChannel(f.rdb, f.keys.RoleKey(""))
 	_, r.keyspace = redisconn.KeyspaceChannel(f.rdb, "")
-	r.patterns = []string{r.userPattern}
+	_, revoked := redisconn.KeyspaceChannel(f.rdb, f.keys.RevokedKey())
+	r.revokedPattern = redisconn.EscapeGlob(revoked)
+	r.patterns = []string{r.userPattern, r.revokedPattern}
 	if !f.noTopics {
 		r.patterns = append(r.patterns, r.rolePattern)
 	}
 	if f.schema == nil {
 		return r
 	}
-	r.patterns = nil
+	r.patterns = []string{r.revokedPattern}
 	for _, w := range schemas.Distinct(f.schema.Watched()) {
 		p, ch := redisconn.KeyspaceChannel(f.rdb, w.Key)
 		if !w.Prefix {
@@ -163,6 +166,8 @@ func (f *Feed) newRouter(deliver func(policy.Change)) *router {
 func (r *router) route(m *redis.Message) {
 	keys := r.f.keys
 	switch {
+	case m.Pattern == r.revokedPattern || m.Channel == keys.RevokedChannel():
+		r.deliver(policy.Change{Revoked: true})
 	case r.schemaPatterns[m.Pattern]:
 		// The proxy's own keys (failed-attempt counts, known
 		// addresses, bans, the decision log) are not the schema's.

@@ -15,12 +15,25 @@ type Role struct {
 	Publish   []string `json:"publish,omitempty"`
 	Subscribe []string `json:"subscribe,omitempty"`
 	Extra     []string `json:"extra_fields,omitempty"` // other fields present in the hash
+	// Limits are the role's limit fields (pub_rate, max_qos, ...), as
+	// stored.
+	Limits map[string]string `json:"limits,omitempty"`
+	// Backend and Mountpoint are where its users' sessions go
+	// (brokers.go), as stored.
+	Backend    string `json:"backend,omitempty"`
+	Mountpoint string `json:"mountpoint,omitempty"`
 }
 
 // RoleUpdate changes some of a role's fields; nil means "leave as is", an
 // empty slice removes the field.
 type RoleUpdate struct {
 	Publish, Subscribe *[]string
+	// Limits sets limit fields (rules.LimitFields) to their values,
+	// checked; "" removes one.
+	Limits map[string]string
+	// Backend and Mountpoint set where its users' sessions go
+	// (brokers.go); "" removes one.
+	Backend, Mountpoint *string
 }
 
 // ErrNoSuchRole is returned by operator calls on a role that does not exist.
@@ -38,6 +51,12 @@ func (e *Editor) SetRole(ctx context.Context, name string, u RoleUpdate) error {
 		return err
 	}
 	if err := w.list(rules.FieldSubscribe, u.Subscribe, rules.CheckPatterns); err != nil {
+		return err
+	}
+	if err := w.limits(u.Limits); err != nil {
+		return err
+	}
+	if err := w.route(u.Backend, u.Mountpoint); err != nil {
 		return err
 	}
 	return e.write(ctx, e.keys.RoleKey(name), w, e.keys.RoleChangesChannel(), name)
@@ -61,10 +80,14 @@ func (e *Editor) GetRole(ctx context.Context, name string) (Role, error) {
 		case rules.FieldSubscribe:
 			r.Subscribe = strings.Fields(v)
 		default:
-			r.Extra = append(r.Extra, k)
+			if !rules.IsLimitField(k) && !isRouteField(k) {
+				r.Extra = append(r.Extra, k)
+			}
 		}
 	}
-	return r, errors.Join(rules.CheckPatterns(h[rules.FieldPublish]), rules.CheckPatterns(h[rules.FieldSubscribe]))
+	r.Limits = limitsOf(h)
+	r.Backend, r.Mountpoint = h[rules.FieldBackend], h[rules.FieldMountpoint]
+	return r, errors.Join(rules.CheckPatterns(h[rules.FieldPublish]), rules.CheckPatterns(h[rules.FieldSubscribe]), rules.CheckLimits(h), checkRoute(h))
 }
 
 // DeleteRole removes a role; it returns ErrNoSuchRole if there was none.

@@ -28,6 +28,26 @@ type User struct {
 	Roles       []string   `json:"roles,omitempty"`
 	NotAfter    *time.Time `json:"not_after,omitempty"`
 	Extra       []string   `json:"extra_fields,omitempty"` // other fields present in the hash
+	// Limits are the user's own limit fields (pub_rate, max_qos, ...;
+	// limits.go), as stored.
+	Limits map[string]string `json:"limits,omitempty"`
+	// PasswordOld is the previous password a rotation keeps working until
+	// its Until; nil when there is none.
+	PasswordOld *OldPassword `json:"password_old,omitempty"`
+	// Backend (a broker pool) and Mountpoint are where its sessions go
+	// (brokers.go), as stored; "" when the user has none of its own.
+	Backend    string `json:"backend,omitempty"`
+	Mountpoint string `json:"mountpoint,omitempty"`
+}
+
+// OldPassword is a rotation's previous password, as the operator sees
+// it: never the hash.
+type OldPassword struct {
+	HashFormat string    `json:"hash_format"`
+	Until      time.Time `json:"until"`
+	// Problem says why the old password is not accepted although
+	// present (a field that cannot be read); "" when it is, until Until.
+	Problem string `json:"problem,omitempty"`
 }
 
 // Update changes some of a user's fields; nil means "leave as is". An empty
@@ -44,6 +64,12 @@ type Update struct {
 	Publish      *[]string // topic filters; %u and %c fill whole levels
 	Subscribe    *[]string
 	Roles        *[]string
+	// Limits sets limit fields (pub_rate, max_qos, ...; rules.LimitFields)
+	// to their values, checked; "" removes one.
+	Limits map[string]string
+	// Backend and Mountpoint set where the sessions go (brokers.go); ""
+	// removes one.
+	Backend, Mountpoint *string
 }
 
 // ErrNoSuchUser is returned by operator calls on a user that does not exist.
@@ -78,6 +104,11 @@ func userWrite(u Update) (hashWrite, error) {
 		}
 		w.set[rules.FieldPassword] = *u.PasswordHash
 	}
+	if u.Password != nil || u.PasswordHash != nil {
+		// A password set outright ends a rotation's overlap: the previous
+		// password stops working with it.
+		w.del = append(w.del, rules.FieldPasswordOld, rules.FieldPasswordOldUntil)
+	}
 	if u.Enabled != nil {
 		w.set[rules.FieldEnabled] = strconv.FormatBool(*u.Enabled)
 	}
@@ -96,6 +127,12 @@ func userWrite(u Update) (hashWrite, error) {
 		if err := w.list(f.field, f.v, f.check); err != nil {
 			return w, err
 		}
+	}
+	if err := w.limits(u.Limits); err != nil {
+		return w, err
+	}
+	if err := w.route(u.Backend, u.Mountpoint); err != nil {
+		return w, err
 	}
 	if u.NotAfter != nil {
 		if u.NotAfter.IsZero() {
@@ -187,12 +224,18 @@ func userFromHash(name string, h map[string]string) (User, error) {
 				t := r.NotAfter
 				u.NotAfter = &t
 			}
+		case rules.FieldPasswordOld, rules.FieldPasswordOldUntil:
+			u.PasswordOld = oldPassword(r.Rotation)
 		default:
-			u.Extra = append(u.Extra, k)
+			if !rules.IsLimitField(k) && !isRouteField(k) {
+				u.Extra = append(u.Extra, k)
+			}
 		}
 	}
 	slices.Sort(u.Extra)
-	return u, perr
+	u.Limits = limitsOf(h)
+	u.Backend, u.Mountpoint = h[rules.FieldBackend], h[rules.FieldMountpoint]
+	return u, errors.Join(perr, rules.CheckLimits(h), checkRoute(h))
 }
 
 // ListUsers returns the names of all users, sorted, using SCAN (never KEYS).
@@ -205,4 +248,13 @@ func (e *Editor) ListUsers(ctx context.Context) ([]string, error) {
 // received the request.
 func (e *Editor) Kick(ctx context.Context, name string) (int64, error) {
 	return e.rdb.Publish(ctx, e.keys.KickChannel(), name).Result()
+}
+
+// oldPassword is a rotation's previous password as User shows it.
+func oldPassword(r rules.Rotation) *OldPassword {
+	o := &OldPassword{HashFormat: passwords.Format(r.Old), Until: r.Until}
+	if r.Err != nil {
+		o.Problem = r.Err.Error()
+	}
+	return o
 }

@@ -7,20 +7,44 @@ import (
 	"unicode/utf8"
 )
 
-// CertMatches reports whether the presented certificate satisfies any rule.
+// CertMatches reports whether the presented certificate satisfies any rule
+// (its issuing CA unknown: see CertAllowed).
 func CertMatches(rs []Cert, fingerprint []byte, cn string, present bool) bool {
 	if !present {
 		return false
 	}
-	match := 0
+	return CertAllowed(rs, fingerprint, cn, nil)
+}
+
+// CertAllowed reports whether a presented certificate (fingerprint, cn, and
+// ca, its issuing CA certificate's SHA-256, nil when unknown) satisfies the
+// certs rules: one of the sha256 and cn entries, when there are some, and
+// one of the ca entries, when there are some (a CA pins who issued a name,
+// for fleets with several CAs issuing the same names). No entry at all
+// allows nothing.
+func CertAllowed(rs []Cert, fingerprint []byte, cn string, ca []byte) bool {
+	if fingerprint == nil || len(rs) == 0 {
+		return false
+	}
+	id, ids, byCA, cas := 0, 0, 0, 0
 	for _, r := range rs {
-		if r.SHA256 != nil {
-			match |= subtle.ConstantTimeCompare(r.SHA256, fingerprint)
-		} else if r.CN == cn {
-			match = 1
+		switch {
+		case r.CA != nil:
+			cas++
+			if ca != nil {
+				byCA |= subtle.ConstantTimeCompare(r.CA, ca)
+			}
+		case r.SHA256 != nil:
+			ids++
+			id |= subtle.ConstantTimeCompare(r.SHA256, fingerprint)
+		default:
+			ids++
+			if r.CN == cn {
+				id = 1
+			}
 		}
 	}
-	return match == 1
+	return (ids == 0 || id == 1) && (cas == 0 || byCA == 1)
 }
 
 // AddrAllowed reports whether a (an IPv4-mapped address as IPv4) is in

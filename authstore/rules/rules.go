@@ -29,6 +29,9 @@ const (
 	FieldPublish   = "publish"
 	FieldSubscribe = "subscribe"
 	FieldRoles     = "roles"
+	// FieldJWTKeys holds a JWKS whose keys the device signs its own
+	// tokens with (see docs/credentials.md, Tokens).
+	FieldJWTKeys = "jwt_keys"
 )
 
 // User is one user's hash, parsed. A nil slice means "field absent".
@@ -42,13 +45,21 @@ type User struct {
 	NotAfter    time.Time
 	CIDRs       []netip.Prefix
 	HasCIDRs    bool
+	// Rotation is the previous password kept through a rotation's overlap
+	// (password_old, password_old_until; see rotation.go).
+	Rotation Rotation
+	// JWTKeys is the jwt_keys field (a JWKS), "" when absent.
+	JWTKeys string
 }
 
-// Cert is one entry of a certs field: a certificate's SHA-256, or a
-// common name.
+// Cert is one entry of a certs field: a certificate's SHA-256, a common
+// name, or the SHA-256 of the CA certificate that must have signed it.
 type Cert struct {
 	SHA256 []byte // 32 bytes, or nil for a CN rule
 	CN     string
+	// CA, for a ca:sha256:<hex> entry, is the issuing CA certificate's
+	// SHA-256 (SHA256 and CN are then empty).
+	CA []byte
 }
 
 // Parse reads a user's hash. Unknown fields are ignored, so that
@@ -94,11 +105,13 @@ func Parse(h map[string]string) (User, error) {
 			errs = append(errs, err)
 		}
 	}
+	r.Rotation = ParseRotation(h)
+	r.JWTKeys = h[FieldJWTKeys]
 	return r, errors.Join(errs...)
 }
 
 // ParseCerts parses a certs field: space-separated sha256:<hex> (colons
-// allowed, any case) and cn:<CommonName> entries.
+// allowed, any case), cn:<CommonName> and ca:sha256:<hex> entries.
 func ParseCerts(v string) ([]Cert, error) {
 	var out []Cert
 	for _, f := range strings.Fields(v) {
@@ -110,13 +123,20 @@ func ParseCerts(v string) ([]Cert, error) {
 				return nil, fmt.Errorf("%w: %s entry %s: want sha256:<64 hex digits>", policy.ErrMalformedRule, FieldCerts, logsafe.String(f))
 			}
 			out = append(out, Cert{SHA256: b})
+		case "ca":
+			h, ok := strings.CutPrefix(strings.ToLower(val), "sha256:")
+			b, err := hex.DecodeString(strings.ReplaceAll(h, ":", ""))
+			if !ok || err != nil || len(b) != 32 {
+				return nil, fmt.Errorf("%w: %s entry %s: want ca:sha256:<64 hex digits>", policy.ErrMalformedRule, FieldCerts, logsafe.String(f))
+			}
+			out = append(out, Cert{CA: b})
 		case "cn":
 			if val == "" {
 				return nil, fmt.Errorf("%w: %s entry %s: empty common name", policy.ErrMalformedRule, FieldCerts, logsafe.String(f))
 			}
 			out = append(out, Cert{CN: val})
 		default:
-			return nil, fmt.Errorf("%w: %s entry %s: want sha256:<hex> or cn:<name>", policy.ErrMalformedRule, FieldCerts, logsafe.String(f))
+			return nil, fmt.Errorf("%w: %s entry %s: want sha256:<hex>, cn:<name> or ca:sha256:<hex>", policy.ErrMalformedRule, FieldCerts, logsafe.String(f))
 		}
 	}
 	return out, nil

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/logsafe"
@@ -13,9 +12,10 @@ import (
 )
 
 // readACL reads the authorizer's hash: each field a topic filter ("eq " and
-// a filter: that filter only), each value the rule. A rule EMQX would not
-// read, one whose qos or retain condition limits it, one whose
-// placeholder has no value here grants nothing and is noted in skipped.
+// a filter: that filter only), each value the rule. A rule's qos and
+// retain conditions go with its grant (policy.Condition): it grants what
+// it says, no more. A rule EMQX would not read, one whose placeholder has
+// no value here grants nothing and is noted in skipped.
 func (e *emqxSchema) readACL(u *User, h map[string]string, req policy.Request, source string) {
 	topics := make([]string, 0, len(h))
 	for t := range h {
@@ -49,16 +49,13 @@ func (e *emqxSchema) readACL(u *User, h map[string]string, req policy.Request, s
 			continue
 		}
 		x := policy.Expanded{Pattern: policy.Pattern{Filter: topic, Source: source}, As: as, Exact: exact}
-		if r.publish && r.pubCondition == "" {
+		if r.publish {
+			x.Cond = r.pubCond
 			u.Publish = append(u.Publish, x)
 		}
-		if r.subscribe && r.subCondition == "" {
+		if r.subscribe {
+			x.Cond = r.subCond
 			u.Subscribe = append(u.Subscribe, x)
-		}
-		for _, c := range []string{r.pubCondition, r.subCondition} {
-			if c != "" {
-				skip(topic, value, c+": the proxy checks no qos or retain condition, so it grants nothing")
-			}
 		}
 	}
 }
@@ -88,10 +85,10 @@ func renderTopic(t template, req policy.Request) (topic, why string) {
 }
 
 // emqxRule is a rule of the authorizer: what it allows, and the condition
-// that limits each half ("" none).
+// that limits each half (the zero Condition: none).
 type emqxRule struct {
-	publish, subscribe         bool
-	pubCondition, subCondition string
+	publish, subscribe bool
+	pubCond, subCond   policy.Condition
 }
 
 // parseEMQXRule reads a rule value as EMQX's Redis authorizer does:
@@ -135,38 +132,29 @@ func parseEMQXRule(v string, v4 bool) (emqxRule, error) {
 	if err != nil {
 		return r, err
 	}
-	if r.subscribe && qos != "" {
-		r.subCondition = "subscribe only at qos " + qos
-	}
-	var pub []string
-	if qos != "" {
-		pub = append(pub, "qos "+qos)
-	}
-	if retain != "" {
-		pub = append(pub, "retain "+retain)
-	}
-	if r.publish && len(pub) > 0 {
-		r.pubCondition = "publish only with " + strings.Join(pub, " and ")
-	}
+	// Subscribing has no retain flag: the retain condition limits the
+	// publish half only.
+	r.subCond = policy.Condition{QoS: qos}
+	r.pubCond = policy.Condition{QoS: qos, Retain: retain}
 	return r, nil
 }
 
-// emqxQoS reads a rule's qos: "" when it allows every level, else the
-// levels it allows.
-func emqxQoS(v any) (string, error) {
-	var levels []int
+// emqxQoS reads a rule's qos: 0 when it allows every level, else the
+// levels it allows as a policy.Condition's QoS bits.
+func emqxQoS(v any) (uint8, error) {
+	var mask uint8
 	add := func(x any) bool {
 		switch q := x.(type) {
 		case float64:
 			if q != math.Trunc(q) || q < 0 || q > 2 {
 				return false
 			}
-			levels = append(levels, int(q))
+			mask |= 1 << int(q)
 		case string:
 			if q != "0" && q != "1" && q != "2" {
 				return false
 			}
-			levels = append(levels, int(q[0]-'0'))
+			mask |= 1 << (q[0] - '0')
 		default:
 			return false
 		}
@@ -175,7 +163,7 @@ func emqxQoS(v any) (string, error) {
 	ok := true
 	switch q := v.(type) {
 	case nil:
-		return "", nil
+		return 0, nil
 	case []any:
 		for _, x := range q {
 			ok = ok && add(x)
@@ -187,31 +175,25 @@ func emqxQoS(v any) (string, error) {
 	default:
 		ok = add(q)
 	}
-	if !ok {
-		return "", fmt.Errorf("qos %v is not 0, 1, 2 or a list of them", v)
+	if !ok || mask == 0 {
+		return 0, fmt.Errorf("qos %v is not 0, 1, 2 or a list of them", v)
 	}
-	slices.Sort(levels)
-	levels = slices.Compact(levels)
-	if len(levels) == 3 {
-		return "", nil
+	if mask == 7 {
+		return 0, nil
 	}
-	s := make([]string, len(levels))
-	for i, l := range levels {
-		s[i] = strconv.Itoa(l)
-	}
-	return strings.Join(s, ","), nil
+	return mask, nil
 }
 
-// emqxRetain reads a rule's retain: "" when it allows both, else the one
-// it allows.
-func emqxRetain(v any) (string, error) {
+// emqxRetain reads a rule's retain: RetainAny when it allows both, else
+// the one it allows.
+func emqxRetain(v any) (policy.RetainCondition, error) {
 	switch v {
 	case nil, "all":
-		return "", nil
+		return policy.RetainAny, nil
 	case true, "true", "1", float64(1):
-		return "true", nil
+		return policy.RetainOnly, nil
 	case false, "false", "0", float64(0):
-		return "false", nil
+		return policy.RetainNever, nil
 	}
-	return "", fmt.Errorf("retain %v is not true, false or all", v)
+	return policy.RetainAny, fmt.Errorf("retain %v is not true, false or all", v)
 }

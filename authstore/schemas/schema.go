@@ -97,12 +97,32 @@ func (u *User) Topics(e *policy.Explanation) (*policy.TopicRules, error) {
 	}
 	if e != nil {
 		detail := fmt.Sprintf("%d publish and %d subscribe rules from %s", len(u.Publish), len(u.Subscribe), u.RulesFrom)
+		if c := u.conditions(); len(c) > 0 {
+			detail += fmt.Sprintf("; %d with conditions: %s", len(c), strings.Join(c, "; "))
+		}
 		if len(u.Skipped) > 0 {
 			detail += fmt.Sprintf("; %d granting nothing: %s", len(u.Skipped), strings.Join(u.Skipped, "; "))
 		}
 		e.Add("topic rules", policy.Pass, detail)
 	}
 	return t, nil
+}
+
+// conditions describe the rules whose grants carry a condition, for
+// explain: "t/2 subscribe at most qos 1,2".
+func (u *User) conditions() []string {
+	var out []string
+	for _, g := range []struct {
+		what string
+		xs   []policy.Expanded
+	}{{"publish", u.Publish}, {"subscribe", u.Subscribe}} {
+		for _, x := range g.xs {
+			if !x.Cond.Unconditional() {
+				out = append(out, fmt.Sprintf("%s %s only with %s", logsafe.String(x.Filter), g.what, x.Cond))
+			}
+		}
+	}
+	return out
 }
 
 // Distinct leaves out the watched keys another one's prefix already

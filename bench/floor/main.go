@@ -12,6 +12,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
 	"io"
@@ -33,7 +34,7 @@ func main() {
 		log.Fatal(err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	l, err := (&net.ListenConfig{KeepAlive: -1}).Listen(nil, "tcp", *listen) //nolint:staticcheck // a nil context is fine here
+	l, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -14,6 +14,7 @@
 //	authproxy-bench -scenario idle -addr ... -tls -proxy-v2 -n 9000     (a PROXY v2 header first)
 //	authproxy-bench -scenario storm -addr ... -n 2000
 //	authproxy-bench -scenario storm -cold -addr ... -n 2000 -users 2000 -pass-file pw.txt -duration 300s
+//	authproxy-bench -scenario drain -addr ... -n 5000 -signal PID      (SIGTERM to the proxy: the drain's pace)
 //
 // A storm retries a device whose connect failed (closed, refused, a
 // CONNACK other than 0: 0x03/0x89 "busy" when the proxy's hash queue is
@@ -90,11 +91,12 @@ type options struct {
 	retryMin    time.Duration
 	retryMax    time.Duration
 	probes      int
+	signal      int
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.scenario, "scenario", "connect", "connect, qos0, qos1, idle or storm")
+	flag.StringVar(&o.scenario, "scenario", "connect", "connect, qos0, qos1, idle, storm or drain")
 	flag.StringVar(&o.addr, "addr", "127.0.0.1:8883", "target host:port")
 	flag.BoolVar(&o.useTLS, "tls", false, "connect with TLS")
 	flag.StringVar(&o.caFile, "ca", "", "CA file for TLS (default: system roots)")
@@ -124,6 +126,7 @@ func main() {
 	flag.DurationVar(&o.retryMin, "retry-min", 100*time.Millisecond, "storm: first back-off after a failed connect (doubled per failure, with jitter)")
 	flag.DurationVar(&o.retryMax, "retry-max", 2*time.Second, "storm: largest back-off")
 	flag.IntVar(&o.probes, "probes", 0, "idle: during the hold, this many fresh devices connect (full TLS handshake) one after the other, spread over it: their connect times")
+	flag.IntVar(&o.signal, "signal", 0, "drain: the pid of the proxy to send SIGTERM once the -n devices are connected")
 	flag.BoolVar(&o.pq, "pq", false, "offer the post-quantum hybrid X25519MLKEM768 key exchange (default: X25519 and P-256, as typical device TLS stacks do)")
 	flag.Parse()
 	res, err := run(o)
@@ -170,6 +173,10 @@ type Result struct {
 	Connack     map[string]int64 `json:"connack,omitempty"`
 	Failures    map[string]int64 `json:"failures,omitempty"`
 	Unconnected int              `json:"unconnected,omitempty"`
+	// PerSecond: a storm's connects by the second they completed in, from
+	// its start, and the most in one (what reached the broker).
+	PerSecond    []int64 `json:"per_second,omitempty"`
+	MaxPerSecond int64   `json:"max_per_second,omitempty"`
 }
 
 func (r Result) String() string {
@@ -189,6 +196,9 @@ func (r Result) String() string {
 	}
 	if r.ProbeP50ms > 0 || r.ProbeErrors > 0 {
 		fmt.Fprintf(&b, ", fresh devices during the hold: p50 %.1fms max %.1fms, %d failed", r.ProbeP50ms, r.ProbeMaxms, r.ProbeErrors)
+	}
+	if r.MaxPerSecond > 0 {
+		fmt.Fprintf(&b, ", at most %d connected in one second", r.MaxPerSecond)
 	}
 	if r.Attempts > 0 {
 		fmt.Fprintf(&b, ", %d attempts, %d unconnected", r.Attempts, r.Unconnected)
@@ -263,6 +273,8 @@ func run(o options) (Result, error) {
 		return r, err
 	case "storm":
 		r, err = stormScenario(o, d, m)
+	case "drain":
+		r, err = drainScenario(o, d)
 	default:
 		return Result{}, fmt.Errorf("unknown -scenario %q", o.scenario)
 	}
@@ -891,6 +903,7 @@ func stormScenario(o options, d *dialer, m *meter) (Result, error) {
 			r.Unconnected++
 		}
 	}
+	r.PerSecond, r.MaxPerSecond = perSecond(took)
 	if len(took) > 0 {
 		var last float64
 		r.P50ms, r.P99ms, last = percentiles(took)

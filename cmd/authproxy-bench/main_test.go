@@ -150,7 +150,13 @@ func TestColdStorm(t *testing.T) {
 		t.Fatalf("%d connected, %d unconnected: %+v", r.Ops, r.Unconnected, r)
 	}
 	refused := r.Connack["0x05"] + r.Connack["0x04"]
-	if refused < 4 || r.Errors != refused || r.Attempts != r.Errors+r.Ops || r.Failures["connack 0x05"]+r.Failures["connack 0x04"] != refused {
+	// Every error is a failure counted by its cause: the refusals, and on
+	// a loaded machine now and then a dropped connection, retried too.
+	var failures int64
+	for _, n := range r.Failures {
+		failures += n
+	}
+	if refused < 4 || r.Errors != failures || r.Attempts != r.Errors+r.Ops || r.Failures["connack 0x05"]+r.Failures["connack 0x04"] != refused {
 		t.Fatalf("refusals not counted or not retried: %+v", r)
 	}
 	if r.Seconds < 0.6 || r.P50ms <= 0 || !strings.Contains(r.String(), "unconnected") {

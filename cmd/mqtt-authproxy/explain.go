@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -13,9 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/explain"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
-	"github.com/mqtt-authproxy/mqtt-authproxy/proxy"
 )
 
 func cmdExplain(io stdio) *cobra.Command {
@@ -72,20 +71,18 @@ func runExplain(io stdio, user string, o explainOptions) error {
 		return err
 	}
 	defer done()
-	d, err := store.Authenticate(ctx, req)
-	if err != nil && !errors.Is(err, policy.ErrMalformedRule) {
+	x, err := explain.Decide(ctx, store, req, o.publish, o.subscribe)
+	if err != nil {
 		return err
 	}
-	x := newExplanation(req, o.protocol, d, err)
-	x.judgeTopics(d, o.publish, o.subscribe)
 	if o.asJSON {
 		if err := printJSON(io.out, x); err != nil {
 			return err
 		}
 	} else {
-		x.print(io)
+		x.Print(io.out)
 	}
-	if x.refused() {
+	if x.Refused() {
 		return errRefused
 	}
 	return nil
@@ -117,6 +114,7 @@ func (o explainOptions) request(io stdio, user string) (policy.Request, error) {
 			return req, usagef("explain: --cert: %v", err)
 		}
 		req.CertSHA256, req.CertCN = sum, cn
+		req.Cert, req.CertCASHA256 = explainedCert(o.certFile)
 	}
 	if o.will != "" {
 		req.HasWill, req.WillTopic = true, o.will
@@ -136,113 +134,8 @@ func (o explainOptions) request(io stdio, user string) (policy.Request, error) {
 	return req, nil
 }
 
-// newExplanation is what explain says of the decision d (err: a malformed
-// rule) on req: the steps, the outcome with its reason, the CONNACK.
-func newExplanation(req policy.Request, protocol int, d policy.Decision, err error) explanation {
-	x := explanation{User: req.Username, ClientID: req.ClientID, Protocol: protocol, Steps: req.Explain.Steps}
-	outcome, code := proxy.Answer(d, err)
-	x.Outcome, x.Reason, x.Code, x.Allowed = string(outcome), d.Reason, code, err == nil && d.Allowed()
-	if err != nil {
-		x.Reason = err.Error()
-	}
-	x.CONNACK = connackFor(x.Code, req.Protocol, x.Allowed)
-	return x
-}
-
-// judgeTopics adds the verdict of d's topic rules on each topic to
-// publish and each filter to subscribe to.
-func (x *explanation) judgeTopics(d policy.Decision, publish, subscribe []string) {
-	for _, q := range []struct {
-		action  string
-		topics  []string
-		check   func(*policy.TopicRules, string) (policy.Grant, bool)
-		allowed string
-		denied  string
-	}{
-		{"publish", publish, (*policy.TopicRules).CanPublish, "allowed by %s (%s)", "refused: no publish rule matches it"},
-		{"subscribe", subscribe, (*policy.TopicRules).CanSubscribe, "allowed: covered by %s (%s)", "refused: no subscribe rule covers every topic it can match"},
-	} {
-		for _, t := range q.topics {
-			v := topicVerdict{Action: q.action, Topic: t, Verdict: q.denied}
-			if d.Topics == nil {
-				v.Verdict = "not checked: topic rules are off (AUTHPROXY_ACL=off) or the CONNECT is refused"
-			} else if g, ok := q.check(d.Topics, t); ok {
-				v.Allowed, v.Verdict = true, fmt.Sprintf(q.allowed, g.Filter, g.Source)
-			}
-			x.Topics = append(x.Topics, v)
-		}
-	}
-}
-
-// refused: the CONNECT, or one of the topics, is refused.
-func (x explanation) refused() bool {
-	if !x.Allowed {
-		return true
-	}
-	for _, t := range x.Topics {
-		if !t.Allowed {
-			return true
-		}
-	}
-	return false
-}
-
 // errRefused: explain's decision is a refusal (exit 1, nothing more said).
 var errRefused = &quietError{"refused"}
-
-type explanation struct {
-	User     string             `json:"user"`
-	ClientID string             `json:"client_id"`
-	Protocol int                `json:"protocol"`
-	Steps    []policy.Step      `json:"steps"`
-	Allowed  bool               `json:"allowed"`
-	Outcome  string             `json:"outcome"`
-	Reason   string             `json:"reason"`
-	Code     packets.ReasonCode `json:"reason_code"`
-	CONNACK  string             `json:"connack"`
-	Topics   []topicVerdict     `json:"topics,omitempty"`
-}
-
-type topicVerdict struct {
-	Action  string `json:"action"`
-	Topic   string `json:"topic"`
-	Allowed bool   `json:"allowed"`
-	Verdict string `json:"verdict"`
-}
-
-// connackFor is what the device would read.
-func connackFor(code packets.ReasonCode, level packets.Level, allowed bool) string {
-	if allowed {
-		return "the broker's (the CONNECT goes on to it)"
-	}
-	if level == packets.V5 {
-		return fmt.Sprintf("0x%02X %v (MQTT 5)", byte(code), code)
-	}
-	if v3, ok := code.V3(); ok {
-		return fmt.Sprintf("0x%02X (MQTT %v)", v3, level)
-	}
-	return "none: the connection is closed"
-}
-
-func (x explanation) print(io stdio) {
-	fmt.Fprintf(io.out, "explain %s (client id %q, MQTT level %d)\n", x.User, x.ClientID, x.Protocol)
-	for _, s := range x.Steps {
-		fmt.Fprintf(io.out, "  %-12s %-26s %s\n", s.Verdict, s.Check, s.Detail)
-	}
-	verdict := "allowed"
-	if !x.Allowed {
-		verdict = "refused"
-	}
-	if x.Reason == "" || x.Reason == x.Outcome { // "refused (disabled)", not "refused (disabled): disabled"
-		fmt.Fprintf(io.out, "decision: %s (%s)\n", verdict, x.Outcome)
-	} else {
-		fmt.Fprintf(io.out, "decision: %s (%s): %s\n", verdict, x.Outcome, x.Reason)
-	}
-	fmt.Fprintf(io.out, "CONNACK:  %s\n", x.CONNACK)
-	for _, t := range x.Topics {
-		fmt.Fprintf(io.out, "%s %s: %s\n", t.Action, t.Topic, t.Verdict)
-	}
-}
 
 // readCert reads the first certificate of a PEM file: its SHA-256 and CN.
 func readCert(file string) ([]byte, string, error) {

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/passwords"
+	"github.com/mqtt-authproxy/mqtt-authproxy/internal/explain"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/mqtttest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
@@ -91,7 +92,7 @@ func TestExplainAgreesWithConnect(t *testing.T) {
 					args = append(args, "--will", c.will)
 				}
 				r := runBin(t, env, c.pass+"\n", args...)
-				var x explanation
+				var x explain.Explanation
 				if err := json.Unmarshal([]byte(r.stdout), &x); err != nil {
 					t.Fatalf("explain --json: %v: %+v", err, r)
 				}
@@ -158,7 +159,7 @@ func TestExplainSaysTheReasonOnce(t *testing.T) {
 		{"bad_credentials", "password does not match", "decision: refused (bad_credentials): password does not match\n"},
 	} {
 		var out bytes.Buffer
-		explanation{Outcome: c.outcome, Reason: c.reason}.print(stdio{out: &out})
+		explain.Explanation{Outcome: c.outcome, Reason: c.reason}.Print(&out)
 		if !strings.Contains(out.String(), c.want) {
 			t.Errorf("explain says:\n%s\nwant the line %q", out.String(), c.want)
 		}

@@ -281,3 +281,85 @@ func TestHelmChart(t *testing.T) {
 		t.Errorf("rendering without backend.addr: %v\n%s", err, out)
 	}
 }
+
+// TestHelmShutdownFollowsTheDrain: the Pod's terminationGracePeriodSeconds
+// follows the drain (docs/brokers.md): preStop's sleep, plus
+// AUTHPROXY_SHUTDOWN_GRACE (the drain's span), plus a margin, and moves
+// with them; DRAIN_RATE and DRAIN_SERVER_REFERENCE come from the same
+// values; setting the drain's variables under env instead fails the
+// rendering (the grace period would not follow).
+func TestHelmShutdownFollowsTheDrain(t *testing.T) {
+	helm := helmBin(t)
+	type pod struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Template struct {
+				Spec struct {
+					Grace      int `yaml:"terminationGracePeriodSeconds"`
+					Containers []struct {
+						Env []struct {
+							Name, Value string
+						} `yaml:"env"`
+						Lifecycle *struct {
+							PreStop struct {
+								Sleep *struct {
+									Seconds int `yaml:"seconds"`
+								} `yaml:"sleep"`
+							} `yaml:"preStop"`
+						} `yaml:"lifecycle"`
+					} `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	render := func(set ...string) (grace, preStop int, env map[string]string) {
+		t.Helper()
+		args := []string{"template", "rel", chartDir, "--set", "backend.addr=hivemq-0:1883 hivemq-1:1883"}
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		out, err := exec.Command(helm, args...).Output()
+		if err != nil {
+			t.Fatalf("helm %v: %v", args, err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(out))
+		for {
+			var p pod
+			if err := dec.Decode(&p); err != nil {
+				t.Fatalf("no Deployment: %v", err)
+			}
+			if p.Kind != "Deployment" {
+				continue
+			}
+			c := p.Spec.Template.Spec.Containers[0]
+			env = map[string]string{}
+			for _, e := range c.Env {
+				env[e.Name] = e.Value
+			}
+			if c.Lifecycle != nil && c.Lifecycle.PreStop.Sleep != nil {
+				preStop = c.Lifecycle.PreStop.Sleep.Seconds
+			}
+			return p.Spec.Template.Spec.Grace, preStop, env
+		}
+	}
+	grace, preStop, env := render()
+	if preStop != 5 || env["AUTHPROXY_SHUTDOWN_GRACE"] != "30s" || grace != 5+30+5 || env["AUTHPROXY_DRAIN_RATE"] != "" {
+		t.Fatalf("defaults: grace %d, preStop %d, env %v", grace, preStop, env)
+	}
+	cfg, err := app.Load([]string{"AUTHPROXY_SHUTDOWN_GRACE=" + env["AUTHPROXY_SHUTDOWN_GRACE"]})
+	if err != nil || cfg.ShutdownGrace.Seconds() != 30 {
+		t.Fatalf("the rendered SHUTDOWN_GRACE: %v %v", cfg.ShutdownGrace, err)
+	}
+	grace, preStop, env = render("shutdown.graceSeconds=300", "shutdown.preStopSeconds=0", "shutdown.drainRate=50/s",
+		"shutdown.serverReference=mqtt-b.example.com:8883")
+	if preStop != 0 || grace != 305 || env["AUTHPROXY_SHUTDOWN_GRACE"] != "300s" || env["AUTHPROXY_DRAIN_RATE"] != "50/s" ||
+		env["AUTHPROXY_DRAIN_SERVER_REFERENCE"] != "mqtt-b.example.com:8883" {
+		t.Fatalf("a longer drain: grace %d, preStop %d, env %v", grace, preStop, env)
+	}
+	for _, v := range []string{"SHUTDOWN_GRACE=60s", "DRAIN_RATE=10/s"} {
+		out, err := exec.Command(helm, "template", "rel", chartDir, "--set", "backend.addr=b:1883", "--set", "env."+v).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "set shutdown.* instead of env.") {
+			t.Errorf("env.%s: %v %s", v, err, out)
+		}
+	}
+}

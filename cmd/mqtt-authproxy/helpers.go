@@ -30,6 +30,7 @@ func storeFromEnv(cmd string) (*authstore.Store, context.Context, func(), error)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	s.Credentials.LazyKeys = true // a command reads an issuer's keys only for a token it is given
 	quietRedisLogs()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	if err := pingRedis(ctx, s.RedisURL); err != nil {

@@ -75,7 +75,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.`,
 	root.SetErr(io.err)
 	root.SetIn(io.in)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usagef("%s%v", prefix(c), err) })
-	root.AddCommand(cmdServe(io), cmdDemo(io), cmdCheck(io), cmdUser(io), cmdRole(io), cmdBan(io), cmdExplain(io), cmdDecisions(io), cmdHash(io), cmdHealthcheck(io), cmdVersion(io))
+	root.AddCommand(cmdServe(io), cmdDemo(io), cmdCheck(io), cmdUser(io), cmdRole(io), cmdBan(io), cmdToken(io), cmdCert(io), cmdCRL(io), cmdExplain(io), cmdDecisions(io), cmdHash(io), cmdHealthcheck(io), cmdVersion(io))
 	root.SetHelpCommand(&cobra.Command{
 		Use:   "help [command]",
 		Short: "Help about any command (on standard output)",

@@ -49,21 +49,31 @@ order.`,
 	fs := c.Flags()
 	fs.Var(&publish, "publish", "topic filters the role's users may publish to (%u user name, %c client id)")
 	fs.Var(&subscribe, "subscribe", "topic filters the role's users may subscribe to (%u user name, %c client id)")
+	var route routeFlags
+	route.flags(fs) // --backend, --mountpoint (brokers.go)
+	var limits limitFlags
+	limits.flags(fs) // --pub-rate, --max-qos, ... (limits.go)
 	asJSON := jsonFlag(fs)
 	c.RunE = func(_ *cobra.Command, args []string) error {
-		return runRoleSet(io, args[0], &publish, &subscribe, *asJSON)
+		return runRoleSet(io, args[0], &publish, &subscribe, &route, &limits, *asJSON)
 	}
 	return c
 }
 
-func runRoleSet(io stdio, name string, publish, subscribe *listFlag, asJSON bool) error {
-	if !publish.set && !subscribe.set {
-		return usagef("role set: nothing to set: give --publish, --subscribe or both")
+func runRoleSet(io stdio, name string, publish, subscribe *listFlag, route *routeFlags, limits *limitFlags, asJSON bool) error {
+	if !publish.set && !subscribe.set && !route.given() && len(limits.v) == 0 {
+		return usagef("role set: nothing to set: give --publish, --subscribe, --backend, --mountpoint or a limit (--pub-rate, --max-qos, ...)")
 	}
 	if name == "" || strings.ContainsFunc(name, func(r rune) bool { return unicode.IsSpace(r) || r == ',' }) {
 		return usagef("role set: role name %q: must be non-empty, without white space or commas (user set --roles separates names at them)", name)
 	}
 	if err := checkTopics("role set", publish, subscribe); err != nil {
+		return err
+	}
+	if err := route.checkEnv("role set"); err != nil {
+		return err
+	}
+	if err := limits.check("role set"); err != nil {
 		return err
 	}
 
@@ -84,11 +94,15 @@ func runRoleSet(io stdio, name string, publish, subscribe *listFlag, asJSON bool
 		}
 		return len(old)
 	}
-	left := after(publish, before.Publish) + after(subscribe, before.Subscribe) + len(before.Extra)
+	left := after(publish, before.Publish) + after(subscribe, before.Subscribe) + len(before.Extra) + route.left(before.Backend, before.Mountpoint) +
+		limits.left(before.Limits)
 	if !exists && left == 0 {
 		return fmt.Errorf("%w: %q (only empty values given: nothing to remove)", operator.ErrNoSuchRole, name)
 	}
-	if err := store.SetRole(ctx, name, operator.RoleUpdate{Publish: publish.ptr(), Subscribe: subscribe.ptr()}); err != nil {
+	u := operator.RoleUpdate{Publish: publish.ptr(), Subscribe: subscribe.ptr()}
+	u.Backend, u.Mountpoint = route.ptrs()
+	u.Limits = limits.v
+	if err := store.SetRole(ctx, name, u); err != nil {
 		if errors.Is(err, policy.ErrMalformedRule) {
 			return usagef("role set: %v", err)
 		}
@@ -166,6 +180,8 @@ func printRole(io stdio, r operator.Role) {
 	line("role", name)
 	line("publish", none(r.Publish))
 	line("subscribe", none(r.Subscribe))
+	printRoute(line, r.Backend, r.Mountpoint)
+	printLimits(line, r.Limits)
 	if len(r.Extra) > 0 {
 		line("other", strings.Join(r.Extra, " "))
 	}

@@ -28,6 +28,7 @@ func cmdUser(io stdio) *cobra.Command {
 		cmdSimple(io, "kick", "Close the user's live connections on every proxy, rules unchanged", runUserSimple),
 		cmdSimple(io, "show", "Print the user's rules (never the hash)", runUserSimple),
 		cmdSimple(io, "list", "Print all user names (SCAN, never KEYS)", runUserSimple),
+		cmdUserRotate(io), cmdUserImport(io), cmdUserExport(io),
 	)
 }
 
@@ -90,8 +91,7 @@ func runUserSimple(io stdio, sub string, args []string, asJSON bool) error {
 		}
 		return printNames(io, names, asJSON)
 	case "show":
-		u, err := store.GetUser(ctx, args[0])
-		return printShown(io, u, err, asJSON, func() { printUser(io, u) })
+		return showUser(ctx, io, store, args[0], asJSON)
 	}
 	name := args[0]
 	switch sub {
@@ -153,6 +153,8 @@ func printUser(io stdio, u operator.User) {
 	line("publish", none(u.Publish))
 	line("subscribe", none(u.Subscribe))
 	line("roles", none(u.Roles))
+	printRoute(line, u.Backend, u.Mountpoint)
+	printLimits(line, u.Limits)
 	if len(u.Extra) > 0 {
 		line("other", strings.Join(u.Extra, " "))
 	}
@@ -245,6 +247,9 @@ only where its own filters, its roles and the default role allow.`,
 	fs.Var(&o.publish, "publish", "topic filters the user may publish to (%u user name, %c client id)")
 	fs.Var(&o.subscribe, "subscribe", "topic filters the user may subscribe to (%u user name, %c client id)")
 	fs.Var(&o.roles, "roles", "role names whose topic rules the user gets")
+	o.route.flags(fs) // --backend, --mountpoint (brokers.go)
+	// --pub-rate, --max-qos, ... (limits.go)
+	o.limits.flags(fs)
 	fs.Var(&o.enabled, "enabled", "true or false (--enabled alone: true)")
 	fs.Lookup("enabled").NoOptDefVal = "true"
 	fs.StringVar(&o.notAfter, "not-after", "", "RFC 3339 time after which the user is refused; empty removes it")
@@ -272,6 +277,8 @@ type userSetOptions struct {
 	passwordStdin             bool
 	hash                      string
 	noPassword, asJSON        bool
+	route                     routeFlags
+	limits                    limitFlags
 }
 
 func runUserSet(io stdio, name string, o userSetOptions) error {
@@ -338,6 +345,14 @@ func (o userSetOptions) update() (operator.Update, error) {
 	}
 	u := operator.Update{ClientIDs: o.clientIDs.ptr(), Certs: o.certs.ptr(), CIDRs: o.cidrs.ptr(),
 		Publish: o.publish.ptr(), Subscribe: o.subscribe.ptr(), Roles: o.roles.ptr()}
+	if err := o.route.checkEnv("user set"); err != nil {
+		return u, err
+	}
+	u.Backend, u.Mountpoint = o.route.ptrs()
+	if err := o.limits.check("user set"); err != nil {
+		return u, err
+	}
+	u.Limits = o.limits.v
 	if o.enabled.set {
 		u.Enabled = &o.enabled.v
 	}
@@ -371,7 +386,7 @@ func printUserSet(io stdio, name, action, generated string, asJSON bool) error {
 	}
 	fmt.Fprintf(io.out, "user %s %s\n", name, action)
 	if generated != "" {
-		fmt.Fprintf(io.out, "password: %s\n(shown once; it is stored only as an argon2id hash, with light parameters: a random secret needs no slow hash)\n", generated)
+		fmt.Fprintf(io.out, "password: %s\n(shown once; it is stored only as a salted SHA-256: a random secret of this length needs no slow hash)\n", generated)
 	}
 	return nil
 }

@@ -57,6 +57,9 @@ type Options struct {
 	// Prometheus and the kubelet address the pod by its IP. With a token,
 	// the Host is not checked (the status page checks the token).
 	Token string
+	// API, when set, is the admin API (internal/adminapi), served under
+	// /api/v1/; it checks its own tokens.
+	API http.Handler
 }
 
 // ReadyInterval: /readyz probes at most once per this interval; the
@@ -102,6 +105,9 @@ func New(o Options) *Server {
 	}
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("/readyz", s.readyz)
+	if o.API != nil {
+		s.mux.Handle("/api/v1/", o.API)
+	}
 	if o.Status != nil {
 		h := newStatusHandler(*o.Status, s.ready)
 		s.mux.HandleFunc("GET /status", h.page)

@@ -31,6 +31,10 @@ type Session struct {
 	TopicRules bool      `json:"topic_rules"` // relayed with topic checks
 	BytesUp    int64     `json:"bytes_up"`    // device to broker
 	BytesDown  int64     `json:"bytes_down"`  // broker to device
+	// Slowed: a rate limit holds the device back now (limits.go); Limits
+	// lists the session's limits ("pub_rate=20 (user), ..."; "" none).
+	Slowed bool   `json:"slowed,omitempty"`
+	Limits string `json:"limits,omitempty"`
 }
 
 // Decision is an entry of the decision log, of any replica.
@@ -82,6 +86,13 @@ type StatusSource interface {
 	LastChange() time.Time
 }
 
+// PasswordOldSource is a StatusSource that also says what still uses a
+// user's previous password (the sentence `user show` prints; "" when the
+// user has none).
+type PasswordOldSource interface {
+	PasswordOld(ctx context.Context, user string) string
+}
+
 // StatusOptions turn the status page on.
 type StatusOptions struct {
 	Source  StatusSource
@@ -92,6 +103,11 @@ type StatusOptions struct {
 	// address are served (else 401), and only with a loopback Host (else
 	// 421, from the Server: see Options.Token).
 	Token string
+	// ReadToken (ADMIN_READ_TOKEN), when set, is accepted too. With
+	// QueryReadOnly (the admin API is on), "?token=" takes the read token
+	// alone: the token that may change things never goes in a URL.
+	ReadToken     string
+	QueryReadOnly bool
 }
 
 // What the page shows: the newest StatusSessionLimit live sessions (all
@@ -110,8 +126,13 @@ type Status struct {
 	Replica string    `json:"replica"`
 	Time    time.Time `json:"time"`
 	// User is the filter applied to sessions and decisions; "" none.
-	User    string  `json:"user"`
-	Summary Summary `json:"summary"`
+	User string `json:"user"`
+	// PasswordOld says, for the user filtered by, what still uses its
+	// previous password during a rotation's overlap ("12 live sessions
+	// and 40 client ids seen in the last 24 h still use the old
+	// password ..."); "" otherwise.
+	PasswordOld string  `json:"password_old,omitempty"`
+	Summary     Summary `json:"summary"`
 	// Health is the readiness checks' last answer: "ok" or "unavailable"
 	// by check ("redis", "backend").
 	Health     map[string]string `json:"health"`
@@ -131,6 +152,12 @@ type Status struct {
 	// it started, largest first.
 	Connects   []OutcomeCount `json:"connects_total"`
 	Handshakes Handshakes     `json:"tls_handshakes"`
+	// Brokers are this replica's broker pools (brokers.go); absent when
+	// the source has none.
+	Brokers *Brokers `json:"brokers,omitempty"`
+	// Limits are what this replica's limits did (limits.go); absent when
+	// the source does not report them.
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // Summary is the line at the top of the page.
@@ -213,11 +240,20 @@ func (h *statusHandler) authorized(r *http.Request) bool {
 	if h.o.Token == "" {
 		return localLoopback(r)
 	}
-	given := r.URL.Query().Get("token")
+	given, inURL := r.URL.Query().Get("token"), true
 	if a := r.Header.Get("Authorization"); len(a) > len("Bearer ") && strings.EqualFold(a[:len("Bearer ")], "Bearer ") {
-		given = a[len("Bearer "):]
+		given, inURL = a[len("Bearer "):], false
 	}
 	sum := sha256.Sum256([]byte(given))
+	if h.o.ReadToken != "" {
+		read := sha256.Sum256([]byte(h.o.ReadToken))
+		if subtle.ConstantTimeCompare(sum[:], read[:]) == 1 {
+			return true
+		}
+	}
+	if inURL && h.o.QueryReadOnly {
+		return false
+	}
 	return subtle.ConstantTimeCompare(sum[:], h.token[:]) == 1
 }
 
@@ -278,9 +314,16 @@ func (h *statusHandler) status(ctx context.Context, user string, now time.Time) 
 		t = t.UTC()
 		st.ChangeFeed.LastChange = &t
 	}
+	if p, ok := src.(PasswordOldSource); ok && user != "" {
+		st.PasswordOld = p.PasswordOld(ctx, user)
+	}
 	st.sessions(src, user)
 	st.decisions(ctx, src, user, now)
 	st.counters(src.Counters())
+	if b, ok := src.(BrokerSource); ok {
+		st.Brokers = b.Brokers()
+	}
+	st.limits(src)
 	return st
 }
 

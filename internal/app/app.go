@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -33,6 +34,7 @@ type App struct {
 	replicaID  string
 	proxy      device
 	admin      *admin.Server
+	lifecycle  lifecycle // credential uses and the session registry
 
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup // the change feed and the notification check
@@ -66,14 +68,20 @@ func Start(ctx context.Context, s Settings, log *slog.Logger) (*App, error) {
 		ls.close()
 		return nil, err
 	}
+	a.lifecycle.startUses(s.Lifecycle, a.store, reg, log)
+	s.DecisionLog.ReplicaID = a.replicaID // the one openStore made: the proxy's and max_sessions' counter's
 	a.proxy, err = startProxy(s, a.store, reg, log, ls.devices, &a.serving, recorder(a.decisions))
 	if err != nil {
 		ls.close()
+		a.lifecycle.stop()
 		a.decisions.Close()
 		_ = a.closeStore()
 		return nil, err
 	}
 	registerTicketMetrics(reg, a.proxy.tls)
+	if err := a.lifecycle.startRegistry(s.Lifecycle, a.store, a.proxy, a.replicaID, log); err != nil {
+		log.Warn("the session registry is off", "error", err)
+	}
 	a.startBackground(ctx, s, log)
 	if ls.admin != nil {
 		a.serveAdmin(ls.admin, s, reg, log)
@@ -153,6 +161,7 @@ func (a *App) openStore(s Settings, log *slog.Logger) (*prometheus.Registry, err
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerStoreMetrics(reg, store)
+	registerCredentialMetrics(reg, store)
 	a.replicaID = replicaID(s.DecisionLog.ReplicaID)
 	s.DecisionLog.ReplicaID = a.replicaID
 	a.decisions = openDecisionLog(s.DecisionLog, a.replicaID, store, newDecisionLogDropped(reg), log)
@@ -172,11 +181,12 @@ func (a *App) startBackground(ctx context.Context, s Settings, log *slog.Logger)
 
 // serveAdmin serves the admin endpoint on l.
 func (a *App) serveAdmin(l net.Listener, s Settings, reg *prometheus.Registry, log *slog.Logger) {
-	a.admin = admin.New(admin.Options{Gatherer: reg, Pprof: s.Pprof, Logger: log, Checks: []admin.Check{
+	a.admin = admin.New(admin.Options{Gatherer: reg, Pprof: s.Pprof, Logger: log, Checks: append([]admin.Check{
 		{Name: "redis", Target: redisconn.RedactURL(s.Store.RedisURL), Probe: a.store.Ping},
-		{Name: "backend", Target: s.Backend.Addr, Probe: backendProbe(s.Backend)},
-	}, Status: statusOptions(s.Status, a.replicaID, a.proxy, a.store), Token: s.Status.Token})
-	a.serving.Go(func() { _ = a.admin.Serve(l) })
+		{Name: "backend", Target: s.Backend.Addr, Probe: a.proxy.brokers.Ready}, // the probes' answer: no dial of its own
+	}, tokenCheck(s.Store.Credentials, a.store)...), Status: withReadToken(statusOptions(s.Status, a.replicaID, a.proxy, a.store), s.Lifecycle),
+		Token: s.Status.Token, API: a.adminAPI(s, log)})
+	a.serving.Go(func() { _ = a.admin.Serve(adminListener(l, s.Lifecycle)) })
 	log.Info("metrics and health", "addr", l.Addr().String())
 	if s.Status.On {
 		log.Info("status page on /status", "url", "http://"+l.Addr().String()+"/status", "token_required", s.Status.Token != "")
@@ -203,6 +213,7 @@ func registerTicketMetrics(reg prometheus.Registerer, t *transport.TLS) {
 func (a *App) Stop() {
 	a.stopOnce.Do(func() {
 		a.proxy.shutdown()
+		a.lifecycle.stop()
 		a.stopBackground()
 		a.background.Wait()
 		if a.admin != nil {
@@ -218,7 +229,9 @@ func (a *App) Stop() {
 
 // ReloadCertificates re-reads the TLS certificate, key, client CA and
 // ticket key files (for SIGHUP); on failure the previous ones stay in use.
-func (a *App) ReloadCertificates() error { return a.proxy.reloadCertificates() }
+func (a *App) ReloadCertificates() error {
+	return errors.Join(a.proxy.reloadCertificates(), a.reloadIssuers())
+}
 
 // Addrs are the bound addresses of the listeners.
 func (a *App) Addrs() Addrs { return a.addrs }
@@ -243,9 +256,15 @@ func OpenStore(s StoreSettings, log *slog.Logger) (store *authstore.Store, close
 	if err != nil {
 		return nil, nil, cfgErr("REDIS_URL", "%v", err) // NewClient's errors hide the password
 	}
+	verifier, err := openTokens(s.Credentials, log)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, nil, err
+	}
 	store = authstore.New(rdb, authstore.Options{Prefix: s.KeyPrefix, Timeout: s.Timeout, Logger: log, ClientIDsDefault: s.ClientIDsDefault,
-		NoTopicRules: !s.TopicRules, FailLimitUser: s.FailLimitUser, FailLimitIP: s.FailLimitIP, Schema: s.Schema})
-	return store, rdb.Close, nil
+		NoTopicRules: !s.TopicRules, FailLimitUser: s.FailLimitUser, FailLimitIP: s.FailLimitIP, Schema: s.Schema,
+		Tokens: verifier, CertUsername: s.Credentials.CertUsername})
+	return store, func() error { store.Tokens().Close(); return rdb.Close() }, nil
 }
 
 // checkNotifications reads Redis's notify-keyspace-events at start and

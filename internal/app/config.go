@@ -57,6 +57,16 @@ type Config struct {
 	BackendUsername      string `env:"BACKEND_USERNAME"`
 	BackendPassword      string `env:"BACKEND_PASSWORD"`
 
+	// Brokers (docs/brokers.md): BACKEND_ADDR takes a space-separated list;
+	// named pools for tenants; the probes; the connect rate every replica
+	// shares; and how SIGTERM drains the sessions.
+	BackendPolicy         string        `env:"BACKEND_POLICY" envDefault:"hash"`        // hash, first or least
+	BackendHealthInterval time.Duration `env:"BACKEND_HEALTH_INTERVAL" envDefault:"5s"` // one probe per address and interval
+	BackendPools          string        `env:"BACKEND_POOLS"`                           // name=host:port host:port;name2=...; empty: none
+	BackendConnectRate    string        `env:"BACKEND_CONNECT_RATE" envDefault:"0"`     // N/s per broker address, every replica together; 0: off
+	DrainRate             string        `env:"DRAIN_RATE" envDefault:"0"`               // N/s sessions ended on shutdown; 0: spread over SHUTDOWN_GRACE
+	DrainServerReference  string        `env:"DRAIN_SERVER_REFERENCE"`                  // MQTT 5 Server Reference of the drain's DISCONNECT 0x9C; empty: 0x8B
+
 	RedisURL       string        `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
 	RedisKeyPrefix string        `env:"REDIS_KEY_PREFIX" envDefault:"mqtt:"`
 	RedisTimeout   time.Duration `env:"REDIS_TIMEOUT" envDefault:"500ms"`
@@ -79,6 +89,15 @@ type Config struct {
 	EMQXAuthzCompatibilityMode string `env:"EMQX_AUTHZ_COMPATIBILITY_MODE" envDefault:"disabled"`
 	GoAuthDisableSuperuser     bool   `env:"GOAUTH_DISABLE_SUPERUSER"`
 	GoAuthSaltEncoding         string `env:"GOAUTH_SALT_ENCODING" envDefault:"base64"`
+
+	// Credentials beyond passwords (docs/credentials.md): the token
+	// issuers, the leeway of their time claims, the audience of tokens
+	// devices sign themselves, and the client certificate's name as the
+	// user name.
+	JWTIssuersFile    string        `env:"JWT_ISSUERS_FILE"`               // empty: no issuer
+	JWTLeeway         time.Duration `env:"JWT_LEEWAY" envDefault:"30s"`    // nbf, iat and exp may be this far off
+	JWTDeviceAudience string        `env:"JWT_DEVICE_AUDIENCE"`            // empty: device-signed tokens refused
+	CertUsername      string        `env:"CERT_USERNAME" envDefault:"off"` // off, cn, san-dns, san-email, san-uri
 
 	ConnectTimeout     time.Duration `env:"CONNECT_TIMEOUT" envDefault:"10s"`
 	HandshakeTimeout   time.Duration `env:"TLS_HANDSHAKE_TIMEOUT"` // empty: 5s, or CONNECT_TIMEOUT when shorter (the proxy's default)
@@ -105,6 +124,15 @@ type Config struct {
 	AdminToken    string `env:"ADMIN_TOKEN"` // the status page's bearer token; required unless METRICS_LISTEN is loopback
 	LogLevel      string `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat     string `env:"LOG_FORMAT" envDefault:"text"`
+
+	// The admin API (docs/admin-api.md) and the credential lifecycle
+	// (docs/rotating-credentials.md).
+	AdminAPI         bool   `env:"ADMIN_API"`                        // JSON API under /api/v1/ on METRICS_LISTEN
+	AdminReadToken   string `env:"ADMIN_READ_TOKEN"`                 // a token that may only read; empty: none
+	AdminTLSCertFile string `env:"ADMIN_TLS_CERT_FILE"`              // the admin listener serves TLS with it
+	AdminTLSKeyFile  string `env:"ADMIN_TLS_KEY_FILE"`               // its key
+	LastUse          string `env:"LAST_USE" envDefault:"on"`         // on: record each credential's last use; off
+	SessionRegistry  string `env:"SESSION_REGISTRY" envDefault:"on"` // on: publish the live sessions to Redis; off
 }
 
 // ConfigError is a bad or missing configuration value; the binary exits

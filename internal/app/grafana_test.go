@@ -298,7 +298,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	for _, want := range []string{"authproxy_connects_total", "authproxy_auth_duration_seconds_bucket", `authproxy_tls_handshakes_total{instance=~\"$instance\",resumed=\"true\"}`,
 		"authproxy_connections_active", "authproxy_acl_denied_total", "authproxy_disconnects_total", "authproxy_revalidations_total",
-		"authproxy_decision_log_dropped_total"} {
+		"authproxy_decision_log_dropped_total", "authproxy_throttled_seconds_total", "authproxy_limit_refusals_total"} {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("the dashboard does not show %s", want)
 		}

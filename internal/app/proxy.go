@@ -1,6 +1,7 @@
 package app
 
-// This file is the package's only user of package proxy: the settings
+// This file (with brokers.go, which builds the broker pools the proxy
+// dials through) is the package's user of package proxy: the settings
 // mapped to its types, the helpers validation borrows from it, and
 // startProxy, the one function that builds a proxy and hands it its
 // listeners (where a change of the proxy's listener API lands). The rest of
@@ -8,7 +9,6 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"log/slog"
 	"net"
@@ -31,11 +31,17 @@ type deviceListener struct {
 	kind deviceKind
 }
 
-// device is a running proxy and the TLS terminator its listeners share
-// (nil without TLS), which the App owns: it reloads and closes it.
+// device is a running proxy, the TLS terminator its listeners share
+// (nil without TLS), which the App owns: it reloads and closes it, and the
+// broker pools behind it (brokers.go).
 type device struct {
-	p   *proxy.Proxy
-	tls *transport.TLS
+	p       *proxy.Proxy
+	tls     *transport.TLS
+	brokers brokerSet
+	// counter counts the replica's sessions for max_sessions in Redis
+	// (nil: it could not start); closed after the proxy, so that the last
+	// sessions are counted out.
+	counter interface{ Close() }
 }
 
 // startProxy builds the proxy from s and serves every listener on its own
@@ -57,12 +63,28 @@ func startProxy(s Settings, store *authstore.Store, reg prometheus.Registerer, l
 		logTicketMode(log, s.TLS)
 	}
 	cfg := s.Proxy
-	cfg.Brokers, cfg.Auth, cfg.IPBans = backend(s.Backend), store, ipBans(store)
+	brokers, err := startBrokers(s, store, reg, log)
+	if err != nil {
+		if terminator != nil {
+			terminator.Close()
+		}
+		return device{}, err
+	}
+	cfg.Brokers, cfg.Auth, cfg.IPBans = brokers, store, ipBans(store)
+	cfg.Revoked = store.RevokedReason
 	cfg.Logger, cfg.Metrics, cfg.Recorder, cfg.ReplicaID = log, proxy.NewMetrics(reg), rec, s.DecisionLog.ReplicaID
+	var closer interface{ Close() }
+	if counter, err := store.SessionCounter(s.DecisionLog.ReplicaID); err == nil { // max_sessions
+		cfg.Sessions, closer = counter, counter
+	}
 	p, err := proxy.New(cfg)
 	if err != nil {
 		if terminator != nil {
 			terminator.Close()
+		}
+		brokers.stop()
+		if closer != nil {
+			closer.Close()
 		}
 		return device{}, err
 	}
@@ -70,20 +92,25 @@ func startProxy(s Settings, store *authstore.Store, reg prometheus.Registerer, l
 		t := deviceTerminator(l.kind, terminator, s.Edge)
 		serving.Go(func() { _ = p.Serve(l.Listener, t) })
 	}
-	return device{p, terminator}, nil
+	return device{p: p, tls: terminator, brokers: brokers, counter: closer}, nil
 }
 
 // follow applies rule changes to live connections until ctx ends.
 func (d device) follow(ctx context.Context, store *authstore.Store) { _ = d.p.Follow(ctx, store) }
 
-// shutdown stops accepting, lets relayed sessions run for the grace, then
-// closes them; it returns when every connection is closed, and stops the
-// TLS terminator's key rotation and file reloads.
+// shutdown stops accepting, drains the relayed sessions over the grace
+// (DRAIN_RATE), then closes the rest; it returns when every connection is
+// closed, and stops the TLS terminator's key rotation and file reloads and
+// the brokers' probes.
 func (d device) shutdown() {
 	_ = d.p.Shutdown(context.Background())
+	if d.counter != nil {
+		d.counter.Close()
+	}
 	if d.tls != nil {
 		d.tls.Close()
 	}
+	d.brokers.stop()
 }
 
 // reloadCertificates re-reads the TLS listener's files (nothing without
@@ -101,38 +128,14 @@ func (d device) sessions() []admin.Session {
 	out := make([]admin.Session, len(snap))
 	for i, s := range snap {
 		out[i] = admin.Session{Username: s.Username, ClientID: s.ClientID, Remote: s.Remote, Since: s.Since, Protocol: s.Protocol,
-			TLS: s.TLS, Resumed: s.Resumed, TopicRules: s.TopicRules, BytesUp: s.BytesUp, BytesDown: s.BytesDown}
+			TLS: s.TLS, Resumed: s.Resumed, TopicRules: s.TopicRules, BytesUp: s.BytesUp, BytesDown: s.BytesDown,
+			Slowed: s.Slowed, Limits: s.Limits}
 	}
 	return out
 }
 
 // lastChange is when the last change notification came; zero if none has.
 func (d device) lastChange() time.Time { return d.p.LastChange() }
-
-// backend is the proxy's view of the broker.
-func backend(b BackendSettings) proxy.Backend {
-	pb := proxy.Backend{Addr: b.Addr, Username: b.Username, Password: b.Password, DialTimeout: b.DialTimeout}
-	if b.TLS {
-		pb.TLS = &tls.Config{ServerName: b.ServerName, RootCAs: b.RootCAs, MinVersion: tls.VersionTLS12}
-		if b.Certificate != nil {
-			pb.TLS.Certificates = []tls.Certificate{*b.Certificate}
-		}
-	}
-	return pb
-}
-
-// ProbeBackend checks that the broker is reachable as the proxy reaches it:
-// with backend credentials a real MQTT CONNECT that must be accepted,
-// without them a TCP (or TLS) connection.
-func ProbeBackend(ctx context.Context, b BackendSettings) error {
-	return backendProbe(b)(ctx)
-}
-
-// backendProbe is ProbeBackend with the broker's TLS configuration built
-// once, for repeated probes.
-func backendProbe(b BackendSettings) func(context.Context) error {
-	return backend(b).Probe
-}
 
 // cipherSuites are the TLS 1.2 suites the listener offers: AEAD only, plus
 // the ECDHE CBC-SHA ones with TLS12_CBC.

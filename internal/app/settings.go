@@ -17,6 +17,7 @@ import (
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/schemas"
 	"github.com/mqtt-authproxy/mqtt-authproxy/proxy"
+	"github.com/mqtt-authproxy/mqtt-authproxy/proxy/pool"
 )
 
 // Settings is a validated configuration with what validation derived:
@@ -45,6 +46,11 @@ type Settings struct {
 	Proxy proxy.Config
 
 	DecisionLog DecisionLogSettings
+
+	// Lifecycle is the admin API and the credential lifecycle's
+	// settings (ADMIN_API, ADMIN_READ_TOKEN, ADMIN_TLS_*, LAST_USE,
+	// SESSION_REGISTRY).
+	Lifecycle LifecycleSettings
 }
 
 // ShutdownGrace is how long a shutdown lets relayed sessions run.
@@ -65,6 +71,9 @@ type StoreSettings struct {
 	FailLimitUser, FailLimitIP authstore.Limit
 	// Schema reads another product's layout (SCHEMA); nil: native.
 	Schema schemas.Schema
+	// Credentials are the credentials beyond passwords: JWT_ISSUERS_FILE,
+	// JWT_LEEWAY, JWT_DEVICE_AUDIENCE, CERT_USERNAME.
+	Credentials CredentialSettings
 }
 
 // LogSettings are LOG_LEVEL and LOG_FORMAT, parsed.
@@ -89,16 +98,27 @@ type TLSSettings struct {
 	TicketSecret []byte
 }
 
-// BackendSettings is how the proxy reaches the broker, files loaded.
+// BackendSettings is how the proxy reaches the brokers, files loaded.
 type BackendSettings struct {
-	Addr        string
-	TLS         bool
-	ServerName  string           // resolved: BACKEND_TLS_SERVER_NAME or the host of Addr; "" without TLS
+	Addr string // BACKEND_ADDR as given
+	TLS  bool
+	// ServerName is BACKEND_TLS_SERVER_NAME, else, with one address, its
+	// host; "" without TLS, or with several addresses (each its own host).
+	ServerName  string
 	RootCAs     *x509.CertPool   // nil: the system roots
 	Certificate *tls.Certificate // client certificate; nil: none
 	Username    string           // "": keep the device's
 	Password    string           // "": send none; secret
 	DialTimeout time.Duration
+
+	// The brokers (brokers.go): BACKEND_ADDR's addresses, BACKEND_POOLS,
+	// BACKEND_POLICY, BACKEND_HEALTH_INTERVAL, BACKEND_CONNECT_RATE (0:
+	// none).
+	Addrs          []string
+	Pools          map[string][]string
+	Policy         pool.Policy
+	HealthInterval time.Duration
+	ConnectRate    int
 }
 
 // off is the value that turns a listener with a default address off (an
@@ -151,7 +171,13 @@ func (c Config) Validate() (Settings, error) {
 	dl, dlErrs := c.validateDecisionLog()
 	s.DecisionLog = dl
 	errs = append(errs, dlErrs...)
+	lc, lcErrs := c.validateLifecycle(s.AdminListen)
+	s.Lifecycle = lc
+	errs = append(errs, lcErrs...)
 
+	if err := c.checkCertUsername(); err != nil {
+		add(err)
+	}
 	if c.BackendDialTimeout <= 0 {
 		add(cfgErr("BACKEND_DIAL_TIMEOUT", "must be positive, is %v", c.BackendDialTimeout))
 	}
@@ -164,6 +190,7 @@ var proxyVars = map[string]string{
 	"ConnectTimeout": "CONNECT_TIMEOUT", "HandshakeTimeout": "TLS_HANDSHAKE_TIMEOUT", "ShutdownGrace": "SHUTDOWN_GRACE",
 	"RevalidateInterval": "REVALIDATE_INTERVAL", "MaxConnectBytes": "MAX_CONNECT_BYTES", "MaxPacketBytes": "MAX_PACKET_BYTES",
 	"MaxConnections": "MAX_CONNECTIONS", "MaxPending": "MAX_PENDING", "ConnRatePerIP": "CONN_RATE_PER_IP",
+	"DrainRate": "DRAIN_RATE",
 }
 
 // proxyConfig is the proxy's part of the configuration, provisioned by the
@@ -202,6 +229,9 @@ func (c Config) proxyConfig() (proxy.Config, []error) {
 	default:
 		errs = append(errs, cfgErr("ACL_DENY_ACTION", "%q is not drop or disconnect", c.ACLDenyAction))
 	}
+	var drainErrs []error
+	p.DrainRate, p.DrainServerReference, drainErrs = c.drain()
+	errs = append(errs, drainErrs...)
 	rate := parseRate(c.ConnRatePerIP)
 	if rate < 0 {
 		errs = append(errs, cfgErr("CONN_RATE_PER_IP", "%q is not N/s (connections a second per address, burst N) or 0", c.ConnRatePerIP))
@@ -251,6 +281,9 @@ func (c Config) validateCommon() (StoreSettings, LogSettings, error) {
 	if s.FailLimitIP, err = authstore.ParseLimit(c.AuthFailLimitIP); err != nil {
 		errs = append(errs, cfgErr("AUTH_FAIL_LIMIT_IP", "%v", err))
 	}
+	var credErrs []error
+	s.Credentials, credErrs = c.validateCredentials()
+	errs = append(errs, credErrs...)
 	if err := checkRedisURL(c.RedisURL); err != nil {
 		errs = append(errs, cfgErr("REDIS_URL", "%v", err)) // the error hides the password
 	}
@@ -353,11 +386,7 @@ func (c Config) validateBackend() (BackendSettings, []error) {
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	b := BackendSettings{Addr: c.BackendAddr, TLS: c.BackendTLS, Username: c.BackendUsername, Password: c.BackendPassword, DialTimeout: c.BackendDialTimeout}
-	if c.BackendAddr == "" {
-		add(cfgErr("BACKEND_ADDR", "is required: host:port of the broker"))
-	} else if _, _, err := net.SplitHostPort(c.BackendAddr); err != nil {
-		add(cfgErr("BACKEND_ADDR", "%q is not host:port (%v)", c.BackendAddr, err))
-	}
+	errs = append(errs, c.validateBrokers(&b)...)
 	if !c.BackendTLS {
 		for _, v := range []struct{ name, val string }{{"BACKEND_TLS_CA_FILE", c.BackendTLSCAFile}, {"BACKEND_TLS_CERT_FILE", c.BackendTLSCertFile},
 			{"BACKEND_TLS_KEY_FILE", c.BackendTLSKeyFile}, {"BACKEND_TLS_SERVER_NAME", c.BackendTLSServerName}} {
@@ -368,8 +397,8 @@ func (c Config) validateBackend() (BackendSettings, []error) {
 		return b, errs
 	}
 	b.ServerName = c.BackendTLSServerName
-	if b.ServerName == "" {
-		b.ServerName, _, _ = net.SplitHostPort(c.BackendAddr)
+	if b.ServerName == "" && len(b.Addrs) == 1 {
+		b.ServerName, _, _ = net.SplitHostPort(b.Addrs[0]) // several: each address's host
 	}
 	if c.BackendTLSCAFile != "" {
 		pool, err := loadCAPool(c.BackendTLSCAFile)

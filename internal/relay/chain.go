@@ -2,6 +2,7 @@ package relay
 
 import (
 	"errors"
+	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
@@ -15,6 +16,10 @@ import (
 // Client output being the next one's input. A filter is asked only about
 // the broker packet types it wants. Answers to either side are gathered,
 // in the order the filters gave them; the first End ends the session.
+// A filter's answer to the device goes through the filters on the
+// device's side of it (their Down, for the types they want), as a broker
+// packet would: a SUBACK a later filter answers alone is merged by the
+// topic rules before it. The longest Wait of the filters is the chain's.
 //
 // A large broker PUBLISH judged from its head is handed to the filters
 // once its variable header is complete (every filter that wants heads
@@ -48,19 +53,46 @@ var _ Filter = (*Chain)(nil)
 // Up runs a client packet through the filters, device side first.
 func (c *Chain) Up(pkt []byte) Verdict {
 	var replies []byte
-	for _, f := range c.filters {
+	var wait time.Duration
+	for i, f := range c.filters {
 		v := f.Up(pkt)
+		if i > 0 && v.Client != nil && !v.End {
+			v.Client = c.toDevice(i, v.Client)
+		}
 		replies = append(replies, v.Client...)
+		wait = max(wait, v.Wait)
 		if v.End {
 			v.Client = replies
 			return v
 		}
 		if v.Broker == nil {
-			return Verdict{Client: nilIfEmpty(replies)}
+			return Verdict{Client: nilIfEmpty(replies), Wait: wait}
 		}
 		pkt = v.Broker
 	}
-	return Verdict{Broker: pkt, Client: nilIfEmpty(replies)}
+	return Verdict{Broker: pkt, Client: nilIfEmpty(replies), Wait: wait}
+}
+
+// toDevice runs answers, the packets filter i answers the device with,
+// through the filters before it, device side last, as Down runs a broker
+// packet; a packet one of them withholds is left out.
+func (c *Chain) toDevice(i int, answers []byte) []byte {
+	var out []byte
+	for len(answers) > 0 {
+		h, err := packets.ParseHeader(answers)
+		if err != nil || h.Size() > len(answers) {
+			return append(out, answers...) // not whole packets: as they are
+		}
+		pkt := answers[:h.Size():h.Size()]
+		answers = answers[h.Size():]
+		for j := i - 1; j >= 0 && pkt != nil; j-- {
+			if c.filters[j].WantsDown(h.Type) != WantPass {
+				pkt = c.filters[j].Down(pkt).Client
+			}
+		}
+		out = append(out, pkt...)
+	}
+	return out
 }
 
 // Malformed is the device side's verdict on a stream that cannot be

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/packets"
 )
@@ -70,6 +71,11 @@ type Verdict struct {
 	// "acl", "malformed", ...), for Config.End.
 	End   bool
 	Cause string
+	// Wait, for a client packet, holds what the verdict sends to the
+	// broker, and everything behind it in the client's stream, for that
+	// long: the relay stops reading the client meanwhile (TCP pushes back
+	// on the device; nothing is dropped). A rate limit's answer.
+	Wait time.Duration
 }
 
 // framer follows a stream's packets across reads (with packets.Framer),
@@ -114,10 +120,17 @@ type framedFuncs struct {
 // process walks chunk, handing its bytes to fn. It stops at the first
 // error of a callback.
 func (f *framer) process(chunk []byte, fn framedFuncs) error {
+	_, err := f.walk(chunk, fn)
+	return err
+}
+
+// walk is process, also returning, when a callback fails, the bytes of
+// chunk not yet framed: when whole failed, those behind its packet.
+func (f *framer) walk(chunk []byte, fn framedFuncs) ([]byte, error) {
 	for len(chunk) > 0 {
 		p, n, err := f.fr.Next(chunk)
 		if err != nil {
-			return fmt.Errorf("%w: %w", errFramed, err)
+			return chunk, fmt.Errorf("%w: %w", errFramed, err)
 		}
 		chunk = chunk[n:]
 		switch {
@@ -128,10 +141,10 @@ func (f *framer) process(chunk []byte, fn framedFuncs) error {
 			err = f.start(p, fn)
 		}
 		if err != nil {
-			return err
+			return chunk, err
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // body handles part, the next bytes of the packet in progress; last: they
@@ -307,12 +320,18 @@ func (s *Session) deliverUp(chunk []byte) error {
 	d := &s.up
 	d.out.reset()
 	var vs verdicts
-	err := d.framer.process(chunk, framedFuncs{whole: func(pkt []byte) error {
+	var held Verdict // a verdict that asked to wait (pause.go)
+	rest, err := d.framer.walk(chunk, framedFuncs{whole: func(pkt []byte) error {
 		v := s.cfg.Filter.Up(pkt)
+		if v.Wait > 0 && !v.End {
+			held = v
+			_ = vs.take(v, v.Client)
+			return errWait
+		}
 		d.out.add(v.Broker, true)
 		return vs.take(v, v.Client)
 	}})
-	if err != nil && !errors.Is(err, errStop) {
+	if err != nil && !errors.Is(err, errStop) && !errors.Is(err, errWait) {
 		vs.end = s.cfg.Filter.Malformed(err)
 	}
 	if err := s.writeBrokerSegs(d.out.segs); err != nil {
@@ -323,6 +342,13 @@ func (s *Session) deliverUp(chunk []byte) error {
 			return err
 		}
 	}
+	if errors.Is(err, errWait) {
+		return s.hold(d, held, rest)
+	}
+	if d.pause != nil {
+		d.pause.slow = false // a chunk went through without a wait
+	}
+	s.written(true) // gather.go: every verdict of the chunk is written
 	return s.ended(&vs)
 }
 
@@ -367,14 +393,13 @@ func (s *Session) deliverDown(chunk []byte) error {
 			return v.Client, true, vs.take(v, v.Broker)
 		},
 	})
-	for i, seg := range d.out.segs {
-		if err := s.forward(seg, d.out.bounds[i]); err != nil {
-			return err
-		}
+	if err := s.forwardSegs(d.out.segs, d.out.bounds); err != nil {
+		return err
 	}
 	if err := s.writeBrokerSegs(vs.answers); err != nil {
 		return err
 	}
+	s.written(false) // gather.go: every verdict of the chunk is written
 	if ended := s.ended(&vs); ended != nil {
 		return ended
 	}

@@ -39,6 +39,12 @@ const activeWait = 50 * time.Millisecond
 // run relays d while data flows; it returns when the session ends or when
 // d has been parked in the reactor.
 func (s *Session) run(d *direction) {
+	if d.drainFirst {
+		d.drainFirst = false
+		if ok, _ := s.transfer(d, false, 0); !ok {
+			return
+		}
+	}
 	if d.rc == nil {
 		// No readiness: a blocking read at a time.
 		for s.transferBlocking(d) {
@@ -103,13 +109,17 @@ func (s *Session) park(d *direction) bool {
 // false when the session has ended; moved tells whether anything was
 // relayed.
 func (s *Session) transfer(d *direction, block bool, wait time.Duration) (ok, moved bool) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	pool := &bufPool
+	if d.pause != nil && d.pause.slow {
+		pool = &slowPool // a filter holds it back: read little at a time
+	}
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
 	buf := *bp
 	for {
 		off, drained := 0, false
 		var err error
-		for off+maxRecord <= len(buf) {
+		for first := true; first || off+maxRecord <= len(buf); first = false {
 			nonblock := !block || off > 0
 			if nonblock && d.src.Kind != Drainable {
 				drained = true // a socket, or an opaque reader, is read once per call
@@ -191,10 +201,10 @@ func (s *Session) transferBlocking(d *direction) bool {
 func (s *Session) pass(d *direction, b []byte) bool {
 	d.counter.Add(float64(len(b)))
 	if err := d.deliver(b); err != nil {
-		if err != errFilterEnded {
+		if err != errFilterEnded && err != errPaused {
 			s.Close()
 		}
-		return false
+		return false // ended, or paused: resume takes the direction on
 	}
 	return true
 }

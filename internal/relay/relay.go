@@ -166,6 +166,10 @@ type direction struct {
 	wdl     time.Time       // the destination's write deadline as last set (broker side)
 	small   []byte          // a blocking reader's buffer while the direction is quiet
 	hot     bool            // the last blocking read filled small: data is flowing
+	// drainFirst: the source may hold bytes in user space already (a
+	// Drainable one at Start): run moves them before it waits.
+	drainFirst bool
+	pause      *pauseState // a filter's wait (pause.go); nil until the first
 }
 
 // NewSession prepares a session; WriteFirst writes the CONNACK, Start
@@ -221,14 +225,9 @@ func (s *Session) Start() {
 	}
 	// Bytes that came with the CONNECT (or, from a TLS broker, behind its
 	// CONNACK) may already sit in user space, where no readiness signal
-	// will announce them: move them first.
+	// will announce them: each direction moves them first.
 	for _, d := range []*direction{&s.up, &s.down} {
-		if d.src.Kind != Drainable || d.rc == nil {
-			continue
-		}
-		if ok, _ := s.transfer(d, false, 0); !ok {
-			return
-		}
+		d.drainFirst = d.src.Kind == Drainable && d.rc != nil
 	}
 	go s.run(&s.up)
 	go s.run(&s.down)
@@ -309,6 +308,7 @@ func (s *Session) Close() {
 	s.state = closed
 	watches, clientDone := s.watches, s.clientDone
 	s.watches = nil
+	s.up.stopWait()
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	for _, w := range watches {
@@ -346,6 +346,10 @@ func (s *Session) writeBroker(p []byte) error {
 func (s *Session) writeBrokerSegs(segs [][]byte) error {
 	if len(segs) == 0 {
 		return nil
+	}
+	if buf, _, ok := gather(segs, nil); ok { // gather.go: one write
+		defer release(buf)
+		segs = [][]byte{*buf}
 	}
 	s.bmu.Lock()
 	defer s.bmu.Unlock()

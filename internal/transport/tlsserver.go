@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -398,4 +399,27 @@ func (s *TLS) run(stop <-chan struct{}) {
 			}
 		}
 	}
+}
+
+// issuerSHA256 is the SHA-256 of the DER of the CA certificate that signed
+// the client's certificate: the second of its verified chain, which a
+// resumed session carries too; without one (a chain Go did not keep), the
+// certificate is verified again against the current CA pool. nil when it
+// cannot be told (no client CA, or a certificate that no longer verifies:
+// VerifyConnection refused that handshake already).
+func (s *TLS) issuerSHA256(st tls.ConnectionState) []byte {
+	chains := st.VerifiedChains
+	if len(chains) == 0 && len(st.PeerCertificates) > 0 && s.cfg.ClientCAFile != "" {
+		opts := x509.VerifyOptions{Roots: s.pool.Load(), Intermediates: x509.NewCertPool(),
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		for _, c := range st.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+		chains, _ = st.PeerCertificates[0].Verify(opts)
+	}
+	if len(chains) == 0 || len(chains[0]) < 2 {
+		return nil
+	}
+	sum := sha256.Sum256(chains[0][1].Raw)
+	return sum[:]
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"net/netip"
 
@@ -27,6 +28,12 @@ type Info struct {
 	// and CertCN its subject common name, when one was presented.
 	CertSHA256 []byte
 	CertCN     string
+	// Cert is that verified client certificate, and CertCASHA256 the
+	// SHA-256 of the DER of the CA certificate that signed it (nil when
+	// its chain is not known): the certificate identity, CA pinning and
+	// revocation, checked after every handshake, resumed ones included.
+	Cert         *x509.Certificate
+	CertCASHA256 []byte
 }
 
 // Conn is a terminated connection: the relay's endpoint (Conn carries the
@@ -95,6 +102,7 @@ func (s *TLS) Terminate(ctx context.Context, c net.Conn, gate Gate) (Conn, error
 	if len(st.PeerCertificates) > 0 {
 		sum := sha256.Sum256(st.PeerCertificates[0].Raw)
 		info.CertSHA256, info.CertCN = sum[:], st.PeerCertificates[0].Subject.CommonName
+		info.Cert, info.CertCASHA256 = st.PeerCertificates[0], s.issuerSHA256(st)
 	}
 	return Conn{Endpoint: relay.Endpoint{Conn: tc, Raw: c, Kind: relay.Drainable}, Info: info}, nil
 }
