@@ -16,9 +16,12 @@ import (
 // RFC 3339 in UTC with milliseconds, protocol the MQTT protocol level
 // ("" when unknown), resumed "true" or "false", duration a Go duration
 // ("12.5ms"), count the connections a summary stands for ("" in an entry
-// about one; entries written before it existed lack it).
+// about one; entries written before it existed lack it); credential the
+// kind of credential an accepted CONNECT proved itself with ("password",
+// "token", "cert", ...), issuer and jti its token's issuer and id, never
+// the token ("" when none; entries written before them lack them).
 var Fields = []string{"time", "replica", "kind", "remote", "username", "client_id", "protocol", "tls", "resumed",
-	"cert_sha256", "outcome", "reason", "duration", "count"}
+	"cert_sha256", "outcome", "reason", "duration", "count", "credential", "issuer", "jti"}
 
 // timeLayout is RFC 3339 with milliseconds.
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"
@@ -57,6 +60,9 @@ func encode(r policy.Record) []string {
 		"reason", capField(r.Reason, maxReason),
 		"duration", r.Duration.String(),
 		"count", count,
+		"credential", capField(r.Credential, maxField),
+		"issuer", capField(r.Issuer, maxField),
+		"jti", capField(r.JTI, maxField),
 	}
 }
 
@@ -82,7 +88,8 @@ func decode(m redis.XMessage) policy.Record {
 		return v
 	}
 	r := policy.Record{Replica: str("replica"), Kind: str("kind"), Remote: str("remote"), Username: str("username"),
-		ClientID: str("client_id"), TLS: str("tls"), CertSHA256: str("cert_sha256"), Outcome: str("outcome"), Reason: str("reason")}
+		ClientID: str("client_id"), TLS: str("tls"), CertSHA256: str("cert_sha256"), Outcome: str("outcome"), Reason: str("reason"),
+		Credential: str("credential"), Issuer: str("issuer"), JTI: str("jti")}
 	r.Protocol, _ = strconv.Atoi(str("protocol"))
 	r.Resumed, _ = strconv.ParseBool(str("resumed"))
 	r.Duration, _ = time.ParseDuration(str("duration"))

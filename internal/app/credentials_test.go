@@ -296,11 +296,14 @@ func neverShown(t *testing.T, cs *credStack, minted []string) {
 		t.Fatal(err)
 	}
 	var all strings.Builder
+	recorded := false
 	for _, e := range entries {
 		fmt.Fprintln(&all, e.Values)
+		if e.Values["credential"] == "token" && e.Values["issuer"] == testIssuer && e.Values["jti"] == "pub-mqttv5" {
+			recorded = true
+		}
 	}
-	if !strings.Contains(all.String(), `"credential":"token"`) || !strings.Contains(all.String(), `"issuer":"`+testIssuer+`"`) ||
-		!strings.Contains(all.String(), `"jti":"pub-mqttv5"`) {
+	if !recorded {
 		t.Errorf("the decision log does not record the token's kind, issuer and jti:\n%s", all.String())
 	}
 	for _, tok := range minted {
