@@ -13,8 +13,8 @@ import (
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/lastuse"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/passwords"
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/registry"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/rules"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/sessions"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
@@ -104,7 +104,8 @@ func (s *Store) LastUse(o lastuse.Options) *lastuse.Writer {
 // PublishSessions starts publishing this replica's live sessions
 // (o.Snapshot) to the session registry on the store's Redis client and
 // key prefix (o.Prefix is ignored); stop it with the Publisher's Close.
-func (s *Store) PublishSessions(o registry.Options) (*registry.Publisher, error) {
+// They are listed while the replica's SessionCounter holds its lease.
+func (s *Store) PublishSessions(o sessions.PublisherOptions) (*sessions.Publisher, error) {
 	o.Prefix = s.Prefix()
-	return registry.NewPublisher(s.rdb, o)
+	return sessions.NewPublisher(s.rdb, o)
 }

@@ -7,12 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/internal/storetest"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/lastuse"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/operator"
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/registry"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/sessions"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/testenv"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
@@ -72,7 +70,7 @@ func TestRotationOverlap(t *testing.T) {
 	if err := admin.HSet(ctx, "mqtt:sessions:r1", "dev\x00dev:a\x00x", `{"username":"dev","client_id":"dev:a","old_password":true}`).Err(); err != nil {
 		t.Fatal(err)
 	}
-	admin.ZAdd(ctx, "mqtt:replicas", redisZ(float64(time.Now().UnixMilli()), "r1"))
+	startCounter(t, s, "r1") // r1 is alive: its published sessions are listed
 	u, err := s.Uses(ctx, "dev")
 	if err != nil || u.Password == nil || u.Password.Addr != "10.0.0.2" || u.Password.ClientID != "dev:b" || u.Old == nil ||
 		u.Old.Addr != "10.0.0.1" || u.Old.ClientIDs24h != 1 || u.Old.LiveSessions != 1 || !u.Old.Active {
@@ -107,18 +105,20 @@ func stepDetail(x *policy.Explanation, check string) string {
 }
 
 // TestRegistryPublishes: a replica's sessions reach the registry within a
-// round, ended ones leave it, and a closed publisher's are gone.
+// round while its lease holds, ended ones leave it, and a closed
+// publisher's are gone.
 func TestRegistryPublishes(t *testing.T) {
 	s, _, _ := realStore(t, Options{})
 	ctx := testenv.Context(t)
 	var live atomicSessions
-	live.set([]registry.Session{{Username: "a", ClientID: "a", Remote: "1.1.1.1:1", Since: time.Now()}, {Username: "b", ClientID: "b:1", Remote: "1.1.1.1:2", Since: time.Now(), OldPassword: true}})
-	p, err := s.PublishSessions(registry.Options{Replica: "r-1", Interval: 50 * time.Millisecond, Snapshot: live.get})
+	live.set([]sessions.Session{{Username: "a", ClientID: "a", Remote: "1.1.1.1:1", Since: time.Now()}, {Username: "b", ClientID: "b:1", Remote: "1.1.1.1:2", Since: time.Now(), OldPassword: true}})
+	startCounter(t, s, "r-1")
+	p, err := s.PublishSessions(sessions.PublisherOptions{Replica: "r-1", Interval: 50 * time.Millisecond, Snapshot: live.get})
 	if err != nil {
 		t.Fatal(err)
 	}
-	list := func(user string) []registry.Session {
-		ss, err := s.Sessions(ctx, registry.Filter{User: user})
+	list := func(user string) []sessions.Session {
+		ss, err := s.Sessions(ctx, sessions.Filter{User: user})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,19 +139,28 @@ func TestRegistryPublishes(t *testing.T) {
 // atomicSessions is a snapshot the test changes under a publisher.
 type atomicSessions struct {
 	mu sync.Mutex
-	ss []registry.Session
+	ss []sessions.Session
 }
 
-func (a *atomicSessions) set(ss []registry.Session) {
+func (a *atomicSessions) set(ss []sessions.Session) {
 	a.mu.Lock()
 	a.ss = ss
 	a.mu.Unlock()
 }
 
-func (a *atomicSessions) get() []registry.Session {
+func (a *atomicSessions) get() []sessions.Session {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return append([]registry.Session(nil), a.ss...)
+	return append([]sessions.Session(nil), a.ss...)
 }
 
-func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }
+// startCounter starts the max_sessions counter of replica, whose lease
+// says the replica is alive, as the App always does.
+func startCounter(t *testing.T, s *Store, replica string) {
+	t.Helper()
+	c, err := s.SessionCounter(replica)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+}

@@ -65,6 +65,22 @@ func (w *hashWrite) list(field string, v *[]string, check func(string) error) er
 	return nil
 }
 
+// field sets one field to *v, checked, or removes it when *v is "";
+// nil leaves it.
+func (w *hashWrite) field(field string, v *string, check func(string) error) error {
+	switch {
+	case v == nil:
+	case *v == "":
+		w.del = append(w.del, field)
+	default:
+		if err := check(*v); err != nil {
+			return err
+		}
+		w.set[field] = *v
+	}
+	return nil
+}
+
 // write applies w to key and publishes name on channel, in one
 // MULTI/EXEC.
 func (e *Editor) write(ctx context.Context, key string, w hashWrite, channel, name string) error {

@@ -60,7 +60,7 @@ var userFields = withShared(map[string]fieldCheck{
 	rules.FieldNotAfter:  checkTime,
 	rules.FieldCIDRs:     func(v string) error { _, err := rules.ParseCIDRs(v); return err },
 	rules.FieldRoles:     rules.CheckRoleNames,
-	rules.FieldJWTKeys:   checkJWKS,
+	rules.FieldJWTKeys:   rules.CheckJWTKeys,
 })
 
 // roleFields are the known fields of a role's hash.
@@ -78,18 +78,6 @@ func withShared(t map[string]fieldCheck) map[string]fieldCheck {
 		t[f] = func(v string) error { return rules.CheckLimit(f, strings.TrimSpace(v)) }
 	}
 	return t
-}
-
-// checkJWKS checks that a jwt_keys value is a JWKS: a JSON object with a
-// "keys" array (the keys themselves are read where a token is verified).
-func checkJWKS(v string) error {
-	var set struct {
-		Keys []json.RawMessage `json:"keys"`
-	}
-	if err := json.Unmarshal([]byte(v), &set); err != nil || set.Keys == nil {
-		return errors.New(`not a JWKS (a JSON object with a "keys" array)`)
-	}
-	return nil
 }
 
 func checkBool(v string) error {

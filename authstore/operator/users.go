@@ -70,6 +70,9 @@ type Update struct {
 	// Backend and Mountpoint set where the sessions go (brokers.go); ""
 	// removes one.
 	Backend, Mountpoint *string
+	// JWTKeys is the JWKS (JSON) of the keys the user's device signs its
+	// tokens with; "" removes it.
+	JWTKeys *string
 }
 
 // ErrNoSuchUser is returned by operator calls on a user that does not exist.
@@ -132,6 +135,9 @@ func userWrite(u Update) (hashWrite, error) {
 		return w, err
 	}
 	if err := w.route(u.Backend, u.Mountpoint); err != nil {
+		return w, err
+	}
+	if err := w.field(rules.FieldJWTKeys, u.JWTKeys, rules.CheckJWTKeys); err != nil {
 		return w, err
 	}
 	if u.NotAfter != nil {

@@ -9,8 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/lastuse"
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/registry"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/rules"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/sessions"
 )
 
 // Uses is what is known of the uses of a user's passwords: when, from
@@ -89,12 +89,12 @@ func (e *Editor) Uses(ctx context.Context, name string) (Uses, error) {
 		return u, nil
 	}
 	u.Old = &OldUses{Last: last[lastuse.Fingerprint(rot.Old)], Until: rot.Until, Active: rot.Active(e.now())}
-	_, u.Old.LiveSessions, err = registry.Count(ctx, e.rdb, e.keys, name, 0)
+	_, u.Old.LiveSessions, err = sessions.Count(ctx, e.rdb, e.keys, name)
 	return u, err
 }
 
-// Sessions lists the live sessions of every replica that publishes them
-// (the session registry), oldest first.
-func (e *Editor) Sessions(ctx context.Context, f registry.Filter) ([]registry.Session, error) {
-	return registry.List(ctx, e.rdb, e.keys, f, 0)
+// Sessions lists the live sessions that every replica whose lease holds
+// publishes (the session registry), oldest first.
+func (e *Editor) Sessions(ctx context.Context, f sessions.Filter) ([]sessions.Session, error) {
+	return sessions.List(ctx, e.rdb, e.keys, f)
 }

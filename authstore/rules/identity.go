@@ -2,6 +2,7 @@ package rules
 
 import (
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -83,4 +84,17 @@ func WithClaims(fields map[string]string, r *policy.TokenRules) map[string]strin
 		out[FieldEnabled] = "true"
 	}
 	return out
+}
+
+// CheckJWTKeys checks that a jwt_keys value is a JWKS: a JSON object with
+// a "keys" array (the keys themselves are read where a device's token is
+// verified).
+func CheckJWTKeys(v string) error {
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal([]byte(v), &set); err != nil || set.Keys == nil {
+		return fmt.Errorf(`%w: jwt_keys: not a JWKS (a JSON object with a "keys" array)`, policy.ErrMalformedRule)
+	}
+	return nil
 }

@@ -1,18 +1,33 @@
-// Package sessions counts the live sessions of each user across every
-// replica, in Redis, for max_sessions: a CONNECT is admitted only while
-// fewer than the user's max_sessions are live, and of two replicas racing
-// for the last place exactly one wins (one Lua script reads the count and
-// takes the place). Each replica counts under a lease it renews every
-// third of the lease (30 s by default): the sessions of a replica that
-// dies stop counting once its lease ends, without anyone cleaning up. A
-// replica that loses its lease (Redis was away, or restarted) claims a new
-// one and writes its counts again. A replica's own counts are kept in
-// memory too; they are the truth it writes back.
+// Package sessions is the one registry of the live sessions of every
+// replica, in Redis, with two views under one notion of which replicas
+// are alive: their leases.
 //
-// Keys (redisconn.Keys, one hash tag, so one slot on a Cluster): the
-// sorted set of leases, member "<replica>#<epoch>" scored by when the
-// lease ends (Redis's clock, unix ms), and per user a hash of one field
-// per lease member: the user's sessions there.
+// Each replica holds a lease (its Counter) that it renews every third of
+// the lease (30 s by default); a replica that dies stops renewing, and
+// its lease ends, by Redis's clock, without anyone cleaning up. A replica
+// that loses its lease (Redis was away, or restarted) claims a new one.
+//
+// The first view counts, for max_sessions: a CONNECT is admitted only
+// while fewer than the user's max_sessions are live, and of two replicas
+// racing for the last place exactly one wins (one Lua script reads the
+// count and takes the place). A replica's own counts are kept in memory
+// too; they are the truth it writes back when it claims a new lease.
+//
+// The second view lists, for the admin API, `user show`, explain and the
+// status page: each replica publishes its live sessions (a Publisher,
+// from the proxy's snapshot, off the hot path: what changed since the
+// last round, every few seconds) to a hash of its own, and List reads the
+// hashes of the replicas whose lease holds. So a dead replica's sessions
+// leave the list when its lease ends, the moment they stop counting, and
+// a replica that closes its Counter leaves both at once.
+//
+// Keys (redisconn.Keys): the sorted set of leases, member
+// "<replica>#<epoch>" scored by when the lease ends (Redis's clock, unix
+// ms), and per user a hash of one field per lease member: the user's
+// sessions there; these share the hash tag {sessions}, so one slot on a
+// Cluster. Per replica, the hash of its published sessions, one field per
+// session; it expires some time after the replica stops publishing, which
+// only collects a dead replica's garbage.
 package sessions
 
 import (

@@ -158,3 +158,37 @@ func TestExplainToken(t *testing.T) {
 		}
 	}
 }
+
+// TestUserSetJWTKeys: user set --jwt-keys stores a device's JWKS in its
+// hash's jwt_keys, refuses a file that is not a JWKS (exit 2, nothing
+// written) and removes the keys with an empty value.
+func TestUserSetJWTKeys(t *testing.T) {
+	srv := testenv.Redis(t)
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { admin.Close() })
+	env := map[string]string{"AUTHPROXY_REDIS_URL": testenv.RedisURL(srv)}
+	dir := t.TempDir()
+	jwks := `{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","kid":"dev-1"}]}`
+	good, bad := filepath.Join(dir, "dev.jwks"), filepath.Join(dir, "bad.jwks")
+	_ = os.WriteFile(good, []byte(jwks+"\n"), 0o600)
+	_ = os.WriteFile(bad, []byte(`{"kty":"EC"}`), 0o600)
+	field := func() string { return admin.HGet(context.Background(), "mqtt:user:meter-1", "jwt_keys").Val() }
+	if r := runBin(t, env, "", "user", "set", "meter-1", "--no-password", "--jwt-keys", good); r.code != 0 {
+		t.Fatalf("user set --jwt-keys: %+v", r)
+	}
+	if got := field(); got != jwks {
+		t.Fatalf("jwt_keys %q, want the file's JWKS", got)
+	}
+	if r := runBin(t, env, "", "user", "set", "meter-1", "--jwt-keys", bad); r.code != 2 || !strings.Contains(r.stderr, `jwt_keys: not a JWKS`) {
+		t.Fatalf("a file that is not a JWKS: %+v", r)
+	}
+	if r := runBin(t, env, "", "user", "set", "meter-1", "--jwt-keys", filepath.Join(dir, "missing")); r.code != 2 || !strings.Contains(r.stderr, "--jwt-keys") {
+		t.Fatalf("a missing file: %+v", r)
+	}
+	if got := field(); got != jwks {
+		t.Fatalf("a refused --jwt-keys changed jwt_keys to %q", got)
+	}
+	if r := runBin(t, env, "", "user", "set", "meter-1", "--jwt-keys", ""); r.code != 0 || field() != "" {
+		t.Fatalf("--jwt-keys '' kept %q: %+v", field(), r)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -222,9 +224,10 @@ func cmdUserSet(io stdio) *cobra.Command {
 line: it is read from standard input (first line) when that is not a
 terminal, or asked for twice without echo; with --password-stdin it is read
 from the first line of standard input in any case, as explain's. A new user
-gets a password unless --no-password (certificate-only users) or
---password-hash is given; an existing user keeps theirs unless --password,
---password-stdin or --generate is given.
+gets a password unless --no-password (users of a certificate, or of tokens
+their device signs: --jwt-keys) or --password-hash is given; an existing
+user keeps theirs unless --password, --password-stdin or --generate is
+given.
 List flags may be repeated and take values separated by white space or
 commas; --publish and --subscribe by white space only (a comma is a legal
 topic character). An empty value (--publish '') removes the rule. Flags and
@@ -253,14 +256,16 @@ only where its own filters, its roles and the default role allow.`,
 	fs.Var(&o.enabled, "enabled", "true or false (--enabled alone: true)")
 	fs.Lookup("enabled").NoOptDefVal = "true"
 	fs.StringVar(&o.notAfter, "not-after", "", "RFC 3339 time after which the user is refused; empty removes it")
+	fs.StringVar(&o.jwtKeys, "jwt-keys", "", "a JWKS file: the public keys the user's device signs its tokens with (see docs/credentials.md); empty removes them")
 	fs.BoolVar(&o.askPassword, "password", false, "read a new password (stdin or prompt)")
 	fs.BoolVar(&o.passwordStdin, "password-stdin", false, "read a new password from the first line of standard input, never a prompt")
 	fs.BoolVar(&o.generate, "generate", false, "generate a strong random password and print it once")
 	fs.StringVar(&o.hash, "password-hash", "", "store this ready hash (argon2id, bcrypt or PBKDF2) instead of a password")
-	fs.BoolVar(&o.noPassword, "no-password", false, "create the user without a password (certificate-only: requires --certs)")
+	fs.BoolVar(&o.noPassword, "no-password", false, "create the user without a password (certificate or device tokens only: requires --certs or --jwt-keys)")
 	asJSON := jsonFlag(fs)
 	c.RunE = func(c *cobra.Command, args []string) error {
 		o.notAfterSet = c.Flags().Changed("not-after")
+		o.jwtKeysSet = c.Flags().Changed("jwt-keys")
 		o.asJSON = *asJSON
 		return runUserSet(io, args[0], o)
 	}
@@ -273,6 +278,8 @@ type userSetOptions struct {
 	enabled                   optBool
 	notAfter                  string
 	notAfterSet               bool
+	jwtKeys                   string
+	jwtKeysSet                bool
 	askPassword, generate     bool
 	passwordStdin             bool
 	hash                      string
@@ -369,10 +376,42 @@ func (o userSetOptions) update() (operator.Update, error) {
 	if o.hash != "" {
 		u.PasswordHash = &o.hash
 	}
-	if o.noPassword && !o.certs.set {
-		return u, usagef("user set: --no-password needs --certs: a user without a password authenticates by certificate")
+	if o.jwtKeysSet {
+		keys, err := readJWKSFile(o.jwtKeys)
+		if err != nil {
+			return u, err
+		}
+		u.JWTKeys = &keys
+	}
+	if o.noPassword && !o.certs.set && (!o.jwtKeysSet || o.jwtKeys == "") {
+		return u, usagef("user set: --no-password needs --certs or --jwt-keys: a user without a password authenticates by certificate or with tokens its device signs")
 	}
 	return u, nil
+}
+
+// maxJWKSFile bounds the JWKS file --jwt-keys reads (the proxy reads at
+// most 64 keys of a user's jwt_keys).
+const maxJWKSFile = 64 << 10
+
+// readJWKSFile is the JWKS file --jwt-keys names ("" for none: remove
+// the keys), read whole and bounded; operator.SetUser checks its form.
+func readJWKSFile(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", usagef("user set: --jwt-keys: %v", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxJWKSFile+1))
+	switch {
+	case err != nil:
+		return "", usagef("user set: --jwt-keys %s: %v", path, err)
+	case len(b) > maxJWKSFile:
+		return "", usagef("user set: --jwt-keys %s: over %d KiB; a device's JWKS holds a few public keys", path, maxJWKSFile>>10)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // printUserSet says what user set did, and the generated password once.

@@ -7,14 +7,15 @@ import (
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/decisionlog"
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/registry"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/sessions"
 	"github.com/mqtt-authproxy/mqtt-authproxy/policy"
 )
 
-// Sessions is GET /api/v1/sessions: the live sessions of every replica
-// that publishes them (the session registry, a few seconds behind).
+// Sessions is GET /api/v1/sessions: the live sessions every replica
+// whose lease holds publishes (the session registry, a few seconds
+// behind; a dead replica's leave when its lease ends).
 type Sessions struct {
-	Sessions []registry.Session `json:"sessions"`
+	Sessions []sessions.Session `json:"sessions"`
 }
 
 func (a *API) listSessions(r *request) (int, any, error) {
@@ -22,9 +23,9 @@ func (a *API) listSessions(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	ss, err := a.o.Store.Sessions(r.ctx, registry.Filter{User: r.URL.Query().Get("user"), Limit: limit})
+	ss, err := a.o.Store.Sessions(r.ctx, sessions.Filter{User: r.URL.Query().Get("user"), Limit: limit})
 	if ss == nil {
-		ss = []registry.Session{}
+		ss = []sessions.Session{}
 	}
 	return http.StatusOK, Sessions{ss}, err
 }

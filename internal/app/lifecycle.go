@@ -19,8 +19,8 @@ import (
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/lastuse"
-	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/registry"
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/revoked"
+	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/sessions"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/admin"
 	"github.com/mqtt-authproxy/mqtt-authproxy/internal/adminapi"
 )
@@ -99,7 +99,7 @@ func (c Config) adminTLS() (*tls.Certificate, []error) {
 // of credential uses and the session registry's publisher (nil when off).
 type lifecycle struct {
 	uses     *lastuse.Writer
-	sessions *registry.Publisher
+	sessions *sessions.Publisher
 }
 
 // startUses starts recording credential uses (before the proxy decides
@@ -119,7 +119,7 @@ func (l *lifecycle) startRegistry(s LifecycleSettings, store *authstore.Store, d
 	if !s.Registry {
 		return nil
 	}
-	p, err := store.PublishSessions(registry.Options{Replica: replica, Logger: log, Snapshot: dev.registrySessions})
+	p, err := store.PublishSessions(sessions.PublisherOptions{Replica: replica, Logger: log, Snapshot: dev.registrySessions})
 	l.sessions = p
 	return err
 }
@@ -135,11 +135,11 @@ func (l *lifecycle) stop() {
 
 // registrySessions are the proxy's live sessions as the registry keeps
 // them.
-func (d device) registrySessions() []registry.Session {
+func (d device) registrySessions() []sessions.Session {
 	snap := d.p.Snapshot()
-	out := make([]registry.Session, len(snap))
+	out := make([]sessions.Session, len(snap))
 	for i, s := range snap {
-		out[i] = registry.Session{Username: s.Username, ClientID: s.ClientID, Remote: s.Remote, Since: s.Since, Protocol: s.Protocol,
+		out[i] = sessions.Session{Username: s.Username, ClientID: s.ClientID, Remote: s.Remote, Since: s.Since, Protocol: s.Protocol,
 			TLS: s.TLS, Resumed: s.Resumed, Credential: s.Credential, OldPassword: s.OldPassword}
 	}
 	return out

@@ -1,18 +1,11 @@
-// Package registry is the live sessions of every replica, in Redis: each
-// replica publishes its own (a Publisher, from the proxy's snapshot, off
-// the hot path: what changed since the last round, every few seconds) to
-// the hash redisconn.Keys.SessionsKey(replica), which expires when the
-// replica stops renewing it, and List reads every replica's. The admin
-// API lists them, and `user show`, explain and the status page count the
-// sessions a rotation's previous password still holds.
-package registry
+package sessions
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +14,7 @@ import (
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 )
 
-// Session is a live session as the registry keeps it.
+// Session is a live session as the list keeps it.
 type Session struct {
 	Replica  string    `json:"replica"`
 	Username string    `json:"username"`
@@ -43,24 +36,41 @@ type Session struct {
 // sessions are found with HSCAN MATCH "<user>\x00*".
 func (s Session) field() string { return s.Username + "\x00" + s.ClientID + "\x00" + s.Remote }
 
-// DefaultInterval is how often a Publisher publishes what changed; a
-// replica's sessions are forgotten 3 intervals after its last round.
-const DefaultInterval = 5 * time.Second
-
 // Filter selects the sessions List returns.
 type Filter struct {
 	User  string // exact user name; "" every user
 	Limit int    // at most this many (0: no limit)
 }
 
-// List reads the live sessions of every replica that published within
-// the last ttl (3 x interval; 0: 3 x DefaultInterval), oldest first.
-func List(ctx context.Context, rdb redis.UniversalClient, keys redisconn.Keys, f Filter, ttl time.Duration) ([]Session, error) {
-	if ttl <= 0 {
-		ttl = 3 * DefaultInterval
+// leasedScript: KEYS leases. The members whose lease holds by Redis's
+// clock, as the counting scripts judge them (an end at now still holds).
+var leasedScript = redis.NewScript(now + `
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+`)
+
+// liveReplicas are the replicas whose lease holds, by Redis's clock,
+// each once (a replica claiming a new lease briefly holds two), sorted:
+// a member is "<replica>#<epoch>", and a replica id may hold '#'.
+func liveReplicas(ctx context.Context, rdb redis.UniversalClient, keys redisconn.Keys) ([]string, error) {
+	members, err := leasedScript.Run(ctx, rdb, []string{keys.SessionLeaseKey()}).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	min := strconv.FormatInt(time.Now().Add(-ttl).UnixMilli(), 10)
-	replicas, err := rdb.ZRangeByScore(ctx, keys.ReplicasKey(), &redis.ZRangeBy{Min: min, Max: "+inf"}).Result()
+	out := make([]string, 0, len(members))
+	for _, m := range members {
+		if i := strings.LastIndexByte(m, '#'); i > 0 {
+			out = append(out, m[:i])
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// List reads the published sessions of every replica whose lease holds
+// (the replicas max_sessions counts), oldest first. A replica that
+// counts but does not publish (SESSION_REGISTRY=off) has none listed.
+func List(ctx context.Context, rdb redis.UniversalClient, keys redisconn.Keys, f Filter) ([]Session, error) {
+	replicas, err := liveReplicas(ctx, rdb, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -108,8 +118,8 @@ func replicaSessions(ctx context.Context, rdb redis.UniversalClient, key, user s
 
 // Count is how many live sessions of user List finds, and how many of
 // them hold a rotation's previous password.
-func Count(ctx context.Context, rdb redis.UniversalClient, keys redisconn.Keys, user string, ttl time.Duration) (all, oldPassword int, err error) {
-	ss, err := List(ctx, rdb, keys, Filter{User: user}, ttl)
+func Count(ctx context.Context, rdb redis.UniversalClient, keys redisconn.Keys, user string) (all, oldPassword int, err error) {
+	ss, err := List(ctx, rdb, keys, Filter{User: user})
 	for _, s := range ss {
 		all++
 		if s.OldPassword {

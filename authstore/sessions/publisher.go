@@ -1,11 +1,10 @@
-package registry
+package sessions
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -13,14 +12,22 @@ import (
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
 )
 
-// Options configure a Publisher.
-type Options struct {
+// DefaultInterval is how often a Publisher publishes what changed.
+const DefaultInterval = 5 * time.Second
+
+// PublisherOptions configure a Publisher.
+type PublisherOptions struct {
 	Prefix  string // key prefix, default "mqtt:"
-	Replica string // this replica's id (required)
+	Replica string // this replica's id (required): its Counter's
 	// Interval is how often what changed is published, default
-	// DefaultInterval; the replica's sessions expire 3 intervals after
-	// its last round.
+	// DefaultInterval.
 	Interval time.Duration
+	// Lease is the lease of this replica's Counter, default DefaultLease.
+	// The hash expires Lease + 3 Intervals after the last round, so that
+	// a dead replica's sessions are listed until its lease ends, as they
+	// count, and no longer (List reads only the replicas whose lease
+	// holds): the expiry only collects a dead replica's hash.
+	Lease time.Duration
 	// Snapshot lists this replica's live sessions (Replica ignored).
 	Snapshot func() []Session
 	Logger   *slog.Logger
@@ -28,11 +35,12 @@ type Options struct {
 
 // Publisher publishes one replica's live sessions, every Interval, off
 // the hot path: the sessions that started or ended since its last round
-// (all of them after a failed round), and the hash's expiry renewed.
+// (all of them after a failed round), and the hash's expiry renewed. They
+// are listed while the replica's lease (its Counter's) holds.
 type Publisher struct {
 	rdb  redis.UniversalClient
 	keys redisconn.Keys
-	o    Options
+	o    PublisherOptions
 	last map[string]string // field -> value published
 	// dirty: the last round failed (or none ran): publish everything.
 	dirty bool
@@ -41,12 +49,15 @@ type Publisher struct {
 }
 
 // NewPublisher starts publishing; stop it with Close.
-func NewPublisher(rdb redis.UniversalClient, o Options) (*Publisher, error) {
+func NewPublisher(rdb redis.UniversalClient, o PublisherOptions) (*Publisher, error) {
 	if !validReplica(o.Replica) {
-		return nil, fmt.Errorf("registry: replica id %q", o.Replica)
+		return nil, fmt.Errorf("sessions: replica id %q", o.Replica)
 	}
 	if o.Interval <= 0 {
 		o.Interval = DefaultInterval
+	}
+	if o.Lease <= 0 {
+		o.Lease = DefaultLease
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -57,17 +68,14 @@ func NewPublisher(rdb redis.UniversalClient, o Options) (*Publisher, error) {
 }
 
 // Close stops publishing and removes this replica's sessions (within a
-// second), so that a replica shut down cleanly is not listed.
+// second), so that a replica shut down cleanly is not listed even if its
+// lease still holds.
 func (p *Publisher) Close() {
 	close(p.stop)
 	<-p.done
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_, _ = p.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		pl.Del(ctx, p.keys.SessionsKey(p.o.Replica))
-		pl.ZRem(ctx, p.keys.ReplicasKey(), p.o.Replica)
-		return nil
-	})
+	_ = p.rdb.Del(ctx, p.keys.SessionsKey(p.o.Replica)).Err()
 }
 
 func (p *Publisher) run() {
@@ -94,21 +102,21 @@ func (p *Publisher) run() {
 
 // round publishes what changed since the last one.
 func (p *Publisher) round() error {
-	now := make(map[string]string)
+	cur := make(map[string]string)
 	for _, s := range p.o.Snapshot() {
 		s.Replica = ""
 		v, _ := json.Marshal(s)
-		now[s.field()] = string(v)
+		cur[s.field()] = string(v)
 	}
 	var set []any
 	var del []string
-	for f, v := range now {
+	for f, v := range cur {
 		if old, ok := p.last[f]; p.dirty || !ok || old != v {
 			set = append(set, f, v)
 		}
 	}
 	for f := range p.last {
-		if _, ok := now[f]; !ok && !p.dirty {
+		if _, ok := cur[f]; !ok && !p.dirty {
 			del = append(del, f)
 		}
 	}
@@ -117,15 +125,14 @@ func (p *Publisher) round() error {
 	err := p.write(ctx, set, del)
 	p.dirty = err != nil
 	if err == nil {
-		p.last = now
+		p.last = cur
 	}
 	return err
 }
 
 // write sends one round in one pipeline.
 func (p *Publisher) write(ctx context.Context, set []any, del []string) error {
-	key, ttl := p.keys.SessionsKey(p.o.Replica), 3*p.o.Interval
-	nowMS := time.Now().UnixMilli()
+	key, ttl := p.keys.SessionsKey(p.o.Replica), p.o.Lease+3*p.o.Interval
 	_, err := p.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		if p.dirty {
 			pl.Del(ctx, key)
@@ -137,8 +144,6 @@ func (p *Publisher) write(ctx context.Context, set []any, del []string) error {
 			pl.HDel(ctx, key, del...)
 		}
 		pl.PExpire(ctx, key, ttl)
-		pl.ZAdd(ctx, p.keys.ReplicasKey(), redis.Z{Score: float64(nowMS), Member: p.o.Replica})
-		pl.ZRemRangeByScore(ctx, p.keys.ReplicasKey(), "-inf", "("+strconv.FormatInt(nowMS-ttl.Milliseconds(), 10))
 		return nil
 	})
 	return err
