@@ -84,11 +84,7 @@ func (s *Store) noteUse(req policy.Request, r rules.User, d policy.Decision) {
 	if d.OldPassword {
 		stored = r.Rotation.Old
 	}
-	addr := ""
-	if req.RemoteAddr.IsValid() {
-		addr = req.RemoteAddr.Unmap().String()
-	}
-	w.Record(lastuse.Use{User: req.Username, Fingerprint: lastuse.Fingerprint(stored), Addr: addr, ClientID: req.ClientID, Time: s.now()})
+	w.Note(req.Username, stored, req.ClientID, req.RemoteAddr, s.now())
 }
 
 // LastUse starts recording the credentials' uses of the store's accepted

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -188,7 +189,10 @@ func BenchmarkRelayPublish(b *testing.B) {
 				b.Fatal(ack, err)
 			}
 			msg := mqtttest.AppendPublish(nil, packets.V311, "devices/u/telemetry", make([]byte, 1024), 0, false, 0)
-			const batch = 32
+			batch := 32
+			if os.Getenv("BENCH_BATCH1") != "" {
+				batch = 1
+			}
 			burst := bytes.Repeat(msg, batch)
 			back := make([]byte, len(burst))
 			b.SetBytes(int64(len(msg)))

@@ -445,8 +445,10 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 }
 
-// TestShutdown: v5 clients get DISCONNECT 0x8B after the grace period; no
-// new connections are accepted.
+// TestShutdown: Shutdown stops accepting at once and drains the sessions
+// (paced over SHUTDOWN_GRACE, or DRAIN_RATE; see drain.go): the v5 client
+// gets DISCONNECT 0x8B (no DRAIN_SERVER_REFERENCE set), the 3.1.1 client
+// is closed, and no new connection is accepted.
 func TestShutdown(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.setUser("kim", operator.Update{Password: ptr("pw")})

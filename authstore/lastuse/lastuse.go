@@ -42,6 +42,8 @@ type Use struct {
 	Addr        string // the device's address
 	ClientID    string
 	Time        time.Time
+
+	key uint64 // the Writer's hash of the use
 }
 
 // SeenWindow is how far back the client ids that used a credential are

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -52,15 +53,17 @@ func TestWriterRecordsAndReads(t *testing.T) {
 }
 
 // BenchmarkRecord: what an accepted CONNECT pays for its use on the hot
-// path (the fingerprint of the stored hash, the remembered-use check, the
-// queue), a new client id every time (queued) or the same (remembered).
-// The writer's Redis refuses connections, so that its batches (off the
-// hot path) cost next to nothing here.
+// path (Note: the remembered-use check, and for a use due a write the
+// fingerprint of the stored hash and the queue), a new client id every
+// time (queued) or the same (remembered). The writer's Redis refuses
+// connections, so that its batches (off the hot path) cost next to
+// nothing here.
 func BenchmarkRecord(b *testing.B) {
 	redis.SetLogger(quiet{})
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	b.Cleanup(func() { rdb.Close() })
 	stored := "$authproxy-sha256$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	addr := netip.MustParseAddr("10.0.0.1")
 	for _, c := range []struct {
 		name string
 		id   func(i int) string
@@ -75,9 +78,49 @@ func BenchmarkRecord(b *testing.B) {
 			now := time.Now()
 			b.ResetTimer()
 			for i := range b.N {
-				w.Record(Use{User: "dev", Fingerprint: Fingerprint(stored), Addr: "10.0.0.1", ClientID: ids[i], Time: now})
+				w.Note("dev", stored, ids[i], addr, now)
 			}
 		})
+	}
+}
+
+// TestRememberedUses: a use noted again within Refresh is not queued
+// again, one after Refresh is; a use is remembered through at least
+// rememberedUses later ones and forgotten once two generations passed;
+// Note and Record of the same use agree on what they queue (Note by the
+// stored hash, Record by its fingerprint: each Writer's callers use one).
+func TestRememberedUses(t *testing.T) {
+	// A Writer whose queue nobody reads: what is queued stays there.
+	w := &Writer{o: Options{}.withDefaults(), queue: make(chan Use, 4*rememberedUses)}
+	w.written.init()
+	now := time.Now()
+	addr := netip.MustParseAddr("::ffff:10.0.0.1")
+	w.Note("u", "$h", "c", addr, now)
+	w.Note("u", "$h", "c", addr, now.Add(DefaultRefresh-time.Second))
+	if n := len(w.queue); n != 1 {
+		t.Fatalf("%d uses queued, want 1 (the second within Refresh)", n)
+	}
+	if u := <-w.queue; u.Addr != "10.0.0.1" || u.Fingerprint != Fingerprint("$h") || u.ClientID != "c" || u.User != "u" {
+		t.Fatalf("queued %+v", u)
+	}
+	w.Note("u", "$h", "c", addr, now.Add(DefaultRefresh))
+	if n := len(w.queue); n != 1 {
+		t.Fatalf("a use after Refresh: %d queued, want 1", n)
+	}
+	<-w.queue
+	for i := range rememberedUses {
+		w.Note("u", "$h", fmt.Sprint("other-", i), addr, now)
+	}
+	w.Note("u", "$h", "c", addr, now.Add(DefaultRefresh+time.Second))
+	if n := len(w.queue); n != rememberedUses {
+		t.Fatalf("%d queued, want %d: a use is remembered through rememberedUses later ones", n, rememberedUses)
+	}
+	for i := range rememberedUses {
+		w.Note("u", "$h", fmt.Sprint("more-", i), addr, now)
+	}
+	w.Note("u", "$h", "c", addr, now.Add(DefaultRefresh+2*time.Second))
+	if n := len(w.queue); n != 2*rememberedUses+1 {
+		t.Fatalf("%d queued, want %d: after two generations the use is forgotten and queued again", n, 2*rememberedUses+1)
 	}
 }
 

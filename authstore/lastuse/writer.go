@@ -2,13 +2,14 @@ package lastuse
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/redisconn"
@@ -36,7 +37,8 @@ type Options struct {
 // DefaultRefresh is Options.Refresh's default.
 const DefaultRefresh = time.Minute
 
-// rememberedUses bounds the uses a Writer remembers having written.
+// rememberedUses bounds the uses a Writer remembers having written, per
+// generation (two are kept).
 const rememberedUses = 65536
 
 func (o Options) withDefaults() Options {
@@ -64,7 +66,7 @@ type Writer struct {
 	rdb     redis.UniversalClient
 	keys    redisconn.Keys
 	o       Options
-	written *lru.Cache[string, int64] // use key -> unix ns of its last write
+	written remembered
 	queue   chan Use
 	dropped atomic.Uint64
 	stored  atomic.Uint64
@@ -79,7 +81,7 @@ func NewWriter(rdb redis.UniversalClient, o Options) *Writer {
 	o = o.withDefaults()
 	w := &Writer{rdb: rdb, keys: redisconn.NewKeys(o.Prefix), o: o, queue: make(chan Use, o.QueueSize),
 		stop: make(chan struct{}), done: make(chan struct{})}
-	w.written, _ = lru.New[string, int64](rememberedUses)
+	w.written.init()
 	go w.run()
 	return w
 }
@@ -90,24 +92,107 @@ func (w *Writer) Record(u Use) {
 	if w == nil {
 		return
 	}
+	if u.Time.IsZero() {
+		u.Time = time.Now()
+	}
+	u.key = w.written.key(u.User, u.Fingerprint, u.ClientID)
+	if w.closed.Load() || w.written.due(u.key, u.Time.UnixNano(), int64(w.o.Refresh)) {
+		w.enqueue(u)
+	}
+}
+
+// Note is Record of an accepted CONNECT's use of the credential stored
+// as stored: what the hot path pays when the same device used it within
+// Refresh is one hash and one map lookup; the fingerprint and the
+// address's text are made only for a use that is written.
+func (w *Writer) Note(user, stored, clientID string, addr netip.Addr, now time.Time) {
+	if w == nil {
+		return
+	}
+	k := w.written.key(user, stored, clientID)
+	if !w.closed.Load() && !w.written.due(k, now.UnixNano(), int64(w.o.Refresh)) {
+		return
+	}
+	a := ""
+	if addr.IsValid() {
+		a = addr.Unmap().String()
+	}
+	w.enqueue(Use{User: user, Fingerprint: Fingerprint(stored), Addr: a, ClientID: clientID, Time: now, key: k})
+}
+
+// enqueue queues u, due a write (and remembered as written); it never
+// blocks: with the queue full, or the Writer closed, u is dropped and
+// counted.
+func (w *Writer) enqueue(u Use) {
 	if w.closed.Load() {
 		w.dropped.Add(1)
 		return
 	}
-	if u.Time.IsZero() {
-		u.Time = time.Now()
-	}
-	key := u.User + "\x00" + u.Fingerprint + "\x00" + u.ClientID
-	if t, ok := w.written.Get(key); ok && u.Time.UnixNano()-t < int64(w.o.Refresh) {
-		return
-	}
-	w.written.Add(key, u.Time.UnixNano())
 	select {
 	case w.queue <- u:
 	default:
-		w.written.Remove(key)
+		w.written.forget(u.key)
 		w.dropped.Add(1)
 	}
+}
+
+// remembered is the uses a Writer wrote lately: a 64-bit hash of user,
+// credential and client id to the unix ns of the write, in two
+// generations of at most rememberedUses each (the older dropped whole
+// when the newer fills, so a use is remembered for at least
+// rememberedUses later ones). Its maps hold no pointers: the garbage
+// collector never walks them, however many devices a fleet has (an LRU
+// of string keys made every collection cycle scan one object per device).
+// Two uses whose hashes collide (1 in 2^64) share their write.
+type remembered struct {
+	seed     maphash.Seed
+	mu       sync.Mutex
+	cur, old map[uint64]int64
+}
+
+func (r *remembered) init() {
+	r.seed = maphash.MakeSeed()
+	r.cur = make(map[uint64]int64)
+}
+
+// key is the use's hash; cred names the credential (its stored hash, or
+// its fingerprint: one Writer's callers use one or the other).
+func (r *remembered) key(user, cred, clientID string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(r.seed)
+	h.WriteString(user)
+	h.WriteByte(0)
+	h.WriteString(cred)
+	h.WriteByte(0)
+	h.WriteString(clientID)
+	return h.Sum64()
+}
+
+// due reports whether use k was not written within refresh of now, and
+// remembers a due use as written at now.
+func (r *remembered) due(k uint64, now, refresh int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.cur[k]
+	if !ok {
+		t, ok = r.old[k]
+	}
+	if ok && now-t < refresh {
+		return false
+	}
+	if len(r.cur) >= rememberedUses {
+		r.old, r.cur = r.cur, make(map[uint64]int64, rememberedUses/4)
+	}
+	r.cur[k] = now
+	return true
+}
+
+// forget drops use k: it is written again at its next use.
+func (r *remembered) forget(k uint64) {
+	r.mu.Lock()
+	delete(r.cur, k)
+	delete(r.old, k)
+	r.mu.Unlock()
 }
 
 // Dropped counts the uses dropped: a full queue, or a failed write.
@@ -248,7 +333,7 @@ func (w *Writer) write(batch []Use) error {
 	if err != nil {
 		w.dropped.Add(uint64(len(batch)))
 		for _, u := range batch { // written again at the next use
-			w.written.Remove(u.User + "\x00" + u.Fingerprint + "\x00" + u.ClientID)
+			w.written.forget(u.key)
 		}
 		return err
 	}
