@@ -53,8 +53,11 @@ type Proxy struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
-	byUser    map[string]map[*session]struct{} // live sessions by username, for revocation
-	wg        sync.WaitGroup                   // every connection goroutine and session
+	// version counts the changes of the live sessions as SessionsVersion
+	// reports them: one started or ended, or one's old-password state.
+	version atomic.Uint64
+	byUser  map[string]map[*session]struct{} // live sessions by username, for revocation
+	wg      sync.WaitGroup                   // every connection goroutine and session
 
 	// changes counts change notifications; a session decided before a
 	// notification and registered after it is decided again at once.
@@ -180,6 +183,12 @@ func (p *Proxy) Sessions() int {
 
 // addSession registers s, unless the proxy is shutting down; from then on
 // the session's end (its relay's OnEnd) unregisters it.
+// SessionsVersion changes whenever a session starts or ends, or a
+// session's use of a rotation's old password changes: a reader of
+// Snapshot's identities (not its byte counts) that saw a version has
+// nothing new to read while it stays.
+func (p *Proxy) SessionsVersion() uint64 { return p.version.Load() }
+
 func (p *Proxy) addSession(s *session) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -189,6 +198,7 @@ func (p *Proxy) addSession(s *session) bool {
 	default:
 	}
 	p.sessions[s] = struct{}{}
+	p.version.Add(1)
 	p.wg.Add(1) // until the session ends
 	u := p.byUser[s.req.Username]
 	if u == nil {
@@ -202,6 +212,7 @@ func (p *Proxy) addSession(s *session) bool {
 func (p *Proxy) removeSession(s *session) {
 	p.mu.Lock()
 	delete(p.sessions, s)
+	p.version.Add(1)
 	if u := p.byUser[s.req.Username]; u != nil {
 		delete(u, s)
 		if len(u) == 0 {

@@ -122,7 +122,9 @@ func (p *Proxy) revalidate(s *session, why string) {
 		p.metrics.Revalidations.WithLabelValues("allowed").Inc()
 		s.retried()
 		s.setRoles(d.Roles)
-		s.oldPassword.Store(d.OldPassword)
+		if s.oldPassword.Swap(d.OldPassword) != d.OldPassword {
+			p.version.Add(1)
+		}
 		s.limitsChanged(d) // quota.go
 		// The backend or the mountpoint changed: the device reconnects (route.go).
 		if s.rerouted(d, why) {

@@ -3,6 +3,8 @@ package sessions
 import (
 	"context"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,4 +174,46 @@ func TestPublisherReplicaIDChecked(t *testing.T) {
 			t.Errorf("replica id %q accepted", id)
 		}
 	}
+}
+
+// TestPublisherSkipsUnchangedRounds: with Version, a round that finds it
+// unchanged lists nothing (an idle replica allocates nothing for its
+// sessions) but still renews the hash's expiry; a changed Version
+// publishes the change.
+func TestPublisherSkipsUnchangedRounds(t *testing.T) {
+	srv := testenv.Redis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	var version, rounds, snapshots atomic.Uint64
+	var mu sync.Mutex
+	ss := []Session{session("u", "u-1", time.Now())}
+	p, err := NewPublisher(rdb, PublisherOptions{Replica: "a", Interval: 10 * time.Millisecond, Lease: time.Hour,
+		Version: func() uint64 { rounds.Add(1); return version.Load() },
+		Snapshot: func() []Session {
+			snapshots.Add(1)
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(ss)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	key := redisconn.NewKeys("").SessionsKey("a")
+	testenv.WaitFor(t, 5*time.Second, "the first round", func() bool { return rdb.HLen(context.Background(), key).Val() == 1 })
+	seen := snapshots.Load()
+	_ = rdb.PExpire(context.Background(), key, time.Minute).Err()
+	r := rounds.Load()
+	testenv.WaitFor(t, 5*time.Second, "five more rounds", func() bool { return rounds.Load() >= r+5 })
+	if n := snapshots.Load(); n != seen {
+		t.Fatalf("%d snapshots after the first, with Version unchanged; want none", n-seen)
+	}
+	if ttl := rdb.PTTL(context.Background(), key).Val(); ttl < 30*time.Minute {
+		t.Fatalf("the hash's expiry was not renewed by the rounds that published nothing: %v", ttl)
+	}
+	mu.Lock()
+	ss = append(ss, session("v", "v-1", time.Now()))
+	mu.Unlock()
+	version.Add(1)
+	testenv.WaitFor(t, 5*time.Second, "the new session published", func() bool { return rdb.HLen(context.Background(), key).Val() == 2 })
 }

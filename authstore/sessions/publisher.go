@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"time"
 
@@ -30,7 +31,12 @@ type PublisherOptions struct {
 	Lease time.Duration
 	// Snapshot lists this replica's live sessions (Replica ignored).
 	Snapshot func() []Session
-	Logger   *slog.Logger
+	// Version, when set, changes whenever what Snapshot lists changes:
+	// a round that finds it as it was publishes nothing new (it only
+	// renews the hash's expiry), so an idle replica neither lists its
+	// sessions nor allocates for them every Interval.
+	Version func() uint64
+	Logger  *slog.Logger
 }
 
 // Publisher publishes one replica's live sessions, every Interval, off
@@ -41,7 +47,12 @@ type Publisher struct {
 	rdb  redis.UniversalClient
 	keys redisconn.Keys
 	o    PublisherOptions
-	last map[string]string // field -> value published
+	// last is what was published: each session's field and a hash of its
+	// value (the value itself is not kept).
+	last map[string]uint64
+	seed maphash.Seed
+	// version is Version's value at the last round that published.
+	version uint64
 	// dirty: the last round failed (or none ran): publish everything.
 	dirty bool
 	stop  chan struct{}
@@ -62,7 +73,8 @@ func NewPublisher(rdb redis.UniversalClient, o PublisherOptions) (*Publisher, er
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	p := &Publisher{rdb: rdb, keys: redisconn.NewKeys(o.Prefix), o: o, dirty: true, stop: make(chan struct{}), done: make(chan struct{})}
+	p := &Publisher{rdb: rdb, keys: redisconn.NewKeys(o.Prefix), o: o, dirty: true, seed: maphash.MakeSeed(),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
@@ -100,32 +112,38 @@ func (p *Publisher) run() {
 	}
 }
 
-// round publishes what changed since the last one.
+// round publishes what changed since the last one: the sessions that
+// started or whose value changed, the fields of those that ended.
 func (p *Publisher) round() error {
-	cur := make(map[string]string)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var version uint64
+	if p.o.Version != nil {
+		if version = p.o.Version(); !p.dirty && version == p.version {
+			return p.write(ctx, nil, nil)
+		}
+	}
+	cur := make(map[string]uint64, len(p.last))
+	var set []any
 	for _, s := range p.o.Snapshot() {
 		s.Replica = ""
 		v, _ := json.Marshal(s)
-		cur[s.field()] = string(v)
-	}
-	var set []any
-	var del []string
-	for f, v := range cur {
-		if old, ok := p.last[f]; p.dirty || !ok || old != v {
-			set = append(set, f, v)
+		f, h := s.field(), maphash.Bytes(p.seed, v)
+		cur[f] = h
+		if old, ok := p.last[f]; p.dirty || !ok || old != h {
+			set = append(set, f, string(v))
 		}
 	}
+	var del []string
 	for f := range p.last {
 		if _, ok := cur[f]; !ok && !p.dirty {
 			del = append(del, f)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	err := p.write(ctx, set, del)
 	p.dirty = err != nil
 	if err == nil {
-		p.last = cur
+		p.last, p.version = cur, version
 	}
 	return err
 }

@@ -318,18 +318,25 @@ const trimAfterParks = 512
 // operating system, every 10 seconds when enough did, until ctx ends: the
 // runtime keeps freed stacks until a GC, and an idle proxy rarely
 // collects, so without this the memory of connections that went idle
-// would stay resident. The process decides this, not the proxy package.
+// would stay resident. It trims once more 10 seconds after the last
+// trim, when the work a wave of connections leaves behind (the session
+// registry's round, the last uses' batches) is garbage too. The process
+// decides this, not the proxy package.
 func trimMemory(ctx context.Context, takeParked func() int64) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
-	parked := int64(0)
+	parked, settle := int64(0), false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if parked += takeParked(); parked >= trimAfterParks {
-				parked = 0
+			switch parked += takeParked(); {
+			case parked >= trimAfterParks:
+				parked, settle = 0, true
+				debug.FreeOSMemory()
+			case settle:
+				settle = false
 				debug.FreeOSMemory()
 			}
 		}

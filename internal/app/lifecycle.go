@@ -119,7 +119,8 @@ func (l *lifecycle) startRegistry(s LifecycleSettings, store *authstore.Store, d
 	if !s.Registry {
 		return nil
 	}
-	p, err := store.PublishSessions(sessions.PublisherOptions{Replica: replica, Logger: log, Snapshot: dev.registrySessions})
+	p, err := store.PublishSessions(sessions.PublisherOptions{Replica: replica, Logger: log, Snapshot: dev.registrySessions,
+		Version: dev.p.SessionsVersion})
 	l.sessions = p
 	return err
 }
