@@ -218,3 +218,23 @@ func (r *Reader) FollowDecisions(ctx context.Context, f Filter, deliver func(pol
 	}
 	return ctx.Err()
 }
+
+// ParseSince reads a "since" bound as `decisions --since` and the admin
+// API's `since` take it: a Go duration back from now (15m, 2h), a number
+// of days (7d), or an RFC 3339 time. ok is false for anything else, or a
+// duration that is not positive.
+func ParseSince(v string, now time.Time) (t time.Time, ok bool) {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, true
+	}
+	d, err := time.ParseDuration(v)
+	if days, found := strings.CutSuffix(v, "d"); found && err != nil {
+		if n, nerr := strconv.Atoi(days); nerr == nil && n <= 100000 {
+			d, err = time.Duration(n)*24*time.Hour, nil
+		}
+	}
+	if err != nil || d <= 0 {
+		return time.Time{}, false
+	}
+	return now.Add(-d), true
+}

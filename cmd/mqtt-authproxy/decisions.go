@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -89,19 +88,11 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
-	if t, err := time.Parse(time.RFC3339, v); err == nil {
-		return t, nil
-	}
-	d, err := time.ParseDuration(v)
-	if days, ok := strings.CutSuffix(v, "d"); ok && err != nil {
-		if n, nerr := strconv.Atoi(days); nerr == nil && n <= 100000 {
-			d, err = time.Duration(n)*24*time.Hour, nil
-		}
-	}
-	if err != nil || d <= 0 {
+	t, ok := decisionlog.ParseSince(v, now)
+	if !ok {
 		return time.Time{}, usagef("decisions: --since %q is not a positive duration (15m, 2h, 7d) or an RFC 3339 time (2026-01-02T15:04:05Z)", v)
 	}
-	return now.Add(-d), nil
+	return t, nil
 }
 
 func runDecisions(io stdio, f decisionsFlags) error {

@@ -3,7 +3,6 @@ package adminapi
 import (
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/mqtt-authproxy/mqtt-authproxy/authstore/decisionlog"
@@ -91,17 +90,9 @@ func queryInt(r *request, name string, def int) (int, error) {
 // parseSince reads since as `decisions --since` does: a duration back
 // from now (15m, 2h, 7d) or an RFC 3339 time.
 func parseSince(v string, now time.Time) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339, v); err == nil {
-		return t, nil
-	}
-	d, err := time.ParseDuration(v)
-	if days, ok := strings.CutSuffix(v, "d"); ok && err != nil {
-		if n, nerr := strconv.Atoi(days); nerr == nil && n <= 100000 {
-			d, err = time.Duration(n)*24*time.Hour, nil
-		}
-	}
-	if err != nil || d <= 0 {
+	t, ok := decisionlog.ParseSince(v, now)
+	if !ok {
 		return time.Time{}, errorf(http.StatusBadRequest, "since %q is not a positive duration (15m, 2h, 7d) or an RFC 3339 time", v)
 	}
-	return now.Add(-d), nil
+	return t, nil
 }

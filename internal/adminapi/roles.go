@@ -39,22 +39,7 @@ func (a *API) getRole(r *request) (int, any, error) {
 
 // putRole replaces the role whole with the body, a record as import
 // takes it.
-func (a *API) putRole(r *request) (int, any, error) {
-	rec, err := r.recordBody(true)
-	if err != nil {
-		return 0, nil, err
-	}
-	created, err := a.o.Store.Replace(r.ctx, rec)
-	if err != nil {
-		return 0, nil, err
-	}
-	action, status := "replaced", http.StatusOK
-	if created {
-		action, status = "created", http.StatusCreated
-	}
-	r.logChange(kindRole, rec.Name, action, "fields "+fieldList(rec))
-	return status, Changed{Role: rec.Name, Action: action}, nil
-}
+func (a *API) putRole(r *request) (int, any, error) { return a.putRecord(r, kindRole) }
 
 func (a *API) patchRole(r *request) (int, any, error) {
 	body, err := r.body()

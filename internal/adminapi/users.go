@@ -95,8 +95,11 @@ func (a *API) getUser(r *request) (int, any, error) {
 // putUser replaces the user whole with the body, a record as import
 // takes it ("password" write-only; without "password" or "password_hash"
 // the stored password stays).
-func (a *API) putUser(r *request) (int, any, error) {
-	rec, err := r.recordBody(false)
+func (a *API) putUser(r *request) (int, any, error) { return a.putRecord(r, kindUser) }
+
+// putRecord replaces a user or a role (kind) whole with the body.
+func (a *API) putRecord(r *request, kind string) (int, any, error) {
+	rec, err := r.recordBody(kind == kindRole)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -108,7 +111,10 @@ func (a *API) putUser(r *request) (int, any, error) {
 	if created {
 		action, status = "created", http.StatusCreated
 	}
-	r.logChange(kindUser, rec.Name, action, "fields "+fieldList(rec))
+	r.logChange(kind, rec.Name, action, "fields "+fieldList(rec))
+	if kind == kindRole {
+		return status, Changed{Role: rec.Name, Action: action}, nil
+	}
 	return status, Changed{User: rec.Name, Action: action}, nil
 }
 
