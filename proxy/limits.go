@@ -22,11 +22,7 @@ import (
 // (s.connack): one CONNACK, the broker's with the properties the limits
 // lower.
 func (s *session) withLimits(fs []relay.Filter, d policy.Decision, connect *packets.Connect, ack packets.Connack) []relay.Filter {
-	framed := false
-	for _, f := range fs {
-		framed = framed || f != nil
-	}
-	if !framed && d.Limits.Empty() {
+	if len(fs) == 0 && d.Limits.Empty() {
 		return fs
 	}
 	keepAlive := time.Duration(connect.KeepAlive) * time.Second

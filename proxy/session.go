@@ -107,7 +107,9 @@ func (s *session) filters(d policy.Decision, connect *packets.Connect, ack packe
 	}
 	// The mountpoint last, on the broker's side: the filters before it
 	// judge the device's view.
-	fs = append(fs, s.mountpointFilter(connect))
+	if mp := s.mountpointFilter(connect); mp != nil {
+		fs = append(fs, mp)
+	}
 	return s.withLimits(fs, d, connect, ack) // limits, last: limits.go
 }
 

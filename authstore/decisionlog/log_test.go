@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -236,19 +237,7 @@ func TestDecisionLogNeverBlocksOnAPausedRedis(t *testing.T) {
 	l.Record(policy.Record{Kind: "connect", Username: "before", Outcome: "accepted"})
 	awaitWritten(t, l, 1)
 
-	if err := admin.Do(ctx, "CLIENT", "PAUSE", 60000, "WRITE").Err(); err != nil {
-		t.Fatal(err)
-	}
-	unpaused := false
-	unpause := func() {
-		if !unpaused {
-			unpaused = true
-			if err := admin.Do(context.Background(), "CLIENT", "UNPAUSE").Err(); err != nil {
-				t.Error(err)
-			}
-		}
-	}
-	t.Cleanup(unpause)
+	unpause := pauseWrites(t, admin)
 	l.Record(policy.Record{Kind: "connect", Username: "stuck", Outcome: "accepted"})
 	testenv.WaitFor(t, 10*time.Second, "the writer to be blocked in XADD", func() bool { return writerStuck(ctx, admin) })
 
@@ -575,19 +564,7 @@ func TestDecisionLogSummariesNeverCrowdOutDecisions(t *testing.T) {
 		OnDrop: func(n int) { reported.Add(int64(n)) }})
 	t.Cleanup(l.Close)
 
-	if err := admin.Do(ctx, "CLIENT", "PAUSE", 60000, "WRITE").Err(); err != nil {
-		t.Fatal(err)
-	}
-	unpaused := false
-	unpause := func() {
-		if !unpaused {
-			unpaused = true
-			if err := admin.Do(context.Background(), "CLIENT", "UNPAUSE").Err(); err != nil {
-				t.Error(err)
-			}
-		}
-	}
-	t.Cleanup(unpause)
+	unpause := pauseWrites(t, admin)
 	l.Record(policy.Record{Kind: "connect", Username: "stuck", Outcome: "accepted"})
 	testenv.WaitFor(t, 10*time.Second, "the writer to be blocked in XADD", func() bool { return writerStuck(ctx, admin) })
 
@@ -673,4 +650,23 @@ func realStream(t *testing.T) (stream, *redis.Client, *testenv.Server) {
 	t.Helper()
 	rdb, admin, srv := storetest.Redis(t)
 	return newStream(rdb, ""), admin, srv
+}
+
+// pauseWrites pauses Redis's writes (CLIENT PAUSE WRITE) until the
+// returned function, or the test's end, unpauses them (once).
+func pauseWrites(t *testing.T, admin *redis.Client) func() {
+	t.Helper()
+	if err := admin.Do(testenv.Context(t), "CLIENT", "PAUSE", 60000, "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	unpause := func() {
+		once.Do(func() {
+			if err := admin.Do(context.Background(), "CLIENT", "UNPAUSE").Err(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(unpause)
+	return unpause
 }

@@ -29,11 +29,11 @@ func TestWriterRecordsAndReads(t *testing.T) {
 		t.Fatalf("fingerprints %q %q", fp, other)
 	}
 	for i := range 300 {
-		w.Record(Use{User: "u", Fingerprint: fp, Addr: "10.0.0.1", ClientID: fmt.Sprintf("c-%d", i%100), Time: now.Add(time.Duration(i) * time.Millisecond)})
+		w.Note("u", "$argon2id$a", fmt.Sprintf("c-%d", i%100), netip.MustParseAddr("10.0.0.1"), now.Add(time.Duration(i)*time.Millisecond))
 	}
-	w.Record(Use{User: "u", Fingerprint: other, Addr: "10.0.0.9", ClientID: "old", Time: now.Add(-25 * time.Hour)})
+	w.Note("u", "$argon2id$b", "old", netip.MustParseAddr("10.0.0.9"), now.Add(-25*time.Hour))
 	w.Close()
-	w.Record(Use{User: "u", Fingerprint: fp, ClientID: "late"})
+	w.Note("u", "$argon2id$a", "late", netip.Addr{}, now)
 	if w.Stored() != 101 || w.Dropped() != 1 {
 		t.Fatalf("stored %d, dropped %d; want 101 (100 client ids, then throttled) and 1", w.Stored(), w.Dropped())
 	}
@@ -52,13 +52,13 @@ func TestWriterRecordsAndReads(t *testing.T) {
 	}
 }
 
-// BenchmarkRecord: what an accepted CONNECT pays for its use on the hot
+// BenchmarkNote: what an accepted CONNECT pays for its use on the hot
 // path (Note: the remembered-use check, and for a use due a write the
 // fingerprint of the stored hash and the queue), a new client id every
 // time (queued) or the same (remembered). The writer's Redis refuses
 // connections, so that its batches (off the hot path) cost next to
 // nothing here.
-func BenchmarkRecord(b *testing.B) {
+func BenchmarkNote(b *testing.B) {
 	redis.SetLogger(quiet{})
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	b.Cleanup(func() { rdb.Close() })
@@ -87,8 +87,8 @@ func BenchmarkRecord(b *testing.B) {
 // TestRememberedUses: a use noted again within Refresh is not queued
 // again, one after Refresh is; a use is remembered through at least
 // rememberedUses later ones and forgotten once two generations passed;
-// Note and Record of the same use agree on what they queue (Note by the
-// stored hash, Record by its fingerprint: each Writer's callers use one).
+// a queued use carries the credential's fingerprint, never the stored
+// hash.
 func TestRememberedUses(t *testing.T) {
 	// A Writer whose queue nobody reads: what is queued stays there.
 	w := &Writer{o: Options{}.withDefaults(), queue: make(chan Use, 4*rememberedUses)}

@@ -60,7 +60,7 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Writer records uses in Redis in the background. Record never blocks.
+// Writer records uses in Redis in the background. Note never blocks.
 // It is safe for concurrent use; its methods do nothing on a nil *Writer.
 type Writer struct {
 	rdb     redis.UniversalClient
@@ -86,23 +86,9 @@ func NewWriter(rdb redis.UniversalClient, o Options) *Writer {
 	return w
 }
 
-// Record queues u unless the same use was written less than Refresh ago;
-// it never blocks: with the queue full, u is dropped and counted.
-func (w *Writer) Record(u Use) {
-	if w == nil {
-		return
-	}
-	if u.Time.IsZero() {
-		u.Time = time.Now()
-	}
-	u.key = w.written.key(u.User, u.Fingerprint, u.ClientID)
-	if w.closed.Load() || w.written.due(u.key, u.Time.UnixNano(), int64(w.o.Refresh)) {
-		w.enqueue(u)
-	}
-}
-
-// Note is Record of an accepted CONNECT's use of the credential stored
-// as stored: what the hot path pays when the same device used it within
+// Note records an accepted CONNECT's use of the credential stored as
+// stored, unless the same device's use of it was written less than
+// Refresh ago; it never blocks. What the hot path pays when the same device used it within
 // Refresh is one hash and one map lookup; the fingerprint and the
 // address's text are made only for a use that is written.
 func (w *Writer) Note(user, stored, clientID string, addr netip.Addr, now time.Time) {
@@ -155,8 +141,7 @@ func (r *remembered) init() {
 	r.cur = make(map[uint64]int64)
 }
 
-// key is the use's hash; cred names the credential (its stored hash, or
-// its fingerprint: one Writer's callers use one or the other).
+// key is the use's hash; cred is the credential's stored hash.
 func (r *remembered) key(user, cred, clientID string) uint64 {
 	var h maphash.Hash
 	h.SetSeed(r.seed)

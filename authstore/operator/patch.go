@@ -1,7 +1,6 @@
 package operator
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -116,16 +115,9 @@ func ParseRolePatch(body []byte) (RoleUpdate, []string, error) {
 
 // patchObject reads a patch's JSON object.
 func patchObject(body []byte) (map[string]json.RawMessage, error) {
-	var raw map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("not a JSON object: %v", err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("more than one JSON value")
-	}
-	if raw == nil {
-		return nil, fmt.Errorf("not a JSON object: null")
+	raw, err := jsonObject(body, "more than one JSON value")
+	if err != nil {
+		return nil, err
 	}
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("no field to change")

@@ -157,13 +157,19 @@ func decodeObject(line []byte) (map[string]json.RawMessage, error) {
 	if len(line) > MaxRecordBytes {
 		return nil, fmt.Errorf("%d bytes, at most %d", len(line), MaxRecordBytes)
 	}
+	return jsonObject(line, "more than one JSON value (one object a line)")
+}
+
+// jsonObject reads b as exactly one JSON object (its fields undecoded);
+// more is the error for anything after it.
+func jsonObject(b []byte, more string) (map[string]json.RawMessage, error) {
 	var raw map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(line))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&raw); err != nil {
 		return nil, fmt.Errorf("not a JSON object: %v", err)
 	}
 	if dec.More() {
-		return nil, errors.New("more than one JSON value (one object a line)")
+		return nil, errors.New(more)
 	}
 	if raw == nil {
 		return nil, errors.New("not a JSON object: null")
